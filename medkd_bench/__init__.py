@@ -1,0 +1,36 @@
+"""medkd-bench: which teacher distils best into a small student, and does it look at the right place.
+
+This module is the public API: plugins (built-in and third-party) import
+from here only.
+"""
+
+from .errors import MedkdError
+from .hookspecs import hookimpl
+from .models import last_module, nhwc_to_nchw, timm_builder, timm_pretrained_builder
+from .specs import (
+    DatasetSpec,
+    ExplainerSpec,
+    ModelSpec,
+    SplitData,
+    StudentSpec,
+    TeacherSpec,
+    TrainSettings,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "DatasetSpec",
+    "ExplainerSpec",
+    "MedkdError",
+    "ModelSpec",
+    "SplitData",
+    "StudentSpec",
+    "TeacherSpec",
+    "TrainSettings",
+    "hookimpl",
+    "last_module",
+    "nhwc_to_nchw",
+    "timm_builder",
+    "timm_pretrained_builder",
+]

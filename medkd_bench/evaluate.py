@@ -1,0 +1,104 @@
+"""Scores for one trained model: quality on the test split and cost to run.
+
+Quality metrics come from scikit-learn; FLOPs from fvcore (which counts one
+fused multiply-add as one operation, so its total is MACs); latency follows
+timm's benchmark method: batch 1, warm-up runs, then the median of timed runs
+under ``torch.inference_mode``.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+import warnings
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from .runtime import Runtime
+
+
+def classification_metrics(labels: Sequence[int], preds: Sequence[int], classes: Sequence[str]) -> dict[str, Any]:
+    from sklearn.metrics import accuracy_score, confusion_matrix, f1_score
+
+    ids = list(range(len(classes)))
+    per_class = f1_score(labels, preds, labels=ids, average=None, zero_division=0)
+    return {
+        "accuracy": float(accuracy_score(labels, preds)),
+        "macro_f1": float(f1_score(labels, preds, labels=ids, average="macro", zero_division=0)),
+        "per_class_f1": {c: float(f) for c, f in zip(classes, per_class)},
+        "confusion": confusion_matrix(labels, preds, labels=ids).tolist(),
+    }
+
+
+def count_params(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def count_gmacs(model: nn.Module, img_size: int, device: torch.device | str = "cpu") -> float:
+    """Multiply-accumulates of one forward pass at ``img_size``, in billions."""
+    from fvcore.nn import FlopCountAnalysis
+
+    model.eval()
+    x = torch.zeros(1, 3, img_size, img_size, device=device)
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        analysis = FlopCountAnalysis(model, x)
+        analysis.unsupported_ops_warnings(False)
+        analysis.uncalled_modules_warnings(False)
+        return float(analysis.total()) / 1e9
+
+
+@torch.inference_mode()
+def measure_latency(
+    model: nn.Module, img_size: int, runtime: Runtime, warmup: int = 10, runs: int = 50
+) -> dict[str, float]:
+    """Batch-1 forward latency in ms: median and inter-quartile spread over ``runs``."""
+    model.eval()
+    x = torch.randn(1, 3, img_size, img_size, device=runtime.device)
+    if runtime.channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    times = []
+    for i in range(warmup + runs):
+        runtime.synchronize()
+        start = time.perf_counter()
+        with runtime.autocast():
+            model(x)
+        runtime.synchronize()
+        if i >= warmup:
+            times.append((time.perf_counter() - start) * 1000.0)
+    q = statistics.quantiles(times, n=4)
+    return {"latency_ms": statistics.median(times), "latency_iqr_ms": q[2] - q[0]}
+
+
+@torch.inference_mode()
+def measure_throughput(
+    model: nn.Module, img_size: int, runtime: Runtime, batch_size: int = 32, runs: int = 5
+) -> float:
+    """Inference images per second at ``batch_size`` (median of ``runs`` after one warm-up)."""
+    model.eval()
+    x = torch.randn(batch_size, 3, img_size, img_size, device=runtime.device)
+    if runtime.channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    rates = []
+    for i in range(runs + 1):
+        runtime.synchronize()
+        start = time.perf_counter()
+        with runtime.autocast():
+            model(x)
+        runtime.synchronize()
+        if i:
+            rates.append(batch_size / (time.perf_counter() - start))
+    return statistics.median(rates)
+
+
+def cost_metrics(model: nn.Module, img_size: int, runtime: Runtime, latency_runs: int = 50) -> dict[str, float]:
+    metrics: dict[str, float] = {
+        "params_m": count_params(model) / 1e6,
+        "gmacs": count_gmacs(model, img_size, runtime.device),
+        "throughput": measure_throughput(model, img_size, runtime),
+    }
+    metrics.update(measure_latency(model, img_size, runtime, runs=latency_runs))
+    return metrics

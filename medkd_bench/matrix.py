@@ -1,0 +1,393 @@
+"""Plans the teacher x student x dataset matrix and runs it cell by cell.
+
+A cell is ``(dataset, method, teacher, student, seed)`` with method one of
+``teacher`` (train a teacher on labels), ``label-only`` (train a student on
+labels: the baseline) and ``kd`` (distil the teacher into the student). Each
+cell's config is hashed; the hash keys the store row, the checkpoint and the
+saliency maps, so a rerun skips what is finished, a KD cell finds its teacher,
+and a changed setting trains anew instead of reusing stale results.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+from torch import nn
+
+from .data import PreparedData, prepare
+from .distill import KDSettings, TrainResult, eval_split_predictions, fit, teacher_soft_targets
+from .errors import MedkdError
+from .evaluate import classification_metrics, cost_metrics
+from .explain import compute_maps, explanation_sample, render_panel
+from .plugins import Registry
+from .runtime import Runtime
+from .specs import ModelSpec, TrainSettings
+from .store import Store
+from .weights import file_digest, load_weights_file
+
+SCHEMA_VERSION = 1
+METHODS = ("teacher", "label-only", "kd")
+MATRICES = ("full", "quick")
+
+
+@dataclass(frozen=True)
+class Cell:
+    dataset: str
+    method: str
+    teacher: str = ""
+    student: str = ""
+    seed: int = 0
+
+    @property
+    def model_name(self) -> str:
+        return self.teacher if self.method == "teacher" else self.student
+
+    @property
+    def role(self) -> str:
+        return "teacher" if self.method == "teacher" else "student"
+
+    def label(self) -> str:
+        if self.method == "teacher":
+            return f"{self.dataset} | teacher {self.teacher}"
+        if self.method == "label-only":
+            return f"{self.dataset} | student {self.student} (labels only)"
+        return f"{self.dataset} | {self.teacher} -> {self.student} (KD)"
+
+
+@dataclass
+class RunOptions:
+    work_dir: Path = Path(".medkd")
+    leaderboard_dir: Path = Path("leaderboards")
+    img_size: int | None = None
+    data_root: Path | None = None
+    dataset_options: dict[str, dict[str, Any]] = field(default_factory=dict)
+    epochs: int | None = None
+    kd: KDSettings = field(default_factory=KDSettings)
+    pretrained: bool = False
+    weights: dict[str, Path] = field(default_factory=dict)
+    explainer: str = "score-cam"
+    explain_per_class: int = 1
+    latency_runs: int = 50
+
+
+class Reporter(Protocol):
+    def cell_started(self, cell: Cell, index: int, total: int, epochs: int) -> None: ...
+    def epoch_done(self, epoch: int, epochs: int, row: dict[str, float]) -> None: ...
+    def cell_finished(self, cell: Cell, status: str, detail: str) -> None: ...
+
+
+class SilentReporter:
+    def cell_started(self, cell: Cell, index: int, total: int, epochs: int) -> None:
+        pass
+
+    def epoch_done(self, epoch: int, epochs: int, row: dict[str, float]) -> None:
+        pass
+
+    def cell_finished(self, cell: Cell, status: str, detail: str) -> None:
+        pass
+
+
+def _check_names(kind: str, wanted: Sequence[str] | None, known: dict[str, Any]) -> list[str]:
+    if not wanted:
+        return list(known)
+    unknown = [n for n in wanted if n not in known]
+    if unknown:
+        raise MedkdError(
+            f"unknown {kind}(s) {', '.join(repr(u) for u in unknown)} in --{kind}s "
+            f"(registered: {', '.join(sorted(known)) or 'none'})"
+        )
+    return list(dict.fromkeys(wanted))
+
+
+def plan(
+    registry: Registry,
+    matrix: str = "full",
+    teachers: Sequence[str] | None = None,
+    students: Sequence[str] | None = None,
+    datasets: Sequence[str] | None = None,
+    seed: int = 0,
+) -> list[Cell]:
+    """Cells in run order: per dataset, teachers first, then baselines, then KD."""
+    if matrix not in MATRICES:
+        raise MedkdError(f"unknown --matrix {matrix!r} (choose from: {', '.join(MATRICES)})")
+    ts = _check_names("teacher", teachers, registry.teachers)
+    ss = _check_names("student", students, registry.students)
+    ds = _check_names("dataset", datasets, registry.datasets)
+    if matrix == "quick":  # one of each: the first after filters
+        ts, ss, ds = ts[:1], ss[:1], ds[:1]
+    if not (ts and ss and ds):
+        raise MedkdError("the matrix is empty: no teacher, student or dataset is registered or selected")
+    cells: list[Cell] = []
+    for d in ds:
+        cells += [Cell(d, "teacher", teacher=t, seed=seed) for t in ts]
+        cells += [Cell(d, "label-only", student=s, seed=seed) for s in ss]
+        cells += [Cell(d, "kd", teacher=t, student=s, seed=seed) for t in ts for s in ss]
+    return cells
+
+
+def config_hash(config: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def check_writable(directory: Path, what: str) -> None:
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        probe = directory / ".medkd-write-test"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as exc:
+        raise MedkdError(f"{what} {directory}: not writable ({exc.strerror or exc})") from exc
+
+
+def one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}".strip().rstrip(":")
+
+
+class MatrixRunner:
+    """Runs cells in order, committing each one to the store as soon as it ends."""
+
+    def __init__(self, registry: Registry, options: RunOptions, store: Store, runtime: Runtime,
+                 reporter: Reporter | None = None):
+        self.registry = registry
+        self.options = options
+        self.store = store
+        self.runtime = runtime
+        self.reporter = reporter or SilentReporter()
+        self._data: dict[str, PreparedData] = {}
+        self._soft_targets: dict[str, torch.Tensor] = {}
+        for name in options.weights:
+            if name not in registry.teachers and name not in registry.students:
+                raise MedkdError(f"--weights {name}=...: no teacher or student named {name!r}")
+        self.ckpt_dir = options.work_dir / "checkpoints"
+        self.maps_dir = options.work_dir / "maps"
+
+    # ---- configuration -------------------------------------------------
+    def model_spec(self, cell: Cell) -> ModelSpec:
+        return self.registry.get(cell.role, cell.model_name)
+
+    def settings(self, spec: ModelSpec) -> TrainSettings:
+        return spec.train.replace(epochs=self.options.epochs)
+
+    def _init(self, name: str) -> str:
+        if name in self.options.weights:
+            return f"file:{file_digest(self.options.weights[name])}"
+        return "timm-imagenet" if self.options.pretrained else "random"
+
+    def dataset_config(self, name: str) -> dict[str, Any]:
+        spec = self.registry.get("dataset", name)
+        return {
+            "name": name,
+            "img_size": int(self.options.img_size or spec.img_size),
+            "options": {**spec.options, **self.options.dataset_options.get(name, {})},
+            "root": str(self.options.data_root) if spec.needs_root and self.options.data_root else None,
+        }
+
+    def config(self, cell: Cell) -> dict[str, Any]:
+        spec = self.model_spec(cell)
+        cfg: dict[str, Any] = {
+            "schema": SCHEMA_VERSION,
+            "method": cell.method,
+            "seed": cell.seed,
+            "dataset": self.dataset_config(cell.dataset),
+            "model": {"name": spec.name, "role": cell.role, "train": asdict(self.settings(spec)),
+                      "init": self._init(spec.name)},
+        }
+        if cell.method == "kd":
+            cfg["teacher"] = self.hash(Cell(cell.dataset, "teacher", teacher=cell.teacher, seed=cell.seed))
+            cfg["kd"] = asdict(self.options.kd)
+        return cfg
+
+    def hash(self, cell: Cell) -> str:
+        return config_hash(self.config(cell))
+
+    # ---- resources -----------------------------------------------------
+    def data(self, name: str) -> PreparedData:
+        if name not in self._data:
+            spec = self.registry.get("dataset", name)
+            self._data[name] = prepare(spec, self.options.img_size, self.options.data_root,
+                                       self.options.dataset_options.get(name, {}))
+        return self._data[name]
+
+    def build_model(self, spec: ModelSpec, data: PreparedData) -> nn.Module:
+        try:
+            if self.options.pretrained and spec.name not in self.options.weights:
+                if spec.build_pretrained is None:
+                    raise MedkdError(f"--pretrained: {spec.name!r} has no pretrained builder")
+                return spec.build_pretrained(data.num_classes, data.img_size)
+            model = spec.build(data.num_classes, data.img_size)
+        except MedkdError:
+            raise
+        except Exception as exc:
+            raise MedkdError(f"building {spec.name!r} failed: {one_line(exc)}") from exc
+        if spec.name in self.options.weights:
+            load_weights_file(model, self.options.weights[spec.name])
+        return model
+
+    def checkpoint_path(self, cell_hash: str) -> Path:
+        return self.ckpt_dir / f"{cell_hash}.safetensors"
+
+    def save_checkpoint(self, model: nn.Module, cell_hash: str) -> Path:
+        from safetensors.torch import save_file
+
+        path = self.checkpoint_path(cell_hash)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+        save_file(state, str(tmp))
+        tmp.replace(path)
+        return path
+
+    def load_trained(self, cell: Cell) -> nn.Module:
+        """A finished cell's model, rebuilt from its checkpoint."""
+        from safetensors.torch import load_file
+
+        h = self.hash(cell)
+        path = self.checkpoint_path(h)
+        if not self.store.is_done(h) or not path.is_file():
+            raise MedkdError(f"{cell.label()} has no finished checkpoint (run it first)")
+        spec = self.model_spec(cell)
+        data = self.data(cell.dataset)
+        model = spec.build(data.num_classes, data.img_size)
+        model.load_state_dict(load_file(str(path)))
+        return model.to(self.runtime.device).eval()
+
+    def soft_targets(self, teacher_cell: Cell) -> torch.Tensor:
+        h = self.hash(teacher_cell)
+        if h not in self._soft_targets:
+            path = self.options.work_dir / "soft_targets" / f"{h}.pt"
+            if path.is_file():
+                self._soft_targets[h] = torch.load(path, weights_only=True)
+            else:
+                teacher = self.load_trained(teacher_cell)
+                logits = teacher_soft_targets(teacher, self.data(teacher_cell.dataset), self.runtime)
+                path.parent.mkdir(parents=True, exist_ok=True)
+                torch.save(logits, path.with_suffix(".tmp"))
+                path.with_suffix(".tmp").replace(path)
+                self._soft_targets[h] = logits
+        return self._soft_targets[h]
+
+    def maps_path(self, cell_hash: str) -> Path:
+        o = self.options
+        return self.maps_dir / f"{cell_hash}-{o.explainer}-{o.explain_per_class}.npy"
+
+    def maps_for(self, cell: Cell, model: nn.Module | None = None) -> np.ndarray | None:
+        """Saliency maps of a cell's model on the explanation sample, cached on disk."""
+        h = self.hash(cell)
+        path = self.maps_path(h)
+        if path.is_file():
+            return np.load(path)
+        if model is None:
+            if not self.store.is_done(h):
+                return None
+            model = self.load_trained(cell)
+        data = self.data(cell.dataset)
+        explainer = self.registry.get("explainer", self.options.explainer)
+        indices = explanation_sample(data, self.options.explain_per_class, seed=cell.seed)
+        maps = compute_maps(self.model_spec(cell), model, explainer, data, indices, self.runtime.device)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path.with_suffix(".tmp"), "wb") as fh:
+            np.save(fh, maps)
+        path.with_suffix(".tmp").replace(path)
+        return maps
+
+    def panel_for(self, cell: Cell, student_maps: np.ndarray) -> Path:
+        data = self.data(cell.dataset)
+        teacher_cell = Cell(cell.dataset, "teacher", teacher=cell.teacher, seed=cell.seed)
+        baseline_cell = Cell(cell.dataset, "label-only", student=cell.student, seed=cell.seed)
+        columns = [(f"teacher {cell.teacher}", self.maps_for(teacher_cell))]
+        baseline = self.maps_for(baseline_cell)
+        if baseline is not None:
+            columns.append((f"{cell.student} labels only", baseline))
+        columns.append((f"{cell.student} KD", student_maps))
+        indices = explanation_sample(data, self.options.explain_per_class, seed=cell.seed)
+        rel = Path("panels") / cell.dataset / f"{cell.teacher}__{cell.student}.png"
+        render_panel(
+            self.options.leaderboard_dir / rel, data, indices, columns,
+            title=f"{self.options.explainer}: {cell.dataset}, {cell.teacher} -> {cell.student}",
+            mask_name=data.spec.localisation_mask,
+        )
+        return rel
+
+    # ---- running ---------------------------------------------------------
+    def run(self, cells: Sequence[Cell]) -> dict[str, int]:
+        check_writable(self.options.work_dir, "--work-dir")
+        check_writable(self.options.leaderboard_dir, "--leaderboard-dir")
+        summary = {"done": 0, "skipped": 0, "failed": 0}
+        for index, cell in enumerate(cells, start=1):
+            status = self.run_cell(cell, index, len(cells))
+            summary[status] += 1
+        return summary
+
+    def run_cell(self, cell: Cell, index: int = 1, total: int = 1) -> str:
+        h = self.hash(cell)
+        cfg = self.config(cell)
+        if self.store.is_done(h) and self.checkpoint_path(h).is_file():
+            self.reporter.cell_finished(cell, "skipped", "finished earlier")
+            return "skipped"
+        spec = self.model_spec(cell)
+        settings = self.settings(spec)
+        self.reporter.cell_started(cell, index, total, settings.epochs)
+        self.store.start(h, cell.dataset, cell.teacher, cell.student, cell.method, cell.seed, cfg)
+        timings: dict[str, float] = {}
+        try:
+            metrics, artifacts = self._execute(cell, h, spec, settings, timings)
+        except KeyboardInterrupt:
+            self.store.fail(h, "interrupted", timings)
+            raise
+        except Exception as exc:
+            message = one_line(exc)
+            self.store.fail(h, message, timings)
+            self.reporter.cell_finished(cell, "failed", message)
+            return "failed"
+        self.store.finish(h, metrics, timings, artifacts)
+        self.reporter.cell_finished(cell, "done", f"test accuracy {metrics['accuracy']:.3f}")
+        return "done"
+
+    def _execute(self, cell: Cell, h: str, spec: ModelSpec, settings: TrainSettings,
+                 timings: dict[str, float]) -> tuple[dict[str, Any], dict[str, str]]:
+        t0 = time.perf_counter()
+        data = self.data(cell.dataset)
+        teacher_logits = None
+        if cell.method == "kd":
+            teacher_cell = Cell(cell.dataset, "teacher", teacher=cell.teacher, seed=cell.seed)
+            teacher_rec = self.store.get(self.hash(teacher_cell))
+            if teacher_rec is None or teacher_rec.status != "done":
+                raise MedkdError(f"teacher {cell.teacher!r} has not been trained on {cell.dataset} "
+                                 f"({teacher_rec.error if teacher_rec and teacher_rec.error else 'no finished cell'})")
+            teacher_logits = self.soft_targets(teacher_cell)
+        model = self.build_model(spec, data)
+        timings["setup_s"] = time.perf_counter() - t0
+        result: TrainResult = fit(
+            model, data, settings, self.runtime, seed=cell.seed, teacher_logits=teacher_logits,
+            kd=self.options.kd if cell.method == "kd" else None, on_epoch=self.reporter.epoch_done,
+        )
+        timings["train_s"] = result.train_seconds
+        timings["train_images_per_s"] = result.images_per_second
+        self.save_checkpoint(model, h)
+        t1 = time.perf_counter()
+        test = data.splits["test"]
+        preds = eval_split_predictions(model, data, "test", self.runtime)
+        metrics: dict[str, Any] = classification_metrics(test.labels.tolist(), preds.tolist(), data.spec.classes)
+        metrics["best_epoch"] = result.best_epoch
+        metrics["val_accuracy"] = result.best_val_accuracy
+        metrics["history"] = result.history
+        metrics["n_test"] = len(test)
+        metrics.update(cost_metrics(model, data.img_size, self.runtime, self.options.latency_runs))
+        timings["score_s"] = time.perf_counter() - t1
+        t2 = time.perf_counter()
+        artifacts: dict[str, str] = {"checkpoint": str(self.checkpoint_path(h))}
+        maps = self.maps_for(cell, model)
+        if maps is not None and cell.method == "kd":
+            artifacts["panel"] = str(self.panel_for(cell, maps))
+        timings["explain_s"] = time.perf_counter() - t2
+        timings["total_s"] = time.perf_counter() - t0
+        return metrics, artifacts

@@ -1,0 +1,162 @@
+"""The plugin manager: entry points (built-ins included), then ``--plugin`` files.
+
+Each hook implementation is called on its own with a ``register`` callback
+bound to its plugin, so the registry knows who registered every spec, a
+duplicate name is reported with both plugins, and a hook that raises is
+reported by plugin name instead of as a traceback.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pluggy
+
+from . import hookspecs
+from .errors import MedkdError
+from .specs import DatasetSpec, ExplainerSpec, StudentSpec, TeacherSpec
+
+#: kind -> (hook name, spec class)
+KINDS: dict[str, tuple[str, type]] = {
+    "teacher": ("register_teachers", TeacherSpec),
+    "student": ("register_students", StudentSpec),
+    "dataset": ("register_datasets", DatasetSpec),
+    "explainer": ("register_explainers", ExplainerSpec),
+}
+
+
+@dataclass
+class PluginInfo:
+    """Where a plugin came from and what it registered."""
+
+    name: str
+    origin: str
+    version: str
+    registers: dict[str, list[str]] = field(default_factory=dict)
+
+
+@dataclass
+class Registry:
+    """Every registered spec by kind and name, plus which plugin gave it."""
+
+    specs: dict[str, dict[str, Any]] = field(default_factory=lambda: {k: {} for k in KINDS})
+    owners: dict[tuple[str, str], str] = field(default_factory=dict)
+    plugins: list[PluginInfo] = field(default_factory=list)
+
+    @property
+    def teachers(self) -> dict[str, TeacherSpec]:
+        return self.specs["teacher"]
+
+    @property
+    def students(self) -> dict[str, StudentSpec]:
+        return self.specs["student"]
+
+    @property
+    def datasets(self) -> dict[str, DatasetSpec]:
+        return self.specs["dataset"]
+
+    @property
+    def explainers(self) -> dict[str, ExplainerSpec]:
+        return self.specs["explainer"]
+
+    def get(self, kind: str, name: str) -> Any:
+        try:
+            return self.specs[kind][name]
+        except KeyError:
+            known = ", ".join(sorted(self.specs[kind])) or "none"
+            raise MedkdError(f"unknown {kind} {name!r} (registered: {known})") from None
+
+
+def _load_file_plugin(pm: pluggy.PluginManager, path: Path) -> None:
+    path = Path(path)
+    if not path.is_file():
+        raise MedkdError(f"--plugin {path}: no such file")
+    module_name = f"medkd_bench_file_plugin_{path.stem}_{abs(hash(str(path.resolve())))}"
+    spec = importlib.util.spec_from_file_location(module_name, path)
+    if spec is None or spec.loader is None:
+        raise MedkdError(f"--plugin {path}: not a Python module")
+    module = importlib.util.module_from_spec(spec)
+    try:
+        sys.modules[module_name] = module
+        spec.loader.exec_module(module)
+    except Exception as exc:  # a broken plugin file is user input
+        sys.modules.pop(module_name, None)
+        raise MedkdError(f"--plugin {path}: failed to import: {type(exc).__name__}: {exc}") from exc
+    pm.register(module, name=f"file:{path}")
+
+
+def make_plugin_manager(
+    plugin_files: Iterable[Path] = (),
+    entry_points: bool = True,
+    block: Iterable[str] = (),
+) -> pluggy.PluginManager:
+    """Entry points first (this is how built-ins arrive), then single files."""
+    pm = pluggy.PluginManager(hookspecs.PROJECT)
+    pm.add_hookspecs(hookspecs)
+    for name in block:
+        pm.set_blocked(name)
+    if entry_points:
+        try:
+            pm.load_setuptools_entrypoints(hookspecs.PROJECT)
+        except Exception as exc:
+            raise MedkdError(f"loading plugins from entry points failed: {type(exc).__name__}: {exc}") from exc
+    for path in plugin_files:
+        _load_file_plugin(pm, Path(path))
+    return pm
+
+
+def _origin(pm: pluggy.PluginManager, plugin: object, name: str) -> tuple[str, str]:
+    for registered, dist in pm.list_plugin_distinfo():
+        if registered is plugin:
+            return f"entry point ({dist.project_name})", str(dist.version)
+    if name.startswith("file:"):
+        return "file", "-"
+    return "registered in code", str(getattr(plugin, "__version__", "-"))
+
+
+def collect(pm: pluggy.PluginManager) -> Registry:
+    """Call every hook implementation and build the registry."""
+    registry = Registry()
+    infos: dict[str, PluginInfo] = {}
+    for plugin_name, plugin in pm.list_name_plugin():
+        if plugin is None:
+            continue
+        origin, version = _origin(pm, plugin, plugin_name)
+        infos[plugin_name] = PluginInfo(plugin_name, origin, version)
+    for kind, (hook_name, spec_cls) in KINDS.items():
+        hook = getattr(pm.hook, hook_name)
+        for impl in reversed(hook.get_hookimpls()):  # registration order
+            owner = impl.plugin_name
+
+            def register(spec: Any, _kind: str = kind, _cls: type = spec_cls, _owner: str = owner) -> None:
+                if not isinstance(spec, _cls):
+                    raise MedkdError(
+                        f"plugin {_owner!r}: {KINDS[_kind][0]} got {type(spec).__name__}, expected {_cls.__name__}"
+                    )
+                key = (_kind, spec.name)
+                if key in registry.owners:
+                    raise MedkdError(
+                        f"duplicate {_kind} name {spec.name!r}: registered by plugin "
+                        f"{registry.owners[key]!r} and by plugin {_owner!r}"
+                    )
+                registry.owners[key] = _owner
+                registry.specs[_kind][spec.name] = spec
+                infos[_owner].registers.setdefault(_kind, []).append(spec.name)
+
+            try:
+                impl.function(register=register)
+            except MedkdError:
+                raise
+            except Exception as exc:
+                raise MedkdError(f"plugin {owner!r} failed in {hook_name}: {type(exc).__name__}: {exc}") from exc
+    registry.plugins = sorted(infos.values(), key=lambda p: p.name)
+    return registry
+
+
+def load_registry(plugin_files: Iterable[Path] = (), entry_points: bool = True) -> Registry:
+    return collect(make_plugin_manager(plugin_files, entry_points=entry_points))

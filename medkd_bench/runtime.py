@@ -1,0 +1,63 @@
+"""Device and mixed-precision choice, made once per run.
+
+CPU runs in float32 by default, so results are exact and repeatable;
+on CUDA, automatic mixed precision (bf16 where supported, else fp16 with a
+gradient scaler) and channels-last memory format are on by default.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+
+import torch
+
+from .errors import MedkdError
+
+AMP_CHOICES = ("auto", "off", "bf16", "fp16")
+
+
+@dataclass(frozen=True)
+class Runtime:
+    device: torch.device
+    amp_dtype: torch.dtype | None = None
+    channels_last: bool = False
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        if self.amp_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.amp_dtype)
+
+    @property
+    def needs_grad_scaler(self) -> bool:
+        return self.amp_dtype == torch.float16 and self.device.type == "cuda"
+
+    def describe(self) -> str:
+        amp = str(self.amp_dtype).removeprefix("torch.") if self.amp_dtype else "fp32"
+        return f"{self.device.type} ({amp}{', channels-last' if self.channels_last else ''})"
+
+    def synchronize(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+
+def resolve_runtime(device: str = "auto", amp: str = "auto") -> Runtime:
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise MedkdError(f"--device {device}: CUDA is not available on this machine")
+    if device != "cpu" and not device.startswith("cuda"):
+        raise MedkdError(f"--device {device}: expected auto, cpu or cuda[:N]")
+    dev = torch.device(device)
+    if amp not in AMP_CHOICES:
+        raise MedkdError(f"--amp {amp}: expected one of {', '.join(AMP_CHOICES)}")
+    dtype: torch.dtype | None
+    if amp == "off" or (amp == "auto" and dev.type == "cpu"):
+        dtype = None
+    elif amp == "bf16" or (amp == "auto" and torch.cuda.is_bf16_supported()):
+        dtype = torch.bfloat16
+    else:
+        dtype = torch.float16
+    if dtype == torch.float16 and dev.type == "cpu":
+        raise MedkdError("--amp fp16: only on CUDA; use --amp bf16 on CPU")
+    return Runtime(dev, dtype, channels_last=dev.type == "cuda")

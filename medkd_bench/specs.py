@@ -1,0 +1,146 @@
+"""Dataclasses a plugin hands to the host through a ``register`` callback.
+
+A spec carries what the host cannot derive: how to build the model or load
+the data, where Score-CAM should look, a citation, and default training
+settings. Everything else (parameters, FLOPs, normalisation) the host
+measures itself, so plugins stay small.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+#: ``(num_classes, img_size) -> nn.Module`` with random initial weights.
+ModelBuilder = Callable[[int, int], nn.Module]
+#: Picks the layer(s) a CAM explainer hooks, from a built model.
+TargetLayers = Callable[[nn.Module], Sequence[nn.Module]]
+#: Turns a token model's activations into ``(N, C, H, W)`` maps (grad-cam's convention).
+ReshapeTransform = Callable[[torch.Tensor], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    """Optimiser and schedule for one model: AdamW, linear warm-up, cosine decay.
+
+    Defaults are per model because architectures trained from random weights
+    differ a lot in what learning rate and warm-up they survive.
+    """
+
+    epochs: int = 10
+    batch_size: int = 32
+    lr: float = 1e-3
+    weight_decay: float = 0.05
+    warmup_epochs: float = 1.0
+    min_lr_ratio: float = 0.01
+    label_smoothing: float = 0.0
+    grad_clip: float | None = 1.0
+
+    def replace(self, **changes: Any) -> TrainSettings:
+        from dataclasses import replace
+
+        return replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A network the benchmark can train, score and explain."""
+
+    name: str
+    build: ModelBuilder
+    target_layers: TargetLayers
+    reshape_transform: ReshapeTransform | None = None
+    citation: str = ""
+    description: str = ""
+    train: TrainSettings = field(default_factory=TrainSettings)
+    #: Optional ``(num_classes, img_size) -> nn.Module`` loading ImageNet weights
+    #: (e.g. timm's own ``pretrained=True``); only used on ``--pretrained``.
+    build_pretrained: ModelBuilder | None = None
+
+
+@dataclass(frozen=True)
+class TeacherSpec(ModelSpec):
+    """A large network trained once per dataset and distilled from."""
+
+
+@dataclass(frozen=True)
+class StudentSpec(ModelSpec):
+    """A small network trained on labels alone and by distillation."""
+
+
+@dataclass
+class SplitData:
+    """One split held in memory as compact tensors.
+
+    Images are ``uint8`` ``(N, C, H, W)`` so that a few thousand images fit in
+    RAM and batches are cheap to slice; masks are ``bool`` ``(N, H, W)``
+    keyed by name (e.g. ``"lung"``, ``"lesion"``).
+    """
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    masks: dict[str, torch.Tensor] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.images.dtype != torch.uint8 or self.images.ndim != 4:
+            raise ValueError("SplitData.images must be uint8 (N, C, H, W)")
+        if self.labels.shape != (self.images.shape[0],):
+            raise ValueError("SplitData.labels must have one label per image")
+        for name, mask in self.masks.items():
+            if mask.shape != (self.images.shape[0], *self.images.shape[2:]):
+                raise ValueError(f"SplitData mask {name!r} must be (N, H, W) like the images")
+
+    def __len__(self) -> int:
+        return int(self.images.shape[0])
+
+
+#: ``(split, img_size, root, options) -> SplitData``; split is train/val/test.
+DatasetLoader = Callable[[str, int, "Path | None", Mapping[str, Any]], SplitData]
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """A classification dataset with fixed train/val/test splits."""
+
+    name: str
+    classes: tuple[str, ...]
+    load: DatasetLoader
+    img_size: int = 64
+    #: Channels as stored; grey (1) images are repeated to 3 for ImageNet-style models.
+    channels: int = 1
+    #: Names of the masks each sample carries; ``localisation_mask`` is the one
+    #: saliency should fall inside.
+    mask_names: tuple[str, ...] = ()
+    localisation_mask: str | None = None
+    #: Default options, overridable per run (``--dataset-option NAME.key=value``).
+    options: Mapping[str, Any] = field(default_factory=dict)
+    #: Real datasets need a local root; embedded ones generate their data.
+    needs_root: bool = False
+    citation: str = ""
+    description: str = ""
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+
+#: ``(model, images, targets) -> maps``: images normalised ``(N, 3, H, W)``,
+#: targets class indices, maps ``float32`` ``(N, H, W)`` scaled to ``[0, 1]``.
+ExplainFn = Callable[[torch.Tensor, Sequence[int]], np.ndarray]
+ExplainerBuilder = Callable[[nn.Module, Sequence[nn.Module], "ReshapeTransform | None"], ExplainFn]
+
+
+@dataclass(frozen=True)
+class ExplainerSpec:
+    """A saliency method built around a model and its target layers."""
+
+    name: str
+    build: ExplainerBuilder
+    citation: str = ""
+    description: str = ""

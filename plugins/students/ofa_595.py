@@ -1,0 +1,42 @@
+"""OFA-595 student: the once-for-all subnet ``flops@595M_top1@80.0_finetune@75``.
+
+Built from the ``ofa`` package's MobileNetV3 supernet with the subnet settings
+of the published OFA-595 model, then extracted with ``get_active_subnet()``.
+Only ``ofa.imagenet_classification.elastic_nn`` is imported: ``ofa.model_zoo``
+downloads (and needs ``gdown``), which medkd-bench never does.
+"""
+
+from medkd_bench import StudentSpec, TrainSettings, hookimpl, last_module
+
+SUPERNET = dict(width_mult=1.2, ks_list=[3, 5, 7], expand_ratio_list=[3, 4, 6], depth_list=[2, 3, 4])
+DEPTHS = [3, 4, 4, 4, 4]
+KERNEL_SIZES = [3, 5, 3, 3, 5, 5, 3, 5, 7, 5, 3, 5, 3, 5, 7, 3, 3, 3, 5, 3]
+EXPAND_RATIOS = [3, 4, 3, 3, 4, 4, 6, 3, 6, 6, 3, 4, 6, 6, 6, 4, 6, 6, 6, 3]
+
+
+def build_supernet(num_classes: int):
+    from ofa.imagenet_classification.elastic_nn.networks import OFAMobileNetV3
+
+    return OFAMobileNetV3(n_classes=num_classes, dropout_rate=0.1, **SUPERNET)
+
+
+def build_ofa_595(num_classes: int, img_size: int):
+    supernet = build_supernet(num_classes)
+    supernet.set_active_subnet(ks=KERNEL_SIZES, e=EXPAND_RATIOS, d=DEPTHS)
+    return supernet.get_active_subnet(preserve_weight=True)
+
+
+@hookimpl
+def register_students(register):
+    register(
+        StudentSpec(
+            name="ofa-595",
+            build=build_ofa_595,
+            target_layers=last_module("final_expand_layer"),
+            citation="Cai et al., Once-for-All: Train One Network and Specialize it for Efficient "
+            "Deployment, ICLR 2020, arXiv:1908.09791 (subnet flops@595M_top1@80.0_finetune@75)",
+            description="Hardware-aware MobileNetV3 subnet of the OFA supernet (width 1.2); ~7.6M params "
+            "with a 3-class head.",
+            train=TrainSettings(epochs=10, lr=2e-3, weight_decay=0.05, warmup_epochs=1.0),
+        )
+    )
