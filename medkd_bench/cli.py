@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import sys
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -21,8 +22,8 @@ from rich.table import Table
 from . import __version__
 from .errors import MedkdError
 
-console = Console(stderr=False)
-err_console = Console(stderr=True)
+console = Console(stderr=False, soft_wrap=True)
+err_console = Console(stderr=True, soft_wrap=True)
 
 DEFAULT_WORK_DIR = Path(".medkd")
 DEFAULT_LEADERBOARD_DIR = Path("leaderboards")
@@ -167,15 +168,13 @@ def run(matrix, teachers, students, datasets, plugin_files, work_dir, leaderboar
         weights=_parse_weights(weights), explainer=explainer, explain_per_class=explain_images,
         latency_runs=latency_runs,
     )
-    for name in options.dataset_options:
-        registry.get("dataset", name)
     runtime = resolve_runtime(device, amp)
     from .matrix import check_writable
 
     check_writable(work_dir, "--work-dir")
     with Store(work_dir / "runs.sqlite") as store:
+        runner = MatrixRunner(registry, options, store, runtime)  # validates options before any work
         if dry_run:
-            runner = MatrixRunner(registry, options, store, runtime)
             table = Table("cell", "hash", "status", title=f"{len(cells)} cells ({matrix})")
             for c in cells:
                 h = runner.hash(c)
@@ -186,7 +185,7 @@ def run(matrix, teachers, students, datasets, plugin_files, work_dir, leaderboar
         console.print(f"medkd-bench {__version__}: {len(cells)} cells on {runtime.describe()}; store {store.path}")
         with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                       console=console, transient=False) as progress:
-            runner = MatrixRunner(registry, options, store, runtime, RichReporter(progress, len(cells)))
+            runner.reporter = RichReporter(progress, len(cells))
             summary = runner.run(cells)
         written = render_all(registry, store, leaderboard_dir, explainer)
     console.print(f"cells: {summary['done']} trained, {summary['skipped']} already done, "
@@ -234,11 +233,17 @@ def plugins_cmd(plugin_files, as_json) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
+    # Deprecation chatter from dependencies at import time is not the user's concern.
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
     try:
         cli.main(args=list(argv) if argv is not None else None, prog_name="medkd-bench", standalone_mode=False)
     except MedkdError as exc:
         err_console.print(f"[red]error:[/] {exc}", highlight=False, soft_wrap=True)
         sys.exit(2)
+    except KeyboardInterrupt:
+        err_console.print("interrupted: finished cells are kept in the store; rerun to resume")
+        sys.exit(130)
     except click.exceptions.Abort:
         err_console.print("aborted")
         sys.exit(130)

@@ -15,6 +15,7 @@ best validation epoch are kept, so a late collapse cannot reach the test set.
 from __future__ import annotations
 
 import copy
+import itertools
 import math
 import time
 from collections.abc import Callable
@@ -144,8 +145,8 @@ def recalibrate_batch_norm(model: nn.Module, data: PreparedData, runtime: Runtim
     generator = torch.Generator().manual_seed(seed)
     loader = [
         _to_model(data.normalise(images, runtime.device), runtime)
-        for _, _, images in train_batches(data, 32, generator)
-    ][:batches]
+        for _, _, images in itertools.islice(train_batches(data, 32, generator), batches)
+    ]
     model.train()
     with torch.no_grad(), runtime.autocast():
         update_bn_stats(model, loader, num_iters=len(loader))
@@ -182,6 +183,8 @@ def fit(
     scaler = torch.amp.GradScaler("cuda") if runtime.needs_grad_scaler else None
     labels_all = train.labels
     use_bn = has_batch_norm(model)
+    if teacher_logits is not None:
+        kd = kd or KDSettings()
     result = TrainResult()
     best_state: dict[str, torch.Tensor] | None = None
     for epoch in range(1, settings.epochs + 1):
@@ -193,8 +196,7 @@ def fit(
             y = labels_all[idx].to(runtime.device)
             with runtime.autocast():
                 logits = model(x)
-                if teacher_logits is not None:
-                    kd = kd or KDSettings()
+                if teacher_logits is not None and kd is not None:
                     t = teacher_logits[flipped.long(), idx].to(runtime.device)
                     loss = kd_loss(logits, t, y, kd.temperature, kd.alpha)
                 else:

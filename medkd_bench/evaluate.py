@@ -28,7 +28,7 @@ def classification_metrics(labels: Sequence[int], preds: Sequence[int], classes:
     return {
         "accuracy": float(accuracy_score(labels, preds)),
         "macro_f1": float(f1_score(labels, preds, labels=ids, average="macro", zero_division=0)),
-        "per_class_f1": {c: float(f) for c, f in zip(classes, per_class)},
+        "per_class_f1": {c: float(f) for c, f in zip(classes, per_class, strict=True)},
         "confusion": confusion_matrix(labels, preds, labels=ids).tolist(),
     }
 

@@ -66,7 +66,7 @@ def render_panel(
 
     test = data.splits["test"]
     n_rows, n_cols = len(indices), 1 + len(columns)
-    fig, axes = plt.subplots(n_rows, n_cols, figsize=(2.1 * n_cols, 2.2 * n_rows + 0.5), squeeze=False)
+    fig, axes = plt.subplots(n_rows, n_cols, figsize=(2.1 * n_cols, 2.45 * n_rows + 0.5), squeeze=False)
     for r, i in enumerate(indices):
         image = test.images[i].float().mean(0).numpy() / 255.0 if test.images.shape[1] == 3 else test.images[i, 0].numpy() / 255.0
         mask = test.masks[mask_name][i].numpy() if mask_name and mask_name in test.masks else None

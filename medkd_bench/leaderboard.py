@@ -6,7 +6,6 @@ rebuild every page at any time without training anything.
 
 from __future__ import annotations
 
-import platform
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,13 +33,6 @@ def _pct(x: float | None) -> str:
 
 def _num(x: float | None, fmt: str) -> str:
     return "-" if x is None else format(x, fmt)
-
-
-def machine_description() -> str:
-    import torch
-
-    cpu = platform.processor() or platform.machine()
-    return f"{platform.system()} {cpu}, {torch.get_num_threads()} torch threads, torch {torch.__version__}"
 
 
 @dataclass
@@ -82,7 +74,7 @@ def _latest(records: Iterable[CellRecord]) -> dict[tuple[str, str, str], CellRec
     return out
 
 
-def render_dataset(registry: Registry, dataset: str, records: list[CellRecord], out_dir: Path,
+def render_dataset(registry: Registry, dataset: str, records: list[CellRecord],
                    explainer: str = "score-cam") -> str:
     spec = registry.datasets.get(dataset)
     latest = _latest(records)
@@ -118,7 +110,7 @@ def render_dataset(registry: Registry, dataset: str, records: list[CellRecord], 
         n_test=n_test,
         chance=1.0 / len(spec.classes) if spec else 0.0,
         kd_text=kd_text,
-        machine=machine_description(),
+        machine="; ".join(sorted({r.metrics.get("machine", "unrecorded") for r in done})) or "-",
         teachers=[_Row(r).fields() for r in teachers],
         students=students,
         per_class=per_class,
@@ -149,7 +141,7 @@ def render_all(registry: Registry, store: Store, out_dir: Path, explainer: str =
     for d in datasets:
         recs = [r for r in records if r.dataset == d]
         path = out_dir / f"{d}.md"
-        _write(path, render_dataset(registry, d, recs, out_dir, explainer))
+        _write(path, render_dataset(registry, d, recs, explainer))
         written.append(path)
         latest = _latest(recs)
         done = [r for r in latest.values() if r.status == "done"]

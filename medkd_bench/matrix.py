@@ -28,7 +28,7 @@ from .errors import MedkdError
 from .evaluate import classification_metrics, cost_metrics
 from .explain import compute_maps, explanation_sample, render_panel
 from .plugins import Registry
-from .runtime import Runtime
+from .runtime import Runtime, machine_description
 from .specs import ModelSpec, TrainSettings
 from .store import Store
 from .weights import file_digest, load_weights_file
@@ -97,7 +97,7 @@ class SilentReporter:
 
 def _check_names(kind: str, wanted: Sequence[str] | None, known: dict[str, Any]) -> list[str]:
     if not wanted:
-        return list(known)
+        return sorted(known)  # stable across machines, whatever the entry-point order
     unknown = [n for n in wanted if n not in known]
     if unknown:
         raise MedkdError(
@@ -121,7 +121,7 @@ def plan(
     ts = _check_names("teacher", teachers, registry.teachers)
     ss = _check_names("student", students, registry.students)
     ds = _check_names("dataset", datasets, registry.datasets)
-    if matrix == "quick":  # one of each: the first after filters
+    if matrix == "quick":  # one of each: the first (alphabetically, or as filtered) after filters
         ts, ss, ds = ts[:1], ss[:1], ds[:1]
     if not (ts and ss and ds):
         raise MedkdError("the matrix is empty: no teacher, student or dataset is registered or selected")
@@ -148,8 +148,12 @@ def check_writable(directory: Path, what: str) -> None:
 
 
 def one_line(exc: BaseException) -> str:
+    """The first line of an error, prefixed by its type unless it is already a user-facing message."""
     text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0] if text else ''}".strip().rstrip(":")
+    first = text[0] if text else ""
+    if isinstance(exc, MedkdError):
+        return first
+    return f"{type(exc).__name__}: {first}".strip().rstrip(":")
 
 
 class MatrixRunner:
@@ -167,6 +171,14 @@ class MatrixRunner:
         for name in options.weights:
             if name not in registry.teachers and name not in registry.students:
                 raise MedkdError(f"--weights {name}=...: no teacher or student named {name!r}")
+        for name, given in options.dataset_options.items():
+            known = registry.get("dataset", name).options
+            unknown = sorted(set(given) - set(known))
+            if unknown:
+                raise MedkdError(
+                    f"--dataset-option: dataset {name!r} has no option(s) {', '.join(unknown)} "
+                    f"(known: {', '.join(sorted(known)) or 'none'})"
+                )
         self.ckpt_dir = options.work_dir / "checkpoints"
         self.maps_dir = options.work_dir / "maps"
 
@@ -381,6 +393,7 @@ class MatrixRunner:
         metrics["val_accuracy"] = result.best_val_accuracy
         metrics["history"] = result.history
         metrics["n_test"] = len(test)
+        metrics["machine"] = machine_description(self.runtime)
         metrics.update(cost_metrics(model, data.img_size, self.runtime, self.options.latency_runs))
         timings["score_s"] = time.perf_counter() - t1
         t2 = time.perf_counter()

@@ -130,7 +130,7 @@ def collect(pm: pluggy.PluginManager) -> Registry:
         infos[plugin_name] = PluginInfo(plugin_name, origin, version)
     for kind, (hook_name, spec_cls) in KINDS.items():
         hook = getattr(pm.hook, hook_name)
-        for impl in reversed(hook.get_hookimpls()):  # registration order
+        for impl in hook.get_hookimpls():  # registration order
             owner = impl.plugin_name
 
             def register(spec: Any, _kind: str = kind, _cls: type = spec_cls, _owner: str = owner) -> None:

@@ -8,6 +8,7 @@ gradient scaler) and channels-last memory format are on by default.
 from __future__ import annotations
 
 import contextlib
+import platform
 from dataclasses import dataclass
 
 import torch
@@ -61,3 +62,12 @@ def resolve_runtime(device: str = "auto", amp: str = "auto") -> Runtime:
     if dtype == torch.float16 and dev.type == "cpu":
         raise MedkdError("--amp fp16: only on CUDA; use --amp bf16 on CPU")
     return Runtime(dev, dtype, channels_last=dev.type == "cuda")
+
+
+def machine_description(runtime: Runtime | None = None) -> str:
+    """Where a number was measured: recorded with every cell, quoted in leaderboards."""
+    if runtime is not None and runtime.device.type == "cuda":
+        where = torch.cuda.get_device_name(runtime.device)
+    else:
+        where = f"{platform.machine()} CPU, {torch.get_num_threads()} threads"
+    return f"{where}, {runtime.describe() if runtime else 'cpu'}, torch {torch.__version__}"

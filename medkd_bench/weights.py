@@ -8,6 +8,7 @@ shape does not match are left at their fresh initialisation and reported.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +29,17 @@ class LoadReport:
 
 
 def file_digest(path: Path) -> str:
-    """Content hash, so a changed weights file changes the cell's config hash."""
+    """Content hash, so a changed weights file changes the cell's config hash.
+
+    Memoised on (path, size, mtime): cell hashes are computed often and
+    checkpoints can be gigabytes.
+    """
+    stat = Path(path).stat()
+    return _digest(str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=64)
+def _digest(path: str, size: int, mtime_ns: int) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as fh:
         for chunk in iter(lambda: fh.read(1 << 20), b""):

@@ -53,7 +53,7 @@ def _lesions(
     """Opacity map in [0, 1]: where and how much the lesions raise the density."""
     opacity = np.zeros_like(xx)
     if label == 0:  # COVID-19: several peripheral ground-glass blobs in both lungs
-        for side, lung in zip((-1, 1), lungs):
+        for side, lung in zip((-1, 1), lungs, strict=True):
             ys, xs = np.nonzero(lung)
             if len(xs) == 0:
                 continue

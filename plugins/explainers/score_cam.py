@@ -1,12 +1,23 @@
 """Score-CAM (Wang et al., 2020) through grad-cam's ``ScoreCAM``."""
 
-import os
+import functools
+import types
 
 from medkd_bench import ExplainerSpec, hookimpl
 
 
+def _silence_progress_bars() -> None:
+    """grad-cam's ScoreCAM draws a tqdm bar per image; the host has its own progress display."""
+    import tqdm
+    from pytorch_grad_cam import score_cam
+
+    if getattr(score_cam.tqdm, "medkd_quiet", False):
+        return
+    score_cam.tqdm = types.SimpleNamespace(tqdm=functools.partial(tqdm.tqdm, disable=True), medkd_quiet=True)
+
+
 def build_score_cam(model, target_layers, reshape_transform=None, batch_size: int = 64):
-    os.environ.setdefault("TQDM_DISABLE", "1")  # grad-cam's per-image tqdm bars
+    _silence_progress_bars()
     from pytorch_grad_cam import ScoreCAM
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 

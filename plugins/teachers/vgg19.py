@@ -1,6 +1,13 @@
 """VGG19 teacher (Simonyan & Zisserman, 2015), timm ``vgg19`` without batch norm."""
 
-from medkd_bench import TeacherSpec, TrainSettings, hookimpl, last_module, timm_builder, timm_pretrained_builder
+from medkd_bench import (
+    TeacherSpec,
+    TrainSettings,
+    hookimpl,
+    last_module,
+    timm_builder,
+    timm_pretrained_builder,
+)
 
 
 @hookimpl
@@ -18,6 +25,6 @@ def register_teachers(register):
             description="143.7M params at ImageNet size; no batch norm, so it needs a low LR.",
             # No batch norm: a small LR with warm-up keeps it from collapsing
             # back to chance after its first good epochs.
-            train=TrainSettings(epochs=4, lr=1e-4, weight_decay=0.01, warmup_epochs=1.0),
+            train=TrainSettings(epochs=5, lr=5e-5, weight_decay=0.01, warmup_epochs=1.0),
         )
     )

@@ -1,6 +1,13 @@
 """Visformer-S teacher (Chen et al., 2021), timm ``visformer_small``."""
 
-from medkd_bench import TeacherSpec, TrainSettings, hookimpl, last_module, timm_builder, timm_pretrained_builder
+from medkd_bench import (
+    TeacherSpec,
+    TrainSettings,
+    hookimpl,
+    last_module,
+    timm_builder,
+    timm_pretrained_builder,
+)
 
 
 @hookimpl

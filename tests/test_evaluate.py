@@ -1,0 +1,37 @@
+import pytest
+import torch
+from torch import nn
+
+from medkd_bench.evaluate import classification_metrics, count_gmacs, count_params, measure_latency
+from medkd_bench.runtime import resolve_runtime
+
+
+def test_classification_metrics_known_case():
+    labels = [0, 0, 1, 1, 2, 2]
+    preds = [0, 1, 1, 1, 2, 0]
+    m = classification_metrics(labels, preds, ["a", "b", "c"])
+    assert m["accuracy"] == pytest.approx(4 / 6)
+    # F1: a = 2*0.5*0.5/1 = 0.5, b = 2*(2/3)*1/(5/3) = 0.8, c = 2*1*0.5/1.5 = 2/3
+    assert m["per_class_f1"] == pytest.approx({"a": 0.5, "b": 0.8, "c": 2 / 3})
+    assert m["macro_f1"] == pytest.approx((0.5 + 0.8 + 2 / 3) / 3)
+    assert m["confusion"] == [[1, 1, 0], [0, 2, 0], [1, 0, 1]]
+
+
+def test_fvcore_counts_macs_of_a_known_model():
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1, bias=False), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                          nn.Linear(8, 2, bias=False))
+    # conv: 8 out x 16x16 positions x 27 MACs; fvcore counts one op per pooled input; linear: 16 MACs
+    assert count_gmacs(model, 16) * 1e9 == pytest.approx(8 * 16 * 16 * 27 + 8 * 16 * 16 + 16)
+    assert count_params(model) == 8 * 27 + 16
+
+
+def test_latency_is_positive_and_in_inference_mode():
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.Flatten())
+    out = measure_latency(model, 16, resolve_runtime("cpu", "off"), warmup=2, runs=5)
+    assert out["latency_ms"] > 0 and out["latency_iqr_ms"] >= 0
+
+
+def test_runtime_choices():
+    rt = resolve_runtime("cpu", "auto")
+    assert rt.amp_dtype is None and rt.describe() == "cpu (fp32)"
+    assert resolve_runtime("cpu", "bf16").amp_dtype == torch.bfloat16

@@ -1,0 +1,105 @@
+"""End-to-end runs of real models on tiny data: cells, store, resume, failure isolation, panels."""
+
+import sqlite3
+import textwrap
+from pathlib import Path
+
+from PIL import Image
+
+from conftest import TINY_DATA
+from medkd_bench.store import Store
+
+QUICK = ["run", "--matrix", "quick", "--teachers", "visformer-s", *TINY_DATA]
+
+
+def _store(tmp_path: Path) -> Store:
+    return Store(tmp_path / "work" / "runs.sqlite")
+
+
+def test_quick_matrix_trains_scores_and_resumes(run_cli, dirs, tmp_path):
+    first = run_cli([*QUICK, *dirs])
+    assert first.exit_code == 0, first.out + first.err
+    assert "3 trained, 0 already done, 0 failed" in first.out
+    with _store(tmp_path) as store:
+        cells = store.cells()
+    assert {(c.method, c.teacher, c.student) for c in cells} == {
+        ("teacher", "visformer-s", ""), ("label-only", "", "ofa-595"), ("kd", "visformer-s", "ofa-595")}
+    for cell in cells:
+        assert cell.status == "done"
+        m = cell.metrics
+        assert 0.0 <= m["accuracy"] <= 1.0 and 0.0 <= m["macro_f1"] <= 1.0
+        assert set(m["per_class_f1"]) == {"COVID-19", "Non-COVID", "Normal"}
+        assert m["params_m"] > 1 and m["gmacs"] > 0 and m["latency_ms"] > 0 and m["throughput"] > 0
+        assert Path(cell.artifacts["checkpoint"]).is_file()
+    kd = next(c for c in cells if c.method == "kd")
+    assert kd.config["teacher"] == next(c.hash for c in cells if c.method == "teacher")
+    panel = tmp_path / "boards" / kd.artifacts["panel"]
+    with Image.open(panel) as img:
+        assert img.format == "PNG" and img.width > 300
+    board = (tmp_path / "boards" / "synthetic-cxr.md").read_text()
+    assert "| visformer-s |" in board and "labels only" not in board.split("## Students")[0]
+    assert "](panels/synthetic-cxr/visformer-s__ofa-595.png)" in board
+    assert (tmp_path / "boards" / "README.md").read_text().count("synthetic-cxr") >= 1
+
+    again = run_cli([*QUICK, *dirs])
+    assert again.exit_code == 0
+    assert "0 trained, 3 already done, 0 failed" in again.out
+
+    changed = run_cli([*QUICK, *dirs, "--alpha", "0.9"])  # only the KD cell depends on alpha
+    assert "1 trained, 2 already done, 0 failed" in changed.out
+
+
+BROKEN_TEACHER = textwrap.dedent("""
+    from medkd_bench import TeacherSpec, hookimpl, last_module
+
+    def build(num_classes, img_size):
+        raise RuntimeError("out of cheese\\nsecond line that must not show")
+
+    @hookimpl
+    def register_teachers(register):
+        register(TeacherSpec(name="broken", build=build, target_layers=last_module("x")))
+""")
+
+
+def test_a_failing_cell_is_recorded_and_the_matrix_goes_on(run_cli, dirs, tmp_path):
+    plugin = tmp_path / "broken.py"
+    plugin.write_text(BROKEN_TEACHER)
+    result = run_cli(["run", "--plugin", str(plugin), "--teachers", "broken,visformer-s", *TINY_DATA, *dirs])
+    assert result.exit_code == 1
+    assert "3 trained, 0 already done, 2 failed" in result.out
+    with _store(tmp_path) as store:
+        by_key = {(c.method, c.teacher): c for c in store.cells()}
+    assert by_key[("teacher", "broken")].status == "failed"
+    assert by_key[("teacher", "broken")].error == "building 'broken' failed: RuntimeError: out of cheese"
+    assert by_key[("kd", "broken")].status == "failed"
+    assert "teacher 'broken' has not been trained" in by_key[("kd", "broken")].error
+    assert by_key[("kd", "visformer-s")].status == "done"
+    board = (tmp_path / "boards" / "synthetic-cxr.md").read_text()
+    assert "## Failed cells" in board and "out of cheese" in board
+
+    # Finished cells survive a rerun that still fails; the failed ones are retried.
+    rerun = run_cli(["run", "--plugin", str(plugin), "--teachers", "broken,visformer-s", *TINY_DATA, *dirs])
+    assert "0 trained, 3 already done, 2 failed" in rerun.out
+
+
+def test_store_uses_wal_and_survives_reopen(run_cli, dirs, tmp_path):
+    run_cli([*QUICK, *dirs])
+    db = sqlite3.connect(tmp_path / "work" / "runs.sqlite")
+    assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert db.execute("SELECT count(*) FROM cells WHERE status='done'").fetchone()[0] == 3
+
+
+def test_leaderboard_command_rerenders_without_training(run_cli, dirs, tmp_path):
+    run_cli([*QUICK, *dirs])
+    board = tmp_path / "boards" / "synthetic-cxr.md"
+    board.unlink()
+    result = run_cli(["leaderboard", *dirs])
+    assert result.exit_code == 0
+    assert board.is_file() and "visformer-s" in board.read_text()
+
+
+def test_dry_run_lists_cells(run_cli, dirs):
+    result = run_cli(["run", "--dry-run", *TINY_DATA, *dirs])
+    assert result.exit_code == 0
+    assert "7 cells (full)" in result.out
+    assert result.out.count("new") == 7

@@ -1,0 +1,128 @@
+"""Plugin discovery: built-ins and third parties through entry points, single files, clashes."""
+
+import json
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from medkd_bench import MedkdError
+from medkd_bench.plugins import load_registry
+
+BUILTINS = {
+    "teacher": {"vgg19", "visformer-s", "autoformer-v2-t"},
+    "student": {"ofa-595"},
+    "dataset": {"synthetic-cxr"},
+    "explainer": {"score-cam"},
+}
+
+EXTRA_TEACHER = """
+from medkd_bench import TeacherSpec, hookimpl, last_module, timm_builder
+
+@hookimpl
+def register_teachers(register):
+    register(TeacherSpec(name={name!r}, build=timm_builder("resnet10t"), target_layers=last_module("layer4"),
+                         citation="He et al., 2016"))
+"""
+
+
+def test_builtins_arrive_through_entry_points():
+    registry = load_registry()
+    for kind, names in BUILTINS.items():
+        assert names <= set(registry.specs[kind]), kind
+    origins = {p.name: p.origin for p in registry.plugins}
+    assert origins["vgg19"] == "entry point (medkd-bench)"
+
+
+def test_no_entry_points_means_no_builtins():
+    registry = load_registry(entry_points=False)
+    assert not any(registry.specs.values())
+
+
+def _install_fake_distribution(site: Path, module: str, body: str, ep_name: str) -> None:
+    """A real installed distribution as pip lays it out: module + dist-info with entry points."""
+    (site / f"{module}.py").write_text(body)
+    info = site / f"{module}-1.2.3.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {module}\nVersion: 1.2.3\n")
+    (info / "entry_points.txt").write_text(f"[medkd_bench]\n{ep_name} = {module}\n")
+
+
+def test_third_party_entry_point_is_discovered(tmp_path, monkeypatch):
+    _install_fake_distribution(tmp_path, "medkd_thirdparty_demo", EXTRA_TEACHER.format(name="resnet10t"), "demo")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    registry = load_registry()
+    assert "resnet10t" in registry.teachers
+    info = next(p for p in registry.plugins if p.name == "demo")
+    assert info.origin == "entry point (medkd_thirdparty_demo)"
+    assert info.version == "1.2.3"
+    assert info.registers == {"teacher": ["resnet10t"]}
+    sys.modules.pop("medkd_thirdparty_demo", None)
+
+
+def test_single_file_plugin(tmp_path):
+    path = tmp_path / "my_teacher.py"
+    path.write_text(EXTRA_TEACHER.format(name="resnet10t"))
+    registry = load_registry([path])
+    assert "resnet10t" in registry.teachers
+    model = registry.teachers["resnet10t"].build(3, 32)
+    assert model.fc.out_features == 3
+
+
+def test_duplicate_name_names_both_plugins(tmp_path):
+    path = tmp_path / "clash.py"
+    path.write_text(EXTRA_TEACHER.format(name="vgg19"))
+    with pytest.raises(MedkdError) as err:
+        load_registry([path])
+    message = str(err.value)
+    assert "duplicate teacher name 'vgg19'" in message
+    assert "'vgg19'" in message and f"file:{path}" in message
+
+
+def test_hook_that_raises_is_named(tmp_path):
+    path = tmp_path / "broken.py"
+    path.write_text(textwrap.dedent("""
+        from medkd_bench import hookimpl
+
+        @hookimpl
+        def register_students(register):
+            raise RuntimeError("cannot find my weights")
+    """))
+    with pytest.raises(MedkdError, match=r"plugin 'file:.*broken.py' failed in register_students: RuntimeError"):
+        load_registry([path])
+
+
+def test_wrong_spec_type_is_rejected(tmp_path):
+    path = tmp_path / "wrong.py"
+    path.write_text(textwrap.dedent("""
+        from medkd_bench import StudentSpec, hookimpl, last_module, timm_builder
+
+        @hookimpl
+        def register_teachers(register):
+            register(StudentSpec(name="x", build=timm_builder("resnet10t"), target_layers=last_module("layer4")))
+    """))
+    with pytest.raises(MedkdError, match="expected TeacherSpec"):
+        load_registry([path])
+
+
+def test_missing_plugin_file():
+    with pytest.raises(MedkdError, match="no such file"):
+        load_registry([Path("/nonexistent/plugin.py")])
+
+
+def test_plugins_command_lists_json(run_cli, tmp_path):
+    path = tmp_path / "extra.py"
+    path.write_text(EXTRA_TEACHER.format(name="resnet10t"))
+    result = run_cli(["plugins", "--json", "--plugin", str(path)])
+    assert result.exit_code == 0
+    rows = {p["name"]: p for p in json.loads(result.out)}
+    assert rows["ofa-595"]["registers"] == {"student": ["ofa-595"]}
+    assert rows[f"file:{path}"]["registers"] == {"teacher": ["resnet10t"]}
+    assert rows[f"file:{path}"]["origin"] == "file"
+
+
+def test_plugins_command_table(run_cli):
+    result = run_cli(["plugins"])
+    assert result.exit_code == 0
+    assert "synthetic-cxr" in result.out and "score-cam" in result.out
