@@ -4,6 +4,7 @@ This module is the public API: plugins (built-in and third-party) import
 from here only.
 """
 
+from .cams import grad_cam_builder
 from .errors import MedkdError
 from .hookspecs import hookimpl
 from .models import last_module, nhwc_to_nchw, timm_builder, timm_pretrained_builder
@@ -28,6 +29,7 @@ __all__ = [
     "StudentSpec",
     "TeacherSpec",
     "TrainSettings",
+    "grad_cam_builder",
     "hookimpl",
     "last_module",
     "nhwc_to_nchw",

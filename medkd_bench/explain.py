@@ -9,23 +9,66 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
 from .data import PreparedData
+from .errors import MedkdError
 from .specs import ExplainerSpec, ModelSpec
 
 
-def explanation_sample(data: PreparedData, per_class: int, seed: int) -> list[int]:
-    """Test indices: the first ``per_class`` images of each class in a seeded order."""
+def explanation_sample(data: PreparedData, n_images: int, seed: int) -> list[int]:
+    """``n_images`` test indices, balanced over classes, in a seeded order.
+
+    Classes take turns (class 0, 1, 2, 0, 1, ...), so any prefix of the sample
+    is itself balanced: the first ``num_classes`` images are the panel rows,
+    the first few the sanity-check subset.
+    """
     labels = data.splits["test"].labels
     order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(seed)).tolist()
+    queues = [[i for i in order if int(labels[i]) == c] for c in range(data.num_classes)]
     chosen: list[int] = []
-    for c in range(data.num_classes):
-        chosen += [i for i in order if int(labels[i]) == c][:per_class]
+    while len(chosen) < min(n_images, len(labels)) and any(queues):
+        for q in queues:
+            if q and len(chosen) < n_images:
+                chosen.append(q.pop(0))
     return chosen
+
+
+def panel_rows(data: PreparedData, sample: Sequence[int], per_class: int) -> list[int]:
+    """Positions in ``sample`` of the first ``per_class`` images of each class, grouped by class."""
+    labels = data.splits["test"].labels
+    rows: list[int] = []
+    for c in range(data.num_classes):
+        rows += [pos for pos, i in enumerate(sample) if int(labels[i]) == c][:per_class]
+    return rows
+
+
+def road_faithfulness(
+    model: nn.Module, data: PreparedData, indices: Sequence[int], maps: np.ndarray, device: torch.device,
+    percentiles: Sequence[int] = (20, 40, 60, 80), seed: int = 0,
+) -> np.ndarray:
+    """Per-image ROAD score (Rong et al., ICML 2022) through grad-cam's ``ROADCombined``.
+
+    Pixels are removed most-relevant-first and least-relevant-first (with
+    noisy linear imputation, so removal leaves no tell-tale shape); the score
+    is half the difference in class probability, LeRF minus MoRF: higher means
+    the map ranks pixels by what the model really uses.
+    """
+    from pytorch_grad_cam.metrics.road import ROADCombined
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputSoftmaxTarget
+
+    model = model.to(device).eval()
+    test = data.splits["test"]
+    images = data.normalise(test.images[list(indices)], device)
+    targets = [ClassifierOutputSoftmaxTarget(int(test.labels[i])) for i in indices]
+    torch.manual_seed(seed)  # the imputer's noise
+    with torch.no_grad():
+        scores = ROADCombined(percentiles=list(percentiles))(images, maps, targets, model)
+    return np.asarray(scores, dtype=np.float64).reshape(-1)
 
 
 def compute_maps(
@@ -54,7 +97,7 @@ def render_panel(
     path: Path,
     data: PreparedData,
     indices: Sequence[int],
-    columns: Sequence[tuple[str, np.ndarray]],
+    columns: Sequence[tuple[str, np.ndarray]],  # one map per index, in the same order
     title: str,
     mask_name: str | None = None,
 ) -> Path:
@@ -95,3 +138,61 @@ def render_panel(
     plt.close(fig)
     tmp.replace(path)
     return path
+
+
+def _load_finished(registry: Any, record: Any, data: PreparedData, device: torch.device,
+                   work_dir: Path) -> nn.Module:
+    from safetensors.torch import load_file
+
+    spec = registry.get(record.config["model"]["role"], record.config["model"]["name"])
+    path = work_dir / "checkpoints" / f"{record.hash}.safetensors"
+    if not path.is_file():
+        raise MedkdError(f"checkpoint {path} of {record.method} cell {record.hash} is missing; rerun the matrix")
+    model = spec.build(data.num_classes, data.img_size)
+    model.load_state_dict(load_file(str(path)))
+    return model.to(device).eval()
+
+
+def panel_from_store(
+    registry: Any, store: Any, work_dir: Path, dataset: str, teacher: str, student: str, explainer: str,
+    images_per_class: int, out: Path, device: torch.device, data_root: Path | None = None,
+) -> Path:
+    """Render a teacher / label-only / KD panel from finished cells, without training.
+
+    The cells are found by name (the newest finished ones), and the data is
+    rebuilt from the KD cell's own recorded config, so the panel shows exactly
+    the models and images the leaderboard describes.
+    """
+    from .data import prepare
+
+    done = [r for r in store.cells(dataset=dataset, status="done")]
+    done.sort(key=lambda r: r.finished_at or 0.0)
+
+    def newest(method: str, t: str, s: str) -> Any:
+        for r in reversed(done):
+            if (r.method, r.teacher, r.student) == (method, t, s):
+                return r
+        return None
+
+    kd = newest("kd", teacher, student)
+    if kd is None:
+        raise MedkdError(f"no finished KD cell {teacher} -> {student} on {dataset}: run the matrix first")
+    cells = [("teacher " + teacher, newest("teacher", teacher, "")),
+             (f"{student} labels only", newest("label-only", "", student)),
+             (f"{student} KD", kd)]
+    spec = registry.get("dataset", dataset)
+    cfg = kd.config["dataset"]
+    data = prepare(spec, cfg["img_size"], data_root, {k: v for k, v in cfg["options"].items() if k in spec.options})
+    explainer_spec = registry.get("explainer", explainer)
+    sample = explanation_sample(data, images_per_class * data.num_classes, seed=kd.seed)
+    rows = panel_rows(data, sample, images_per_class)
+    indices = [sample[r] for r in rows]
+    columns = []
+    for title, record in cells:
+        if record is None:
+            continue
+        model = _load_finished(registry, record, data, device, work_dir)
+        model_spec = registry.get(record.config["model"]["role"], record.config["model"]["name"])
+        columns.append((title, compute_maps(model_spec, model, explainer_spec, data, indices, device)))
+    return render_panel(out, data, indices, columns, title=f"{explainer}: {dataset}, {teacher} -> {student}",
+                        mask_name=data.spec.localisation_mask)

@@ -13,8 +13,9 @@ from typing import Any
 
 import jinja2
 
+from .agreement import format_summary
 from .plugins import Registry
-from .store import CellRecord, Store
+from .store import CellRecord, ExplanationRecord, Store
 
 
 def _env() -> jinja2.Environment:
@@ -74,27 +75,74 @@ def _latest(records: Iterable[CellRecord]) -> dict[tuple[str, str, str], CellRec
     return out
 
 
+def _method_label(r: CellRecord) -> str:
+    return f"kd from {r.teacher}" if r.method == "kd" else r.method
+
+
+def _explanation_tables(done: list[CellRecord], explanations: list[ExplanationRecord]) -> list[dict[str, Any]]:
+    """One entry per explainer: agreement rows (KD pairs) and per-model rows."""
+    by_cell: dict[tuple[str, str], ExplanationRecord] = {}
+    for e in sorted(explanations, key=lambda e: e.finished_at or 0.0):
+        if e.status == "done":
+            by_cell[(e.cell_hash, e.explainer)] = e
+    out = []
+    for explainer in sorted({k[1] for k in by_cell}):
+        rows, agreement_rows, panels = [], [], []
+        n_images = n_sanity = 0
+        mask = None
+        order = sorted(done, key=lambda r: (r.method != "teacher", r.method != "label-only", r.teacher, r.student))
+        for r in order:
+            e = by_cell.get((r.hash, explainer))
+            if e is None:
+                continue
+            m = e.metrics
+            n_images = max(n_images, m.get("n_images", 0))
+            n_sanity = max(n_sanity, m.get("n_sanity", 0))
+            loc = m.get("localisation", {})
+            mask = loc.get("mask", mask)
+            rows.append({
+                "name": r.teacher if r.method == "teacher" else r.student,
+                "method": _method_label(r),
+                "epg": format_summary(loc.get("energy_pointing_game")),
+                "pg": format_summary(loc.get("pointing_game")),
+                "chance": format_summary(loc.get("chance")),
+                "road": format_summary(m.get("road"), 3),
+                "sanity": format_summary(m.get("sanity", {}).get("spearman")),
+            })
+            if r.method == "kd":
+                kd, base = m.get("agreement", {}), m.get("label_only_agreement", {})
+                agreement_rows.append({
+                    "teacher": r.teacher, "student": r.student,
+                    "sp_kd": format_summary(kd.get("spearman")), "sp_base": format_summary(base.get("spearman")),
+                    "iou_kd": format_summary(kd.get("top20_iou")), "iou_base": format_summary(base.get("top20_iou")),
+                })
+                if e.artifacts.get("panel"):
+                    panels.append({"title": f"{r.teacher} -> {r.student}", "path": e.artifacts["panel"]})
+        out.append({"name": explainer, "rows": rows, "agreement": agreement_rows, "panels": panels,
+                    "n_images": n_images, "n_sanity": n_sanity, "mask": mask})
+    return out
+
+
 def render_dataset(registry: Registry, dataset: str, records: list[CellRecord],
-                   explainer: str = "score-cam") -> str:
+                   explanations: list[ExplanationRecord]) -> str:
     spec = registry.datasets.get(dataset)
     latest = _latest(records)
     done = [r for r in latest.values() if r.status == "done"]
     teachers = sorted((r for r in done if r.method == "teacher"), key=lambda r: -r.metrics["accuracy"])
     baselines = {r.student: r for r in done if r.method == "label-only"}
+    panel_links: dict[str, list[str]] = {}
+    for e in sorted(explanations, key=lambda e: e.explainer):
+        if e.status == "done" and e.artifacts.get("panel"):
+            panel_links.setdefault(e.cell_hash, []).append(f"[{e.explainer}]({e.artifacts['panel']})")
     students: list[dict[str, Any]] = []
-    panels = []
     for r in sorted((r for r in done if r.method != "teacher"),
                     key=lambda r: (r.student, r.method != "label-only", -r.metrics["accuracy"])):
         gain = kd_gain(r, baselines.get(r.student)) if r.method == "kd" else None
-        panel = r.artifacts.get("panel")
-        link = "-"
-        if panel:
-            link = f"[panel]({panel})"
-            panels.append({"title": f"{r.teacher} -> {r.student}", "path": panel})
-        students.append(_Row(r).fields(gain="-" if gain is None else f"{100 * gain:+.1f}", panel=link))
+        students.append(_Row(r).fields(gain="-" if gain is None else f"{100 * gain:+.1f}",
+                                       panel=" ".join(panel_links.get(r.hash, [])) or "-"))
     per_class = [
         {"name": r.teacher if r.method == "teacher" else r.student,
-         "method": r.method if r.method != "kd" else f"kd from {r.teacher}",
+         "method": _method_label(r),
          "scores": [_pct(r.metrics["per_class_f1"].get(c)) for c in (spec.classes if spec else [])]}
         for r in teachers + sorted((r for r in done if r.method != "teacher"), key=lambda r: (r.student, r.method))
     ]
@@ -104,7 +152,7 @@ def render_dataset(registry: Registry, dataset: str, records: list[CellRecord],
     kd_cfg = next((r.config.get("kd") for r in records if r.config.get("kd")), None)
     kd_text = (f"T = {kd_cfg['temperature']}, alpha = {kd_cfg['alpha']}" if kd_cfg else "no KD cell yet")
     n_test = next((r.metrics.get("n_test") for r in done), 0)
-    text = _env().get_template("dataset.md.j2").render(
+    return _env().get_template("dataset.md.j2").render(
         dataset=spec or _FallbackDataset(dataset),
         img_size=any_cfg.get("dataset", {}).get("img_size", "-"),
         n_test=n_test,
@@ -115,10 +163,8 @@ def render_dataset(registry: Registry, dataset: str, records: list[CellRecord],
         students=students,
         per_class=per_class,
         failed=failed,
-        panels=panels,
-        explainer=explainer,
+        explanations=_explanation_tables(done, explanations),
     )
-    return text
 
 
 @dataclass
@@ -131,17 +177,19 @@ class _FallbackDataset:
     classes: tuple[str, ...] = ()
 
 
-def render_all(registry: Registry, store: Store, out_dir: Path, explainer: str = "score-cam") -> list[Path]:
+def render_all(registry: Registry, store: Store, out_dir: Path) -> list[Path]:
     """Write ``<dataset>.md`` per dataset in the store and ``README.md`` as the index."""
     out_dir.mkdir(parents=True, exist_ok=True)
     records = store.cells()
+    explanations = store.explanations()
     datasets = sorted({r.dataset for r in records})
     written: list[Path] = []
     index_rows = []
     for d in datasets:
         recs = [r for r in records if r.dataset == d]
         path = out_dir / f"{d}.md"
-        _write(path, render_dataset(registry, d, recs, explainer))
+        hashes = {r.hash for r in recs}
+        _write(path, render_dataset(registry, d, recs, [e for e in explanations if e.cell_hash in hashes]))
         written.append(path)
         latest = _latest(recs)
         done = [r for r in latest.values() if r.status == "done"]

@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -22,11 +22,12 @@ import numpy as np
 import torch
 from torch import nn
 
+from . import agreement
 from .data import PreparedData, prepare
 from .distill import KDSettings, TrainResult, eval_split_predictions, fit, teacher_soft_targets
 from .errors import MedkdError
 from .evaluate import classification_metrics, cost_metrics
-from .explain import compute_maps, explanation_sample, render_panel
+from .explain import compute_maps, explanation_sample, panel_rows, render_panel, road_faithfulness
 from .plugins import Registry
 from .runtime import Runtime, machine_description
 from .specs import ModelSpec, TrainSettings
@@ -73,8 +74,14 @@ class RunOptions:
     kd: KDSettings = field(default_factory=KDSettings)
     pretrained: bool = False
     weights: dict[str, Path] = field(default_factory=dict)
-    explainer: str = "score-cam"
-    explain_per_class: int = 1
+    #: Explainers to run; ``None`` means every registered one.
+    explainers: tuple[str, ...] | None = None
+    #: Test images per explanation sample (balanced over classes, seeded). Score-CAM
+    #: costs one forward pass per target-layer channel per image, hence the small default.
+    explain_images: int = 12
+    #: Images of the sample used for the model-randomisation sanity check.
+    sanity_images: int = 6
+    panel_per_class: int = 1
     latency_runs: int = 50
 
 
@@ -179,6 +186,7 @@ class MatrixRunner:
                     f"--dataset-option: dataset {name!r} has no option(s) {', '.join(unknown)} "
                     f"(known: {', '.join(sorted(known)) or 'none'})"
                 )
+        self.explain_counts = {"explained": 0, "explain_failed": 0}
         self.ckpt_dir = options.work_dir / "checkpoints"
         self.maps_dir = options.work_dir / "maps"
 
@@ -287,71 +295,173 @@ class MatrixRunner:
                 self._soft_targets[h] = logits
         return self._soft_targets[h]
 
-    def maps_path(self, cell_hash: str) -> Path:
-        o = self.options
-        return self.maps_dir / f"{cell_hash}-{o.explainer}-{o.explain_per_class}.npy"
+    def explainer_names(self) -> list[str]:
+        names = list(self.options.explainers) if self.options.explainers else sorted(self.registry.explainers)
+        for n in names:
+            self.registry.get("explainer", n)
+        return names
 
-    def maps_for(self, cell: Cell, model: nn.Module | None = None) -> np.ndarray | None:
-        """Saliency maps of a cell's model on the explanation sample, cached on disk."""
-        h = self.hash(cell)
-        path = self.maps_path(h)
+    def sample(self, cell: Cell) -> list[int]:
+        return explanation_sample(self.data(cell.dataset), self.options.explain_images, seed=cell.seed)
+
+    def maps_path(self, key: str, explainer: str, n_images: int) -> Path:
+        return self.maps_dir / f"{key}-{explainer}-{n_images}.npy"
+
+    def _cached_maps(self, path: Path, compute: Callable[[], np.ndarray]) -> np.ndarray:
         if path.is_file():
             return np.load(path)
-        if model is None:
-            if not self.store.is_done(h):
-                return None
-            model = self.load_trained(cell)
-        data = self.data(cell.dataset)
-        explainer = self.registry.get("explainer", self.options.explainer)
-        indices = explanation_sample(data, self.options.explain_per_class, seed=cell.seed)
-        maps = compute_maps(self.model_spec(cell), model, explainer, data, indices, self.runtime.device)
+        maps = compute()
         path.parent.mkdir(parents=True, exist_ok=True)
         with open(path.with_suffix(".tmp"), "wb") as fh:
             np.save(fh, maps)
         path.with_suffix(".tmp").replace(path)
         return maps
 
-    def panel_for(self, cell: Cell, student_maps: np.ndarray) -> Path:
+    def maps_for(self, cell: Cell, explainer: str, model: nn.Module | None = None) -> np.ndarray | None:
+        """A finished cell's saliency maps on the explanation sample (cached on disk)."""
+        h = self.hash(cell)
+        indices = self.sample(cell)
+        path = self.maps_path(h, explainer, len(indices))
+        if not path.is_file() and model is None:
+            if not self.store.is_done(h):
+                return None
+            model = self.load_trained(cell)
+
+        def compute() -> np.ndarray:
+            assert model is not None
+            return compute_maps(self.model_spec(cell), model, self.registry.get("explainer", explainer),
+                                self.data(cell.dataset), indices, self.runtime.device)
+
+        return self._cached_maps(path, compute)
+
+    def random_maps_for(self, cell: Cell, explainer: str) -> np.ndarray:
+        """Maps of the same architecture with random weights (Adebayo et al., 2018), on the sanity subset."""
+        spec = self.model_spec(cell)
+        data = self.data(cell.dataset)
+        indices = self.sample(cell)[: self.options.sanity_images]
+        key = "random-" + config_hash({"model": spec.name, "dataset": self.dataset_config(cell.dataset),
+                                       "seed": cell.seed, "schema": SCHEMA_VERSION})
+
+        def compute() -> np.ndarray:
+            torch.manual_seed(cell.seed)
+            model = spec.build(data.num_classes, data.img_size)
+            return compute_maps(spec, model, self.registry.get("explainer", explainer), data, indices,
+                                self.runtime.device)
+
+        return self._cached_maps(self.maps_path(key, explainer, len(indices)), compute)
+
+    def panel_for(self, cell: Cell, explainer: str, student_maps: np.ndarray) -> Path:
         data = self.data(cell.dataset)
         teacher_cell = Cell(cell.dataset, "teacher", teacher=cell.teacher, seed=cell.seed)
         baseline_cell = Cell(cell.dataset, "label-only", student=cell.student, seed=cell.seed)
-        columns = [(f"teacher {cell.teacher}", self.maps_for(teacher_cell))]
-        baseline = self.maps_for(baseline_cell)
+        sample = self.sample(cell)
+        rows = panel_rows(data, sample, self.options.panel_per_class)
+        columns = []
+        teacher_maps = self.maps_for(teacher_cell, explainer)
+        if teacher_maps is not None:
+            columns.append((f"teacher {cell.teacher}", teacher_maps[rows]))
+        baseline = self.maps_for(baseline_cell, explainer)
         if baseline is not None:
-            columns.append((f"{cell.student} labels only", baseline))
-        columns.append((f"{cell.student} KD", student_maps))
-        indices = explanation_sample(data, self.options.explain_per_class, seed=cell.seed)
-        rel = Path("panels") / cell.dataset / f"{cell.teacher}__{cell.student}.png"
+            columns.append((f"{cell.student} labels only", baseline[rows]))
+        columns.append((f"{cell.student} KD", student_maps[rows]))
+        rel = Path("panels") / cell.dataset / explainer / f"{cell.teacher}__{cell.student}.png"
         render_panel(
-            self.options.leaderboard_dir / rel, data, indices, columns,
-            title=f"{self.options.explainer}: {cell.dataset}, {cell.teacher} -> {cell.student}",
+            self.options.leaderboard_dir / rel, data, [sample[r] for r in rows], columns,
+            title=f"{explainer}: {cell.dataset}, {cell.teacher} -> {cell.student}",
             mask_name=data.spec.localisation_mask,
         )
         return rel
+
+    def explanation_metrics(self, cell: Cell, explainer: str, model: nn.Module) -> tuple[dict, dict]:
+        """Localisation, faithfulness and sanity for any cell; agreement with the teacher for KD cells."""
+        data = self.data(cell.dataset)
+        indices = self.sample(cell)
+        maps = self.maps_for(cell, explainer, model)
+        assert maps is not None
+        seed = cell.seed
+        metrics: dict[str, Any] = {"n_images": len(indices)}
+        mask_name = data.spec.localisation_mask
+        if mask_name:
+            masks = data.splits["test"].masks[mask_name][indices].numpy()
+            metrics["localisation"] = {"mask": mask_name, **agreement.localisation(maps, masks, seed)}
+        metrics["road"] = agreement.summarise(road_faithfulness(model, data, indices, maps,
+                                                                self.runtime.device, seed=seed), seed)
+        n_sanity = min(self.options.sanity_images, len(indices))
+        metrics["n_sanity"] = n_sanity
+        if n_sanity:
+            metrics["sanity"] = agreement.agreement(maps[:n_sanity], self.random_maps_for(cell, explainer), seed)
+        artifacts: dict[str, str] = {}
+        if cell.method == "kd":
+            teacher_maps = self.maps_for(Cell(cell.dataset, "teacher", teacher=cell.teacher, seed=seed), explainer)
+            baseline_maps = self.maps_for(Cell(cell.dataset, "label-only", student=cell.student, seed=seed),
+                                          explainer)
+            if teacher_maps is not None:
+                metrics["agreement"] = agreement.agreement(teacher_maps, maps, seed)
+                if baseline_maps is not None:
+                    metrics["label_only_agreement"] = agreement.agreement(teacher_maps, baseline_maps, seed)
+            artifacts["panel"] = str(self.panel_for(cell, explainer, maps))
+        return metrics, artifacts
+
+    def explain_cell(self, cell: Cell, model: nn.Module | None = None) -> tuple[int, int]:
+        """Run every requested explainer not yet stored for this cell: (explained, failed)."""
+        h = self.hash(cell)
+        explained = failed = 0
+        for explainer in self.explainer_names():
+            n = len(self.sample(cell))
+            rec = self.store.explanation(h, explainer, n, cell.seed)
+            if rec is not None and rec.status == "done":
+                continue
+            started = time.perf_counter()
+            try:
+                if model is None:
+                    model = self.load_trained(cell)
+                metrics, artifacts = self.explanation_metrics(cell, explainer, model)
+            except KeyboardInterrupt:
+                raise
+            except Exception as exc:
+                self.store.save_explanation(h, explainer, n, cell.seed, "failed", error=one_line(exc))
+                self.reporter.cell_finished(cell, "failed", f"{explainer}: {one_line(exc)}")
+                failed += 1
+                continue
+            metrics["seconds"] = time.perf_counter() - started
+            self.store.save_explanation(h, explainer, n, cell.seed, "done", metrics, artifacts)
+            explained += 1
+        return explained, failed
 
     # ---- running ---------------------------------------------------------
     def run(self, cells: Sequence[Cell]) -> dict[str, int]:
         check_writable(self.options.work_dir, "--work-dir")
         check_writable(self.options.leaderboard_dir, "--leaderboard-dir")
+        self.explainer_names()  # unknown explainer names fail before any training
         summary = {"done": 0, "skipped": 0, "failed": 0}
         for index, cell in enumerate(cells, start=1):
             status = self.run_cell(cell, index, len(cells))
             summary[status] += 1
-        return summary
+        return {**summary, **self.explain_counts}
 
     def run_cell(self, cell: Cell, index: int = 1, total: int = 1) -> str:
+        """Train and score a cell unless it is finished, then explain it. Never raises for a cell's own failure."""
         h = self.hash(cell)
-        cfg = self.config(cell)
+        model: nn.Module | None = None
         if self.store.is_done(h) and self.checkpoint_path(h).is_file():
-            self.reporter.cell_finished(cell, "skipped", "finished earlier")
-            return "skipped"
+            status = "skipped"
+            self.reporter.cell_finished(cell, status, "finished earlier")
+        else:
+            model, status = self._train_cell(cell, h, index, total)
+        if status != "failed":
+            explained, failed = self.explain_cell(cell, model)
+            self.explain_counts["explained"] += explained
+            self.explain_counts["explain_failed"] += failed
+        return status
+
+    def _train_cell(self, cell: Cell, h: str, index: int, total: int) -> tuple[nn.Module | None, str]:
         spec = self.model_spec(cell)
         settings = self.settings(spec)
         self.reporter.cell_started(cell, index, total, settings.epochs)
-        self.store.start(h, cell.dataset, cell.teacher, cell.student, cell.method, cell.seed, cfg)
+        self.store.start(h, cell.dataset, cell.teacher, cell.student, cell.method, cell.seed, self.config(cell))
         timings: dict[str, float] = {}
         try:
-            metrics, artifacts = self._execute(cell, h, spec, settings, timings)
+            model, metrics, artifacts = self._execute(cell, h, spec, settings, timings)
         except KeyboardInterrupt:
             self.store.fail(h, "interrupted", timings)
             raise
@@ -359,13 +469,13 @@ class MatrixRunner:
             message = one_line(exc)
             self.store.fail(h, message, timings)
             self.reporter.cell_finished(cell, "failed", message)
-            return "failed"
+            return None, "failed"
         self.store.finish(h, metrics, timings, artifacts)
         self.reporter.cell_finished(cell, "done", f"test accuracy {metrics['accuracy']:.3f}")
-        return "done"
+        return model, "done"
 
     def _execute(self, cell: Cell, h: str, spec: ModelSpec, settings: TrainSettings,
-                 timings: dict[str, float]) -> tuple[dict[str, Any], dict[str, str]]:
+                 timings: dict[str, float]) -> tuple[nn.Module, dict[str, Any], dict[str, str]]:
         t0 = time.perf_counter()
         data = self.data(cell.dataset)
         teacher_logits = None
@@ -389,6 +499,7 @@ class MatrixRunner:
         test = data.splits["test"]
         preds = eval_split_predictions(model, data, "test", self.runtime)
         metrics: dict[str, Any] = classification_metrics(test.labels.tolist(), preds.tolist(), data.spec.classes)
+        metrics["test_predictions"] = preds.tolist()  # for paired comparisons between cells
         metrics["best_epoch"] = result.best_epoch
         metrics["val_accuracy"] = result.best_val_accuracy
         metrics["history"] = result.history
@@ -396,11 +507,5 @@ class MatrixRunner:
         metrics["machine"] = machine_description(self.runtime)
         metrics.update(cost_metrics(model, data.img_size, self.runtime, self.options.latency_runs))
         timings["score_s"] = time.perf_counter() - t1
-        t2 = time.perf_counter()
-        artifacts: dict[str, str] = {"checkpoint": str(self.checkpoint_path(h))}
-        maps = self.maps_for(cell, model)
-        if maps is not None and cell.method == "kd":
-            artifacts["panel"] = str(self.panel_for(cell, maps))
-        timings["explain_s"] = time.perf_counter() - t2
         timings["total_s"] = time.perf_counter() - t0
-        return metrics, artifacts
+        return model, metrics, {"checkpoint": str(self.checkpoint_path(h).relative_to(self.options.work_dir))}

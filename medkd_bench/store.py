@@ -35,6 +35,18 @@ CREATE TABLE IF NOT EXISTS cells (
     finished_at REAL
 );
 CREATE INDEX IF NOT EXISTS cells_by_dataset ON cells(dataset, method);
+CREATE TABLE IF NOT EXISTS explanations (
+    cell_hash   TEXT NOT NULL,
+    explainer   TEXT NOT NULL,
+    n_images    INTEGER NOT NULL,
+    seed        INTEGER NOT NULL,
+    status      TEXT NOT NULL,
+    metrics     TEXT,
+    artifacts   TEXT,
+    error       TEXT,
+    finished_at REAL,
+    PRIMARY KEY (cell_hash, explainer, n_images, seed)
+);
 """
 
 
@@ -53,6 +65,19 @@ class CellRecord:
     artifacts: dict[str, str]
     error: str | None
     started_at: float | None
+    finished_at: float | None
+
+
+@dataclass
+class ExplanationRecord:
+    cell_hash: str
+    explainer: str
+    n_images: int
+    seed: int
+    status: str
+    metrics: dict[str, Any]
+    artifacts: dict[str, str]
+    error: str | None
     finished_at: float | None
 
 
@@ -129,6 +154,36 @@ class Store:
         with self._tx() as db:
             db.execute("UPDATE cells SET artifacts=? WHERE hash=?",
                        (json.dumps({**rec.artifacts, **artifacts}), cell_hash))
+
+    # ---- explanations: keyed by the cell plus the explainer and its sample, so a
+    # rerun with another explainer or sample size explains without retraining.
+    def explanation(self, cell_hash: str, explainer: str, n_images: int, seed: int) -> ExplanationRecord | None:
+        row = self._db.execute(
+            "SELECT * FROM explanations WHERE cell_hash=? AND explainer=? AND n_images=? AND seed=?",
+            (cell_hash, explainer, n_images, seed),
+        ).fetchone()
+        return self._explanation(row) if row else None
+
+    def save_explanation(self, cell_hash: str, explainer: str, n_images: int, seed: int, status: str,
+                         metrics: dict[str, Any] | None = None, artifacts: dict[str, str] | None = None,
+                         error: str | None = None) -> None:
+        with self._tx() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO explanations VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (cell_hash, explainer, n_images, seed, status, json.dumps(metrics or {}),
+                 json.dumps(artifacts or {}), error, time.time()),
+            )
+
+    def explanations(self, cell_hashes: list[str] | None = None) -> list[ExplanationRecord]:
+        rows = self._db.execute("SELECT * FROM explanations ORDER BY finished_at").fetchall()
+        recs = [self._explanation(r) for r in rows]
+        return recs if cell_hashes is None else [r for r in recs if r.cell_hash in set(cell_hashes)]
+
+    @staticmethod
+    def _explanation(row: tuple) -> ExplanationRecord:
+        h, explainer, n, seed, status, metrics, artifacts, error, finished = row
+        return ExplanationRecord(h, explainer, int(n), int(seed), status, _loads(metrics), _loads(artifacts),
+                                 error, finished)
 
     def cells(self, dataset: str | None = None, status: str | None = None) -> list[CellRecord]:
         query, args = "SELECT * FROM cells WHERE 1=1", []

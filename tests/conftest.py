@@ -8,6 +8,7 @@ matplotlib) runs for real.
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +24,8 @@ TINY_DATA = [
     "--img-size", "32",
     "--epochs", "1",
     "--latency-runs", "3",
+    "--explain-images", "3",
+    "--sanity-images", "2",
 ]
 
 
@@ -50,3 +53,27 @@ def run_cli(capsys):
 @pytest.fixture
 def dirs(tmp_path: Path) -> list[str]:
     return ["--work-dir", str(tmp_path / "work"), "--leaderboard-dir", str(tmp_path / "boards")]
+
+
+QUICK = ["run", "--matrix", "quick", "--teachers", "visformer-s", *TINY_DATA]
+
+
+@pytest.fixture(scope="session")
+def quick_run_template(tmp_path_factory) -> Path:
+    """One finished quick matrix (teacher, baseline, KD), trained once per test session."""
+    root = tmp_path_factory.mktemp("quick")
+    code = 0
+    try:
+        main([*QUICK, "--work-dir", str(root / "work"), "--leaderboard-dir", str(root / "boards")])
+    except SystemExit as exc:
+        code = int(exc.code or 0)
+    assert code == 0
+    return root
+
+
+@pytest.fixture
+def quick_run(quick_run_template: Path, tmp_path: Path) -> Path:
+    """A private copy of the finished quick matrix in this test's tmp_path (same layout as ``dirs``)."""
+    shutil.copytree(quick_run_template / "work", tmp_path / "work")
+    shutil.copytree(quick_run_template / "boards", tmp_path / "boards")
+    return tmp_path

@@ -9,17 +9,21 @@ from medkd_bench.store import Store
 def test_full_matrix_over_every_builtin(run_cli, dirs, tmp_path):
     result = run_cli(["run", "--matrix", "full", *TINY_DATA, *dirs])
     assert result.exit_code == 0, result.out + result.err
-    assert "7 trained, 0 already done, 0 failed" in result.out
+    assert "7 trained, 0 already done, 0 failed; explanations: 28 computed, 0 failed" in result.out
     with Store(tmp_path / "work" / "runs.sqlite") as store:
         cells = store.cells()
     assert len(cells) == 7
     maps_dir = tmp_path / "work" / "maps"
     for cell in cells:
-        maps = np.load(maps_dir / f"{cell.hash}-score-cam-1.npy")
-        assert maps.shape == (3, 32, 32)
-        assert np.isfinite(maps).all() and maps.min() >= 0 and maps.max() <= 1.0 + 1e-6
+        for explainer in ("score-cam", "grad-cam", "grad-cam++", "eigen-cam"):
+            maps = np.load(maps_dir / f"{cell.hash}-{explainer}-3.npy")
+            assert maps.shape == (3, 32, 32)
+            assert np.isfinite(maps).all() and maps.min() >= 0 and maps.max() <= 1.0 + 1e-6
     gmacs = {c.teacher: c.metrics["gmacs"] for c in cells if c.method == "teacher"}
     assert gmacs["vgg19"] > gmacs["visformer-s"] > 0
-    panels = sorted((tmp_path / "boards" / "panels" / "synthetic-cxr").glob("*.png"))
+    panels = sorted((tmp_path / "boards" / "panels" / "synthetic-cxr" / "score-cam").glob("*.png"))
     assert [p.name for p in panels] == [
         "autoformer-v2-t__ofa-595.png", "vgg19__ofa-595.png", "visformer-s__ofa-595.png"]
+    board = (tmp_path / "boards" / "synthetic-cxr.md").read_text()
+    for explainer in ("score-cam", "grad-cam", "grad-cam++", "eigen-cam"):
+        assert f"## Explanations: {explainer}" in board

@@ -6,20 +6,15 @@ from pathlib import Path
 
 from PIL import Image
 
-from conftest import TINY_DATA
+from conftest import QUICK, TINY_DATA
 from medkd_bench.store import Store
-
-QUICK = ["run", "--matrix", "quick", "--teachers", "visformer-s", *TINY_DATA]
 
 
 def _store(tmp_path: Path) -> Store:
     return Store(tmp_path / "work" / "runs.sqlite")
 
 
-def test_quick_matrix_trains_scores_and_resumes(run_cli, dirs, tmp_path):
-    first = run_cli([*QUICK, *dirs])
-    assert first.exit_code == 0, first.out + first.err
-    assert "3 trained, 0 already done, 0 failed" in first.out
+def test_quick_matrix_trains_scores_and_resumes(run_cli, dirs, quick_run, tmp_path):
     with _store(tmp_path) as store:
         cells = store.cells()
     assert {(c.method, c.teacher, c.student) for c in cells} == {
@@ -30,20 +25,35 @@ def test_quick_matrix_trains_scores_and_resumes(run_cli, dirs, tmp_path):
         assert 0.0 <= m["accuracy"] <= 1.0 and 0.0 <= m["macro_f1"] <= 1.0
         assert set(m["per_class_f1"]) == {"COVID-19", "Non-COVID", "Normal"}
         assert m["params_m"] > 1 and m["gmacs"] > 0 and m["latency_ms"] > 0 and m["throughput"] > 0
-        assert Path(cell.artifacts["checkpoint"]).is_file()
+        assert (tmp_path / "work" / cell.artifacts["checkpoint"]).is_file()
     kd = next(c for c in cells if c.method == "kd")
     assert kd.config["teacher"] == next(c.hash for c in cells if c.method == "teacher")
-    panel = tmp_path / "boards" / kd.artifacts["panel"]
+    with _store(tmp_path) as store:
+        explanations = {(e.cell_hash, e.explainer): e for e in store.explanations()}
+    assert len(explanations) == 3 * 4  # every cell, every registered explainer
+    kd_score_cam = explanations[(kd.hash, "score-cam")]
+    assert kd_score_cam.status == "done" and kd_score_cam.metrics["n_images"] == 3
+    assert {"agreement", "label_only_agreement", "localisation", "road", "sanity"} <= set(kd_score_cam.metrics)
+    panel = tmp_path / "boards" / kd_score_cam.artifacts["panel"]
     with Image.open(panel) as img:
         assert img.format == "PNG" and img.width > 300
     board = (tmp_path / "boards" / "synthetic-cxr.md").read_text()
     assert "| visformer-s |" in board and "labels only" not in board.split("## Students")[0]
-    assert "](panels/synthetic-cxr/visformer-s__ofa-595.png)" in board
+    assert "[score-cam](panels/synthetic-cxr/score-cam/visformer-s__ofa-595.png)" in board
     assert (tmp_path / "boards" / "README.md").read_text().count("synthetic-cxr") >= 1
 
     again = run_cli([*QUICK, *dirs])
     assert again.exit_code == 0
-    assert "0 trained, 3 already done, 0 failed" in again.out
+    assert "0 trained, 3 already done, 0 failed; explanations: 0 computed" in again.out
+
+    more = run_cli([*QUICK, *dirs, "--explain-images", "6", "--explainers", "grad-cam"])
+    assert "0 trained, 3 already done, 0 failed; explanations: 3 computed" in more.out
+
+    panel = run_cli(["explain", "--dataset", "synthetic-cxr", "--teacher", "visformer-s", "--student", "ofa-595",
+                     "--images", "2", "--explainer", "eigen-cam", *dirs])
+    assert panel.exit_code == 0, panel.err
+    with Image.open(tmp_path / "boards" / "panels" / "synthetic-cxr" / "eigen-cam" / "visformer-s__ofa-595-2.png") as img:
+        assert img.height > img.width  # 6 rows (2 per class), 4 columns
 
     changed = run_cli([*QUICK, *dirs, "--alpha", "0.9"])  # only the KD cell depends on alpha
     assert "1 trained, 2 already done, 0 failed" in changed.out
@@ -64,7 +74,8 @@ BROKEN_TEACHER = textwrap.dedent("""
 def test_a_failing_cell_is_recorded_and_the_matrix_goes_on(run_cli, dirs, tmp_path):
     plugin = tmp_path / "broken.py"
     plugin.write_text(BROKEN_TEACHER)
-    result = run_cli(["run", "--plugin", str(plugin), "--teachers", "broken,visformer-s", *TINY_DATA, *dirs])
+    args = ["run", "--plugin", str(plugin), "--teachers", "broken,visformer-s", "--explainers", "grad-cam"]
+    result = run_cli([*args, *TINY_DATA, *dirs])
     assert result.exit_code == 1
     assert "3 trained, 0 already done, 2 failed" in result.out
     with _store(tmp_path) as store:
@@ -78,24 +89,28 @@ def test_a_failing_cell_is_recorded_and_the_matrix_goes_on(run_cli, dirs, tmp_pa
     assert "## Failed cells" in board and "out of cheese" in board
 
     # Finished cells survive a rerun that still fails; the failed ones are retried.
-    rerun = run_cli(["run", "--plugin", str(plugin), "--teachers", "broken,visformer-s", *TINY_DATA, *dirs])
+    rerun = run_cli([*args, *TINY_DATA, *dirs])
     assert "0 trained, 3 already done, 2 failed" in rerun.out
 
 
-def test_store_uses_wal_and_survives_reopen(run_cli, dirs, tmp_path):
-    run_cli([*QUICK, *dirs])
+def test_store_uses_wal_and_survives_reopen(quick_run, tmp_path):
     db = sqlite3.connect(tmp_path / "work" / "runs.sqlite")
     assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     assert db.execute("SELECT count(*) FROM cells WHERE status='done'").fetchone()[0] == 3
 
 
-def test_leaderboard_command_rerenders_without_training(run_cli, dirs, tmp_path):
-    run_cli([*QUICK, *dirs])
+def test_leaderboard_command_rerenders_without_training(run_cli, dirs, quick_run, tmp_path):
     board = tmp_path / "boards" / "synthetic-cxr.md"
     board.unlink()
     result = run_cli(["leaderboard", *dirs])
     assert result.exit_code == 0
     assert board.is_file() and "visformer-s" in board.read_text()
+
+
+def test_explain_needs_a_finished_kd_cell(run_cli, dirs, quick_run):
+    result = run_cli(["explain", "--dataset", "synthetic-cxr", "--teacher", "vgg19", "--student", "ofa-595", *dirs])
+    assert result.exit_code == 2
+    assert "no finished KD cell vgg19 -> ofa-595 on synthetic-cxr" in result.err
 
 
 def test_dry_run_lists_cells(run_cli, dirs):

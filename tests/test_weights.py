@@ -4,7 +4,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from conftest import TINY_DATA
+from conftest import QUICK
 from medkd_bench import MedkdError
 from medkd_bench.plugins import load_registry
 from medkd_bench.store import Store
@@ -54,14 +54,12 @@ def test_weights_for_another_architecture_are_refused(tmp_path, ofa_spec):
         load_weights_file(ofa_spec.build(3, 64), path)
 
 
-def test_run_with_weights_starts_from_the_file_and_changes_the_hash(run_cli, dirs, tmp_path, ofa_spec):
-    path = tmp_path / "ofa.safetensors"
+def test_run_with_weights_starts_from_the_file_and_changes_the_hash(run_cli, dirs, quick_run, ofa_spec):
+    path = quick_run / "ofa.safetensors"
     save_file({k: v.contiguous() for k, v in ofa_spec.build(3, 32).state_dict().items()}, str(path))
-    args = ["run", "--matrix", "quick", "--teachers", "visformer-s", *TINY_DATA, *dirs]
-    assert run_cli(args).exit_code == 0
-    result = run_cli([*args, "--weights", f"ofa-595={path}"])
+    result = run_cli([*QUICK, *dirs, "--weights", f"ofa-595={path}", "--explainers", "grad-cam"])
     assert result.exit_code == 0
     assert "2 trained, 1 already done" in result.out
-    with Store(tmp_path / "work" / "runs.sqlite") as store:
+    with Store(quick_run / "work" / "runs.sqlite") as store:
         inits = {c.config["model"]["init"] for c in store.cells() if c.method != "teacher"}
     assert "random" in inits and any(i.startswith("file:") for i in inits)
