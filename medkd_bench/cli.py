@@ -141,13 +141,16 @@ class RichReporter:
               help="Start model NAME from a local weights file (.safetensors or torch checkpoint).")
 @click.option("--device", default="auto", show_default=True, help="auto | cpu | cuda[:N]")
 @click.option("--amp", default="auto", show_default=True, help="auto (on for CUDA) | off | bf16 | fp16")
-@click.option("--explainer", default="score-cam", show_default=True)
-@click.option("--explain-images", type=int, default=1, show_default=True, help="Panel images per class.")
-@click.option("--latency-runs", type=int, default=50, show_default=True)
+@click.option("--explainers", multiple=True, help="Only these explainers [default: every registered one].")
+@click.option("--explain-images", type=click.IntRange(1), default=6, show_default=True,
+              help="Test images explained per model (balanced over classes, seeded).")
+@click.option("--sanity-images", type=click.IntRange(0), default=3, show_default=True,
+              help="Images of that sample used for the model-randomisation sanity check.")
+@click.option("--latency-runs", type=click.IntRange(1), default=30, show_default=True)
 @click.option("--dry-run", is_flag=True, help="Print the planned cells and their status; train nothing.")
 def run(matrix, teachers, students, datasets, plugin_files, work_dir, leaderboard_dir, data_root,
         dataset_options, img_size, epochs, seed, temperature, alpha, pretrained, weights, device, amp,
-        explainer, explain_images, latency_runs, dry_run) -> None:
+        explainers, explain_images, sanity_images, latency_runs, dry_run) -> None:
     """Train teachers, baselines and KD students, score them, write leaderboards."""
     from .distill import DEFAULT_ALPHA, DEFAULT_TEMPERATURE, KDSettings
     from .leaderboard import render_all
@@ -161,12 +164,11 @@ def run(matrix, teachers, students, datasets, plugin_files, work_dir, leaderboar
                     DEFAULT_ALPHA if alpha is None else alpha)
     if not 0.0 <= kd.alpha <= 1.0 or kd.temperature <= 0:
         raise MedkdError("--alpha must lie in [0, 1] and --temperature be positive")
-    registry.get("explainer", explainer)
     options = RunOptions(
         work_dir=work_dir, leaderboard_dir=leaderboard_dir, img_size=img_size, data_root=data_root,
         dataset_options=_parse_dataset_options(dataset_options), epochs=epochs, kd=kd, pretrained=pretrained,
-        weights=_parse_weights(weights), explainer=explainer, explain_per_class=explain_images,
-        latency_runs=latency_runs,
+        weights=_parse_weights(weights), explainers=tuple(_split_names(explainers) or ()) or None,
+        explain_images=explain_images, sanity_images=sanity_images, latency_runs=latency_runs,
     )
     runtime = resolve_runtime(device, amp)
     from .matrix import check_writable
@@ -174,6 +176,7 @@ def run(matrix, teachers, students, datasets, plugin_files, work_dir, leaderboar
     check_writable(work_dir, "--work-dir")
     with Store(work_dir / "runs.sqlite") as store:
         runner = MatrixRunner(registry, options, store, runtime)  # validates options before any work
+        runner.explainer_names()
         if dry_run:
             table = Table("cell", "hash", "status", title=f"{len(cells)} cells ({matrix})")
             for c in cells:
@@ -187,18 +190,18 @@ def run(matrix, teachers, students, datasets, plugin_files, work_dir, leaderboar
                       console=console, transient=False) as progress:
             runner.reporter = RichReporter(progress, len(cells))
             summary = runner.run(cells)
-        written = render_all(registry, store, leaderboard_dir, explainer)
+        written = render_all(registry, store, leaderboard_dir)
     console.print(f"cells: {summary['done']} trained, {summary['skipped']} already done, "
-                  f"{summary['failed']} failed; leaderboards: {', '.join(str(p) for p in written)}")
-    if summary["failed"]:
+                  f"{summary['failed']} failed; explanations: {summary['explained']} computed, "
+                  f"{summary['explain_failed']} failed; leaderboards: {', '.join(str(p) for p in written)}")
+    if summary["failed"] or summary["explain_failed"]:
         sys.exit(1)
 
 
 @cli.command()
 @plugin_option
 @work_dir_option
-@click.option("--explainer", default="score-cam", show_default=True)
-def leaderboard(plugin_files, work_dir, leaderboard_dir, explainer) -> None:
+def leaderboard(plugin_files, work_dir, leaderboard_dir) -> None:
     """Re-render the markdown leaderboards from the run store (no training)."""
     from .leaderboard import render_all
     from .store import Store
@@ -211,9 +214,43 @@ def leaderboard(plugin_files, work_dir, leaderboard_dir, explainer) -> None:
 
     check_writable(leaderboard_dir, "--leaderboard-dir")
     with Store(path) as store:
-        written = render_all(registry, store, leaderboard_dir, explainer)
+        written = render_all(registry, store, leaderboard_dir)
     for p in written:
         console.print(f"wrote {p}")
+
+
+@cli.command()
+@click.option("--dataset", required=True)
+@click.option("--teacher", required=True)
+@click.option("--student", required=True)
+@click.option("--explainer", default="score-cam", show_default=True)
+@click.option("--images", type=click.IntRange(1), default=2, show_default=True, help="Images per class.")
+@click.option("--out", type=click.Path(path_type=Path), default=None,
+              help="PNG path [default: <leaderboard-dir>/panels/<dataset>/<explainer>/<teacher>__<student>-N.png].")
+@click.option("--device", default="auto", show_default=True)
+@click.option("--data-root", type=click.Path(path_type=Path), default=None, envvar="MEDKD_DATA")
+@plugin_option
+@work_dir_option
+def explain(dataset, teacher, student, explainer, images, out, device, data_root, plugin_files, work_dir,
+            leaderboard_dir) -> None:
+    """Render a teacher vs student saliency panel from finished cells (no training)."""
+    from .explain import panel_from_store
+    from .matrix import check_writable
+    from .runtime import resolve_runtime
+    from .store import Store
+
+    path = work_dir / "runs.sqlite"
+    if not path.is_file():
+        raise MedkdError(f"no run store at {path}: run `medkd-bench run` first or pass --work-dir")
+    registry = _registry(plugin_files)
+    registry.get("explainer", explainer)
+    out = out or leaderboard_dir / "panels" / dataset / explainer / f"{teacher}__{student}-{images}.png"
+    check_writable(out.parent, "--out folder")
+    runtime = resolve_runtime(device, "off")
+    with Store(path) as store:
+        written = panel_from_store(registry, store, work_dir, dataset, teacher, student, explainer, images, out,
+                                   runtime.device, data_root)
+    console.print(f"wrote {written}")
 
 
 @cli.command("plugins")
@@ -230,6 +267,41 @@ def plugins_cmd(plugin_files, as_json) -> None:
         regs = "; ".join(f"{kind}: {', '.join(names)}" for kind, names in sorted(p.registers.items())) or "-"
         table.add_row(p.name, p.origin, p.version, regs)
     console.print(table)
+
+
+@cli.command("add-plugin")
+@click.argument("kind", metavar="KIND")
+@click.argument("name", metavar="NAME")
+@click.option("--standalone", "standalone_dir", type=click.Path(path_type=Path), default=None, metavar="DIR",
+              help="Write a pip-installable package DIR/medkd-NAME/ instead of adding to this repository.")
+@click.option("--timm-model", default=None, metavar="MODEL",
+              help="timm model for a teacher or student [default: resnet18 / mobilenetv3_small_100].")
+@click.option("--target-layer", default=None, metavar="PATH",
+              help="Score-CAM target layer, a dotted submodule path [default: the model's last feature stage].")
+@click.option("--repo-root", type=click.Path(path_type=Path), default=None, metavar="DIR",
+              help="The medkd-bench checkout to add to [default: the one the current directory is in].")
+def add_plugin(kind, name, standalone_dir, timm_model, target_layer, repo_root) -> None:
+    """Scaffold a plugin and its conformance test. KIND: teacher, student, dataset or explainer.
+
+    By default the plugin goes into this repository (plugins/KINDs/, tests/plugins/ and an entry
+    point in pyproject.toml); with --standalone it becomes a package of its own.
+    """
+    from rich.markup import escape
+
+    from .scaffold import ScaffoldRequest, scaffold
+
+    result = scaffold(ScaffoldRequest(kind=kind, name=name, standalone=standalone_dir, repo_root=repo_root,
+                                      timm_model=timm_model, target_layer=target_layer))
+    for path in result.written:
+        console.print(f"[green]wrote[/] {escape(result.shown(path))}", highlight=False)
+    for path in result.edited:
+        console.print(f"[green]added[/] entry point {escape(result.entry_point)} to {escape(result.shown(path))}",
+                      highlight=False)
+    for note in result.notes:
+        console.print(f"[dim]note:[/] {escape(note)}", highlight=False)
+    console.print("next:", highlight=False)
+    for step in result.next_steps:
+        console.print(f"  {step}", highlight=False, markup=False)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

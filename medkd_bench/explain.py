@@ -109,7 +109,7 @@ def render_panel(
 
     test = data.splits["test"]
     n_rows, n_cols = len(indices), 1 + len(columns)
-    fig, axes = plt.subplots(n_rows, n_cols, figsize=(2.1 * n_cols, 2.45 * n_rows + 0.5), squeeze=False)
+    fig, axes = plt.subplots(n_rows, n_cols, figsize=(1.7 * n_cols, 1.95 * n_rows + 0.45), squeeze=False)
     for r, i in enumerate(indices):
         image = test.images[i].float().mean(0).numpy() / 255.0 if test.images.shape[1] == 3 else test.images[i, 0].numpy() / 255.0
         mask = test.masks[mask_name][i].numpy() if mask_name and mask_name in test.masks else None
@@ -118,7 +118,7 @@ def render_panel(
         ax.imshow(image, cmap="gray", vmin=0, vmax=1)
         if mask is not None and mask.any():
             ax.contour(mask.astype(float), levels=[0.5], colors=["lime"], linewidths=1.0)
-        ax.set_title(f"{cls}" + (f"\n({mask_name} outlined)" if mask is not None else ""), fontsize=8)
+        ax.set_title(f"{cls}" + (f"\n({mask_name} outlined)" if mask is not None else ""), fontsize=7)
         for c, (name, maps) in enumerate(columns, start=1):
             ax = axes[r, c]
             ax.imshow(image, cmap="gray", vmin=0, vmax=1)
@@ -126,7 +126,7 @@ def render_panel(
             if mask is not None and mask.any():
                 ax.contour(mask.astype(float), levels=[0.5], colors=["white"], linewidths=0.7)
             if r == 0:
-                ax.set_title(name, fontsize=8)
+                ax.set_title(name, fontsize=7)
     for ax in axes.flat:
         ax.set_xticks([])
         ax.set_yticks([])
@@ -134,7 +134,7 @@ def render_panel(
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp.png")
-    fig.savefig(tmp, dpi=90)
+    fig.savefig(tmp, dpi=80)
     plt.close(fig)
     tmp.replace(path)
     return path

@@ -62,6 +62,9 @@ class ModelSpec:
     #: Optional ``(num_classes, img_size) -> nn.Module`` loading ImageNet weights
     #: (e.g. timm's own ``pretrained=True``); only used on ``--pretrained``.
     build_pretrained: ModelBuilder | None = None
+    #: Bump when the builder's code changes what it builds: it is part of every
+    #: cell's config hash, so stored results of the old model are not reused.
+    revision: str = "1"
 
 
 @dataclass(frozen=True)
@@ -124,6 +127,8 @@ class DatasetSpec:
     needs_root: bool = False
     citation: str = ""
     description: str = ""
+    #: Bump when the generated or read data changes; part of every cell's config hash.
+    revision: str = "1"
 
     @property
     def num_classes(self) -> int:

@@ -15,7 +15,7 @@ def test_full_matrix_over_every_builtin(run_cli, dirs, tmp_path):
     assert len(cells) == 7
     maps_dir = tmp_path / "work" / "maps"
     for cell in cells:
-        for explainer in ("score-cam", "grad-cam", "grad-cam++", "eigen-cam"):
+        for explainer in ("score-cam", "grad-cam", "grad-cam-plus-plus", "eigen-cam"):
             maps = np.load(maps_dir / f"{cell.hash}-{explainer}-3.npy")
             assert maps.shape == (3, 32, 32)
             assert np.isfinite(maps).all() and maps.min() >= 0 and maps.max() <= 1.0 + 1e-6
@@ -25,5 +25,5 @@ def test_full_matrix_over_every_builtin(run_cli, dirs, tmp_path):
     assert [p.name for p in panels] == [
         "autoformer-v2-t__ofa-595.png", "vgg19__ofa-595.png", "visformer-s__ofa-595.png"]
     board = (tmp_path / "boards" / "synthetic-cxr.md").read_text()
-    for explainer in ("score-cam", "grad-cam", "grad-cam++", "eigen-cam"):
+    for explainer in ("score-cam", "grad-cam", "grad-cam-plus-plus", "eigen-cam"):
         assert f"## Explanations: {explainer}" in board

@@ -26,7 +26,7 @@ def _one_line_error(result, *fragments):
         (["--dataset-option", "synthetic-cxr.n_tran=5"], ["dataset 'synthetic-cxr' has no option(s) n_tran"]),
         (["--dataset-option", "nodot=5"], ["expected DATASET.KEY=VALUE"]),
         (["--weights", "ofa-595=/no/such.safetensors"], ["no such file"]),
-        (["--explainer", "lime"], ["unknown explainer 'lime'"]),
+        (["--explainers", "lime"], ["unknown explainer 'lime'"]),
         (["--device", "tpu"], ["--device tpu"]),
         (["--alpha", "1.5"], ["--alpha"]),
     ],

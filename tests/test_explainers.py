@@ -57,7 +57,7 @@ def test_score_cam_map_is_input_sized_non_constant_and_input_dependent(kind, nam
     assert not np.allclose(informative[0], informative[1])
 
 
-@pytest.mark.parametrize("explainer", ["grad-cam", "grad-cam++", "eigen-cam"])
+@pytest.mark.parametrize("explainer", ["grad-cam", "grad-cam-plus-plus", "eigen-cam"])
 @pytest.mark.parametrize("kind,name", [("student", "ofa-595"), ("teacher", "autoformer-v2-t")])
 def test_gradient_and_eigen_cams(explainer, kind, name):
     spec = REGISTRY.get(kind, name)

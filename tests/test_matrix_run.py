@@ -118,3 +118,18 @@ def test_dry_run_lists_cells(run_cli, dirs):
     assert result.exit_code == 0
     assert "7 cells (full)" in result.out
     assert result.out.count("new") == 7
+
+
+def test_same_seed_same_results_whatever_else_ran(run_cli, dirs, quick_run_template, tmp_path):
+    """Training is seeded per cell: explaining more images between cells (which draws random
+    numbers) must not change any cell's weights, predictions or metrics."""
+    result = run_cli([*QUICK, *dirs, "--explain-images", "6", "--explainers", "score-cam"])
+    assert result.exit_code == 0
+    with Store(quick_run_template / "work" / "runs.sqlite") as a, _store(tmp_path) as b:
+        first = {(c.method, c.teacher, c.student): c for c in a.cells()}
+        second = {(c.method, c.teacher, c.student): c for c in b.cells()}
+    assert first.keys() == second.keys()
+    for key, cell in first.items():
+        assert cell.hash == second[key].hash
+        assert cell.metrics["test_predictions"] == second[key].metrics["test_predictions"], key
+        assert cell.metrics["history"] == second[key].metrics["history"], key

@@ -7,7 +7,7 @@ from medkd_bench import ExplainerSpec, grad_cam_builder, hookimpl
 def register_explainers(register):
     register(
         ExplainerSpec(
-            name="grad-cam++",
+            name="grad-cam-plus-plus",
             build=grad_cam_builder("GradCAMPlusPlus"),
             citation="Chattopadhay et al., Grad-CAM++: Generalized Gradient-Based Visual Explanations for "
             "Deep Convolutional Networks, WACV 2018, arXiv:1710.11063",

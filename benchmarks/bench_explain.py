@@ -1,0 +1,63 @@
+"""Cost of each explainer per image, per built-in model, measured side by side.
+
+Score-CAM runs one forward pass per channel of the target layer for every
+image (batched by grad-cam, 64 masked images per pass), so its cost is roughly
+``channels x forward cost``; Grad-CAM, Grad-CAM++ and Eigen-CAM need one
+forward (and backward) pass. The table prints seconds per image, the number of
+target-layer channels, and Score-CAM's cost relative to Grad-CAM.
+
+Usage: python benchmarks/bench_explain.py [--images 4] [--img-size 64]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+
+from medkd_bench.data import prepare
+from medkd_bench.plugins import load_registry
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--images", type=int, default=4)
+    parser.add_argument("--img-size", type=int, default=64)
+    args = parser.parse_args()
+    registry = load_registry()
+    data = prepare(registry.datasets["synthetic-cxr"], args.img_size, None,
+                   {"n_train": 12, "n_val": 3, "n_test": max(3, args.images)})
+    test = data.splits["test"]
+    images = data.normalise(test.images[: args.images])
+    targets = test.labels[: args.images].tolist()
+    explainers = sorted(registry.explainers)
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {args.images} images at {args.img_size} px")
+    print(f"{'model':<17}{'channels':>9}" + "".join(f"{e + ' s/img':>17}" for e in explainers)
+          + f"{'score/grad':>12}")
+    specs = [*registry.teachers.values(), *registry.students.values()]
+    for spec in specs:
+        torch.manual_seed(0)
+        model = spec.build(data.num_classes, data.img_size).eval()
+        layer = spec.target_layers(model)[0]
+        seen = {}
+        hook = layer.register_forward_hook(lambda m, i, o, seen=seen: seen.__setitem__("out", o))
+        with torch.no_grad():
+            model(images[:1])
+        hook.remove()
+        out = seen["out"]
+        if spec.reshape_transform is not None:
+            out = spec.reshape_transform(out)
+        costs = {}
+        for name in explainers:
+            explain = registry.explainers[name].build(model, spec.target_layers(model), spec.reshape_transform)
+            start = time.perf_counter()
+            explain(images, targets)
+            costs[name] = (time.perf_counter() - start) / args.images
+        ratio = costs.get("score-cam", 0) / costs["grad-cam"] if "grad-cam" in costs else float("nan")
+        print(f"{spec.name:<17}{out.shape[1]:>9}" + "".join(f"{costs[e]:>17.3f}" for e in explainers)
+              + f"{ratio:>12.0f}")
+
+
+if __name__ == "__main__":
+    main()
