@@ -27,8 +27,13 @@ def test_rendered_tables(tmp_path):
         _add(store, "t1", "teacher", "vgg19", "", _metrics(0.9, 0.89, 139.6, 1.6, 20.0))
         _add(store, "t2", "teacher", "visformer-s", "", _metrics(0.95, 0.95, 39.2, 0.4, 9.0))
         _add(store, "s1", "label-only", "", "ofa-595", _metrics(0.80, 0.79, 7.6, 0.044, 6.0))
-        _add(store, "k1", "kd", "visformer-s", "ofa-595", _metrics(0.875, 0.87, 7.6, 0.044, 6.0),
-             artifacts={"panel": "panels/synthetic-cxr/visformer-s__ofa-595.png"})
+        _add(store, "k1", "kd", "visformer-s", "ofa-595", _metrics(0.875, 0.87, 7.6, 0.044, 6.0))
+        summary = {"mean": 0.61, "ci": [0.55, 0.66], "n": 6}
+        store.save_explanation(
+            "k1", "score-cam", 6, 0, "done",
+            {"n_images": 6, "n_sanity": 3, "agreement": {"spearman": summary, "top20_iou": summary},
+             "localisation": {"mask": "lesion", "energy_pointing_game": summary, "chance": summary}},
+            {"panel": "panels/synthetic-cxr/score-cam/visformer-s__ofa-595.png"})
         _add(store, "k2", "kd", "vgg19", "ofa-595", _metrics(0.775, 0.77, 7.6, 0.044, 6.0))
         _add(store, "t3", "teacher", "autoformer-v2-t", "", error="RuntimeError: boom | pipe")
         written = render_all(load_registry(), store, tmp_path / "boards")
@@ -41,7 +46,11 @@ def test_rendered_tables(tmp_path):
     assert "| ofa-595 | - | label-only | 80.0 |" in students
     assert "| ofa-595 | visformer-s | kd | 87.5 | 87.0 | +7.5 |" in students
     assert "| ofa-595 | vgg19 | kd | 77.5 | 77.0 | -2.5 |" in students
-    assert "[panel](panels/synthetic-cxr/visformer-s__ofa-595.png)" in students
+    assert "[score-cam](panels/synthetic-cxr/score-cam/visformer-s__ofa-595.png)" in students
+    explained = board.split("## Explanations: score-cam")[1]
+    assert "| visformer-s | ofa-595 | 0.61 [0.55, 0.66] | - | 0.61 [0.55, 0.66] | - |" in explained
+    assert "| ofa-595 | kd from visformer-s | 0.61 [0.55, 0.66] | - | 0.61 [0.55, 0.66] | - | - |" in explained
+    assert "![score-cam: visformer-s -> ofa-595](panels/synthetic-cxr/score-cam/visformer-s__ofa-595.png)" in explained
     assert "T = 4.0, alpha = 0.5" in board and "chance accuracy: 0.333" in board
     assert "| teacher autoformer-v2-t | RuntimeError: boom / pipe |" in board
     assert "on test machine" in board
