@@ -101,8 +101,3 @@ def train_batches(
             images = images.clone()
             images[flipped] = images[flipped].flip(-1)
         yield idx, flipped, images
-
-
-def eval_batches(split: SplitData, batch_size: int) -> Iterator[torch.Tensor]:
-    for start in range(0, len(split), batch_size):
-        yield split.images[start : start + batch_size]

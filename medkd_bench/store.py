@@ -147,14 +147,6 @@ class Store:
                 (error, json.dumps(timings or {}), time.time(), cell_hash),
             )
 
-    def update_artifacts(self, cell_hash: str, artifacts: dict[str, str]) -> None:
-        rec = self.get(cell_hash)
-        if rec is None:
-            return
-        with self._tx() as db:
-            db.execute("UPDATE cells SET artifacts=? WHERE hash=?",
-                       (json.dumps({**rec.artifacts, **artifacts}), cell_hash))
-
     # ---- explanations: keyed by the cell plus the explainer and its sample, so a
     # rerun with another explainer or sample size explains without retraining.
     def explanation(self, cell_hash: str, explainer: str, n_images: int, seed: int) -> ExplanationRecord | None:
