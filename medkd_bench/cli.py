@@ -140,7 +140,8 @@ class RichReporter:
 @click.option("--weights", multiple=True, metavar="NAME=PATH",
               help="Start model NAME from a local weights file (.safetensors or torch checkpoint).")
 @click.option("--device", default="auto", show_default=True, help="auto | cpu | cuda[:N]")
-@click.option("--amp", default="auto", show_default=True, help="auto (on for CUDA) | off | bf16 | fp16")
+@click.option("--amp", default="auto", show_default=True,
+              help="auto (CUDA: on; CPU: each model's measured fast path) | off | bf16 | fp16")
 @click.option("--explainers", multiple=True, help="Only these explainers [default: every registered one].")
 @click.option("--explain-images", type=click.IntRange(1), default=6, show_default=True,
               help="Test images explained per model (balanced over classes, seeded).")
@@ -246,10 +247,10 @@ def explain(dataset, teacher, student, explainer, images, out, device, data_root
     registry.get("explainer", explainer)
     out = out or leaderboard_dir / "panels" / dataset / explainer / f"{teacher}__{student}-{images}.png"
     check_writable(out.parent, "--out folder")
-    runtime = resolve_runtime(device, "off")
+    runtime = resolve_runtime(device, "auto")
     with Store(path) as store:
         written = panel_from_store(registry, store, work_dir, dataset, teacher, student, explainer, images, out,
-                                   runtime.device, data_root)
+                                   runtime, data_root)
     console.print(f"wrote {written}")
 
 

@@ -17,7 +17,8 @@ from torch import nn
 
 from .data import PreparedData
 from .errors import MedkdError
-from .specs import ExplainerSpec, ModelSpec
+from .runtime import Runtime
+from .specs import ExplainerSpec, ModelSpec, ReshapeTransform
 
 
 def explanation_sample(data: PreparedData, n_images: int, seed: int) -> list[int]:
@@ -77,20 +78,34 @@ def compute_maps(
     explainer: ExplainerSpec,
     data: PreparedData,
     indices: Sequence[int],
-    device: torch.device,
+    runtime: Runtime,
 ) -> np.ndarray:
     """``(len(indices), H, W)`` float32 maps in [0, 1] for the true class of each image.
 
     Explaining the ground-truth class (not each model's own prediction) keeps
-    teacher and student maps answerable to the same question.
+    teacher and student maps answerable to the same question. The model runs
+    in the precision it was trained and scored in (``runtime``); hooked
+    activations and gradients are cast to float32 before grad-cam sees them.
     """
-    model = model.to(device).eval()
+    model = model.to(runtime.device).eval()
+    if runtime.channels_last:
+        model = model.to(memory_format=torch.channels_last)
     test = data.splits["test"]
-    images = data.normalise(test.images[list(indices)], device)
+    images = data.normalise(test.images[list(indices)], runtime.device)
+    if runtime.channels_last:
+        images = images.contiguous(memory_format=torch.channels_last)
     targets = [int(test.labels[i]) for i in indices]
-    explain = explainer.build(model, spec.target_layers(model), spec.reshape_transform)
-    maps = np.asarray(explain(images, targets), dtype=np.float32)
+    explain = explainer.build(model, spec.target_layers(model), _float32(spec.reshape_transform))
+    with runtime.autocast():
+        maps = np.asarray(explain(images, targets), dtype=np.float32)
     return np.nan_to_num(maps, nan=0.0)
+
+
+def _float32(transform: ReshapeTransform | None) -> ReshapeTransform:
+    """grad-cam turns hooked tensors into numpy, which has no bfloat16."""
+    if transform is None:
+        return lambda t: t.float()
+    return lambda t: transform(t).float()
 
 
 def render_panel(
@@ -155,7 +170,7 @@ def _load_finished(registry: Any, record: Any, data: PreparedData, device: torch
 
 def panel_from_store(
     registry: Any, store: Any, work_dir: Path, dataset: str, teacher: str, student: str, explainer: str,
-    images_per_class: int, out: Path, device: torch.device, data_root: Path | None = None,
+    images_per_class: int, out: Path, runtime: Runtime, data_root: Path | None = None,
 ) -> Path:
     """Render a teacher / label-only / KD panel from finished cells, without training.
 
@@ -191,8 +206,9 @@ def panel_from_store(
     for title, record in cells:
         if record is None:
             continue
-        model = _load_finished(registry, record, data, device, work_dir)
+        model = _load_finished(registry, record, data, runtime.device, work_dir)
         model_spec = registry.get(record.config["model"]["role"], record.config["model"]["name"])
-        columns.append((title, compute_maps(model_spec, model, explainer_spec, data, indices, device)))
+        columns.append((title, compute_maps(model_spec, model, explainer_spec, data, indices,
+                                            runtime.for_model(model_spec))))
     return render_panel(out, data, indices, columns, title=f"{explainer}: {dataset}, {teacher} -> {student}",
                         mask_name=data.spec.localisation_mask)

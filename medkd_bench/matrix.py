@@ -195,6 +195,9 @@ class MatrixRunner:
     def model_spec(self, cell: Cell) -> ModelSpec:
         return self.registry.get(cell.role, cell.model_name)
 
+    def runtime_for(self, spec: ModelSpec) -> Runtime:
+        return self.runtime.for_model(spec)
+
     def settings(self, spec: ModelSpec) -> TrainSettings:
         return spec.train.replace(epochs=self.options.epochs)
 
@@ -221,7 +224,8 @@ class MatrixRunner:
             "seed": cell.seed,
             "dataset": self.dataset_config(cell.dataset),
             "model": {"name": spec.name, "revision": spec.revision, "role": cell.role,
-                      "train": asdict(self.settings(spec)), "init": self._init(spec.name)},
+                      "train": asdict(self.settings(spec)), "init": self._init(spec.name),
+                      "precision": self.runtime_for(spec).precision},
         }
         if cell.method == "kd":
             cfg["teacher"] = self.hash(Cell(cell.dataset, "teacher", teacher=cell.teacher, seed=cell.seed))
@@ -290,7 +294,8 @@ class MatrixRunner:
                 self._soft_targets[h] = torch.load(path, weights_only=True)
             else:
                 teacher = self.load_trained(teacher_cell)
-                logits = teacher_soft_targets(teacher, self.data(teacher_cell.dataset), self.runtime)
+                logits = teacher_soft_targets(teacher, self.data(teacher_cell.dataset),
+                                              self.runtime_for(self.model_spec(teacher_cell)))
                 path.parent.mkdir(parents=True, exist_ok=True)
                 torch.save(logits, path.with_suffix(".tmp"))
                 path.with_suffix(".tmp").replace(path)
@@ -331,8 +336,9 @@ class MatrixRunner:
 
         def compute() -> np.ndarray:
             assert model is not None
-            return compute_maps(self.model_spec(cell), model, self.registry.get("explainer", explainer),
-                                self.data(cell.dataset), indices, self.runtime.device)
+            spec = self.model_spec(cell)
+            return compute_maps(spec, model, self.registry.get("explainer", explainer),
+                                self.data(cell.dataset), indices, self.runtime_for(spec))
 
         return self._cached_maps(path, compute)
 
@@ -342,14 +348,15 @@ class MatrixRunner:
         data = self.data(cell.dataset)
         indices = self.sample(cell)[: self.options.sanity_images]
         key = "random-" + config_hash({"model": spec.name, "dataset": self.dataset_config(cell.dataset),
-                                       "seed": cell.seed, "schema": SCHEMA_VERSION})
+                                       "seed": cell.seed, "schema": SCHEMA_VERSION,
+                                       "precision": self.runtime_for(spec).precision})
 
         def compute() -> np.ndarray:
             if key not in self._random_models:  # one build per architecture, whatever the explainer
                 torch.manual_seed(cell.seed)
                 self._random_models = {key: spec.build(data.num_classes, data.img_size)}
             return compute_maps(spec, self._random_models[key], self.registry.get("explainer", explainer), data,
-                                indices, self.runtime.device)
+                                indices, self.runtime_for(spec))
 
         return self._cached_maps(self.maps_path(key, explainer, len(indices)), compute)
 
@@ -493,8 +500,9 @@ class MatrixRunner:
         torch.manual_seed(cell.seed)
         model = self.build_model(spec, data)
         timings["setup_s"] = time.perf_counter() - t0
+        runtime = self.runtime_for(spec)
         result: TrainResult = fit(
-            model, data, settings, self.runtime, seed=cell.seed, teacher_logits=teacher_logits,
+            model, data, settings, runtime, seed=cell.seed, teacher_logits=teacher_logits,
             kd=self.options.kd if cell.method == "kd" else None, on_epoch=self.reporter.epoch_done,
         )
         timings["train_s"] = result.train_seconds
@@ -502,15 +510,16 @@ class MatrixRunner:
         self.save_checkpoint(model, h)
         t1 = time.perf_counter()
         test = data.splits["test"]
-        preds = eval_split_predictions(model, data, "test", self.runtime)
+        preds = eval_split_predictions(model, data, "test", runtime)
         metrics: dict[str, Any] = classification_metrics(test.labels.tolist(), preds.tolist(), data.spec.classes)
         metrics["test_predictions"] = preds.tolist()  # for paired comparisons between cells
         metrics["best_epoch"] = result.best_epoch
         metrics["val_accuracy"] = result.best_val_accuracy
         metrics["history"] = result.history
         metrics["n_test"] = len(test)
-        metrics["machine"] = machine_description(self.runtime)
-        metrics.update(cost_metrics(model, data.img_size, self.runtime, self.options.latency_runs))
+        metrics["machine"] = machine_description(runtime)
+        metrics["precision"] = runtime.precision
+        metrics.update(cost_metrics(model, data.img_size, runtime, self.options.latency_runs))
         timings["score_s"] = time.perf_counter() - t1
         timings["total_s"] = time.perf_counter() - t0
         return model, metrics, {"checkpoint": str(self.checkpoint_path(h).relative_to(self.options.work_dir))}

@@ -1,19 +1,27 @@
-"""Device and mixed-precision choice, made once per run.
+"""Device and mixed-precision choice, made once per run and refined per model.
 
-CPU runs in float32 by default, so results are exact and repeatable;
-on CUDA, automatic mixed precision (bf16 where supported, else fp16 with a
-gradient scaler) and channels-last memory format are on by default.
+On CUDA, automatic mixed precision (bf16 where supported, else fp16 with a
+gradient scaler) and channels-last memory format are on by default. On CPU,
+``--amp auto`` follows each model spec's measured fast path: bf16 autocast for
+architectures that gain from it, on CPUs with native bf16 matrix units (AMX),
+channels-last for those that gain from that; everything else runs in float32.
+The precision each model ran in is part of its cell's config hash, so results
+from different precisions are never mixed up. ``--amp off`` forces float32.
 """
 
 from __future__ import annotations
 
 import contextlib
 import platform
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
 import torch
 
 from .errors import MedkdError
+
+if TYPE_CHECKING:
+    from .specs import ModelSpec
 
 AMP_CHOICES = ("auto", "off", "bf16", "fp16")
 
@@ -23,6 +31,22 @@ class Runtime:
     device: torch.device
     amp_dtype: torch.dtype | None = None
     channels_last: bool = False
+    #: ``--amp auto`` on CPU: each model's spec picks its fast path (``for_model``).
+    cpu_auto: bool = False
+
+    def for_model(self, spec: ModelSpec) -> Runtime:
+        """This runtime as it applies to one architecture."""
+        if not self.cpu_auto:
+            return self
+        bf16 = spec.cpu_bf16 and cpu_has_native_bf16()
+        return replace(self, amp_dtype=torch.bfloat16 if bf16 else None,
+                       channels_last=spec.cpu_channels_last, cpu_auto=False)
+
+    @property
+    def precision(self) -> str:
+        """Numerics that change results (recorded in config hashes): e.g. ``fp32``, ``bf16+cl``."""
+        amp = str(self.amp_dtype).removeprefix("torch.").replace("bfloat16", "bf16").replace("float16", "fp16")
+        return (amp if self.amp_dtype else "fp32") + ("+cl" if self.channels_last else "")
 
     def autocast(self) -> contextlib.AbstractContextManager:
         if self.amp_dtype is None:
@@ -34,12 +58,22 @@ class Runtime:
         return self.amp_dtype == torch.float16 and self.device.type == "cuda"
 
     def describe(self) -> str:
+        if self.cpu_auto:
+            return f"{self.device.type} (per-model fast path: fp32, bf16 where native, channels-last)"
         amp = str(self.amp_dtype).removeprefix("torch.") if self.amp_dtype else "fp32"
         return f"{self.device.type} ({amp}{', channels-last' if self.channels_last else ''})"
 
     def synchronize(self) -> None:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
+
+
+def cpu_has_native_bf16() -> bool:
+    """AMX tiles (Sapphire Rapids and later): where oneDNN's bf16 convolutions beat float32."""
+    try:
+        return bool(torch.cpu._is_amx_tile_supported())
+    except (AttributeError, RuntimeError):  # private API: absent on other builds means "no"
+        return False
 
 
 def resolve_runtime(device: str = "auto", amp: str = "auto") -> Runtime:
@@ -53,7 +87,9 @@ def resolve_runtime(device: str = "auto", amp: str = "auto") -> Runtime:
     if amp not in AMP_CHOICES:
         raise MedkdError(f"--amp {amp}: expected one of {', '.join(AMP_CHOICES)}")
     dtype: torch.dtype | None
-    if amp == "off" or (amp == "auto" and dev.type == "cpu"):
+    if amp == "auto" and dev.type == "cpu":
+        return Runtime(dev, None, channels_last=False, cpu_auto=True)
+    if amp == "off":
         dtype = None
     elif amp == "bf16" or (amp == "auto" and torch.cuda.is_bf16_supported()):
         dtype = torch.bfloat16

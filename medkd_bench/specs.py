@@ -65,6 +65,12 @@ class ModelSpec:
     #: Bump when the builder's code changes what it builds: it is part of every
     #: cell's config hash, so stored results of the old model are not reused.
     revision: str = "1"
+    #: CPU fast path under ``--amp auto``, measured per architecture
+    #: (``benchmarks/bench_precision.py``): bf16 autocast pays off for dense
+    #: convolutions and attention on CPUs with native bf16 units (AMX), but slows
+    #: depthwise-separable networks, which gain from channels-last instead.
+    cpu_bf16: bool = False
+    cpu_channels_last: bool = False
 
 
 @dataclass(frozen=True)

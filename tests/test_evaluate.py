@@ -3,7 +3,8 @@ import torch
 from torch import nn
 
 from medkd_bench.evaluate import classification_metrics, count_gmacs, count_params, measure_latency
-from medkd_bench.runtime import resolve_runtime
+from medkd_bench.runtime import cpu_has_native_bf16, resolve_runtime
+from medkd_bench.specs import StudentSpec
 
 
 def test_classification_metrics_known_case():
@@ -32,6 +33,21 @@ def test_latency_is_positive_and_in_inference_mode():
 
 
 def test_runtime_choices():
-    rt = resolve_runtime("cpu", "auto")
-    assert rt.amp_dtype is None and rt.describe() == "cpu (fp32)"
+    off = resolve_runtime("cpu", "off")
+    assert off.amp_dtype is None and off.describe() == "cpu (fp32)" and off.precision == "fp32"
     assert resolve_runtime("cpu", "bf16").amp_dtype == torch.bfloat16
+    assert resolve_runtime("cpu", "bf16").precision == "bf16"
+
+
+def test_cpu_auto_follows_each_specs_fast_path():
+    def spec(**hints):
+        return StudentSpec("m", build=lambda c, s: nn.Identity(), target_layers=lambda m: [m], **hints)
+
+    auto = resolve_runtime("cpu", "auto")
+    assert auto.cpu_auto
+    assert auto.for_model(spec()).precision == "fp32"
+    assert auto.for_model(spec(cpu_channels_last=True)).precision == "fp32+cl"
+    assert auto.for_model(spec(cpu_bf16=True)).precision == ("bf16" if cpu_has_native_bf16() else "fp32")
+    # explicit choices are not second-guessed per model
+    off = resolve_runtime("cpu", "off")
+    assert off.for_model(spec(cpu_bf16=True, cpu_channels_last=True)) is off

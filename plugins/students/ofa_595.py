@@ -37,6 +37,7 @@ def register_students(register):
             "Deployment, ICLR 2020, arXiv:1908.09791 (subnet flops@595M_top1@80.0_finetune@75)",
             description="Hardware-aware MobileNetV3 subnet of the OFA supernet (width 1.2); ~7.6M params "
             "with a 3-class head.",
+            cpu_channels_last=True,
             train=TrainSettings(epochs=8, lr=2e-3, weight_decay=0.05, warmup_epochs=1.0),
         )
     )

@@ -26,6 +26,7 @@ def register_teachers(register):
             description="S3-T: embed 96, depths 2-2-6-2, heads 3-6-12-24, windows 7-7-14-7; 28.3M params.",
             # From random weights it stays at chance with lr >= 5e-4; small batches
             # (more steps) and a 2-epoch warm-up let it learn.
+            cpu_bf16=True,
             train=TrainSettings(epochs=8, batch_size=16, lr=3e-4, weight_decay=0.05, warmup_epochs=2.0),
         )
     )

@@ -48,6 +48,7 @@ def register_teachers(register):
             description="143.7M params at ImageNet size; no batch norm, so it needs a low LR.",
             # No batch norm: a small LR with warm-up keeps it from collapsing
             # back to chance after its first good epochs.
+            cpu_bf16=True,
             train=TrainSettings(epochs=5, lr=5e-5, weight_decay=0.01, warmup_epochs=1.0),
             revision="2",
         )
