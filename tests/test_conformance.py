@@ -48,7 +48,7 @@ MODEL_ARGS = {
     "visformer-s": {"num_classes": (2, 3), "img_sizes": (32,)},
     "autoformer-v2-t": {"num_classes": (2, 3), "img_sizes": (32,)},
 }
-TINY_CXR = {"n_train": 6, "n_val": 3, "n_test": 3}
+TINY_EMBEDDED = {"n_train": 6, "n_val": 3, "n_test": 3}
 
 
 def _builtins(kind: str) -> list[str]:
@@ -74,7 +74,7 @@ def test_builtin_student_conforms(name):
 @pytest.mark.parametrize("name", _builtins("dataset"))
 def test_builtin_dataset_conforms(name):
     spec = REGISTRY.datasets[name]
-    options = TINY_CXR if name == "synthetic-cxr" else None
+    options = TINY_EMBEDDED if name.startswith("synthetic-") else None
     check_dataset_spec(spec, img_sizes=(32, 48), options=options)
 
 

@@ -116,8 +116,8 @@ def test_explain_needs_a_finished_kd_cell(run_cli, dirs, quick_run):
 def test_dry_run_lists_cells(run_cli, dirs):
     result = run_cli(["run", "--dry-run", *TINY_DATA, *dirs])
     assert result.exit_code == 0
-    assert "7 cells (full)" in result.out
-    assert result.out.count("new") == 7
+    assert "14 cells (full)" in result.out  # 2 embedded datasets x (3 teachers + 1 baseline + 3 KD)
+    assert result.out.count("new") == 14
 
 
 def test_same_seed_same_results_whatever_else_ran(run_cli, dirs, quick_run_template, tmp_path):
