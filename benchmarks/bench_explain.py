@@ -17,7 +17,9 @@ import time
 import torch
 
 from medkd_bench.data import prepare
+from medkd_bench.explain import compute_maps
 from medkd_bench.plugins import load_registry
+from medkd_bench.runtime import resolve_runtime
 
 
 def main() -> None:
@@ -28,12 +30,12 @@ def main() -> None:
     registry = load_registry()
     data = prepare(registry.datasets["synthetic-cxr"], args.img_size, None,
                    {"n_train": 12, "n_val": 3, "n_test": max(3, args.images)})
-    test = data.splits["test"]
-    images = data.normalise(test.images[: args.images])
-    targets = test.labels[: args.images].tolist()
+    images = data.normalise(data.splits["test"].images[: args.images])
+    indices = list(range(args.images))
+    runtime = resolve_runtime("cpu", "auto")
     explainers = sorted(registry.explainers)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {args.images} images at {args.img_size} px")
-    print(f"{'model':<17}{'channels':>9}" + "".join(f"{e + ' s/img':>17}" for e in explainers)
+    print(f"{'model':<17}{'precision':>10}{'channels':>9}" + "".join(f"{e + ' s/img':>17}" for e in explainers)
           + f"{'score/grad':>12}")
     specs = [*registry.teachers.values(), *registry.students.values()]
     for spec in specs:
@@ -50,12 +52,12 @@ def main() -> None:
             out = spec.reshape_transform(out)
         costs = {}
         for name in explainers:
-            explain = registry.explainers[name].build(model, spec.target_layers(model), spec.reshape_transform)
             start = time.perf_counter()
-            explain(images, targets)
+            compute_maps(spec, model, registry.explainers[name], data, indices, runtime.for_model(spec))
             costs[name] = (time.perf_counter() - start) / args.images
         ratio = costs.get("score-cam", 0) / costs["grad-cam"] if "grad-cam" in costs else float("nan")
-        print(f"{spec.name:<17}{out.shape[1]:>9}" + "".join(f"{costs[e]:>17.3f}" for e in explainers)
+        print(f"{spec.name:<17}{runtime.for_model(spec).precision:>10}{out.shape[1]:>9}"
+              + "".join(f"{costs[e]:>17.3f}" for e in explainers)
               + f"{ratio:>12.0f}")
 
 

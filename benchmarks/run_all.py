@@ -1,0 +1,282 @@
+"""Every performance target of medkd-bench, measured side by side in one run, with PASS/MISS.
+
+1. Harness overhead: training images/s of ``medkd_bench.distill.fit`` vs a bare
+   PyTorch loop (same model, data tensors, batch size, precision and memory
+   format), per built-in model. Target: ratio >= 0.95.
+2. KD cost: an OFA-595 KD fit vs its label-only fit on the same data. The
+   frozen teacher's logits on the original and the flipped training images
+   are computed once per (teacher, dataset) and reused by every student and
+   epoch (the only augmentation is a seeded flip), so a KD step adds a gather
+   and a KL term. Target: train-time ratio <= 1.2 (the one-off soft-target
+   pass is printed beside it, and what it is per student in the full matrix).
+3. Data: images/s of the input pipeline alone (seeded batches, flips,
+   normalisation, memory format) vs the slowest model's training images/s.
+   Target: >= 5x.
+4. Latency stability: five repeated batch-1 latency measurements per model
+   (each a median of ``--latency-runs`` after warm-up). Target: coefficient
+   of variation <= 5%.
+5. Whole matrix: ``medkd-bench run --matrix full`` on the embedded default in
+   a fresh work dir (or an existing store with ``--matrix-store``). Targets:
+   <= 10 minutes wall; every model clearly above chance (one-sided binomial
+   test against 1/classes, p < 1e-3). Prints where the time went per phase.
+6. Scaling: OFA-595 training + scoring wall time at 1x, 2x, 4x training images
+   and at 32, 64, 128 px. Target: cost per image (per pixel) within 1.25x of
+   the smallest setting, i.e. linear growth, not worse.
+
+Usage: python benchmarks/run_all.py [--skip-matrix | --matrix-store .medkd/runs.sqlite] [--models ...]
+Run it on an idle machine: anything else on the cores skews every ratio.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from scipy.stats import binomtest
+
+from medkd_bench.data import PreparedData, prepare, train_batches
+from medkd_bench.distill import fit, teacher_soft_targets
+from medkd_bench.evaluate import measure_latency
+from medkd_bench.plugins import load_registry
+from medkd_bench.runtime import Runtime, resolve_runtime
+from medkd_bench.specs import ModelSpec
+from medkd_bench.store import Store
+
+MODELS = "ofa-595,visformer-s,autoformer-v2-t,vgg19"
+
+
+@dataclass
+class Verdict:
+    figure: str
+    value: str
+    target: str
+    passed: bool
+
+
+VERDICTS: list[Verdict] = []
+
+
+def verdict(figure: str, value: str, target: str, passed: bool) -> None:
+    VERDICTS.append(Verdict(figure, value, target, passed))
+    print(f"  -> {figure}: {value} (target {target}) {'PASS' if passed else 'MISS'}")
+
+
+def _to_model(x: torch.Tensor, runtime: Runtime) -> torch.Tensor:
+    return x.contiguous(memory_format=torch.channels_last) if runtime.channels_last else x
+
+
+def bare_loop_images_per_s(spec: ModelSpec, data: PreparedData, runtime: Runtime, batch_size: int, epochs: int,
+                           lr: float) -> float:
+    """The simplest correct loop in the same precision: AdamW, cross-entropy, nothing else."""
+    torch.manual_seed(0)
+    model = spec.build(data.num_classes, data.img_size)
+    if runtime.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    generator = torch.Generator().manual_seed(0)
+    opt = torch.optim.AdamW(model.parameters(), lr=lr)
+    labels = data.splits["train"].labels
+    model.train()
+    seen, spent = 0, 0.0
+    for _ in range(epochs):
+        start = time.perf_counter()
+        for idx, _, images in train_batches(data, batch_size, generator):
+            with runtime.autocast():
+                loss = F.cross_entropy(model(_to_model(data.normalise(images), runtime)).float(), labels[idx])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            seen += len(idx)
+        spent += time.perf_counter() - start
+    return seen / spent
+
+
+def harness_overhead(registry, data: PreparedData, runtime: Runtime, models: list[str], epochs: int) -> float:
+    print(f"\n1. Harness vs bare loop ({len(data.splits['train'])} images, {epochs} epochs, {data.img_size} px)")
+    print(f"  {'model':<17}{'precision':>10}{'batch':>6}{'bare img/s':>12}{'harness img/s':>15}{'ratio':>8}")
+    slowest = float("inf")
+    for name in models:
+        spec = registry.teachers.get(name) or registry.students[name]
+        rt = runtime.for_model(spec)
+        settings = spec.train.replace(epochs=epochs)
+        bare = bare_loop_images_per_s(spec, data, rt, settings.batch_size, epochs, settings.lr)
+        torch.manual_seed(0)
+        result = fit(spec.build(data.num_classes, data.img_size), data, settings, rt, seed=0)
+        ratio = result.images_per_second / bare
+        slowest = min(slowest, result.images_per_second)
+        print(f"  {name:<17}{rt.precision:>10}{settings.batch_size:>6}{bare:>12.1f}"
+              f"{result.images_per_second:>15.1f}{ratio:>8.3f}")
+        verdict(f"harness/bare {name}", f"{ratio:.3f}", ">= 0.95", ratio >= 0.95)
+    return slowest
+
+
+def kd_cost(registry, data: PreparedData, runtime: Runtime, epochs: int) -> None:
+    print(f"\n2. KD cost: ofa-595 KD fit vs label-only fit ({epochs} epochs)")
+    student = registry.students["ofa-595"]
+    teacher_spec = registry.teachers["visformer-s"]
+    rt = runtime.for_model(student)
+    settings = student.train.replace(epochs=epochs)
+    torch.manual_seed(0)
+    teacher = teacher_spec.build(data.num_classes, data.img_size)
+    start = time.perf_counter()
+    logits = teacher_soft_targets(teacher, data, runtime.for_model(teacher_spec))
+    soft_s = time.perf_counter() - start
+    torch.manual_seed(0)
+    label = fit(student.build(data.num_classes, data.img_size), data, settings, rt, seed=0)
+    torch.manual_seed(0)
+    kd = fit(student.build(data.num_classes, data.img_size), data, settings, rt, seed=0, teacher_logits=logits)
+    ratio = kd.train_seconds / label.train_seconds
+    print(f"  label-only {label.train_seconds:.1f} s, KD {kd.train_seconds:.1f} s; soft targets "
+          f"(visformer-s, 2 passes over {len(data.splits['train'])} images, once per teacher) {soft_s:.1f} s")
+    verdict("KD / label-only train time", f"{ratio:.3f}", "<= 1.2", ratio <= 1.2)
+
+
+def data_pipeline(data: PreparedData, slowest: float, epochs: int = 5) -> None:
+    print("\n3. Input pipeline alone (seeded batches, flips, normalisation, channels-last)")
+    generator = torch.Generator().manual_seed(0)
+    seen = 0
+    start = time.perf_counter()
+    for _ in range(epochs):
+        for _, _, images in train_batches(data, 32, generator):
+            x = data.normalise(images).contiguous(memory_format=torch.channels_last)
+            seen += len(x)
+    rate = seen / (time.perf_counter() - start)
+    ratio = rate / slowest
+    print(f"  loader {rate:.0f} img/s vs slowest model's training {slowest:.1f} img/s")
+    verdict("loader / slowest training", f"{ratio:.0f}x", ">= 5x", ratio >= 5)
+
+
+def latency_stability(registry, runtime: Runtime, models: list[str], img_size: int, runs: int) -> None:
+    print(f"\n4. Latency stability: 5 repeats x median of {runs} runs, batch 1, {img_size} px")
+    print(f"  {'model':<17}{'median ms':>10}{'spread (min-max)':>18}{'CV %':>7}")
+    for name in models:
+        spec = registry.teachers.get(name) or registry.students[name]
+        rt = runtime.for_model(spec)
+        torch.manual_seed(0)
+        model = spec.build(3, img_size)
+        if rt.channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        medians = [measure_latency(model, img_size, rt, runs=runs)["latency_ms"] for _ in range(5)]
+        cv = statistics.stdev(medians) / statistics.mean(medians) * 100
+        print(f"  {name:<17}{statistics.median(medians):>10.2f}{f'{min(medians):.2f}-{max(medians):.2f}':>18}"
+              f"{cv:>7.2f}")
+        verdict(f"latency CV {name}", f"{cv:.2f}%", "<= 5%", cv <= 5)
+
+
+def whole_matrix(store_path: Path | None) -> None:
+    print("\n5. Whole matrix on the embedded default")
+    wall: float | None = None
+    if store_path is None:
+        tmp = Path(tempfile.mkdtemp(prefix="medkd-bench-"))
+        cmd = [sys.executable, "-m", "medkd_bench.cli", "run", "--matrix", "full",
+               "--work-dir", str(tmp / "work"), "--leaderboard-dir", str(tmp / "boards")]
+        start = time.perf_counter()
+        subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+        wall = time.perf_counter() - start
+        store_path = tmp / "work" / "runs.sqlite"
+        print(f"  fresh run: {wall:.0f} s wall")
+    with Store(store_path) as store:
+        cells = store.cells()
+        explanations = store.explanations()
+    if wall is None:
+        first = min(c.started_at for c in cells if c.started_at)
+        last = max([c.finished_at for c in cells if c.finished_at]
+                   + [e.finished_at for e in explanations if e.finished_at])
+        wall = last - first
+        print(f"  from {store_path}: first start to last result {wall:.0f} s")
+    phases = {"train": 0.0, "score": 0.0, "setup (data, soft targets)": 0.0}
+    for c in cells:
+        phases["train"] += c.timings.get("train_s", 0.0)
+        phases["score"] += c.timings.get("score_s", 0.0)
+        phases["setup (data, soft targets)"] += c.timings.get("setup_s", 0.0)
+    phases["explanations and the rest"] = max(0.0, wall - sum(phases.values()))
+    for phase, seconds in sorted(phases.items(), key=lambda kv: -kv[1]):
+        print(f"  {phase:<28}{seconds:>7.0f} s  {seconds / wall * 100:>5.1f}%")
+    print(f"  {'cell':<44}{'acc':>7}{'chance':>8}{'p':>10}{'train s':>9}")
+    above = True
+    for c in cells:
+        n = int(c.metrics.get("n_test", 0))
+        k = round(c.metrics.get("accuracy", 0.0) * n)
+        chance = 1.0 / len(c.metrics.get("per_class_f1", {0: 0}))
+        p = binomtest(k, n, chance, alternative="greater").pvalue if n else 1.0
+        above &= p < 1e-3
+        label = f"{c.dataset} {c.method} {c.teacher or ''}{'->' if c.method == 'kd' else ''}{c.student or ''}"
+        print(f"  {label:<44}{c.metrics.get('accuracy', 0):>7.3f}{chance:>8.3f}{p:>10.1e}"
+              f"{c.timings.get('train_s', 0):>9.0f}")
+    verdict("full matrix wall time", f"{wall / 60:.1f} min ({len(cells)} cells)", "<= 10 min", wall <= 600)
+    verdict("every model above chance", "yes" if above else "no", "p < 1e-3 each", above)
+
+
+def scaling(registry, runtime: Runtime) -> None:
+    print("\n6. Scaling: ofa-595, 2 epochs of training + test-set scoring")
+    spec = registry.students["ofa-595"]
+    rt = runtime.for_model(spec)
+    cxr = registry.datasets["synthetic-cxr"]
+
+    def cost(n_train: int, size: int) -> float:
+        data = prepare(cxr, size, None, {"n_train": n_train, "n_val": 30, "n_test": 30})
+        torch.manual_seed(0)
+        result = fit(spec.build(3, size), data, spec.train.replace(epochs=2), rt, seed=0)
+        return result.train_seconds
+
+    print(f"  {'train images':>13}{'px':>5}{'train s':>9}{'s per 1k images':>17}{'vs 1x':>7}")
+    base = None
+    worst = 1.0
+    for n in (96, 192, 384):
+        s = cost(n, 64)
+        per = s / (2 * n) * 1000
+        base = base or per
+        worst = max(worst, per / base)
+        print(f"  {n:>13}{64:>5}{s:>9.1f}{per:>17.2f}{per / base:>7.2f}")
+    verdict("cost per image, 4x images", f"{worst:.2f}x", "<= 1.25x", worst <= 1.25)
+    print(f"  {'train images':>13}{'px':>5}{'train s':>9}{'s per Mpixel':>17}{'vs 32px':>8}")
+    base, worst = None, 1.0
+    for size in (32, 64, 128):
+        s = cost(96, size)
+        per = s / (2 * 96 * size * size) * 1e6
+        base = base or per
+        worst = max(worst, per / base)
+        print(f"  {96:>13}{size:>5}{s:>9.1f}{per:>17.2f}{per / base:>8.2f}")
+    verdict("cost per pixel, 128 vs 32 px", f"{worst:.2f}x", "<= 1.25x", worst <= 1.25)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--models", default=MODELS)
+    parser.add_argument("--epochs", type=int, default=2, help="epochs for the harness and KD comparisons")
+    parser.add_argument("--n-train", type=int, default=192, help="training images for sections 1-3")
+    parser.add_argument("--latency-runs", type=int, default=30)
+    parser.add_argument("--skip-matrix", action="store_true", help="leave out section 5 (about 10 minutes)")
+    parser.add_argument("--matrix-store", type=Path, default=None,
+                        help="read section 5 from this run store instead of running the matrix")
+    parser.add_argument("--skip-scaling", action="store_true")
+    args = parser.parse_args()
+    runtime = resolve_runtime("auto", "auto")
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {runtime.describe()}")
+    registry = load_registry()
+    models = args.models.split(",")
+    data = prepare(registry.datasets["synthetic-cxr"], None, None,
+                   {"n_train": args.n_train, "n_val": 30, "n_test": 30})
+    slowest = harness_overhead(registry, data, runtime, models, args.epochs)
+    kd_cost(registry, data, runtime, args.epochs)
+    data_pipeline(data, slowest)
+    latency_stability(registry, runtime, models, data.img_size, args.latency_runs)
+    if not args.skip_matrix:
+        whole_matrix(args.matrix_store)
+    if not args.skip_scaling:
+        scaling(registry, runtime)
+    print("\nsummary")
+    for v in VERDICTS:
+        print(f"  {'PASS' if v.passed else 'MISS'}  {v.figure:<34} {v.value:<22} target {v.target}")
+    print(f"{sum(v.passed for v in VERDICTS)}/{len(VERDICTS)} targets met")
+
+
+if __name__ == "__main__":
+    main()
