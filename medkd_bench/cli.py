@@ -145,7 +145,7 @@ class RichReporter:
 @click.option("--explainers", multiple=True, help="Only these explainers [default: every registered one].")
 @click.option("--explain-images", type=click.IntRange(1), default=6, show_default=True,
               help="Test images explained per model (balanced over classes, seeded).")
-@click.option("--sanity-images", type=click.IntRange(0), default=3, show_default=True,
+@click.option("--sanity-images", type=click.IntRange(0), default=2, show_default=True,
               help="Images of that sample used for the model-randomisation sanity check.")
 @click.option("--latency-runs", type=click.IntRange(1), default=30, show_default=True)
 @click.option("--dry-run", is_flag=True, help="Print the planned cells and their status; train nothing.")

@@ -80,7 +80,7 @@ class RunOptions:
     #: costs one forward pass per target-layer channel per image, hence the small default.
     explain_images: int = 6
     #: Images of the sample used for the model-randomisation sanity check.
-    sanity_images: int = 3
+    sanity_images: int = 2
     panel_per_class: int = 1
     latency_runs: int = 30
 

@@ -23,7 +23,7 @@ from medkd_bench import DatasetSpec, SplitData, hookimpl
 
 CLASSES = ("COVID-19", "Non-COVID", "Normal")
 SPLIT_IDS = {"train": 0, "val": 1, "test": 2}
-DEFAULTS = {"n_train": 480, "n_val": 120, "n_test": 240, "seed": 0}
+DEFAULTS = {"n_train": 360, "n_val": 120, "n_test": 240, "seed": 0}
 
 
 def _blob(xx: np.ndarray, yy: np.ndarray, cx: float, cy: float, sx: float, sy: float) -> np.ndarray:

@@ -37,7 +37,7 @@ from medkd_bench import DatasetSpec, SplitData, hookimpl
 #: LC25000's folder names, so leaderboards of the real and embedded data line up.
 CLASSES = ("colon_aca", "colon_n", "lung_aca", "lung_n", "lung_scc")
 SPLIT_IDS = {"train": 0, "val": 1, "test": 2}
-DEFAULTS = {"n_train": 320, "n_val": 80, "n_test": 200, "seed": 0}
+DEFAULTS = {"n_train": 300, "n_val": 100, "n_test": 200, "seed": 0}
 
 #: Optical density per unit stain (RGB), after Ruifrok & Johnston (2001).
 HAEMATOXYLIN = np.array([0.65, 0.70, 0.29])

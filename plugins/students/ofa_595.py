@@ -50,6 +50,6 @@ def register_students(register):
             description="Hardware-aware MobileNetV3 subnet of the OFA supernet (width 1.2); ~7.6M params "
             "with a 3-class head.",
             cpu_channels_last=True,
-            train=TrainSettings(epochs=8, lr=2e-3, weight_decay=0.05, warmup_epochs=1.0),
+            train=TrainSettings(epochs=6, lr=2e-3, weight_decay=0.05, warmup_epochs=1.0),
         )
     )
