@@ -42,7 +42,9 @@ def counts_table(data: PreparedData) -> Table:
 
 
 def problems_table(problems: list[tuple[str, str]]) -> Table:
-    table = Table("file", "problem", title=f"{len(problems)} bad file(s)", title_style="bold red")
+    table = Table(title=f"{len(problems)} bad file(s)", title_style="bold red")
+    table.add_column("file", overflow="fold")  # the whole path, wrapped: it is what the user must find
+    table.add_column("problem")
     for path, problem in problems[:MAX_LISTED]:
         table.add_row(escape(path), escape(problem))
     if len(problems) > MAX_LISTED:

@@ -243,8 +243,9 @@ def read_samples(samples: Sequence[ImageSample], size: int, channels: int, mask_
     masks = {m: np.zeros((n, size, size), dtype=bool) for m in mask_names}
     keep = np.ones(n, dtype=bool)
     workers = threads or default_threads()
+    console = Console(stderr=True)
     progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                        console=Console(stderr=True), transient=True)
+                        console=console, transient=True, disable=not console.is_terminal)
     with progress, ThreadPoolExecutor(max_workers=workers) as pool:
         task = progress.add_task(description, total=n)
         results = pool.map(lambda s: _decode_sample(s, size, mode), samples, chunksize=1)
