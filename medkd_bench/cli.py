@@ -291,6 +291,7 @@ def datasets_check(name, root, img_size, dataset_options, skip_bad, work_dir, pl
     Exits 2 when a file is bad (unless --skip-bad) or a folder is missing.
     """
     from .datacheck import check_dataset
+    from .matrix import check_writable
 
     registry = _registry(plugin_files)
     spec = registry.get("dataset", name)
@@ -298,6 +299,7 @@ def datasets_check(name, root, img_size, dataset_options, skip_bad, work_dir, pl
     others = sorted(set(options) - {name})
     if others:
         raise MedkdError(f"--dataset-option {others[0]}...: this check is of dataset {name!r}")
+    check_writable(work_dir, "--work-dir")
     check_dataset(spec, root, img_size, options.get(name, {}), skip_bad, work_dir, console)
 
 

@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from .errors import MedkdError
 from .specs import DatasetSpec, SplitData
 
 #: Bump when the on-disk layout of an entry changes.
@@ -78,6 +79,13 @@ class SplitCache:
     def save(self, split: str, data: SplitData, skipped: list[tuple[str, str]]) -> Path:
         """Write an entry into a temporary folder, then rename it into place."""
         entry = self.path(split)
+        try:
+            self._write(split, entry, data, skipped)
+        except OSError as exc:  # a full disk or a read-only work dir is the user's to fix
+            raise MedkdError(f"writing the data cache {entry} failed: {exc.strerror or exc}") from exc
+        return entry
+
+    def _write(self, split: str, entry: Path, data: SplitData, skipped: list[tuple[str, str]]) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
         tmp = entry.with_name(f"{entry.name}.tmp-{os.getpid()}")
         shutil.rmtree(tmp, ignore_errors=True)
@@ -99,4 +107,3 @@ class SplitCache:
                     raise
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
-        return entry

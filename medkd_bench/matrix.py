@@ -130,6 +130,8 @@ def unavailable_datasets(registry: Registry, data_root: Path | None,
             continue
         if data_root is None:
             out[name] = "needs a local copy: no --data-root given and MEDKD_DATA is not set"
+        elif not Path(data_root).is_dir():
+            out[name] = f"--data-root {data_root} is not a folder"
         elif spec.locate is not None:
             try:
                 spec.locate(Path(data_root))
@@ -283,6 +285,16 @@ class MatrixRunner:
                                        self.options.dataset_options.get(name, {}),
                                        cache_dir=self.options.work_dir / "cache", skip_bad=self.options.skip_bad)
         return self._data[name]
+
+    def load_real_data(self, cells: Sequence[Cell]) -> None:
+        """Read every real dataset with unfinished cells before any training.
+
+        A missing folder or a bad file is bad input: it stops the run with one
+        line (exit 2) instead of failing, and re-reading, in every cell.
+        """
+        for name in dict.fromkeys(c.dataset for c in cells if not self.store.is_done(self.hash(c))):
+            if self.registry.get("dataset", name).needs_root:
+                self.data(name)
 
     def build_model(self, spec: ModelSpec, data: PreparedData) -> nn.Module:
         try:
@@ -481,6 +493,7 @@ class MatrixRunner:
         check_writable(self.options.work_dir, "--work-dir")
         check_writable(self.options.leaderboard_dir, "--leaderboard-dir")
         self.explainer_names()  # unknown explainer names fail before any training
+        self.load_real_data(cells)
         summary = {"done": 0, "skipped": 0, "failed": 0}
         for index, cell in enumerate(cells, start=1):
             status = self.run_cell(cell, index, len(cells))

@@ -140,7 +140,8 @@ class DatasetSpec:
     locate: DatasetLocator | None = None
     #: For ``needs_root`` datasets: a digest of the files read and the split they
     #: go to. It joins every cell's config hash and keys the decoded-image cache,
-    #: so a changed copy of the data never reuses results or cached pixels.
+    #: so a changed copy of the data never reuses results or cached pixels
+    #: (datasets without one are not cached).
     fingerprint: DatasetFingerprint | None = None
 
     @property

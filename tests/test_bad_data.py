@@ -22,6 +22,12 @@ def _corrupt(root: Path) -> Path:
     return path
 
 
+def _corrupt_mask(root: Path) -> Path:
+    path = root / COVID_TRAIN / "COVID-19" / "lung masks" / "covid-19_train_0.png"
+    path.write_bytes(path.read_bytes()[:40])
+    return path
+
+
 def _truncated(root: Path) -> Path:
     path = root / COLON_N / "colon_n3.jpeg"
     path.write_bytes(path.read_bytes()[: len(path.read_bytes()) // 2])
@@ -48,6 +54,7 @@ def _image_without_mask(root: Path) -> Path:
 #: case -> (dataset, break the tree and return the path the error must name, text in the error)
 FILE_CASES: dict[str, tuple[str, Callable[[Path], Path], str]] = {
     "corrupt image": ("covid-qu-ex", _corrupt, "unreadable or truncated image"),
+    "corrupt mask": ("covid-qu-ex", _corrupt_mask, "unreadable or truncated lung mask"),
     "truncated jpeg": ("lc25000", _truncated, "unreadable or truncated image"),
     "non-image file": ("lc25000", _stray_file, "not an image file"),
     "mask without image": ("covid-qu-ex", _mask_without_image, "lung mask without an image"),
@@ -97,7 +104,7 @@ def test_bad_file_is_a_one_line_error_naming_it_and_skippable(tmp_path, run_cli,
     _cache_is_clean(tmp_path / "fresh2")
 
 
-def test_run_with_a_bad_file_fails_its_cells_and_runner_skips_with_skip_bad(tmp_path, run_cli, dirs, capsys):
+def test_run_with_a_bad_file_exits_2_and_runner_skips_with_skip_bad(tmp_path, run_cli, dirs, capsys):
     from medkd_bench.matrix import MatrixRunner, RunOptions
     from medkd_bench.runtime import resolve_runtime
     from medkd_bench.store import Store
@@ -107,9 +114,9 @@ def test_run_with_a_bad_file_fails_its_cells_and_runner_skips_with_skip_bad(tmp_
     args = ["run", "--matrix", "quick", "--datasets", "lc25000-colon", "--teachers", "visformer-s",
             "--data-root", str(tmp_path / "data"), "--img-size", "32", "--epochs", "1", *dirs]
     strict = run_cli(args)
-    # The data is loaded inside the first cell: every cell fails with the message naming the file.
-    assert strict.exit_code == 1 and str(bad) in strict.out.replace("\n", "")
-    assert "0 trained" in strict.out
+    # Real data is read before any cell trains: a bad file is bad input, one line and exit 2.
+    assert strict.exit_code == 2 and str(bad) in strict.err.replace("\n", "")
+    assert len(strict.err.strip().splitlines()) == 1 and "trained" not in strict.out
     # --skip-bad reaches the loader through the run options, and the cache lands under --work-dir.
     work = tmp_path / "work"
     options = RunOptions(work_dir=work, data_root=tmp_path / "data", img_size=32, skip_bad=True)
