@@ -71,7 +71,7 @@ def bad_file(path: Path | str, problem: str) -> None:
 
 
 def find_folder(root: Path, relative: str | Path, dataset: str) -> Path:
-    """The folder ``relative`` under ``root``, one level below it, or ``root`` itself.
+    """The folder ``relative`` under ``root``, one level below it, or ``root`` itself (or its parent).
 
     Archives are often extracted into a folder of their own (``root/archive/...``),
     and people point ``--data-root`` at the dataset folder as often as at its
@@ -81,8 +81,9 @@ def find_folder(root: Path, relative: str | Path, dataset: str) -> Path:
     rel = Path(relative)
     if not root.is_dir():
         raise MedkdError(f"dataset {dataset!r}: --data-root {root} is not a folder")
-    if root.parts[-len(rel.parts):] == rel.parts:
-        return root
+    for k in range(len(rel.parts), 0, -1):  # root is the dataset folder, or part of its path
+        if root.parts[-k:] == rel.parts[:k] and root.joinpath(*rel.parts[k:]).is_dir():
+            return root.joinpath(*rel.parts[k:])
     candidates = [root / rel]
     with contextlib.suppress(OSError):
         candidates += [child / rel for child in sorted(root.iterdir()) if child.is_dir()]

@@ -63,6 +63,12 @@ def test_data_root_may_be_the_parent_an_archive_folder_or_the_dataset_folder(tmp
     assert len(prepare(spec, SIZE, root, {}).splits["train"]) == 2 * 3
 
 
+def test_covid_root_may_be_either_of_the_doubled_folders(tmp_path: Path):
+    base = covid_tree(tmp_path)
+    locate = REGISTRY.datasets["covid-qu-ex"].locate
+    assert locate(tmp_path) == locate(base) == locate(base.parent) == base
+
+
 def test_lc25000_variants_classes_and_stratified_counts(tmp_path: Path):
     lc_tree(tmp_path, per_class=10)
     expected = {"lc25000": ("lung_aca", "lung_n", "lung_scc", "colon_aca", "colon_n"),
