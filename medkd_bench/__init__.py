@@ -7,6 +7,18 @@ from here only.
 from .cams import grad_cam_builder
 from .errors import MedkdError
 from .hookspecs import hookimpl
+from .imagefiles import (
+    ImageSample,
+    bad_file,
+    find_folder,
+    folder_digest,
+    keep_images,
+    list_files,
+    list_images,
+    pair_masks,
+    read_samples,
+    require_folder,
+)
 from .models import last_module, nhwc_to_nchw, timm_builder, timm_pretrained_builder
 from .specs import (
     DatasetSpec,
@@ -23,16 +35,26 @@ __version__ = "0.1.0"
 __all__ = [
     "DatasetSpec",
     "ExplainerSpec",
+    "ImageSample",
     "MedkdError",
     "ModelSpec",
     "SplitData",
     "StudentSpec",
     "TeacherSpec",
     "TrainSettings",
+    "bad_file",
+    "find_folder",
+    "folder_digest",
     "grad_cam_builder",
     "hookimpl",
+    "keep_images",
+    "list_files",
+    "list_images",
     "last_module",
     "nhwc_to_nchw",
+    "pair_masks",
+    "read_samples",
+    "require_folder",
     "timm_builder",
     "timm_pretrained_builder",
 ]

@@ -148,10 +148,12 @@ class RichReporter:
 @click.option("--sanity-images", type=click.IntRange(0), default=2, show_default=True,
               help="Images of that sample used for the model-randomisation sanity check.")
 @click.option("--latency-runs", type=click.IntRange(1), default=30, show_default=True)
+@click.option("--skip-bad", is_flag=True,
+              help="Leave out bad files of a real dataset (corrupt, stray, unpaired) with a warning.")
 @click.option("--dry-run", is_flag=True, help="Print the planned cells and their status; train nothing.")
 def run(matrix, teachers, students, datasets, plugin_files, work_dir, leaderboard_dir, data_root,
         dataset_options, img_size, epochs, seed, temperature, alpha, pretrained, weights, device, amp,
-        explainers, explain_images, sanity_images, latency_runs, dry_run) -> None:
+        explainers, explain_images, sanity_images, latency_runs, skip_bad, dry_run) -> None:
     """Train teachers, baselines and KD students, score them, write leaderboards."""
     from .distill import DEFAULT_ALPHA, DEFAULT_TEMPERATURE, KDSettings
     from .leaderboard import render_all
@@ -160,7 +162,10 @@ def run(matrix, teachers, students, datasets, plugin_files, work_dir, leaderboar
     from .store import Store
 
     registry = _registry(plugin_files)
-    cells = plan(registry, matrix, _split_names(teachers), _split_names(students), _split_names(datasets), seed)
+    cells = plan(registry, matrix, _split_names(teachers), _split_names(students), _split_names(datasets), seed,
+                 data_root=data_root)
+    if not _split_names(datasets):
+        _print_unavailable(registry, data_root)
     kd = KDSettings(DEFAULT_TEMPERATURE if temperature is None else temperature,
                     DEFAULT_ALPHA if alpha is None else alpha)
     if not 0.0 <= kd.alpha <= 1.0 or kd.temperature <= 0:
@@ -169,7 +174,7 @@ def run(matrix, teachers, students, datasets, plugin_files, work_dir, leaderboar
         work_dir=work_dir, leaderboard_dir=leaderboard_dir, img_size=img_size, data_root=data_root,
         dataset_options=_parse_dataset_options(dataset_options), epochs=epochs, kd=kd, pretrained=pretrained,
         weights=_parse_weights(weights), explainers=tuple(_split_names(explainers) or ()) or None,
-        explain_images=explain_images, sanity_images=sanity_images, latency_runs=latency_runs,
+        explain_images=explain_images, sanity_images=sanity_images, latency_runs=latency_runs, skip_bad=skip_bad,
     )
     runtime = resolve_runtime(device, amp)
     from .matrix import check_writable
@@ -197,6 +202,16 @@ def run(matrix, teachers, students, datasets, plugin_files, work_dir, leaderboar
                   f"{summary['explain_failed']} failed; leaderboards: {', '.join(str(p) for p in written)}")
     if summary["failed"] or summary["explain_failed"]:
         sys.exit(1)
+
+
+def _print_unavailable(registry, data_root: Path | None) -> None:
+    """Name the real datasets a run leaves out because their local copy is missing."""
+    from rich.markup import escape
+
+    from .matrix import unavailable_datasets
+
+    for name, reason in unavailable_datasets(registry, data_root).items():
+        console.print(f"[yellow]skipped dataset[/] {escape(name)}: {escape(reason)}", highlight=False)
 
 
 @cli.command()
@@ -230,9 +245,10 @@ def leaderboard(plugin_files, work_dir, leaderboard_dir) -> None:
               help="PNG path [default: <leaderboard-dir>/panels/<dataset>/<explainer>/<teacher>__<student>-N.png].")
 @click.option("--device", default="auto", show_default=True)
 @click.option("--data-root", type=click.Path(path_type=Path), default=None, envvar="MEDKD_DATA")
+@click.option("--skip-bad", is_flag=True, help="Leave out bad files of a real dataset, as the run did.")
 @plugin_option
 @work_dir_option
-def explain(dataset, teacher, student, explainer, images, out, device, data_root, plugin_files, work_dir,
+def explain(dataset, teacher, student, explainer, images, out, device, data_root, skip_bad, plugin_files, work_dir,
             leaderboard_dir) -> None:
     """Render a teacher vs student saliency panel from finished cells (no training)."""
     from .explain import panel_from_store
@@ -250,8 +266,42 @@ def explain(dataset, teacher, student, explainer, images, out, device, data_root
     runtime = resolve_runtime(device, "auto")
     with Store(path) as store:
         written = panel_from_store(registry, store, work_dir, dataset, teacher, student, explainer, images, out,
-                                   runtime, data_root)
+                                   runtime, data_root, skip_bad=skip_bad)
     console.print(f"wrote {written}")
+
+
+@cli.group("datasets")
+def datasets_cmd() -> None:
+    """Inspect datasets: check a local copy of a real dataset before a run."""
+
+
+@datasets_cmd.command("check")
+@click.argument("name")
+@click.option("--root", "--data-root", "root", type=click.Path(path_type=Path), default=None, envvar="MEDKD_DATA",
+              help="Folder holding the extracted dataset [env: MEDKD_DATA].")
+@click.option("--img-size", type=int, default=None, help="Decode at this size [default: the dataset's].")
+@click.option("--dataset-option", "dataset_options", multiple=True, metavar="DATASET.KEY=VALUE",
+              help="Override a dataset option, e.g. lc25000.seed=1.")
+@click.option("--skip-bad", is_flag=True, help="Report bad files as warnings (exit 0) instead of errors.")
+@click.option("--work-dir", type=click.Path(path_type=Path), default=DEFAULT_WORK_DIR, show_default=True,
+              help="The decoded images are cached here, for the run to reuse.")
+@plugin_option
+def datasets_check(name, root, img_size, dataset_options, skip_bad, work_dir, plugin_files) -> None:
+    """Read every file of dataset NAME; print class counts per split and every bad file.
+
+    Exits 2 when a file is bad (unless --skip-bad) or a folder is missing.
+    """
+    from .datacheck import check_dataset
+    from .matrix import check_writable
+
+    registry = _registry(plugin_files)
+    spec = registry.get("dataset", name)
+    options = _parse_dataset_options(dataset_options)
+    others = sorted(set(options) - {name})
+    if others:
+        raise MedkdError(f"--dataset-option {others[0]}...: this check is of dataset {name!r}")
+    check_writable(work_dir, "--work-dir")
+    check_dataset(spec, root, img_size, options.get(name, {}), skip_bad, work_dir, console)
 
 
 @cli.command("plugins")

@@ -10,7 +10,7 @@ over the flipped ones).
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +31,8 @@ class PreparedData:
     splits: dict[str, SplitData]
     mean: float
     std: float
+    #: ``(path, problem)`` of every bad file left out under ``skip_bad``.
+    skipped: list[tuple[str, str]] = field(default_factory=list)
 
     @property
     def num_classes(self) -> int:
@@ -45,12 +47,66 @@ class PreparedData:
         return x.contiguous()
 
 
+def dataset_fingerprint(spec: DatasetSpec, root: Path | None, options: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The spec's digest of the files it reads (None for datasets without one)."""
+    if spec.fingerprint is None:
+        return None
+    try:
+        return dict(spec.fingerprint(root, options))
+    except MedkdError:
+        raise
+    except Exception as exc:
+        raise MedkdError(f"dataset {spec.name!r}: reading its file list failed: {type(exc).__name__}: {exc}") from exc
+
+
+def _warn_skipped(spec: DatasetSpec, split: str, skipped: list[tuple[str, str]]) -> None:
+    from rich.console import Console
+    from rich.markup import escape
+
+    path, problem = skipped[0]
+    Console(stderr=True, soft_wrap=True).print(
+        f"[yellow]warning:[/] dataset {spec.name!r} split {split!r}: left out {len(skipped)} bad file(s) "
+        f"(--skip-bad), e.g. {escape(path)}: {escape(problem)}", highlight=False)
+
+
+def _mean_std(images: torch.Tensor, chunk: int = 1024) -> tuple[float, float]:
+    """Pixel mean and standard deviation in [0, 1], a chunk at a time.
+
+    A real training split is gigabytes of uint8 (memory-mapped from the cache);
+    converting it to float all at once would need four times that in RAM.
+    """
+    total = total_sq = 0.0
+    count = 0
+    for start in range(0, len(images), chunk):
+        x = images[start:start + chunk].to(torch.float64).div_(255.0)
+        total += float(x.sum())
+        total_sq += float((x * x).sum())
+        count += x.numel()
+    mean = total / count
+    var = max(total_sq / count - mean * mean, 0.0) * count / max(count - 1, 1)
+    return mean, var ** 0.5
+
+
 def prepare(
-    spec: DatasetSpec, img_size: int | None, root: Path | None, options: Mapping[str, Any]
+    spec: DatasetSpec, img_size: int | None, root: Path | None, options: Mapping[str, Any],
+    cache_dir: Path | None = None, skip_bad: bool = False, warn_skipped: bool = True,
 ) -> PreparedData:
+    """Load a dataset's three splits at one image size and measure the train split's statistics.
+
+    Datasets read from a root are decoded once into ``cache_dir`` (when given)
+    and read from there afterwards, provided they have a ``fingerprint``:
+    without one a changed copy of the data could not be told from the
+    cached one. Generated datasets are not cached (the default synthetic-cxr
+    takes about a second to generate). ``skip_bad``
+    leaves out bad files (corrupt images, stray files, unpaired masks) with a
+    warning instead of stopping at the first.
+    """
+    from .datacache import SplitCache
+    from .imagefiles import bad_file_policy
+
     size = int(img_size or spec.img_size)
     if spec.needs_root and root is None:
-        raise MedkdError(f"dataset {spec.name!r} needs a local copy: pass --data-root")
+        raise MedkdError(f"dataset {spec.name!r} needs a local copy: pass --data-root or set MEDKD_DATA")
     unknown = set(options) - set(spec.options)
     if unknown:
         raise MedkdError(
@@ -58,21 +114,38 @@ def prepare(
             f"(known: {', '.join(sorted(spec.options)) or 'none'})"
         )
     opts = {**spec.options, **options}
+    cache = None
+    if cache_dir is not None and spec.needs_root and spec.fingerprint is not None:
+        cache = SplitCache(cache_dir, spec, size, root, opts, dataset_fingerprint(spec, root, opts))
     splits: dict[str, SplitData] = {}
-    for split in SPLITS:
-        try:
-            data = spec.load(split, size, root, opts)
-        except MedkdError:
-            raise
-        except Exception as exc:
-            raise MedkdError(f"dataset {spec.name!r} failed to load split {split!r}: {type(exc).__name__}: {exc}") from exc
-        if not isinstance(data, SplitData) or len(data) == 0:
-            raise MedkdError(f"dataset {spec.name!r}: split {split!r} is empty or not a SplitData")
-        if tuple(data.images.shape[2:]) != (size, size):
-            raise MedkdError(f"dataset {spec.name!r}: split {split!r} images are not {size}x{size}")
-        splits[split] = data
-    train = splits["train"].images.float().div(255.0)
-    return PreparedData(spec, size, splits, float(train.mean()), float(train.std().clamp_min(1e-3)))
+    with bad_file_policy(skip_bad) as bad:
+        for split in SPLITS:
+            cached = cache.load(split) if cache is not None else None
+            if cached is not None:
+                data, skipped = cached
+                for path, problem in skipped:  # a strict run stops at a file the cache left out
+                    bad.report(path, problem)
+            else:
+                before = len(bad.problems)
+                try:
+                    data = spec.load(split, size, root, opts)
+                except MedkdError:
+                    raise
+                except Exception as exc:
+                    raise MedkdError(f"dataset {spec.name!r} failed to load split {split!r}: "
+                                     f"{type(exc).__name__}: {exc}") from exc
+                skipped = bad.problems[before:]
+            if not isinstance(data, SplitData) or len(data) == 0:
+                raise MedkdError(f"dataset {spec.name!r}: split {split!r} is empty or not a SplitData")
+            if tuple(data.images.shape[2:]) != (size, size):
+                raise MedkdError(f"dataset {spec.name!r}: split {split!r} images are not {size}x{size}")
+            if cache is not None and cached is None:
+                cache.save(split, data, skipped)
+            if skipped and warn_skipped:
+                _warn_skipped(spec, split, skipped)
+            splits[split] = data
+    mean, std = _mean_std(splits["train"].images)
+    return PreparedData(spec, size, splits, mean, max(std, 1e-3), skipped=list(bad.problems))
 
 
 def flip_mask(n: int, generator: torch.Generator) -> torch.Tensor:

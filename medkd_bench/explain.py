@@ -171,6 +171,7 @@ def _load_finished(registry: Any, record: Any, data: PreparedData, device: torch
 def panel_from_store(
     registry: Any, store: Any, work_dir: Path, dataset: str, teacher: str, student: str, explainer: str,
     images_per_class: int, out: Path, runtime: Runtime, data_root: Path | None = None,
+    skip_bad: bool = False,
 ) -> Path:
     """Render a teacher / label-only / KD panel from finished cells, without training.
 
@@ -197,7 +198,8 @@ def panel_from_store(
              (f"{student} KD", kd)]
     spec = registry.get("dataset", dataset)
     cfg = kd.config["dataset"]
-    data = prepare(spec, cfg["img_size"], data_root, {k: v for k, v in cfg["options"].items() if k in spec.options})
+    data = prepare(spec, cfg["img_size"], data_root, {k: v for k, v in cfg["options"].items() if k in spec.options},
+                   cache_dir=work_dir / "cache", skip_bad=skip_bad)
     explainer_spec = registry.get("explainer", explainer)
     sample = explanation_sample(data, images_per_class * data.num_classes, seed=kd.seed)
     rows = panel_rows(data, sample, images_per_class)

@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from . import agreement
-from .data import PreparedData, prepare
+from .data import PreparedData, dataset_fingerprint, prepare
 from .distill import KDSettings, TrainResult, eval_split_predictions, fit, teacher_soft_targets
 from .errors import MedkdError
 from .evaluate import classification_metrics, cost_metrics
@@ -83,6 +83,8 @@ class RunOptions:
     sanity_images: int = 2
     panel_per_class: int = 1
     latency_runs: int = 30
+    #: Leave out bad files of a real dataset (with a warning) instead of stopping at the first.
+    skip_bad: bool = False
 
 
 class Reporter(Protocol):
@@ -114,6 +116,30 @@ def _check_names(kind: str, wanted: Sequence[str] | None, known: dict[str, Any])
     return list(dict.fromkeys(wanted))
 
 
+def unavailable_datasets(registry: Registry, data_root: Path | None,
+                         names: Sequence[str] | None = None) -> dict[str, str]:
+    """Datasets that need a local copy which is not there, each with the reason.
+
+    A dataset that needs a root is available when ``data_root`` is given and
+    its ``locate`` (if any) finds the dataset's folder under it.
+    """
+    out: dict[str, str] = {}
+    for name in names if names is not None else sorted(registry.datasets):
+        spec = registry.get("dataset", name)
+        if not spec.needs_root:
+            continue
+        if data_root is None:
+            out[name] = "needs a local copy: no --data-root given and MEDKD_DATA is not set"
+        elif not Path(data_root).is_dir():
+            out[name] = f"--data-root {data_root} is not a folder"
+        elif spec.locate is not None:
+            try:
+                spec.locate(Path(data_root))
+            except MedkdError as exc:
+                out[name] = str(exc)
+    return out
+
+
 def plan(
     registry: Registry,
     matrix: str = "full",
@@ -121,14 +147,27 @@ def plan(
     students: Sequence[str] | None = None,
     datasets: Sequence[str] | None = None,
     seed: int = 0,
+    data_root: Path | None = None,
 ) -> list[Cell]:
-    """Cells in run order: per dataset, teachers first, then baselines, then KD."""
+    """Cells in run order: per dataset, teachers first, then baselines, then KD.
+
+    Without ``datasets``, real datasets whose local copy is missing are left
+    out (:func:`unavailable_datasets` says which and why); a dataset named
+    in ``datasets`` must be there. ``quick`` prefers generated datasets.
+    """
     if matrix not in MATRICES:
         raise MedkdError(f"unknown --matrix {matrix!r} (choose from: {', '.join(MATRICES)})")
     ts = _check_names("teacher", teachers, registry.teachers)
     ss = _check_names("student", students, registry.students)
     ds = _check_names("dataset", datasets, registry.datasets)
+    missing = unavailable_datasets(registry, data_root, ds)
+    if datasets and missing:
+        name, reason = next(iter(missing.items()))
+        raise MedkdError(reason if name in reason else f"dataset {name!r}: {reason}")
+    ds = [d for d in ds if d not in missing]
     if matrix == "quick":  # one of each: the first (alphabetically, or as filtered) after filters
+        if not datasets:  # a quick look should not start by decoding a real dataset
+            ds = sorted(ds, key=lambda d: registry.datasets[d].needs_root)
         ts, ss, ds = ts[:1], ss[:1], ds[:1]
     if not (ts and ss and ds):
         raise MedkdError("the matrix is empty: no teacher, student or dataset is registered or selected")
@@ -175,6 +214,7 @@ class MatrixRunner:
         self.reporter = reporter or SilentReporter()
         self._data: dict[str, PreparedData] = {}
         self._soft_targets: dict[str, torch.Tensor] = {}
+        self._fingerprints: dict[str, Any] = {}
         for name in options.weights:
             if name not in registry.teachers and name not in registry.students:
                 raise MedkdError(f"--weights {name}=...: no teacher or student named {name!r}")
@@ -208,13 +248,19 @@ class MatrixRunner:
 
     def dataset_config(self, name: str) -> dict[str, Any]:
         spec = self.registry.get("dataset", name)
-        return {
+        options = {**spec.options, **self.options.dataset_options.get(name, {})}
+        config = {
             "name": name,
             "revision": spec.revision,
             "img_size": int(self.options.img_size or spec.img_size),
-            "options": {**spec.options, **self.options.dataset_options.get(name, {})},
+            "options": options,
             "root": str(self.options.data_root) if spec.needs_root and self.options.data_root else None,
         }
+        if spec.fingerprint is not None:  # the files read and their split: a changed copy trains anew
+            if name not in self._fingerprints:
+                self._fingerprints[name] = dataset_fingerprint(spec, self.options.data_root, options)
+            config["files"] = self._fingerprints[name]
+        return config
 
     def config(self, cell: Cell) -> dict[str, Any]:
         spec = self.model_spec(cell)
@@ -240,8 +286,19 @@ class MatrixRunner:
         if name not in self._data:
             spec = self.registry.get("dataset", name)
             self._data[name] = prepare(spec, self.options.img_size, self.options.data_root,
-                                       self.options.dataset_options.get(name, {}))
+                                       self.options.dataset_options.get(name, {}),
+                                       cache_dir=self.options.work_dir / "cache", skip_bad=self.options.skip_bad)
         return self._data[name]
+
+    def load_real_data(self, cells: Sequence[Cell]) -> None:
+        """Read every real dataset with unfinished cells before any training.
+
+        A missing folder or a bad file is bad input: it stops the run with one
+        line (exit 2) instead of failing, and re-reading, in every cell.
+        """
+        for name in dict.fromkeys(c.dataset for c in cells if not self.store.is_done(self.hash(c))):
+            if self.registry.get("dataset", name).needs_root:
+                self.data(name)
 
     def build_model(self, spec: ModelSpec, data: PreparedData) -> nn.Module:
         try:
@@ -443,6 +500,7 @@ class MatrixRunner:
         check_writable(self.options.work_dir, "--work-dir")
         check_writable(self.options.leaderboard_dir, "--leaderboard-dir")
         self.explainer_names()  # unknown explainer names fail before any training
+        self.load_real_data(cells)
         summary = {"done": 0, "skipped": 0, "failed": 0}
         for index, cell in enumerate(cells, start=1):
             status = self.run_cell(cell, index, len(cells))

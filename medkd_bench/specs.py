@@ -111,6 +111,12 @@ class SplitData:
 
 #: ``(split, img_size, root, options) -> SplitData``; split is train/val/test.
 DatasetLoader = Callable[[str, int, "Path | None", Mapping[str, Any]], SplitData]
+#: ``root -> folder``: where a real dataset's files lie under a ``--data-root``;
+#: raises :class:`~medkd_bench.errors.MedkdError` naming what is missing.
+DatasetLocator = Callable[[Path], Path]
+#: ``(root, options) -> digest``: what the loader would read (file names and sizes,
+#: and for a seeded split, which file goes to which split).
+DatasetFingerprint = Callable[["Path | None", Mapping[str, Any]], Mapping[str, Any]]
 
 
 @dataclass(frozen=True)
@@ -135,6 +141,14 @@ class DatasetSpec:
     description: str = ""
     #: Bump when the generated or read data changes; part of every cell's config hash.
     revision: str = "1"
+    #: For ``needs_root`` datasets: finds the dataset's folder under a root, so
+    #: ``run --matrix full`` can leave out (and name) datasets that are not there.
+    locate: DatasetLocator | None = None
+    #: For ``needs_root`` datasets: a digest of the files read and the split they
+    #: go to. It joins every cell's config hash and keys the decoded-image cache,
+    #: so a changed copy of the data never reuses results or cached pixels
+    #: (datasets without one are not cached).
+    fingerprint: DatasetFingerprint | None = None
 
     @property
     def num_classes(self) -> int:

@@ -1,0 +1,75 @@
+"""Tiny copies of the published dataset layouts, written as real PNG/JPEG files.
+
+The trees mirror COVID-QU-Ex and LC25000 folder for folder (names with
+spaces included) at 40 px, a handful of images per class, so the readers run
+exactly as on the real data.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+COVID_CLASSES = ("COVID-19", "Non-COVID", "Normal")
+COVID_SPLITS = ("Train", "Val", "Test")
+COVID_SUBSETS = {"lung": "Lung Segmentation Data", "infection": "Infection Segmentation Data"}
+LC_CLASSES = (("lung_image_sets", "lung_aca"), ("lung_image_sets", "lung_n"), ("lung_image_sets", "lung_scc"),
+              ("colon_image_sets", "colon_aca"), ("colon_image_sets", "colon_n"))
+SIZE = 40
+
+
+def lung_mask(size: int = SIZE) -> np.ndarray:
+    """Left half of the image, top to bottom (after resizing, still the left half)."""
+    mask = np.zeros((size, size), dtype=np.uint8)
+    mask[:, : size // 2] = 255
+    return mask
+
+
+def infection_mask(size: int = SIZE) -> np.ndarray:
+    mask = np.zeros((size, size), dtype=np.uint8)
+    mask[size // 4 : size // 2, size // 8 : size // 2] = 255
+    return mask
+
+
+def grey_image(label: int, index: int, size: int = SIZE) -> np.ndarray:
+    """Brightness by class, texture by index: classes differ, files are not identical."""
+    rng = np.random.default_rng([label, index])
+    return np.clip(60 + 60 * label + rng.normal(0, 10, (size, size)), 0, 255).astype(np.uint8)
+
+
+def covid_tree(root: Path, subset: str = "lung", per_split: dict[str, int] | None = None) -> Path:
+    """``root/<Subset> Data/<Subset> Data/{Train,Val,Test}/<class>/{images,lung masks[,infection masks]}``."""
+    per_split = per_split or {"Train": 4, "Val": 2, "Test": 3}
+    base = root / COVID_SUBSETS[subset] / COVID_SUBSETS[subset]
+    for split in COVID_SPLITS:
+        for label, cls in enumerate(COVID_CLASSES):
+            folder = base / split / cls
+            for sub in ("images", "lung masks") + (("infection masks",) if subset == "infection" else ()):
+                (folder / sub).mkdir(parents=True, exist_ok=True)
+            for i in range(per_split[split]):
+                name = f"{cls.lower()}_{split.lower()}_{i}.png"
+                Image.fromarray(grey_image(label, i)).save(folder / "images" / name)
+                Image.fromarray(lung_mask()).save(folder / "lung masks" / name)
+                if subset == "infection":
+                    infection = infection_mask() if cls == "COVID-19" else np.zeros((SIZE, SIZE), np.uint8)
+                    Image.fromarray(infection).save(folder / "infection masks" / name)
+    return base
+
+
+def colour_image(label: int, index: int, size: int = SIZE) -> np.ndarray:
+    rng = np.random.default_rng([label, index, 7])
+    base = np.array([(40 * label) % 256, 200 - 30 * label, 120], dtype=np.float64)
+    return np.clip(base + rng.normal(0, 12, (size, size, 3)), 0, 255).astype(np.uint8)
+
+
+def lc_tree(root: Path, per_class: int = 10, size: int = SIZE) -> Path:
+    """``root/lung_colon_image_set/{lung,colon}_image_sets/<class>/<class>N.jpeg`` (LC25000 naming)."""
+    base = root / "lung_colon_image_set"
+    for label, (group, cls) in enumerate(LC_CLASSES):
+        folder = base / group / cls
+        folder.mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            Image.fromarray(colour_image(label, i, size)).save(folder / f"{cls}{i + 1}.jpeg", quality=90)
+    return base

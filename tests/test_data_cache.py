@@ -1,0 +1,80 @@
+"""The decoded-split cache: written once, read without decoding, invalidated by a changed file list."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from fixture_trees import covid_tree, lc_tree
+
+from medkd_bench import MedkdError
+from medkd_bench.data import prepare
+from medkd_bench.plugins import load_registry
+
+REGISTRY = load_registry()
+
+
+def _entries(cache: Path, name: str) -> list[Path]:
+    folder = cache / name
+    return sorted(folder.iterdir()) if folder.is_dir() else []
+
+
+def _garble_keeping_sizes(files: list[Path]) -> None:
+    """Overwrite each file with junk of the same size: the file list and sizes do not change."""
+    for f in files:
+        f.write_bytes(b"\0" * f.stat().st_size)
+
+
+def test_second_load_reads_the_cache_not_the_images(tmp_path: Path):
+    base = covid_tree(tmp_path / "data")
+    spec = REGISTRY.datasets["covid-qu-ex"]
+    cache = tmp_path / "cache"
+    first = prepare(spec, 32, tmp_path / "data", {}, cache_dir=cache)
+    entries = _entries(cache, "covid-qu-ex")
+    assert [e.name.split("-")[0] for e in entries] == ["test", "train", "val"]
+    for e in entries:
+        assert {p.name for p in e.iterdir()} == {"images.npy", "labels.npy", "mask-lung.npy", "meta.json"}
+    # Every image and mask is now unreadable, but names and sizes are unchanged: a second load
+    # that decoded anything would fail, so succeeding proves it read only the cache.
+    _garble_keeping_sizes([p for p in base.rglob("*.png")])
+    second = prepare(spec, 32, tmp_path / "data", {}, cache_dir=cache)
+    for split in ("train", "val", "test"):
+        a, b = first.splits[split], second.splits[split]
+        assert torch.equal(a.images, b.images) and torch.equal(a.labels, b.labels)
+        assert torch.equal(a.masks["lung"], b.masks["lung"])
+    assert isinstance(np.load(entries[0] / "images.npy", mmap_mode="r"), np.memmap)
+    assert second.mean == pytest.approx(first.mean) and second.std == pytest.approx(first.std)
+    # Without the cache the same tree cannot be read at all.
+    with pytest.raises(MedkdError, match="unreadable or truncated"):
+        prepare(spec, 32, tmp_path / "data", {})
+
+
+def test_cache_is_invalidated_when_the_file_list_changes(tmp_path: Path):
+    base = lc_tree(tmp_path / "data", per_class=6)
+    spec = REGISTRY.datasets["lc25000-colon"]
+    cache = tmp_path / "cache"
+    before = prepare(spec, 32, tmp_path / "data", {}, cache_dir=cache)
+    assert len(_entries(cache, "lc25000-colon")) == 3
+    new = base / "colon_image_sets" / "colon_n" / "colon_n99.jpeg"
+    new.write_bytes((base / "colon_image_sets" / "colon_n" / "colon_n1.jpeg").read_bytes())
+    after = prepare(spec, 32, tmp_path / "data", {}, cache_dir=cache)
+    total = sum(len(after.splits[s]) for s in ("train", "val", "test"))
+    assert total == sum(len(before.splits[s]) for s in ("train", "val", "test")) + 1
+    assert len(_entries(cache, "lc25000-colon")) == 6  # a new key for every split
+    # A replaced file of another size changes the fingerprint too, and so do image size and options.
+    new.write_bytes(new.read_bytes()[:-10])
+    with pytest.raises(MedkdError, match="colon_n99.jpeg"):
+        prepare(spec, 32, tmp_path / "data", {}, cache_dir=cache)
+    new.unlink()
+    prepare(spec, 32, tmp_path / "data", {}, cache_dir=cache)  # the original list: cached again
+    assert len(_entries(cache, "lc25000-colon")) == 6
+    prepare(spec, 24, tmp_path / "data", {"seed": 3}, cache_dir=cache)
+    assert len(_entries(cache, "lc25000-colon")) == 9
+
+
+def test_generated_datasets_are_not_cached(tmp_path: Path):
+    spec = REGISTRY.datasets["synthetic-cxr"]
+    prepare(spec, 32, None, {"n_train": 6, "n_val": 3, "n_test": 3}, cache_dir=tmp_path / "cache")
+    assert not (tmp_path / "cache").exists()
