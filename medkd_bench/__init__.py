@@ -8,6 +8,7 @@ from .cams import grad_cam_builder
 from .errors import MedkdError
 from .hookspecs import hookimpl
 from .models import last_module, nhwc_to_nchw, timm_builder, timm_pretrained_builder
+from .ofa_search import SearchedStudent, iter_searched_students
 from .specs import (
     DatasetSpec,
     ExplainerSpec,
@@ -25,12 +26,14 @@ __all__ = [
     "ExplainerSpec",
     "MedkdError",
     "ModelSpec",
+    "SearchedStudent",
     "SplitData",
     "StudentSpec",
     "TeacherSpec",
     "TrainSettings",
     "grad_cam_builder",
     "hookimpl",
+    "iter_searched_students",
     "last_module",
     "nhwc_to_nchw",
     "timm_builder",

@@ -1,0 +1,35 @@
+"""Searched OFA students: one student per spec file written by ``medkd-bench student search``.
+
+``medkd-bench student search --latency-ms 8`` finds a subnet of the same
+once-for-all supernet OFA-595 comes from, sized for the user's own machine,
+and writes ``.medkd/students/<name>.json``. This plugin registers every such
+file as a student (OFA-595 stays the paper's reference student beside them).
+
+Where files are found: the folders or files listed in ``$MEDKD_STUDENTS``
+(``os.pathsep``-separated), or ``.medkd/students/`` when it is unset. A bad
+file fails with one line naming it. Each student's revision is a hash of the
+file's subnet settings (and supernet weights), so editing a file retrains the
+cells that use it instead of reusing stale results.
+"""
+
+from medkd_bench import StudentSpec, TrainSettings, hookimpl, iter_searched_students, last_module
+
+CITATION = ("Cai et al., Once-for-All: Train One Network and Specialize it for Efficient Deployment, "
+            "ICLR 2020, arXiv:1908.09791 (subnet searched by medkd-bench for a local budget)")
+
+
+@hookimpl
+def register_students(register):
+    for student in iter_searched_students():
+        register(
+            StudentSpec(
+                name=student.name,
+                build=student.build,
+                target_layers=last_module("final_expand_layer"),
+                citation=CITATION,
+                description=student.describe(),
+                # The settings OFA-595 trains with: same supernet family and size range.
+                train=TrainSettings(epochs=8, lr=2e-3, weight_decay=0.05, warmup_epochs=1.0),
+                revision=student.revision,
+            )
+        )
