@@ -373,8 +373,8 @@ class SearchSettings:
     mutation_ratio: float = 0.5
     mutate_prob: float = 0.1
     seed: int = 0
-    #: Whole-model latency repeats when verifying a pick (parts use the table's own).
-    verify_runs: int = 30
+    #: Timed runs (median, after warm-up) per part of the lookup table and per verified pick.
+    verify_runs: int = 20
     #: Rounds of "measure the pick, rescale the prediction, search again".
     max_rounds: int = 4
 
@@ -392,7 +392,9 @@ class SearchResult:
     params_m: float
     machine: str
     device: str
+    #: Subnets priced from the lookup table (all rounds).
     evaluated: int
+    #: Parts timed by this search (0 when the table already held every part it met).
     parts_timed: int
     rounds: int
     latency_scale: float
@@ -509,7 +511,7 @@ def search(budget: Budget, runtime: Runtime, img_size: int = 64, num_classes: in
         raise MedkdError(f"--width-mult {width_mult}: expected one of {', '.join(map(str, WIDTH_MULTS))}")
     if opts.population < 2 or opts.generations < 0:
         raise MedkdError("--population must be at least 2 and --generations at least 0")
-    table = CostTable(lut_path, runtime, img_size, width_mult, num_classes)
+    table = CostTable(lut_path, runtime, img_size, width_mult, num_classes, runs=opts.verify_runs)
     try:
         return _search(budget, runtime, img_size, num_classes, width_mult, table, opts, log)
     finally:
@@ -531,8 +533,9 @@ def _search(budget: Budget, runtime: Runtime, img_size: int, num_classes: int, w
         scale = max(1.0, small["latency_ms"] / predicted_small)
     evaluated = 0
     for round_no in range(1, opts.max_rounds + 1):
-        ranked = _Evolution(table, budget, scale, opts, width_mult).run()
-        evaluated += len(ranked)
+        evolution = _Evolution(table, budget, scale, opts, width_mult)
+        ranked = evolution.run()
+        evaluated += len(evolution.seen)
         if not ranked:
             ranked = [smallest]
         best = ranked[0]
