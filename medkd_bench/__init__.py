@@ -20,6 +20,7 @@ from .imagefiles import (
     require_folder,
 )
 from .models import last_module, nhwc_to_nchw, timm_builder, timm_pretrained_builder
+from .ofa_search import SearchedStudent, iter_searched_students
 from .specs import (
     DatasetSpec,
     ExplainerSpec,
@@ -38,6 +39,7 @@ __all__ = [
     "ImageSample",
     "MedkdError",
     "ModelSpec",
+    "SearchedStudent",
     "SplitData",
     "StudentSpec",
     "TeacherSpec",
@@ -47,6 +49,7 @@ __all__ = [
     "folder_digest",
     "grad_cam_builder",
     "hookimpl",
+    "iter_searched_students",
     "keep_images",
     "list_files",
     "list_images",

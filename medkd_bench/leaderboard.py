@@ -140,6 +140,10 @@ def render_dataset(registry: Registry, dataset: str, records: list[CellRecord],
         gain = kd_gain(r, baselines.get(r.student)) if r.method == "kd" else None
         students.append(_Row(r).fields(gain="-" if gain is None else f"{100 * gain:+.1f}",
                                        panel=" ".join(panel_links.get(r.hash, [])) or "-"))
+    # What each student is (its budget, for searched students): the table's rows are names only.
+    student_notes = [{"name": n, "description": getattr(registry.students.get(n), "description", "")
+                      or "(student plugin not installed)"}
+                     for n in sorted({r.student for r in done if r.method != "teacher"})]
     per_class = [
         {"name": r.teacher if r.method == "teacher" else r.student,
          "method": _method_label(r),
@@ -161,6 +165,7 @@ def render_dataset(registry: Registry, dataset: str, records: list[CellRecord],
         machine="; ".join(sorted({r.metrics.get("machine", "unrecorded") for r in done})) or "-",
         teachers=[_Row(r).fields() for r in teachers],
         students=students,
+        student_notes=student_notes,
         per_class=per_class,
         failed=failed,
         explanations=_explanation_tables(done, explanations),

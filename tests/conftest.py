@@ -8,6 +8,7 @@ matplotlib) runs for real.
 
 from __future__ import annotations
 
+import os
 import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -16,6 +17,11 @@ from pathlib import Path
 import pytest
 
 from medkd_bench.cli import main
+
+# Searched students (`medkd-bench student search`) are registered from $MEDKD_STUDENTS, else from
+# .medkd/students/ in the current folder; an empty value registers none, so the suite does not depend
+# on what a developer searched in this checkout. Set at import: some tests load the registry then.
+os.environ["MEDKD_STUDENTS"] = ""
 
 TINY_DATA = [
     "--dataset-option", "synthetic-cxr.n_train=24",

@@ -1,0 +1,43 @@
+"""Searched OFA students: one student per spec file written by ``medkd-bench student search``.
+
+``medkd-bench student search --latency-ms 8`` finds a subnet of the same
+once-for-all supernet OFA-595 comes from, sized for the user's own machine,
+and writes ``.medkd/students/<name>.json``. This plugin registers every such
+file as a student (OFA-595 stays the paper's reference student beside them).
+
+Where files are found: the folders or files listed in ``$MEDKD_STUDENTS``
+(``os.pathsep``-separated), or ``.medkd/students/`` when it is unset. A bad
+file fails with one line naming it. Each student's revision is a hash of the
+file's subnet settings (and supernet weights), so editing a file retrains the
+cells that use it instead of reusing stale results.
+"""
+
+from torch import nn
+
+from medkd_bench import StudentSpec, TrainSettings, hookimpl, iter_searched_students
+
+CITATION = ("Cai et al., Once-for-All: Train One Network and Specialize it for Efficient Deployment, "
+            "ICLR 2020, arXiv:1908.09791 (subnet searched by medkd-bench for a local budget)")
+
+
+def last_stage_output(model: nn.Module) -> list[nn.Module]:
+    """Score-CAM target, as for OFA-595: the last block, not the wide 1x1 expansion after it."""
+    return [model.blocks[-1]]
+
+
+@hookimpl
+def register_students(register):
+    for student in iter_searched_students():
+        register(
+            StudentSpec(
+                name=student.name,
+                build=student.build,
+                target_layers=last_stage_output,
+                citation=CITATION,
+                description=student.describe(),
+                # What OFA-595 trains with: same supernet family, size range and CPU fast path.
+                cpu_channels_last=True,
+                train=TrainSettings(epochs=6, lr=2e-3, weight_decay=0.05, warmup_epochs=1.0),
+                revision=student.revision,
+            )
+        )
