@@ -9,8 +9,9 @@ over the flipped ones).
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,9 @@ class PreparedData:
     splits: dict[str, SplitData]
     mean: float
     std: float
+    #: Per split, :func:`split_checksum` of its images and labels: recorded with every
+    #: cell so a reader can tell whether a rerun saw the same data.
+    checksums: dict[str, str] = field(default_factory=dict)
 
     @property
     def num_classes(self) -> int:
@@ -72,7 +76,21 @@ def prepare(
             raise MedkdError(f"dataset {spec.name!r}: split {split!r} images are not {size}x{size}")
         splits[split] = data
     train = splits["train"].images.float().div(255.0)
-    return PreparedData(spec, size, splits, float(train.mean()), float(train.std().clamp_min(1e-3)))
+    return PreparedData(spec, size, splits, float(train.mean()), float(train.std().clamp_min(1e-3)),
+                        {name: split_checksum(split) for name, split in splits.items()})
+
+
+def split_checksum(split: SplitData) -> str:
+    """SHA-256 (first 16 hex digits) of a split's image bytes, labels and shapes.
+
+    Labels are hashed as int64 whatever their stored dtype, so only content counts;
+    masks are left out (they feed explanations, not the scores).
+    """
+    h = hashlib.sha256()
+    h.update(repr(tuple(split.images.shape)).encode())
+    h.update(split.images.contiguous().numpy().tobytes())
+    h.update(split.labels.to(torch.int64).contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
 
 
 def flip_mask(n: int, generator: torch.Generator) -> torch.Tensor:

@@ -3,11 +3,14 @@
 CPU runs in float32 by default, so results are exact and repeatable;
 on CUDA, automatic mixed precision (bf16 where supported, else fp16 with a
 gradient scaler) and channels-last memory format are on by default.
+CUDA results are not bit-repeatable unless ``--deterministic`` asks for
+deterministic kernels (:func:`enable_determinism`), at some speed cost.
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 import platform
 from dataclasses import dataclass
 
@@ -23,6 +26,7 @@ class Runtime:
     device: torch.device
     amp_dtype: torch.dtype | None = None
     channels_last: bool = False
+    deterministic: bool = False
 
     def autocast(self) -> contextlib.AbstractContextManager:
         if self.amp_dtype is None:
@@ -35,14 +39,31 @@ class Runtime:
 
     def describe(self) -> str:
         amp = str(self.amp_dtype).removeprefix("torch.") if self.amp_dtype else "fp32"
-        return f"{self.device.type} ({amp}{', channels-last' if self.channels_last else ''})"
+        extras = (", channels-last" if self.channels_last else "") + (", deterministic" if self.deterministic else "")
+        return f"{self.device.type} ({amp}{extras})"
 
     def synchronize(self) -> None:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
 
 
-def resolve_runtime(device: str = "auto", amp: str = "auto") -> Runtime:
+def enable_determinism() -> None:
+    """Deterministic kernels for this process (``--deterministic``).
+
+    ``torch.use_deterministic_algorithms`` makes ops without a deterministic
+    implementation raise instead of silently varying; cuBLAS needs a fixed
+    workspace (``CUBLAS_WORKSPACE_CONFIG``) for repeatable matmuls, and cuDNN
+    must neither benchmark (autotuning may pick different kernels per run) nor
+    use its nondeterministic algorithms. On CPU, seeded fp32 runs are already
+    repeatable; the flag then only guards against a nondeterministic op.
+    """
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(True)
+    torch.backends.cudnn.benchmark = False
+    torch.backends.cudnn.deterministic = True
+
+
+def resolve_runtime(device: str = "auto", amp: str = "auto", deterministic: bool = False) -> Runtime:
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     if device.startswith("cuda") and not torch.cuda.is_available():
@@ -61,7 +82,9 @@ def resolve_runtime(device: str = "auto", amp: str = "auto") -> Runtime:
         dtype = torch.float16
     if dtype == torch.float16 and dev.type == "cpu":
         raise MedkdError("--amp fp16: only on CUDA; use --amp bf16 on CPU")
-    return Runtime(dev, dtype, channels_last=dev.type == "cuda")
+    if deterministic:
+        enable_determinism()
+    return Runtime(dev, dtype, channels_last=dev.type == "cuda", deterministic=deterministic)
 
 
 def machine_description(runtime: Runtime | None = None) -> str:
@@ -71,3 +94,20 @@ def machine_description(runtime: Runtime | None = None) -> str:
     else:
         where = f"{platform.machine()} CPU, {torch.get_num_threads()} threads"
     return f"{where}, {runtime.describe() if runtime else 'cpu'}, torch {torch.__version__}"
+
+
+#: Packages whose versions can change a score; quoted in every leaderboard.
+PROVENANCE_PACKAGES = ("medkd-bench", "torch", "timm", "ofa", "grad-cam", "fvcore", "numpy")
+
+
+def package_versions() -> dict[str, str]:
+    """Installed versions of :data:`PROVENANCE_PACKAGES` (recorded with every cell)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {}
+    for name in PROVENANCE_PACKAGES:
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            out[name] = "not installed"
+    return out
