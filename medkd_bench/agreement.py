@@ -15,6 +15,8 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
+from .stats import mean_ci
+
 #: Share of pixels called "most salient" by :func:`top_fraction_iou`.
 TOP_FRACTION = 0.2
 
@@ -84,17 +86,11 @@ def mask_area_share(masks: np.ndarray) -> np.ndarray:
 
 
 def summarise(values: Sequence[float] | np.ndarray, seed: int = 0, resamples: int = 2000) -> dict[str, Any]:
-    """Mean and percentile-bootstrap 95% CI over the finite values (NaNs are images a metric skips)."""
-    v = np.asarray(values, dtype=float)
-    v = v[np.isfinite(v)]
-    if len(v) == 0:
-        return {"mean": None, "ci": None, "n": 0}
-    if len(v) == 1 or np.ptp(v) == 0:
-        return {"mean": float(v.mean()), "ci": [float(v.mean()), float(v.mean())], "n": int(len(v))}
-    res = stats.bootstrap((v,), np.mean, confidence_level=0.95, n_resamples=resamples, method="percentile",
-                          rng=np.random.default_rng(seed))
-    lo, hi = res.confidence_interval
-    return {"mean": float(v.mean()), "ci": [float(lo), float(hi)], "n": int(len(v))}
+    """Mean and percentile-bootstrap 95% CI over the finite values (NaNs are images a metric skips).
+
+    The bootstrap is :func:`medkd_bench.stats.mean_ci`, the one the accuracy CIs use.
+    """
+    return mean_ci(values, seed, resamples)
 
 
 def agreement(teacher: np.ndarray, student: np.ndarray, seed: int = 0) -> dict[str, Any]:

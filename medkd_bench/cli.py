@@ -83,6 +83,13 @@ def work_dir_option(f: Callable) -> Callable:
                         show_default=True, help="Where markdown leaderboards and panels go.")(f)
 
 
+def bootstrap_option(f: Callable) -> Callable:
+    from .stats import RESAMPLES
+
+    return click.option("--bootstrap", type=click.IntRange(100), default=RESAMPLES, show_default=True,
+                        metavar="N", help="Bootstrap resamples per confidence interval in the leaderboards.")(f)
+
+
 def _registry(plugin_files: Sequence[Path]):
     from .plugins import load_registry
 
@@ -134,6 +141,11 @@ class RichReporter:
 @click.option("--img-size", type=int, default=None, help="Override the datasets' image size.")
 @click.option("--epochs", type=int, default=None, help="Override every model's epochs.")
 @click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seeds", type=click.IntRange(1), default=1, show_default=True,
+              help="Run every cell with seeds SEED .. SEED+N-1; leaderboards report mean ± sd across seeds.")
+@click.option("--deterministic", is_flag=True,
+              help="Deterministic kernels (torch.use_deterministic_algorithms, CUBLAS_WORKSPACE_CONFIG): "
+                   "repeatable CUDA runs, at some speed cost.")
 @click.option("--temperature", type=float, default=None, help="KD temperature T [default: 4.0].")
 @click.option("--alpha", type=float, default=None, help="KD weight on the label loss [default: 0.5].")
 @click.option("--pretrained", is_flag=True, help="Start from timm's ImageNet weights (needs a network).")
@@ -150,10 +162,12 @@ class RichReporter:
 @click.option("--latency-runs", type=click.IntRange(1), default=30, show_default=True)
 @click.option("--skip-bad", is_flag=True,
               help="Leave out bad files of a real dataset (corrupt, stray, unpaired) with a warning.")
+@bootstrap_option
 @click.option("--dry-run", is_flag=True, help="Print the planned cells and their status; train nothing.")
 def run(matrix, teachers, students, datasets, plugin_files, work_dir, leaderboard_dir, data_root,
-        dataset_options, img_size, epochs, seed, temperature, alpha, pretrained, weights, device, amp,
-        explainers, explain_images, sanity_images, latency_runs, skip_bad, dry_run) -> None:
+        dataset_options, img_size, epochs, seed, seeds, deterministic, temperature, alpha, pretrained, weights,
+        device, amp, explainers, explain_images, sanity_images, latency_runs, skip_bad, bootstrap,
+        dry_run) -> None:
     """Train teachers, baselines and KD students, score them, write leaderboards."""
     from .distill import DEFAULT_ALPHA, DEFAULT_TEMPERATURE, KDSettings
     from .leaderboard import render_all
@@ -163,7 +177,7 @@ def run(matrix, teachers, students, datasets, plugin_files, work_dir, leaderboar
 
     registry = _registry(plugin_files)
     cells = plan(registry, matrix, _split_names(teachers), _split_names(students), _split_names(datasets), seed,
-                 data_root=data_root)
+                 data_root=data_root, seeds=seeds)
     if not _split_names(datasets):
         _print_unavailable(registry, data_root)
     kd = KDSettings(DEFAULT_TEMPERATURE if temperature is None else temperature,
@@ -176,7 +190,7 @@ def run(matrix, teachers, students, datasets, plugin_files, work_dir, leaderboar
         weights=_parse_weights(weights), explainers=tuple(_split_names(explainers) or ()) or None,
         explain_images=explain_images, sanity_images=sanity_images, latency_runs=latency_runs, skip_bad=skip_bad,
     )
-    runtime = resolve_runtime(device, amp)
+    runtime = resolve_runtime(device, amp, deterministic)
     from .matrix import check_writable
 
     check_writable(work_dir, "--work-dir")
@@ -196,7 +210,7 @@ def run(matrix, teachers, students, datasets, plugin_files, work_dir, leaderboar
                       console=console, transient=False) as progress:
             runner.reporter = RichReporter(progress, len(cells))
             summary = runner.run(cells)
-        written = render_all(registry, store, leaderboard_dir)
+        written = render_all(registry, store, leaderboard_dir, bootstrap)
     console.print(f"cells: {summary['done']} trained, {summary['skipped']} already done, "
                   f"{summary['failed']} failed; explanations: {summary['explained']} computed, "
                   f"{summary['explain_failed']} failed; leaderboards: {', '.join(str(p) for p in written)}")
@@ -217,7 +231,8 @@ def _print_unavailable(registry, data_root: Path | None) -> None:
 @cli.command()
 @plugin_option
 @work_dir_option
-def leaderboard(plugin_files, work_dir, leaderboard_dir) -> None:
+@bootstrap_option
+def leaderboard(plugin_files, work_dir, leaderboard_dir, bootstrap) -> None:
     """Re-render the markdown leaderboards from the run store (no training)."""
     from .leaderboard import render_all
     from .store import Store
@@ -230,7 +245,7 @@ def leaderboard(plugin_files, work_dir, leaderboard_dir) -> None:
 
     check_writable(leaderboard_dir, "--leaderboard-dir")
     with Store(path) as store:
-        written = render_all(registry, store, leaderboard_dir)
+        written = render_all(registry, store, leaderboard_dir, bootstrap)
     for p in written:
         console.print(f"wrote {p}")
 

@@ -9,6 +9,7 @@ over the flipped ones).
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,6 +34,9 @@ class PreparedData:
     std: float
     #: ``(path, problem)`` of every bad file left out under ``skip_bad``.
     skipped: list[tuple[str, str]] = field(default_factory=list)
+    #: Per split, :func:`split_checksum` of its images and labels: recorded with every
+    #: cell so a reader can tell whether a rerun saw the same data.
+    checksums: dict[str, str] = field(default_factory=dict)
 
     @property
     def num_classes(self) -> int:
@@ -145,7 +149,21 @@ def prepare(
                 _warn_skipped(spec, split, skipped)
             splits[split] = data
     mean, std = _mean_std(splits["train"].images)
-    return PreparedData(spec, size, splits, mean, max(std, 1e-3), skipped=list(bad.problems))
+    return PreparedData(spec, size, splits, mean, max(std, 1e-3), skipped=list(bad.problems),
+                        checksums={name: split_checksum(split) for name, split in splits.items()})
+
+
+def split_checksum(split: SplitData) -> str:
+    """SHA-256 (first 16 hex digits) of a split's image bytes, labels and shapes.
+
+    Labels are hashed as int64 whatever their stored dtype, so only content counts;
+    masks are left out (they feed explanations, not the scores).
+    """
+    h = hashlib.sha256()
+    h.update(repr(tuple(split.images.shape)).encode())
+    h.update(split.images.contiguous().numpy())  # the buffer itself: no copy of a memory-mapped split
+    h.update(split.labels.to(torch.int64).contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
 
 
 def flip_mask(n: int, generator: torch.Generator) -> torch.Tensor:

@@ -184,17 +184,18 @@ def panel_from_store(
     done = [r for r in store.cells(dataset=dataset, status="done")]
     done.sort(key=lambda r: r.finished_at or 0.0)
 
-    def newest(method: str, t: str, s: str) -> Any:
+    def newest(method: str, t: str, s: str, seed: int | None = None) -> Any:
         for r in reversed(done):
-            if (r.method, r.teacher, r.student) == (method, t, s):
+            if (r.method, r.teacher, r.student) == (method, t, s) and seed in (None, r.seed):
                 return r
         return None
 
     kd = newest("kd", teacher, student)
     if kd is None:
         raise MedkdError(f"no finished KD cell {teacher} -> {student} on {dataset}: run the matrix first")
-    cells = [("teacher " + teacher, newest("teacher", teacher, "")),
-             (f"{student} labels only", newest("label-only", "", student)),
+    # The KD student's own teacher and baseline: the same training seed (``--seeds``).
+    cells = [("teacher " + teacher, newest("teacher", teacher, "", kd.seed)),
+             (f"{student} labels only", newest("label-only", "", student, kd.seed)),
              (f"{student} KD", kd)]
     spec = registry.get("dataset", dataset)
     cfg = kd.config["dataset"]

@@ -29,7 +29,7 @@ from .errors import MedkdError
 from .evaluate import classification_metrics, cost_metrics
 from .explain import compute_maps, explanation_sample, panel_rows, render_panel, road_faithfulness
 from .plugins import Registry
-from .runtime import Runtime, machine_description
+from .runtime import Runtime, machine_description, package_versions
 from .specs import ModelSpec, TrainSettings
 from .store import Store
 from .weights import file_digest, load_weights_file
@@ -57,10 +57,12 @@ class Cell:
 
     def label(self) -> str:
         if self.method == "teacher":
-            return f"{self.dataset} | teacher {self.teacher}"
-        if self.method == "label-only":
-            return f"{self.dataset} | student {self.student} (labels only)"
-        return f"{self.dataset} | {self.teacher} -> {self.student} (KD)"
+            what = f"teacher {self.teacher}"
+        elif self.method == "label-only":
+            what = f"student {self.student} (labels only)"
+        else:
+            what = f"{self.teacher} -> {self.student} (KD)"
+        return f"{self.dataset} | {what} | seed {self.seed}"
 
 
 @dataclass
@@ -148,13 +150,18 @@ def plan(
     datasets: Sequence[str] | None = None,
     seed: int = 0,
     data_root: Path | None = None,
+    seeds: int = 1,
 ) -> list[Cell]:
-    """Cells in run order: per dataset, teachers first, then baselines, then KD.
+    """Cells in run order: per dataset and seed, teachers first, then baselines, then KD.
 
     Without ``datasets``, real datasets whose local copy is missing are left
     out (:func:`unavailable_datasets` says which and why); a dataset named
     in ``datasets`` must be there. ``quick`` prefers generated datasets.
+    ``seeds`` runs every cell with seeds ``seed .. seed + seeds - 1``; a KD cell
+    distils the teacher trained with its own seed, so seeds stay independent.
     """
+    if seeds < 1:
+        raise MedkdError(f"--seeds {seeds}: expected at least 1")
     if matrix not in MATRICES:
         raise MedkdError(f"unknown --matrix {matrix!r} (choose from: {', '.join(MATRICES)})")
     ts = _check_names("teacher", teachers, registry.teachers)
@@ -173,9 +180,10 @@ def plan(
         raise MedkdError("the matrix is empty: no teacher, student or dataset is registered or selected")
     cells: list[Cell] = []
     for d in ds:
-        cells += [Cell(d, "teacher", teacher=t, seed=seed) for t in ts]
-        cells += [Cell(d, "label-only", student=s, seed=seed) for s in ss]
-        cells += [Cell(d, "kd", teacher=t, student=s, seed=seed) for t in ts for s in ss]
+        for k in range(seed, seed + seeds):
+            cells += [Cell(d, "teacher", teacher=t, seed=k) for t in ts]
+            cells += [Cell(d, "label-only", student=s, seed=k) for s in ss]
+            cells += [Cell(d, "kd", teacher=t, student=s, seed=k) for t in ts for s in ss]
     return cells
 
 
@@ -431,7 +439,8 @@ class MatrixRunner:
         if baseline is not None:
             columns.append((f"{cell.student} labels only", baseline[rows]))
         columns.append((f"{cell.student} KD", student_maps[rows]))
-        rel = Path("panels") / cell.dataset / explainer / f"{cell.teacher}__{cell.student}.png"
+        suffix = "" if cell.seed == 0 else f"__seed{cell.seed}"  # seed 0 keeps the historical name
+        rel = Path("panels") / cell.dataset / explainer / f"{cell.teacher}__{cell.student}{suffix}.png"
         render_panel(
             self.options.leaderboard_dir / rel, data, [sample[r] for r in rows], columns,
             title=f"{explainer}: {cell.dataset}, {cell.teacher} -> {cell.student}",
@@ -571,12 +580,17 @@ class MatrixRunner:
         preds = eval_split_predictions(model, data, "test", runtime)
         metrics: dict[str, Any] = classification_metrics(test.labels.tolist(), preds.tolist(), data.spec.classes)
         metrics["test_predictions"] = preds.tolist()  # for paired comparisons between cells
+        metrics["test_labels"] = test.labels.tolist()  # with the predictions: CIs re-rendered without data
         metrics["best_epoch"] = result.best_epoch
         metrics["val_accuracy"] = result.best_val_accuracy
         metrics["history"] = result.history
         metrics["n_test"] = len(test)
         metrics["machine"] = machine_description(runtime)
         metrics["precision"] = runtime.precision
+        # Provenance kept out of the config hash, so recording it retrains nothing.
+        metrics["data_checksums"] = dict(data.checksums)
+        metrics["versions"] = package_versions()
+        metrics["deterministic"] = runtime.deterministic
         metrics.update(cost_metrics(model, data.img_size, runtime, self.options.latency_runs))
         timings["score_s"] = time.perf_counter() - t1
         timings["total_s"] = time.perf_counter() - t0

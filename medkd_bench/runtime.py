@@ -7,11 +7,14 @@ architectures that gain from it, on CPUs with native bf16 matrix units (AMX),
 channels-last for those that gain from that; everything else runs in float32.
 The precision each model ran in is part of its cell's config hash, so results
 from different precisions are never mixed up. ``--amp off`` forces float32.
+CUDA results are not bit-repeatable unless ``--deterministic`` asks for
+deterministic kernels (:func:`enable_determinism`), at some speed cost.
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 import platform
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
@@ -31,6 +34,7 @@ class Runtime:
     device: torch.device
     amp_dtype: torch.dtype | None = None
     channels_last: bool = False
+    deterministic: bool = False
     #: ``--amp auto`` on CPU: each model's spec picks its fast path (``for_model``).
     cpu_auto: bool = False
 
@@ -61,7 +65,8 @@ class Runtime:
         if self.cpu_auto:
             return f"{self.device.type} (per-model fast path: fp32, bf16 where native, channels-last)"
         amp = str(self.amp_dtype).removeprefix("torch.") if self.amp_dtype else "fp32"
-        return f"{self.device.type} ({amp}{', channels-last' if self.channels_last else ''})"
+        extras = (", channels-last" if self.channels_last else "") + (", deterministic" if self.deterministic else "")
+        return f"{self.device.type} ({amp}{extras})"
 
     def synchronize(self) -> None:
         if self.device.type == "cuda":
@@ -76,7 +81,23 @@ def cpu_has_native_bf16() -> bool:
         return False
 
 
-def resolve_runtime(device: str = "auto", amp: str = "auto") -> Runtime:
+def enable_determinism() -> None:
+    """Deterministic kernels for this process (``--deterministic``).
+
+    ``torch.use_deterministic_algorithms`` makes ops without a deterministic
+    implementation raise instead of silently varying; cuBLAS needs a fixed
+    workspace (``CUBLAS_WORKSPACE_CONFIG``) for repeatable matmuls, and cuDNN
+    must neither benchmark (autotuning may pick different kernels per run) nor
+    use its nondeterministic algorithms. On CPU, seeded fp32 runs are already
+    repeatable; the flag then only guards against a nondeterministic op.
+    """
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(True)
+    torch.backends.cudnn.benchmark = False
+    torch.backends.cudnn.deterministic = True
+
+
+def resolve_runtime(device: str = "auto", amp: str = "auto", deterministic: bool = False) -> Runtime:
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     if device.startswith("cuda") and not torch.cuda.is_available():
@@ -87,8 +108,10 @@ def resolve_runtime(device: str = "auto", amp: str = "auto") -> Runtime:
     if amp not in AMP_CHOICES:
         raise MedkdError(f"--amp {amp}: expected one of {', '.join(AMP_CHOICES)}")
     dtype: torch.dtype | None
+    if deterministic:
+        enable_determinism()
     if amp == "auto" and dev.type == "cpu":
-        return Runtime(dev, None, channels_last=False, cpu_auto=True)
+        return Runtime(dev, None, channels_last=False, cpu_auto=True, deterministic=deterministic)
     if amp == "off":
         dtype = None
     elif amp == "bf16" or (amp == "auto" and torch.cuda.is_bf16_supported()):
@@ -97,7 +120,7 @@ def resolve_runtime(device: str = "auto", amp: str = "auto") -> Runtime:
         dtype = torch.float16
     if dtype == torch.float16 and dev.type == "cpu":
         raise MedkdError("--amp fp16: only on CUDA; use --amp bf16 on CPU")
-    return Runtime(dev, dtype, channels_last=dev.type == "cuda")
+    return Runtime(dev, dtype, channels_last=dev.type == "cuda", deterministic=deterministic)
 
 
 def machine_description(runtime: Runtime | None = None) -> str:
@@ -107,3 +130,20 @@ def machine_description(runtime: Runtime | None = None) -> str:
     else:
         where = f"{platform.machine()} CPU, {torch.get_num_threads()} threads"
     return f"{where}, {runtime.describe() if runtime else 'cpu'}, torch {torch.__version__}"
+
+
+#: Packages whose versions can change a score; quoted in every leaderboard.
+PROVENANCE_PACKAGES = ("medkd-bench", "torch", "timm", "ofa", "grad-cam", "fvcore", "numpy")
+
+
+def package_versions() -> dict[str, str]:
+    """Installed versions of :data:`PROVENANCE_PACKAGES` (recorded with every cell)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {}
+    for name in PROVENANCE_PACKAGES:
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            out[name] = "not installed"
+    return out

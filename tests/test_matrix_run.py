@@ -1,9 +1,14 @@
 """End-to-end runs of real models on tiny data: cells, store, resume, failure isolation, panels."""
 
+import json
+import os
+import re
 import sqlite3
 import textwrap
 from pathlib import Path
 
+import pytest
+import torch
 from PIL import Image
 
 from conftest import QUICK, TINY_DATA
@@ -120,11 +125,23 @@ def test_dry_run_lists_cells(run_cli, dirs):
     assert result.out.count("new") == 14
 
 
-def test_same_seed_same_results_whatever_else_ran(run_cli, dirs, quick_run_template, tmp_path):
-    """Training is seeded per cell: explaining more images between cells (which draws random
-    numbers) must not change any cell's weights, predictions or metrics."""
-    result = run_cli([*QUICK, *dirs, "--explain-images", "6", "--explainers", "score-cam"])
+@pytest.fixture
+def restore_determinism(monkeypatch):
+    """``--deterministic`` switches process-wide torch settings: put them back for other tests."""
+    monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
+    yield
+    torch.use_deterministic_algorithms(False)
+    torch.backends.cudnn.deterministic = False
+
+
+def test_same_seed_same_results_whatever_else_ran(run_cli, dirs, quick_run_template, tmp_path, restore_determinism):
+    """Training is seeded per cell: a second run of the quick matrix, in another store, explaining
+    more images between cells (which draws random numbers) and with ``--deterministic`` (which on
+    CPU must change nothing), gives the same weights, predictions and metrics."""
+    result = run_cli([*QUICK, *dirs, "--explain-images", "6", "--explainers", "score-cam", "--deterministic"])
     assert result.exit_code == 0
+    assert torch.are_deterministic_algorithms_enabled()
+    assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":4096:8"
     with Store(quick_run_template / "work" / "runs.sqlite") as a, _store(tmp_path) as b:
         first = {(c.method, c.teacher, c.student): c for c in a.cells()}
         second = {(c.method, c.teacher, c.student): c for c in b.cells()}
@@ -133,3 +150,47 @@ def test_same_seed_same_results_whatever_else_ran(run_cli, dirs, quick_run_templ
         assert cell.hash == second[key].hash
         assert cell.metrics["test_predictions"] == second[key].metrics["test_predictions"], key
         assert cell.metrics["history"] == second[key].metrics["history"], key
+        for metric in ("accuracy", "macro_f1", "per_class_f1", "best_epoch", "val_accuracy", "data_checksums"):
+            assert cell.metrics[metric] == second[key].metrics[metric], (key, metric)
+        assert not cell.metrics["deterministic"] and second[key].metrics["deterministic"]
+
+
+def test_seeds_add_one_row_per_seed_and_mean_sd(run_cli, dirs, quick_run, tmp_path):
+    """--seeds 2 over a finished seed-0 quick matrix trains only seed 1 and reports both."""
+    result = run_cli([*QUICK, *dirs, "--seeds", "2", "--explainers", "grad-cam", "--bootstrap", "200"])
+    assert result.exit_code == 0, result.err
+    assert "3 trained, 3 already done, 0 failed" in result.out
+    with _store(tmp_path) as store:
+        cells = {(c.method, c.seed): c for c in store.cells()}
+    assert set(cells) == {(m, s) for m in ("teacher", "label-only", "kd") for s in (0, 1)}
+    assert cells[("kd", 1)].config["teacher"] == cells[("teacher", 1)].hash != cells[("teacher", 0)].hash
+    for cell in cells.values():
+        m = cell.metrics
+        assert cell.status == "done" and len(m["test_labels"]) == len(m["test_predictions"]) == 9
+        assert set(m["data_checksums"]) == {"train", "val", "test"} and m["versions"]["torch"]
+    checksums = {json.dumps(c.metrics["data_checksums"], sort_keys=True) for c in cells.values()}
+    assert len(checksums) == 1  # the run seed does not change the data
+    board = (tmp_path / "boards" / "synthetic-cxr.md").read_text()
+    assert "Seeds: 0, 1." in board and "(200 resamples, seeded)" in board
+    students = board.split("## Students")[1].split("## Per-class F1")[0]
+    assert students.count("(2 seeds)") == 2 and students.count("|") > 20
+    provenance = board.split("## Provenance")[1].split("</details>")[0]
+    assert "--seeds 2" in provenance and "--bootstrap 200" in provenance and "--epochs 1" in provenance
+    assert all(f"`{c.hash}`" in provenance for c in cells.values())
+    assert "panels/synthetic-cxr/grad-cam/visformer-s__ofa-595__seed1.png" in board
+
+
+def test_leaderboard_recovers_labels_for_cells_stored_without_them(run_cli, dirs, quick_run, tmp_path):
+    """Cells stored before labels were recorded get them back from the dataset plugin: same CIs."""
+    before = (tmp_path / "boards" / "synthetic-cxr.md").read_text()
+    db = sqlite3.connect(tmp_path / "work" / "runs.sqlite")
+    for h, metrics in db.execute("SELECT hash, metrics FROM cells").fetchall():
+        m = json.loads(metrics)
+        del m["test_labels"]
+        db.execute("UPDATE cells SET metrics=? WHERE hash=?", (json.dumps(m), h))
+    db.commit()
+    db.close()
+    assert run_cli(["leaderboard", *dirs]).exit_code == 0
+    after = (tmp_path / "boards" / "synthetic-cxr.md").read_text()
+    assert re.search(r"\| \d+\.\d \[\d+\.\d, \d+\.\d\] \|", after)
+    assert after.split("## Explanations")[0] == before.split("## Explanations")[0]
