@@ -164,10 +164,19 @@ class RichReporter:
               help="Leave out bad files of a real dataset (corrupt, stray, unpaired) with a warning.")
 @bootstrap_option
 @click.option("--dry-run", is_flag=True, help="Print the planned cells and their status; train nothing.")
+@click.option("--executor", default="local", show_default=True,
+              help="local (this process, in order) | ray (cells as Ray tasks).")
+@click.option("--address", default=None, help="Ray: address of an existing cluster [default: start a local one].")
+@click.option("--ray-cpus", type=click.IntRange(1), default=None,
+              help="Ray: CPUs of the local cluster [default: all].")
+@click.option("--cpus-per-cell", type=float, default=None, help="Ray: CPUs each cell requests [default: 1].")
+@click.option("--gpus-per-cell", type=float, default=None, help="Ray: GPUs each cell requests [default: 0].")
+@click.option("--max-retries", type=click.IntRange(0), default=None,
+              help="Ray: retries of a cell whose task failed or whose worker died [default: 1].")
 def run(matrix, teachers, students, datasets, plugin_files, work_dir, leaderboard_dir, data_root,
         dataset_options, img_size, epochs, seed, seeds, deterministic, temperature, alpha, pretrained, weights,
         device, amp, explainers, explain_images, sanity_images, latency_runs, skip_bad, bootstrap,
-        dry_run) -> None:
+        dry_run, executor, address, ray_cpus, cpus_per_cell, gpus_per_cell, max_retries) -> None:
     """Train teachers, baselines and KD students, score them, write leaderboards."""
     from .distill import DEFAULT_ALPHA, DEFAULT_TEMPERATURE, KDSettings
     from .leaderboard import render_all
@@ -190,7 +199,14 @@ def run(matrix, teachers, students, datasets, plugin_files, work_dir, leaderboar
         weights=_parse_weights(weights), explainers=tuple(_split_names(explainers) or ()) or None,
         explain_images=explain_images, sanity_images=sanity_images, latency_runs=latency_runs, skip_bad=skip_bad,
     )
-    runtime = resolve_runtime(device, amp, deterministic)
+    from .executors import absolute_paths, driver_runtime, make_executor
+
+    if executor == "ray":  # workers run elsewhere: they need absolute paths, and the hashes must agree
+        options = absolute_paths(options)
+    cell_executor = make_executor(executor, options, plugin_files, device, amp, address, ray_cpus, cpus_per_cell,
+                                  gpus_per_cell, max_retries, deterministic)
+    runtime = (driver_runtime(device, amp, deterministic) if executor == "ray"
+               else resolve_runtime(device, amp, deterministic))
     from .matrix import check_writable
 
     check_writable(work_dir, "--work-dir")
@@ -205,11 +221,12 @@ def run(matrix, teachers, students, datasets, plugin_files, work_dir, leaderboar
                 table.add_row(c.label(), h, rec.status if rec else "new")
             console.print(table)
             return
-        console.print(f"medkd-bench {__version__}: {len(cells)} cells on {runtime.describe()}; store {store.path}")
+        where = runtime.describe() if executor == "local" else f"Ray ({address or 'local cluster'})"
+        console.print(f"medkd-bench {__version__}: {len(cells)} cells on {where}; store {store.path}")
         with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                       console=console, transient=False) as progress:
             runner.reporter = RichReporter(progress, len(cells))
-            summary = runner.run(cells)
+            summary = runner.run(cells, cell_executor)
         written = render_all(registry, store, leaderboard_dir, bootstrap)
     console.print(f"cells: {summary['done']} trained, {summary['skipped']} already done, "
                   f"{summary['failed']} failed; explanations: {summary['explained']} computed, "

@@ -103,7 +103,7 @@ def warmup_cosine(total_steps: int, warmup_steps: int, min_ratio: float) -> Call
 
 
 def _to_model(x: torch.Tensor, runtime: Runtime) -> torch.Tensor:
-    return x.contiguous(memory_format=torch.channels_last) if runtime.channels_last else x
+    return runtime.to_model(x)
 
 
 @torch.inference_mode()
@@ -169,9 +169,7 @@ def fit(
     """Train ``model`` in place on the train split; keep the best validation epoch."""
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
-    model.to(runtime.device)
-    if runtime.channels_last:
-        model.to(memory_format=torch.channels_last)
+    runtime.prepare_model(model)
     train = data.splits["train"]
     steps_per_epoch = max(1, math.ceil(len(train) / settings.batch_size))
     total = settings.epochs * steps_per_epoch
@@ -180,7 +178,7 @@ def fit(
         optimizer,
         warmup_cosine(total, int(settings.warmup_epochs * steps_per_epoch), settings.min_lr_ratio),
     )
-    scaler = torch.amp.GradScaler("cuda") if runtime.needs_grad_scaler else None
+    scaler = runtime.grad_scaler()
     labels_all = train.labels
     use_bn = has_batch_norm(model)
     if teacher_logits is not None:

@@ -57,9 +57,7 @@ def measure_latency(
 ) -> dict[str, float]:
     """Batch-1 forward latency in ms: median and inter-quartile spread over ``runs``."""
     model.eval()
-    x = torch.randn(1, 3, img_size, img_size, device=runtime.device)
-    if runtime.channels_last:
-        x = x.contiguous(memory_format=torch.channels_last)
+    x = runtime.to_model(torch.randn(1, 3, img_size, img_size, device=runtime.device))
     times = []
     for i in range(warmup + runs):
         runtime.synchronize()
@@ -79,9 +77,7 @@ def measure_throughput(
 ) -> float:
     """Inference images per second at ``batch_size`` (median of ``runs`` after one warm-up)."""
     model.eval()
-    x = torch.randn(batch_size, 3, img_size, img_size, device=runtime.device)
-    if runtime.channels_last:
-        x = x.contiguous(memory_format=torch.channels_last)
+    x = runtime.to_model(torch.randn(batch_size, 3, img_size, img_size, device=runtime.device))
     rates = []
     for i in range(runs + 1):
         runtime.synchronize()

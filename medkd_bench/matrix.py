@@ -6,17 +6,25 @@ labels: the baseline) and ``kd`` (distil the teacher into the student). Each
 cell's config is hashed; the hash keys the store row, the checkpoint and the
 saliency maps, so a rerun skips what is finished, a KD cell finds its teacher,
 and a changed setting trains anew instead of reusing stale results.
+
+Computing a cell (train, score, write its checkpoint) is :class:`CellComputer`,
+which never touches the run store; :class:`MatrixRunner` adds the store, the
+explanations and the run loop. The split lets an executor (``executors.py``)
+compute cells in other processes or on other machines while the driver alone
+writes the store.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
+import socket
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 import torch
@@ -24,7 +32,14 @@ from torch import nn
 
 from . import agreement
 from .data import PreparedData, dataset_fingerprint, prepare
-from .distill import KDSettings, TrainResult, eval_split_predictions, fit, teacher_soft_targets
+from .distill import (
+    EpochCallback,
+    KDSettings,
+    TrainResult,
+    eval_split_predictions,
+    fit,
+    teacher_soft_targets,
+)
 from .errors import MedkdError
 from .evaluate import classification_metrics, cost_metrics
 from .explain import compute_maps, explanation_sample, panel_rows, render_panel, road_faithfulness
@@ -33,6 +48,9 @@ from .runtime import Runtime, machine_description, package_versions
 from .specs import ModelSpec, TrainSettings
 from .store import Store
 from .weights import file_digest, load_weights_file
+
+if TYPE_CHECKING:
+    from .executors import Executor
 
 SCHEMA_VERSION = 1
 METHODS = ("teacher", "label-only", "kd")
@@ -210,16 +228,37 @@ def one_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {first}".strip().rstrip(":")
 
 
-class MatrixRunner:
-    """Runs cells in order, committing each one to the store as soon as it ends."""
+def atomic_tmp(path: Path) -> Path:
+    """A temporary sibling of ``path``, unique per host and process.
 
-    def __init__(self, registry: Registry, options: RunOptions, store: Store, runtime: Runtime,
-                 reporter: Reporter | None = None):
+    Files are written there and renamed into place, so a reader never sees half
+    a file and two workers (on one machine or sharing a work dir over the
+    network) writing the same cache never interleave their bytes.
+    """
+    return path.with_name(f"{path.name}.{socket.gethostname()}-{os.getpid()}.tmp")
+
+
+@dataclass
+class CellResult:
+    """What computing a cell yields: the trained model and the record the store keeps."""
+
+    model: nn.Module
+    metrics: dict[str, Any]
+    timings: dict[str, float]
+    artifacts: dict[str, str]
+
+
+class CellComputer:
+    """Trains and scores one cell and writes its checkpoint; never reads or writes the run store.
+
+    Everything it needs comes from the registry, the options and the work dir,
+    so a worker process can rebuild it from picklable parts.
+    """
+
+    def __init__(self, registry: Registry, options: RunOptions, runtime: Runtime):
         self.registry = registry
         self.options = options
-        self.store = store
         self.runtime = runtime
-        self.reporter = reporter or SilentReporter()
         self._data: dict[str, PreparedData] = {}
         self._soft_targets: dict[str, torch.Tensor] = {}
         self._fingerprints: dict[str, Any] = {}
@@ -234,10 +273,7 @@ class MatrixRunner:
                     f"--dataset-option: dataset {name!r} has no option(s) {', '.join(unknown)} "
                     f"(known: {', '.join(sorted(known)) or 'none'})"
                 )
-        self.explain_counts = {"explained": 0, "explain_failed": 0}
-        self._random_models: dict[str, nn.Module] = {}  # the latest only: VGG19 alone is 0.5 GB
         self.ckpt_dir = options.work_dir / "checkpoints"
-        self.maps_dir = options.work_dir / "maps"
 
     # ---- configuration -------------------------------------------------
     def model_spec(self, cell: Cell) -> ModelSpec:
@@ -282,7 +318,7 @@ class MatrixRunner:
                       "precision": self.runtime_for(spec).precision},
         }
         if cell.method == "kd":
-            cfg["teacher"] = self.hash(Cell(cell.dataset, "teacher", teacher=cell.teacher, seed=cell.seed))
+            cfg["teacher"] = self.hash(teacher_cell_of(cell))
             cfg["kd"] = asdict(self.options.kd)
         return cfg
 
@@ -331,25 +367,24 @@ class MatrixRunner:
 
         path = self.checkpoint_path(cell_hash)
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
+        tmp = atomic_tmp(path)
         state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
         save_file(state, str(tmp))
         tmp.replace(path)
         return path
 
-    def load_trained(self, cell: Cell) -> nn.Module:
-        """A finished cell's model, rebuilt from its checkpoint."""
+    def load_checkpoint(self, cell: Cell) -> nn.Module:
+        """A cell's model, rebuilt from its checkpoint file (the caller knows the cell finished)."""
         from safetensors.torch import load_file
 
-        h = self.hash(cell)
-        path = self.checkpoint_path(h)
-        if not self.store.is_done(h) or not path.is_file():
+        path = self.checkpoint_path(self.hash(cell))
+        if not path.is_file():
             raise MedkdError(f"{cell.label()} has no finished checkpoint (run it first)")
         spec = self.model_spec(cell)
         data = self.data(cell.dataset)
         model = spec.build(data.num_classes, data.img_size)
         model.load_state_dict(load_file(str(path)))
-        return model.to(self.runtime.device).eval()
+        return self.runtime.prepare_model(model).eval()
 
     def soft_targets(self, teacher_cell: Cell) -> torch.Tensor:
         h = self.hash(teacher_cell)
@@ -358,14 +393,90 @@ class MatrixRunner:
             if path.is_file():
                 self._soft_targets[h] = torch.load(path, weights_only=True)
             else:
-                teacher = self.load_trained(teacher_cell)
+                teacher = self.load_checkpoint(teacher_cell)
                 logits = teacher_soft_targets(teacher, self.data(teacher_cell.dataset),
                                               self.runtime_for(self.model_spec(teacher_cell)))
                 path.parent.mkdir(parents=True, exist_ok=True)
-                torch.save(logits, path.with_suffix(".tmp"))
-                path.with_suffix(".tmp").replace(path)
+                tmp = atomic_tmp(path)
+                torch.save(logits, tmp)
+                tmp.replace(path)
                 self._soft_targets[h] = logits
         return self._soft_targets[h]
+
+    def compute(self, cell: Cell, timings: dict[str, float],
+                on_epoch: EpochCallback | None = None) -> CellResult:
+        """Train and score ``cell``, save its checkpoint; raises on failure (``timings`` keeps what was measured).
+
+        A KD cell's teacher must be finished (its checkpoint on disk): the caller checks the store.
+        """
+        h = self.hash(cell)
+        spec = self.model_spec(cell)
+        settings = self.settings(spec)
+        t0 = time.perf_counter()
+        data = self.data(cell.dataset)
+        teacher_logits = None
+        if cell.method == "kd":
+            teacher_logits = self.soft_targets(teacher_cell_of(cell))
+        # Seed the initial weights too: otherwise they depend on whatever ran earlier in the process.
+        torch.manual_seed(cell.seed)
+        model = self.build_model(spec, data)
+        timings["setup_s"] = time.perf_counter() - t0
+        runtime = self.runtime_for(spec)
+        result: TrainResult = fit(
+            model, data, settings, runtime, seed=cell.seed, teacher_logits=teacher_logits,
+            kd=self.options.kd if cell.method == "kd" else None, on_epoch=on_epoch,
+        )
+        timings["train_s"] = result.train_seconds
+        timings["train_images_per_s"] = result.images_per_second
+        self.save_checkpoint(model, h)
+        t1 = time.perf_counter()
+        test = data.splits["test"]
+        preds = eval_split_predictions(model, data, "test", runtime)
+        metrics: dict[str, Any] = classification_metrics(test.labels.tolist(), preds.tolist(), data.spec.classes)
+        metrics["test_predictions"] = preds.tolist()  # for paired comparisons between cells
+        metrics["test_labels"] = test.labels.tolist()  # with the predictions: CIs re-rendered without data
+        metrics["best_epoch"] = result.best_epoch
+        metrics["val_accuracy"] = result.best_val_accuracy
+        metrics["history"] = result.history
+        metrics["n_test"] = len(test)
+        metrics["machine"] = machine_description(runtime)
+        metrics["precision"] = runtime.precision
+        # Provenance kept out of the config hash, so recording it retrains nothing.
+        metrics["data_checksums"] = dict(data.checksums)
+        metrics["versions"] = package_versions()
+        metrics["deterministic"] = runtime.deterministic
+        metrics.update(cost_metrics(model, data.img_size, runtime, self.options.latency_runs))
+        timings["score_s"] = time.perf_counter() - t1
+        timings["total_s"] = time.perf_counter() - t0
+        artifacts = {"checkpoint": str(self.checkpoint_path(h).relative_to(self.options.work_dir))}
+        return CellResult(model, metrics, timings, artifacts)
+
+
+def teacher_cell_of(cell: Cell) -> Cell:
+    """The teacher cell a KD cell distils from."""
+    return Cell(cell.dataset, "teacher", teacher=cell.teacher, seed=cell.seed)
+
+
+class MatrixRunner(CellComputer):
+    """Runs cells (in order here, or through an executor), committing each to the store as soon as it ends.
+
+    Only this class writes the store: on a cluster it runs on the driver.
+    """
+
+    def __init__(self, registry: Registry, options: RunOptions, store: Store, runtime: Runtime,
+                 reporter: Reporter | None = None):
+        super().__init__(registry, options, runtime)
+        self.store = store
+        self.reporter = reporter or SilentReporter()
+        self.explain_counts = {"explained": 0, "explain_failed": 0}
+        self._random_models: dict[str, nn.Module] = {}  # the latest only: VGG19 alone is 0.5 GB
+        self.maps_dir = options.work_dir / "maps"
+
+    def load_trained(self, cell: Cell) -> nn.Module:
+        """A finished cell's model, rebuilt from its checkpoint."""
+        if not self.store.is_done(self.hash(cell)):
+            raise MedkdError(f"{cell.label()} has no finished checkpoint (run it first)")
+        return self.load_checkpoint(cell)
 
     def explainer_names(self) -> list[str]:
         names = list(self.options.explainers) if self.options.explainers else sorted(self.registry.explainers)
@@ -384,9 +495,10 @@ class MatrixRunner:
             return np.load(path)
         maps = compute()
         path.parent.mkdir(parents=True, exist_ok=True)
-        with open(path.with_suffix(".tmp"), "wb") as fh:
+        tmp = atomic_tmp(path)
+        with open(tmp, "wb") as fh:
             np.save(fh, maps)
-        path.with_suffix(".tmp").replace(path)
+        tmp.replace(path)
         return maps
 
     def maps_for(self, cell: Cell, explainer: str, model: nn.Module | None = None) -> np.ndarray | None:
@@ -505,93 +617,79 @@ class MatrixRunner:
         return explained, failed
 
     # ---- running ---------------------------------------------------------
-    def run(self, cells: Sequence[Cell]) -> dict[str, int]:
+    def run(self, cells: Sequence[Cell], executor: Executor | None = None) -> dict[str, int]:
+        """Run ``cells`` with ``executor`` (default: in this process, in order)."""
         check_writable(self.options.work_dir, "--work-dir")
         check_writable(self.options.leaderboard_dir, "--leaderboard-dir")
         self.explainer_names()  # unknown explainer names fail before any training
         self.load_real_data(cells)
-        summary = {"done": 0, "skipped": 0, "failed": 0}
-        for index, cell in enumerate(cells, start=1):
-            status = self.run_cell(cell, index, len(cells))
-            summary[status] += 1
+        if executor is None:
+            from .executors import LocalExecutor
+
+            executor = LocalExecutor()
+        summary = executor.run(self, cells)
         return {**summary, **self.explain_counts}
+
+    def is_finished(self, cell_hash: str) -> bool:
+        return self.store.is_done(cell_hash) and self.checkpoint_path(cell_hash).is_file()
+
+    def check_teacher(self, cell: Cell) -> None:
+        """A KD cell needs its teacher finished; raises with the teacher's own error otherwise."""
+        if cell.method != "kd":
+            return
+        teacher_rec = self.store.get(self.hash(teacher_cell_of(cell)))
+        if teacher_rec is None or teacher_rec.status != "done":
+            raise MedkdError(f"teacher {cell.teacher!r} has not been trained on {cell.dataset} "
+                             f"({teacher_rec.error if teacher_rec and teacher_rec.error else 'no finished cell'})")
+
+    def begin(self, cell: Cell, index: int, total: int) -> str:
+        """Mark ``cell`` running in the store; its hash."""
+        h = self.hash(cell)
+        self.reporter.cell_started(cell, index, total, self.settings(self.model_spec(cell)).epochs)
+        self.store.start(h, cell.dataset, cell.teacher, cell.student, cell.method, cell.seed, self.config(cell))
+        return h
+
+    def record_done(self, cell: Cell, metrics: dict[str, Any], timings: dict[str, float],
+                    artifacts: dict[str, str]) -> None:
+        self.store.finish(self.hash(cell), metrics, timings, artifacts)
+        self.reporter.cell_finished(cell, "done", f"test accuracy {metrics['accuracy']:.3f}")
+
+    def record_failed(self, cell: Cell, message: str, timings: dict[str, float]) -> None:
+        self.store.fail(self.hash(cell), message, timings)
+        self.reporter.cell_finished(cell, "failed", message)
+
+    def record_skipped(self, cell: Cell) -> None:
+        self.reporter.cell_finished(cell, "skipped", "finished earlier")
+
+    def explain_finished(self, cell: Cell, model: nn.Module | None = None) -> None:
+        explained, failed = self.explain_cell(cell, model)
+        self.explain_counts["explained"] += explained
+        self.explain_counts["explain_failed"] += failed
 
     def run_cell(self, cell: Cell, index: int = 1, total: int = 1) -> str:
         """Train and score a cell unless it is finished, then explain it. Never raises for a cell's own failure."""
-        h = self.hash(cell)
         model: nn.Module | None = None
-        if self.store.is_done(h) and self.checkpoint_path(h).is_file():
+        if self.is_finished(self.hash(cell)):
             status = "skipped"
-            self.reporter.cell_finished(cell, status, "finished earlier")
+            self.record_skipped(cell)
         else:
-            model, status = self._train_cell(cell, h, index, total)
+            model, status = self._train_cell(cell, index, total)
         if status != "failed":
-            explained, failed = self.explain_cell(cell, model)
-            self.explain_counts["explained"] += explained
-            self.explain_counts["explain_failed"] += failed
+            self.explain_finished(cell, model)
         return status
 
-    def _train_cell(self, cell: Cell, h: str, index: int, total: int) -> tuple[nn.Module | None, str]:
-        spec = self.model_spec(cell)
-        settings = self.settings(spec)
-        self.reporter.cell_started(cell, index, total, settings.epochs)
-        self.store.start(h, cell.dataset, cell.teacher, cell.student, cell.method, cell.seed, self.config(cell))
+    def _train_cell(self, cell: Cell, index: int, total: int) -> tuple[nn.Module | None, str]:
+        h = self.begin(cell, index, total)
         timings: dict[str, float] = {}
         try:
-            model, metrics, artifacts = self._execute(cell, h, spec, settings, timings)
+            self.check_teacher(cell)
+            result = self.compute(cell, timings, on_epoch=self.reporter.epoch_done)
         except KeyboardInterrupt:
             self.store.fail(h, "interrupted", timings)
             raise
         except Exception as exc:
-            message = one_line(exc)
-            self.store.fail(h, message, timings)
-            self.reporter.cell_finished(cell, "failed", message)
+            self.record_failed(cell, one_line(exc), timings)
             return None, "failed"
-        self.store.finish(h, metrics, timings, artifacts)
-        self.reporter.cell_finished(cell, "done", f"test accuracy {metrics['accuracy']:.3f}")
-        return model, "done"
+        self.record_done(cell, result.metrics, result.timings, result.artifacts)
+        return result.model, "done"
 
-    def _execute(self, cell: Cell, h: str, spec: ModelSpec, settings: TrainSettings,
-                 timings: dict[str, float]) -> tuple[nn.Module, dict[str, Any], dict[str, str]]:
-        t0 = time.perf_counter()
-        data = self.data(cell.dataset)
-        teacher_logits = None
-        if cell.method == "kd":
-            teacher_cell = Cell(cell.dataset, "teacher", teacher=cell.teacher, seed=cell.seed)
-            teacher_rec = self.store.get(self.hash(teacher_cell))
-            if teacher_rec is None or teacher_rec.status != "done":
-                raise MedkdError(f"teacher {cell.teacher!r} has not been trained on {cell.dataset} "
-                                 f"({teacher_rec.error if teacher_rec and teacher_rec.error else 'no finished cell'})")
-            teacher_logits = self.soft_targets(teacher_cell)
-        # Seed the initial weights too: otherwise they depend on whatever ran earlier in the process.
-        torch.manual_seed(cell.seed)
-        model = self.build_model(spec, data)
-        timings["setup_s"] = time.perf_counter() - t0
-        runtime = self.runtime_for(spec)
-        result: TrainResult = fit(
-            model, data, settings, runtime, seed=cell.seed, teacher_logits=teacher_logits,
-            kd=self.options.kd if cell.method == "kd" else None, on_epoch=self.reporter.epoch_done,
-        )
-        timings["train_s"] = result.train_seconds
-        timings["train_images_per_s"] = result.images_per_second
-        self.save_checkpoint(model, h)
-        t1 = time.perf_counter()
-        test = data.splits["test"]
-        preds = eval_split_predictions(model, data, "test", runtime)
-        metrics: dict[str, Any] = classification_metrics(test.labels.tolist(), preds.tolist(), data.spec.classes)
-        metrics["test_predictions"] = preds.tolist()  # for paired comparisons between cells
-        metrics["test_labels"] = test.labels.tolist()  # with the predictions: CIs re-rendered without data
-        metrics["best_epoch"] = result.best_epoch
-        metrics["val_accuracy"] = result.best_val_accuracy
-        metrics["history"] = result.history
-        metrics["n_test"] = len(test)
-        metrics["machine"] = machine_description(runtime)
-        metrics["precision"] = runtime.precision
-        # Provenance kept out of the config hash, so recording it retrains nothing.
-        metrics["data_checksums"] = dict(data.checksums)
-        metrics["versions"] = package_versions()
-        metrics["deterministic"] = runtime.deterministic
-        metrics.update(cost_metrics(model, data.img_size, runtime, self.options.latency_runs))
-        timings["score_s"] = time.perf_counter() - t1
-        timings["total_s"] = time.perf_counter() - t0
-        return model, metrics, {"checkpoint": str(self.checkpoint_path(h).relative_to(self.options.work_dir))}

@@ -20,6 +20,7 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 import torch
+from torch import nn
 
 from .errors import MedkdError
 
@@ -59,7 +60,22 @@ class Runtime:
 
     @property
     def needs_grad_scaler(self) -> bool:
+        """fp16 gradients underflow without loss scaling; bf16 has float32's range and needs none."""
         return self.amp_dtype == torch.float16 and self.device.type == "cuda"
+
+    def grad_scaler(self) -> torch.amp.GradScaler | None:
+        return torch.amp.GradScaler(self.device.type) if self.needs_grad_scaler else None
+
+    def to_model(self, x: torch.Tensor) -> torch.Tensor:
+        """An input batch in the memory format the model was converted to."""
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
+
+    def prepare_model(self, model: nn.Module) -> nn.Module:
+        """Move ``model`` to the device, in channels-last layout where that is on."""
+        model.to(self.device)
+        if self.channels_last:
+            model.to(memory_format=torch.channels_last)
+        return model
 
     def describe(self) -> str:
         if self.cpu_auto:
@@ -69,6 +85,7 @@ class Runtime:
         return f"{self.device.type} ({amp}{extras})"
 
     def synchronize(self) -> None:
+        """Wait for queued GPU work, so wall-clock timings measure it (a no-op on CPU)."""
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
 
@@ -97,29 +114,52 @@ def enable_determinism() -> None:
     torch.backends.cudnn.deterministic = True
 
 
-def resolve_runtime(device: str = "auto", amp: str = "auto", deterministic: bool = False) -> Runtime:
+def amp_dtype_for(device_type: str, amp: str, bf16_supported: bool) -> torch.dtype | None:
+    """The autocast dtype for ``--amp`` on a device: ``None`` means plain float32.
+
+    ``auto`` on CPU is decided per model (:meth:`Runtime.for_model`), so it maps to
+    float32 here; on a GPU it picks bf16 where supported (no gradient scaler
+    needed), else fp16.
+    """
+    if amp not in AMP_CHOICES:
+        raise MedkdError(f"--amp {amp}: expected one of {', '.join(AMP_CHOICES)}")
+    if amp == "off" or (amp == "auto" and device_type == "cpu"):
+        return None
+    if amp == "bf16" or (amp == "auto" and bf16_supported):
+        return torch.bfloat16
+    if device_type == "cpu":
+        raise MedkdError("--amp fp16: only on CUDA; use --amp bf16 on CPU")
+    return torch.float16
+
+
+def resolve_runtime(device: str = "auto", amp: str = "auto", deterministic: bool = False, *,
+                    cuda_available: bool | None = None, bf16_supported: bool | None = None) -> Runtime:
+    """The runtime for ``--device``, ``--amp`` and ``--deterministic``.
+
+    ``cuda_available`` and ``bf16_supported`` default to what torch reports;
+    passing them lets tests check the CUDA choices on a machine without a GPU.
+    """
+    if cuda_available is None:
+        cuda_available = torch.cuda.is_available()
     if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
+        device = "cuda" if cuda_available else "cpu"
+    if device.startswith("cuda") and not cuda_available:
         raise MedkdError(f"--device {device}: CUDA is not available on this machine")
     if device != "cpu" and not device.startswith("cuda"):
         raise MedkdError(f"--device {device}: expected auto, cpu or cuda[:N]")
-    dev = torch.device(device)
-    if amp not in AMP_CHOICES:
-        raise MedkdError(f"--amp {amp}: expected one of {', '.join(AMP_CHOICES)}")
-    dtype: torch.dtype | None
+    try:
+        dev = torch.device(device)
+    except RuntimeError as exc:
+        raise MedkdError(f"--device {device}: {exc}") from None
+    if bf16_supported is None:
+        bf16_supported = dev.type == "cuda" and torch.cuda.is_bf16_supported()
+    dtype = amp_dtype_for(dev.type, amp, bf16_supported)  # validates --amp
     if deterministic:
         enable_determinism()
     if amp == "auto" and dev.type == "cpu":
         return Runtime(dev, None, channels_last=False, cpu_auto=True, deterministic=deterministic)
-    if amp == "off":
-        dtype = None
-    elif amp == "bf16" or (amp == "auto" and torch.cuda.is_bf16_supported()):
-        dtype = torch.bfloat16
-    else:
-        dtype = torch.float16
-    if dtype == torch.float16 and dev.type == "cpu":
-        raise MedkdError("--amp fp16: only on CUDA; use --amp bf16 on CPU")
+    # Channels-last speeds up convolutions on tensor cores; on CPU only some architectures gain
+    # (their specs opt in under --amp auto), so an explicit CPU choice keeps the default layout.
     return Runtime(dev, dtype, channels_last=dev.type == "cuda", deterministic=deterministic)
 
 

@@ -1,0 +1,153 @@
+"""``--executor ray`` on a local Ray cluster started here (2 CPUs, one cluster for the module).
+
+The same quick matrix as the local executor must give the same cells and, seed for
+seed, the same accuracy, macro-F1 and test predictions. A worker that dies mid-task
+(a test plugin whose model calls ``os._exit`` in its first forward pass, as an OOM
+kill or a lost node would) must leave the store intact, and its cell must be retried
+or, with retries exhausted, recorded as failed and rerun later.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from conftest import QUICK, TINY_DATA
+from medkd_bench.store import Store
+
+ray = pytest.importorskip("ray", reason="Ray is not installed (pip install 'medkd-bench[ray]'; CI installs it)")
+
+
+@pytest.fixture(scope="module")
+def ray_cluster():
+    """One local cluster for every test here: Ray's start-up is the slow part on two cores."""
+    ray.init(num_cpus=2, object_store_memory=100 * 2**20, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+def _cells(work: Path) -> dict[tuple[str, str, str], object]:
+    with Store(work / "runs.sqlite") as store:
+        return {(c.method, c.teacher, c.student): c for c in store.cells()}
+
+
+def test_ray_quick_matrix_matches_the_local_executor(run_cli, dirs, tmp_path, quick_run_template, ray_cluster):
+    result = run_cli([*QUICK, *dirs, "--executor", "ray", "--explainers", "grad-cam"])
+    assert result.exit_code == 0, result.out + result.err
+    assert "3 trained, 0 already done, 0 failed; explanations: 3 computed" in result.out
+    local, remote = _cells(quick_run_template / "work"), _cells(tmp_path / "work")
+    assert local.keys() == remote.keys()
+    for key, cell in local.items():
+        other = remote[key]
+        assert other.status == "done" and other.hash == cell.hash, key
+        for metric in ("accuracy", "macro_f1", "per_class_f1", "test_predictions"):
+            assert other.metrics[metric] == cell.metrics[metric], (key, metric)
+        assert other.timings["attempts"] == 1
+        assert (tmp_path / "work" / other.artifacts["checkpoint"]).is_file()
+    assert "1 threads" in remote[("teacher", "visformer-s", "")].metrics["machine"]  # ran as a 1-CPU task
+    rerun = run_cli([*QUICK, *dirs, "--executor", "ray", "--explainers", "grad-cam"])
+    assert "0 trained, 3 already done, 0 failed; explanations: 0 computed" in rerun.out
+
+
+FRAGILE = textwrap.dedent("""
+    import os
+    from pathlib import Path
+
+    import torch
+    from torch import nn
+
+    from medkd_bench import StudentSpec, TeacherSpec, TrainSettings, hookimpl, last_module
+
+    MARKER = Path({marker!r})
+    DRIVER_PID = {driver_pid}  # never kill the test process itself
+
+
+    class Net(nn.Module):
+        def __init__(self, num_classes, fragile):
+            super().__init__()
+            self.features = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU())
+            self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, num_classes))
+            self.fragile = fragile
+
+        def forward(self, x):
+            if self.fragile and os.getpid() != DRIVER_PID and not MARKER.exists():
+                MARKER.write_text(str(os.getpid()))
+                os._exit(1)  # the worker process dies mid-task
+            return self.head(self.features(x))
+
+
+    SETTINGS = TrainSettings(epochs=1, batch_size=8)
+
+
+    @hookimpl
+    def register_teachers(register):
+        register(TeacherSpec(name="fragile", build=lambda n, s: Net(n, True),
+                             target_layers=last_module("features"), train=SETTINGS))
+
+
+    @hookimpl
+    def register_students(register):
+        register(StudentSpec(name="tiny", build=lambda n, s: Net(n, False),
+                             target_layers=last_module("features"), train=SETTINGS))
+""")
+
+
+def _fragile_run(run_cli, tmp_path: Path, name: str, *extra: str):
+    marker = tmp_path / f"{name}.died"
+    plugin = tmp_path / f"{name}.py"
+    plugin.write_text(FRAGILE.format(marker=str(marker), driver_pid=os.getpid()))
+    dirs = ["--work-dir", str(tmp_path / name / "work"), "--leaderboard-dir", str(tmp_path / name / "boards")]
+    args = ["run", "--plugin", str(plugin), "--teachers", "fragile", "--students", "tiny", "--explainers",
+            "grad-cam", "--executor", "ray", *TINY_DATA, *dirs, *extra]
+    return marker, args, tmp_path / name / "work"
+
+
+def test_a_killed_worker_is_retried(run_cli, tmp_path, ray_cluster):
+    marker, args, work = _fragile_run(run_cli, tmp_path, "retry", "--max-retries", "1")
+    result = run_cli(args)
+    assert result.exit_code == 0, result.out + result.err
+    assert int(marker.read_text()) != os.getpid()  # a Ray worker died, not the driver
+    cells = _cells(work)
+    assert {c.status for c in cells.values()} == {"done"}
+    assert cells[("teacher", "fragile", "")].timings["attempts"] == 2
+    assert cells[("kd", "fragile", "tiny")].timings["attempts"] == 1
+
+
+def test_a_killed_worker_without_retries_fails_its_cell_and_leaves_the_store_intact(run_cli, tmp_path,
+                                                                                   ray_cluster):
+    marker, args, work = _fragile_run(run_cli, tmp_path, "fail", "--max-retries", "0")
+    result = run_cli(args)
+    assert result.exit_code == 1
+    assert "1 trained, 0 already done, 2 failed" in result.out
+    db = sqlite3.connect(work / "runs.sqlite")
+    assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    db.close()
+    cells = _cells(work)
+    teacher = cells[("teacher", "fragile", "")]
+    assert teacher.status == "failed" and teacher.error.startswith("Ray task lost: ")
+    assert "worker" in teacher.error.lower()
+    kd = cells[("kd", "fragile", "tiny")]
+    assert kd.status == "failed" and "teacher 'fragile' has not been trained" in kd.error
+    assert cells[("label-only", "", "tiny")].status == "done"
+
+    # The worker dies only once: a rerun retries the failed cells and keeps the finished one.
+    rerun = run_cli(args)
+    assert rerun.exit_code == 0, rerun.out + rerun.err
+    assert "2 trained, 1 already done, 0 failed" in rerun.out
+
+
+def test_ray_option_errors(run_cli, dirs, ray_cluster):
+    local = run_cli(["run", "--max-retries", "2", "--cpus-per-cell", "2", *TINY_DATA, *dirs])
+    assert local.exit_code == 2
+    assert "--cpus-per-cell, --max-retries: only with --executor ray" in local.err
+    unknown = run_cli(["run", "--executor", "spark", *TINY_DATA, *dirs])
+    assert unknown.exit_code == 2 and "unknown --executor 'spark'" in unknown.err
+    gpu = run_cli(["run", "--executor", "ray", "--device", "cuda", *TINY_DATA, *dirs])
+    assert gpu.exit_code == 2 and "needs --gpus-per-cell > 0" in gpu.err
+    too_big = run_cli(["run", "--executor", "ray", "--cpus-per-cell", "3", *TINY_DATA, *dirs])
+    assert too_big.exit_code == 2
+    assert "no node of the Ray cluster has that much (2 CPU / 0 GPU)" in too_big.err

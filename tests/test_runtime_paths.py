@@ -1,0 +1,114 @@
+"""GPU-readiness without a GPU: the device, AMP and channels-last choices, and the timing hooks.
+
+No test here needs CUDA. The CUDA branches of :func:`resolve_runtime` are reached by
+telling it what the machine has; the training and timing code then runs for real on
+CPU with the same runtime methods a GPU run calls (channels-last layout, bf16
+autocast, the synchronize hook), so a CPU-only CI covers those code paths.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import pytest
+import torch
+from torch import nn
+
+from medkd_bench.data import prepare
+from medkd_bench.distill import fit
+from medkd_bench.errors import MedkdError
+from medkd_bench.evaluate import measure_latency, measure_throughput
+from medkd_bench.plugins import load_registry
+from medkd_bench.runtime import Runtime, amp_dtype_for, resolve_runtime
+from medkd_bench.specs import TrainSettings
+
+
+@pytest.mark.parametrize(("device", "amp", "bf16", "expected"), [
+    ("cpu", "auto", False, None),             # CPU stays exact float32 unless asked
+    ("cpu", "off", False, None),
+    ("cpu", "bf16", False, torch.bfloat16),
+    ("cuda", "auto", True, torch.bfloat16),   # Ampere and later
+    ("cuda", "auto", False, torch.float16),   # older GPUs: fp16 (with a gradient scaler)
+    ("cuda", "fp16", True, torch.float16),
+    ("cuda", "off", True, None),
+])
+def test_amp_choice(device, amp, bf16, expected):
+    assert amp_dtype_for(device, amp, bf16) == expected
+
+
+def test_amp_rejects_fp16_on_cpu_and_unknown_modes():
+    with pytest.raises(MedkdError, match="--amp fp16: only on CUDA"):
+        amp_dtype_for("cpu", "fp16", False)
+    with pytest.raises(MedkdError, match="--amp fp8"):
+        amp_dtype_for("cuda", "fp8", True)
+
+
+def test_cuda_runtime_without_a_gpu():
+    fp16 = resolve_runtime("cuda", "auto", cuda_available=True, bf16_supported=False)
+    assert fp16.device.type == "cuda" and fp16.amp_dtype == torch.float16 and fp16.channels_last
+    assert fp16.needs_grad_scaler and isinstance(fp16.grad_scaler(), torch.amp.GradScaler)
+    assert fp16.describe() == "cuda (float16, channels-last)"
+    bf16 = resolve_runtime("cuda:1", "auto", cuda_available=True, bf16_supported=True)
+    assert bf16.device == torch.device("cuda", 1) and bf16.amp_dtype == torch.bfloat16
+    assert not bf16.needs_grad_scaler and bf16.grad_scaler() is None  # bf16 has float32's range
+
+    cpu = resolve_runtime("auto", "auto", cuda_available=False)
+    assert cpu.device.type == "cpu" and cpu.amp_dtype is None and not cpu.channels_last
+    assert cpu.grad_scaler() is None
+    with pytest.raises(MedkdError, match="--device cuda: CUDA is not available"):
+        resolve_runtime("cuda", cuda_available=False)
+    with pytest.raises(MedkdError, match="--device tpu: expected auto, cpu or cuda"):
+        resolve_runtime("tpu", cuda_available=False)
+
+
+@dataclass(frozen=True)
+class CountingRuntime(Runtime):
+    """A CPU runtime that records calls of the synchronize hook (a no-op on CPU, a CUDA sync on GPU)."""
+
+    syncs: list[int] = field(default_factory=list)
+
+    def synchronize(self) -> None:
+        self.syncs.append(1)
+
+
+def test_latency_and_throughput_wait_for_the_device_around_every_timed_run():
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.Flatten())
+    rt = CountingRuntime(torch.device("cpu"))
+    measure_latency(model, 16, rt, warmup=2, runs=5)
+    assert len(rt.syncs) == 2 * (2 + 5)  # before and after each run, warm-up included
+    rt.syncs.clear()
+    measure_throughput(model, 16, rt, batch_size=4, runs=3)
+    assert len(rt.syncs) == 2 * (3 + 1)
+
+
+class Probe(nn.Module):
+    """A small real CNN that notes the layout and dtype its convolution sees."""
+
+    def __init__(self, num_classes: int):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3, padding=1)
+        self.bn = nn.BatchNorm2d(8)
+        self.head = nn.Linear(8, num_classes)
+        self.seen: set[tuple[bool, torch.dtype]] = set()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.conv(x)
+        self.seen.add((x.is_contiguous(memory_format=torch.channels_last), y.dtype))
+        return self.head(torch.relu(self.bn(y)).mean((2, 3)))
+
+
+@pytest.fixture(scope="module")
+def tiny_data():
+    spec = load_registry().get("dataset", "synthetic-cxr")
+    return prepare(spec, 32, None, {"n_train": 16, "n_val": 6, "n_test": 6})
+
+
+@pytest.mark.parametrize(("amp_dtype", "channels_last"), [(None, True), (torch.bfloat16, False)])
+def test_training_uses_the_runtime_layout_and_precision(tiny_data, amp_dtype, channels_last):
+    model = Probe(tiny_data.num_classes)
+    rt = CountingRuntime(torch.device("cpu"), amp_dtype, channels_last=channels_last)
+    result = fit(model, tiny_data, TrainSettings(epochs=1, batch_size=8), rt, seed=0)
+    assert len(result.history) == 1 and result.train_seconds > 0
+    assert rt.syncs, "training time must be taken after the device finished"
+    assert model.seen == {(channels_last, amp_dtype or torch.float32)}
+    assert model.conv.weight.is_contiguous(memory_format=torch.channels_last) == channels_last
