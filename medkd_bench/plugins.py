@@ -8,7 +8,9 @@ reported by plugin name instead of as a traceback.
 
 from __future__ import annotations
 
+import importlib.metadata
 import importlib.util
+import re
 import sys
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -90,19 +92,49 @@ def _load_file_plugin(pm: pluggy.PluginManager, path: Path) -> None:
     pm.register(module, name=f"file:{path}")
 
 
+class _PluginManager(pluggy.PluginManager):
+    """Remembers which distribution each entry-point plugin came from."""
+
+    def __init__(self, project_name: str):
+        super().__init__(project_name)
+        self.distributions: dict[int, tuple[str, str]] = {}
+
+
+def _load_entry_points(pm: _PluginManager) -> None:
+    """Register the ``medkd_bench`` entry points of each installed distribution once.
+
+    Unlike pluggy's own loader, a package installed twice (say, an editable
+    checkout and a virtual environment's copy) contributes only its first copy
+    on ``sys.path``, the one Python imports, so a stale copy's entry points
+    never point at modules the imported copy lacks.
+    """
+    seen: set[str] = set()
+    for dist in importlib.metadata.distributions():
+        name = re.sub(r"[-_.]+", "-", (dist.metadata["Name"] or "")).lower()
+        if name in seen:
+            continue
+        seen.add(name)
+        for ep in dist.entry_points:
+            if ep.group != hookspecs.PROJECT or pm.get_plugin(ep.name) or pm.is_blocked(ep.name):
+                continue
+            plugin = ep.load()
+            pm.register(plugin, name=ep.name)
+            pm.distributions[id(plugin)] = (dist.metadata["Name"], dist.version)
+
+
 def make_plugin_manager(
     plugin_files: Iterable[Path] = (),
     entry_points: bool = True,
     block: Iterable[str] = (),
 ) -> pluggy.PluginManager:
     """Entry points first (this is how built-ins arrive), then single files."""
-    pm = pluggy.PluginManager(hookspecs.PROJECT)
+    pm = _PluginManager(hookspecs.PROJECT)
     pm.add_hookspecs(hookspecs)
     for name in block:
         pm.set_blocked(name)
     if entry_points:
         try:
-            pm.load_setuptools_entrypoints(hookspecs.PROJECT)
+            _load_entry_points(pm)
         except Exception as exc:
             raise MedkdError(f"loading plugins from entry points failed: {type(exc).__name__}: {exc}") from exc
     for path in plugin_files:
@@ -111,9 +143,9 @@ def make_plugin_manager(
 
 
 def _origin(pm: pluggy.PluginManager, plugin: object, name: str) -> tuple[str, str]:
-    for registered, dist in pm.list_plugin_distinfo():
-        if registered is plugin:
-            return f"entry point ({dist.project_name})", str(dist.version)
+    found = getattr(pm, "distributions", {}).get(id(plugin))
+    if found is not None:
+        return f"entry point ({found[0]})", str(found[1])
     if name.startswith("file:"):
         return "file", "-"
     return "registered in code", str(getattr(plugin, "__version__", "-"))

@@ -61,6 +61,23 @@ def test_third_party_entry_point_is_discovered(tmp_path, monkeypatch):
     sys.modules.pop("medkd_thirdparty_demo", None)
 
 
+def test_a_package_installed_twice_contributes_only_the_copy_python_imports(tmp_path, monkeypatch):
+    """An editable checkout shadowed by a venv copy: the shadowed copy's entry points are not loaded."""
+    first, second = tmp_path / "venv", tmp_path / "system"
+    first.mkdir()
+    second.mkdir()
+    _install_fake_distribution(first, "medkd_twice_demo", EXTRA_TEACHER.format(name="resnet10t"), "twice")
+    _install_fake_distribution(second, "medkd_twice_demo", "", "twice")
+    (second / "medkd_twice_demo-1.2.3.dist-info" / "entry_points.txt").write_text(
+        "[medkd_bench]\ntwice = medkd_twice_demo\nstale = module_only_the_old_copy_had\n")
+    monkeypatch.syspath_prepend(str(second))
+    monkeypatch.syspath_prepend(str(first))  # first on sys.path: the copy Python imports
+    registry = load_registry()
+    assert "resnet10t" in registry.teachers
+    assert "stale" not in {p.name for p in registry.plugins}
+    sys.modules.pop("medkd_twice_demo", None)
+
+
 def test_single_file_plugin(tmp_path):
     path = tmp_path / "my_teacher.py"
     path.write_text(EXTRA_TEACHER.format(name="resnet10t"))
