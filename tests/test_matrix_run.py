@@ -79,7 +79,8 @@ BROKEN_TEACHER = textwrap.dedent("""
 def test_a_failing_cell_is_recorded_and_the_matrix_goes_on(run_cli, dirs, tmp_path):
     plugin = tmp_path / "broken.py"
     plugin.write_text(BROKEN_TEACHER)
-    args = ["run", "--plugin", str(plugin), "--teachers", "broken,visformer-s", "--explainers", "grad-cam"]
+    args = ["run", "--plugin", str(plugin), "--teachers", "broken,visformer-s", "--datasets", "synthetic-cxr",
+            "--explainers", "grad-cam"]
     result = run_cli([*args, *TINY_DATA, *dirs])
     assert result.exit_code == 1
     assert "3 trained, 0 already done, 2 failed" in result.out
