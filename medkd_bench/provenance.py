@@ -14,14 +14,15 @@ from collections.abc import Sequence
 from typing import Any
 
 from .distill import DEFAULT_ALPHA, DEFAULT_TEMPERATURE
+from .matrix import RunOptions
 from .plugins import Registry
 from .runtime import PROVENANCE_PACKAGES
 from .stats import RESAMPLES
 from .store import CellRecord, ExplanationRecord
 
-#: The `run` defaults a recorded setting is compared with (see cli.py).
-DEFAULT_EXPLAIN_IMAGES = 6
-DEFAULT_SANITY_IMAGES = 3
+#: The `run` defaults a recorded setting is compared with: one source, RunOptions (cli.py uses the same).
+DEFAULT_EXPLAIN_IMAGES = RunOptions.explain_images
+DEFAULT_SANITY_IMAGES = RunOptions.sanity_images
 
 
 def versions_text(records: Sequence[CellRecord]) -> str:

@@ -71,3 +71,14 @@ def test_plugin_file_with_syntax_error(run_cli, tmp_path):
 
 def test_leaderboard_without_store(run_cli, tmp_path):
     _one_line_error(run_cli(["leaderboard", "--work-dir", str(tmp_path / "none")]), "no run store at")
+
+
+def test_run_defaults_match_the_run_options_provenance_compares_with():
+    """The reproduce command leaves out settings equal to these defaults: they must agree."""
+    from medkd_bench.cli import run
+    from medkd_bench.matrix import RunOptions
+
+    defaults = {p.name: p.default for p in run.params}
+    assert defaults["explain_images"] == RunOptions.explain_images
+    assert defaults["sanity_images"] == RunOptions.sanity_images
+    assert defaults["latency_runs"] == RunOptions.latency_runs

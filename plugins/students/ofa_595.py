@@ -47,8 +47,8 @@ def register_students(register):
             revision="2",  # target layer moved from final_expand_layer to the last block
             citation="Cai et al., Once-for-All: Train One Network and Specialize it for Efficient "
             "Deployment, ICLR 2020, arXiv:1908.09791 (subnet flops@595M_top1@80.0_finetune@75)",
-            description="Hardware-aware MobileNetV3 subnet of the OFA supernet (width 1.2); ~7.6M params "
-            "with a 3-class head.",
+            description="Hardware-aware MobileNetV3 subnet of the OFA supernet (width 1.2); 7.60M params "
+            "with a 3-class head (the classifier grows with the class count).",
             cpu_channels_last=True,
             train=TrainSettings(epochs=6, lr=2e-3, weight_decay=0.05, warmup_epochs=1.0),
         )
