@@ -126,11 +126,16 @@ def render_panel(
     n_rows, n_cols = len(indices), 1 + len(columns)
     fig, axes = plt.subplots(n_rows, n_cols, figsize=(1.7 * n_cols, 1.95 * n_rows + 0.45), squeeze=False)
     for r, i in enumerate(indices):
-        image = test.images[i].float().mean(0).numpy() / 255.0 if test.images.shape[1] == 3 else test.images[i, 0].numpy() / 255.0
+        colour = test.images.shape[1] == 3
+        # Maps are overlaid on a grey version, so the heat colours stay readable on stained tissue.
+        image = test.images[i].float().mean(0).numpy() / 255.0 if colour else test.images[i, 0].numpy() / 255.0
         mask = test.masks[mask_name][i].numpy() if mask_name and mask_name in test.masks else None
         cls = data.spec.classes[int(test.labels[i])]
         ax = axes[r, 0]
-        ax.imshow(image, cmap="gray", vmin=0, vmax=1)
+        if colour:
+            ax.imshow(test.images[i].permute(1, 2, 0).numpy())
+        else:
+            ax.imshow(image, cmap="gray", vmin=0, vmax=1)
         if mask is not None and mask.any():
             ax.contour(mask.astype(float), levels=[0.5], colors=["lime"], linewidths=1.0)
         ax.set_title(f"{cls}" + (f"\n({mask_name} outlined)" if mask is not None else ""), fontsize=7)
