@@ -36,7 +36,8 @@ def _cells(work: Path) -> dict[tuple[str, str, str], object]:
 
 
 def test_ray_quick_matrix_matches_the_local_executor(run_cli, dirs, tmp_path, quick_run_template, ray_cluster):
-    result = run_cli([*QUICK, *dirs, "--executor", "ray", "--explainers", "grad-cam"])
+    # Two torch threads per task, as in the local run: bf16 kernels round differently with one thread.
+    result = run_cli([*QUICK, *dirs, "--executor", "ray", "--cpus-per-cell", "2", "--explainers", "grad-cam"])
     assert result.exit_code == 0, result.out + result.err
     assert "3 trained, 0 already done, 0 failed; explanations: 3 computed" in result.out
     local, remote = _cells(quick_run_template / "work"), _cells(tmp_path / "work")
@@ -48,8 +49,8 @@ def test_ray_quick_matrix_matches_the_local_executor(run_cli, dirs, tmp_path, qu
             assert other.metrics[metric] == cell.metrics[metric], (key, metric)
         assert other.timings["attempts"] == 1
         assert (tmp_path / "work" / other.artifacts["checkpoint"]).is_file()
-    assert "1 threads" in remote[("teacher", "visformer-s", "")].metrics["machine"]  # ran as a 1-CPU task
-    rerun = run_cli([*QUICK, *dirs, "--executor", "ray", "--explainers", "grad-cam"])
+    assert "2 threads" in remote[("teacher", "visformer-s", "")].metrics["machine"]  # ran as a 2-CPU task
+    rerun = run_cli([*QUICK, *dirs, "--executor", "ray", "--cpus-per-cell", "2", "--explainers", "grad-cam"])
     assert "0 trained, 3 already done, 0 failed; explanations: 0 computed" in rerun.out
 
 
@@ -101,8 +102,8 @@ def _fragile_run(run_cli, tmp_path: Path, name: str, *extra: str):
     plugin = tmp_path / f"{name}.py"
     plugin.write_text(FRAGILE.format(marker=str(marker), driver_pid=os.getpid()))
     dirs = ["--work-dir", str(tmp_path / name / "work"), "--leaderboard-dir", str(tmp_path / name / "boards")]
-    args = ["run", "--plugin", str(plugin), "--teachers", "fragile", "--students", "tiny", "--explainers",
-            "grad-cam", "--executor", "ray", *TINY_DATA, *dirs, *extra]
+    args = ["run", "--plugin", str(plugin), "--teachers", "fragile", "--students", "tiny", "--datasets",
+            "synthetic-cxr", "--explainers", "grad-cam", "--executor", "ray", *TINY_DATA, *dirs, *extra]
     return marker, args, tmp_path / name / "work"
 
 
