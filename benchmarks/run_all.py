@@ -69,17 +69,11 @@ def verdict(figure: str, value: str, target: str, passed: bool) -> None:
     print(f"  -> {figure}: {value} (target {target}) {'PASS' if passed else 'MISS'}")
 
 
-def _to_model(x: torch.Tensor, runtime: Runtime) -> torch.Tensor:
-    return x.contiguous(memory_format=torch.channels_last) if runtime.channels_last else x
-
-
 def bare_loop_images_per_s(spec: ModelSpec, data: PreparedData, runtime: Runtime, batch_size: int, epochs: int,
                            lr: float) -> float:
     """The simplest correct loop in the same precision: AdamW, cross-entropy, nothing else."""
     torch.manual_seed(0)
-    model = spec.build(data.num_classes, data.img_size)
-    if runtime.channels_last:
-        model = model.to(memory_format=torch.channels_last)
+    model = runtime.prepare_model(spec.build(data.num_classes, data.img_size))
     generator = torch.Generator().manual_seed(0)
     opt = torch.optim.AdamW(model.parameters(), lr=lr)
     labels = data.splits["train"].labels
@@ -89,7 +83,7 @@ def bare_loop_images_per_s(spec: ModelSpec, data: PreparedData, runtime: Runtime
         start = time.perf_counter()
         for idx, _, images in train_batches(data, batch_size, generator):
             with runtime.autocast():
-                loss = F.cross_entropy(model(_to_model(data.normalise(images), runtime)).float(), labels[idx])
+                loss = F.cross_entropy(model(runtime.to_model(data.normalise(images))).float(), labels[idx])
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -160,9 +154,7 @@ def latency_stability(registry, runtime: Runtime, models: list[str], img_size: i
         spec = registry.teachers.get(name) or registry.students[name]
         rt = runtime.for_model(spec)
         torch.manual_seed(0)
-        model = spec.build(3, img_size)
-        if rt.channels_last:
-            model = model.to(memory_format=torch.channels_last)
+        model = rt.prepare_model(spec.build(3, img_size))
         medians = [measure_latency(model, img_size, rt, runs=runs)["latency_ms"] for _ in range(5)]
         cv = statistics.stdev(medians) / statistics.mean(medians) * 100
         print(f"  {name:<17}{statistics.median(medians):>10.2f}{f'{min(medians):.2f}-{max(medians):.2f}':>18}"

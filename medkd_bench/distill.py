@@ -102,10 +102,6 @@ def warmup_cosine(total_steps: int, warmup_steps: int, min_ratio: float) -> Call
     return factor
 
 
-def _to_model(x: torch.Tensor, runtime: Runtime) -> torch.Tensor:
-    return runtime.to_model(x)
-
-
 @torch.inference_mode()
 def predict_logits(
     model: nn.Module, data: PreparedData, images: torch.Tensor, runtime: Runtime, batch_size: int = 128
@@ -114,7 +110,7 @@ def predict_logits(
     model.eval()
     out = []
     for start in range(0, len(images), batch_size):
-        x = _to_model(data.normalise(images[start : start + batch_size], runtime.device), runtime)
+        x = runtime.to_model(data.normalise(images[start : start + batch_size], runtime.device))
         with runtime.autocast():
             out.append(model(x).float().cpu())
     return torch.cat(out)
@@ -144,7 +140,7 @@ def recalibrate_batch_norm(model: nn.Module, data: PreparedData, runtime: Runtim
 
     generator = torch.Generator().manual_seed(seed)
     loader = [
-        _to_model(data.normalise(images, runtime.device), runtime)
+        runtime.to_model(data.normalise(images, runtime.device))
         for _, _, images in itertools.islice(train_batches(data, 32, generator), batches)
     ]
     model.train()
@@ -190,7 +186,7 @@ def fit(
         started = time.perf_counter()
         loss_sum, seen = 0.0, 0
         for idx, flipped, images in train_batches(data, settings.batch_size, generator):
-            x = _to_model(data.normalise(images, runtime.device), runtime)
+            x = runtime.to_model(data.normalise(images, runtime.device))
             y = labels_all[idx].to(runtime.device)
             with runtime.autocast():
                 logits = model(x)

@@ -87,13 +87,9 @@ def compute_maps(
     in the precision it was trained and scored in (``runtime``); hooked
     activations and gradients are cast to float32 before grad-cam sees them.
     """
-    model = model.to(runtime.device).eval()
-    if runtime.channels_last:
-        model = model.to(memory_format=torch.channels_last)
+    model = runtime.prepare_model(model).eval()
     test = data.splits["test"]
-    images = data.normalise(test.images[list(indices)], runtime.device)
-    if runtime.channels_last:
-        images = images.contiguous(memory_format=torch.channels_last)
+    images = runtime.to_model(data.normalise(test.images[list(indices)], runtime.device))
     targets = [int(test.labels[i]) for i in indices]
     explain = explainer.build(model, spec.target_layers(model), _float32(spec.reshape_transform))
     with runtime.autocast():
