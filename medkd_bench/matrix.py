@@ -36,6 +36,7 @@ from .distill import (
     EpochCallback,
     KDSettings,
     TrainResult,
+    adamw_implementation,
     eval_split_predictions,
     fit,
     teacher_soft_targets,
@@ -315,7 +316,8 @@ class CellComputer:
             "dataset": self.dataset_config(cell.dataset),
             "model": {"name": spec.name, "revision": spec.revision, "role": cell.role,
                       "train": asdict(self.settings(spec)), "init": self._init(spec.name),
-                      "precision": self.runtime_for(spec).precision},
+                      "precision": self.runtime_for(spec).precision,
+                      "optimizer": "adamw-" + adamw_implementation(self.runtime_for(spec).device)},
         }
         if cell.method == "kd":
             cfg["teacher"] = self.hash(teacher_cell_of(cell))
@@ -573,7 +575,8 @@ class MatrixRunner(CellComputer):
             masks = data.splits["test"].masks[mask_name][indices].numpy()
             metrics["localisation"] = {"mask": mask_name, **agreement.localisation(maps, masks, seed)}
         metrics["road"] = agreement.summarise(road_faithfulness(model, data, indices, maps,
-                                                                self.runtime.device, seed=seed), seed)
+                                                                self.runtime_for(self.model_spec(cell)), seed=seed),
+                                              seed)
         n_sanity = min(self.options.sanity_images, len(indices))
         metrics["n_sanity"] = n_sanity
         if n_sanity:

@@ -69,3 +69,25 @@ def test_gradient_and_eigen_cams(explainer, kind, name):
     assert maps.min() >= 0 and maps.max() <= 1 + 1e-6
     # the CAM released its hooks: the model runs hook-free afterwards
     assert not any(m._forward_hooks for m in model.modules())
+
+
+def test_batched_road_equals_grad_cams_road_combined():
+    """Our one-batch ROAD gives grad-cam's ``ROADCombined`` scores (same noise, same formula)."""
+    from pytorch_grad_cam.metrics.road import ROADCombined
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputSoftmaxTarget
+
+    from medkd_bench.explain import road_faithfulness
+
+    data = _data()
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 5, stride=2), torch.nn.ReLU(), torch.nn.Flatten(),
+                                torch.nn.Linear(8 * 30 * 30, 3)).eval()
+    test = data.splits["test"]
+    maps = np.random.default_rng(0).random((4, 64, 64)).astype(np.float32)
+    targets = [ClassifierOutputSoftmaxTarget(int(test.labels[i])) for i in range(4)]
+    torch.manual_seed(3)
+    with torch.no_grad():
+        reference = ROADCombined(percentiles=[20, 40, 60, 80])(data.normalise(test.images[:4]), maps, targets, model)
+    ours = road_faithfulness(model, data, list(range(4)), maps, resolve_runtime("cpu", "off"), seed=3, batch_size=5)
+    np.testing.assert_allclose(ours, reference, atol=1e-6)
+    assert np.abs(ours).max() > 1e-4  # the maps moved the class probability: the comparison is not 0 == 0
