@@ -19,7 +19,13 @@ from .imagefiles import (
     read_samples,
     require_folder,
 )
-from .models import last_module, nhwc_to_nchw, timm_builder, timm_pretrained_builder
+from .models import (
+    last_module,
+    nhwc_to_nchw,
+    ofa_stride16_block,
+    timm_builder,
+    timm_pretrained_builder,
+)
 from .ofa_search import SearchedStudent, iter_searched_students
 from .specs import (
     DatasetSpec,
@@ -55,6 +61,7 @@ __all__ = [
     "list_images",
     "last_module",
     "nhwc_to_nchw",
+    "ofa_stride16_block",
     "pair_masks",
     "read_samples",
     "require_folder",

@@ -206,6 +206,13 @@ def _method_label(r: CellRecord, with_seed: bool = False) -> str:
     return f"{label}, seed {r.seed}" if with_seed else label
 
 
+def _epg_vs_chance(loc: dict[str, Any]) -> str:
+    """``0.33 [0.29, 0.37] (chance 0.20)``: one cell for a mask beside the main one."""
+    epg = format_summary(loc.get("energy_pointing_game"))
+    chance = loc.get("chance") or {}
+    return epg if epg == "-" or chance.get("mean") is None else f"{epg} (chance {chance['mean']:.2f})"
+
+
 def _explanation_tables(done: list[CellRecord], explanations: list[ExplanationRecord]) -> list[dict[str, Any]]:
     """One entry per explainer: agreement rows (KD pairs) and per-model rows (per seed when there are several)."""
     with_seed = len({r.seed for r in done}) > 1
@@ -218,6 +225,7 @@ def _explanation_tables(done: list[CellRecord], explanations: list[ExplanationRe
         rows, agreement_rows, panels = [], [], []
         n_images = n_sanity = 0
         mask = None
+        other_masks: list[str] = []
         order = sorted(done, key=lambda r: (r.method != "teacher", r.method != "label-only", r.teacher, r.student,
                                             r.seed))
         for r in order:
@@ -229,12 +237,15 @@ def _explanation_tables(done: list[CellRecord], explanations: list[ExplanationRe
             n_sanity = max(n_sanity, m.get("n_sanity", 0))
             loc = m.get("localisation", {})
             mask = loc.get("mask", mask)
+            other = m.get("localisation_other", {})
+            other_masks += [k for k in other if k not in other_masks]
             rows.append({
                 "name": r.teacher if r.method == "teacher" else r.student,
                 "method": _method_label(r, with_seed),
                 "epg": format_summary(loc.get("energy_pointing_game")),
                 "pg": format_summary(loc.get("pointing_game")),
                 "chance": format_summary(loc.get("chance")),
+                "other": {k: _epg_vs_chance(v) for k, v in other.items()},
                 "road": format_summary(m.get("road"), 3),
                 "sanity": format_summary(m.get("sanity", {}).get("spearman")),
             })
@@ -249,7 +260,7 @@ def _explanation_tables(done: list[CellRecord], explanations: list[ExplanationRe
                     title = f"{r.teacher} -> {r.student}" + (f", seed {r.seed}" if with_seed else "")
                     panels.append({"title": title, "path": e.artifacts["panel"]})
         out.append({"name": explainer, "rows": rows, "agreement": agreement_rows, "panels": panels,
-                    "n_images": n_images, "n_sanity": n_sanity, "mask": mask})
+                    "n_images": n_images, "n_sanity": n_sanity, "mask": mask, "other_masks": other_masks})
     return out
 
 

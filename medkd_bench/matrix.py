@@ -571,9 +571,16 @@ class MatrixRunner(CellComputer):
         seed = cell.seed
         metrics: dict[str, Any] = {"n_images": len(indices)}
         mask_name = data.spec.localisation_mask
+        test_masks = data.splits["test"].masks
         if mask_name:
-            masks = data.splits["test"].masks[mask_name][indices].numpy()
+            masks = test_masks[mask_name][indices].numpy()
             metrics["localisation"] = {"mask": mask_name, **agreement.localisation(maps, masks, seed)}
+        # Every other mask too: on synthetic-cxr the lesion says "on the evidence", the lung "on the organ".
+        others = [m for m in data.spec.mask_names if m != mask_name and m in test_masks]
+        if others:
+            metrics["localisation_other"] = {
+                m: {"mask": m, **agreement.localisation(maps, test_masks[m][indices].numpy(), seed)} for m in others
+            }
         metrics["road"] = agreement.summarise(road_faithfulness(model, data, indices, maps,
                                                                 self.runtime_for(self.model_spec(cell)), seed=seed),
                                               seed)

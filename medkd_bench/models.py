@@ -69,3 +69,18 @@ def last_module(path: str) -> Callable[[nn.Module], list[nn.Module]]:
 def nhwc_to_nchw(tensor: Any) -> Any:
     """grad-cam reshape transform for models whose stages emit channels-last maps (Swin)."""
     return tensor.permute(0, 3, 1, 2)
+
+
+def ofa_stride16_block(model: nn.Module) -> list[nn.Module]:
+    """CAM target for OFA MobileNetV3 subnets: the last block before the final stride-2 stage.
+
+    medkd-bench explains every built-in model at stride 16 (4x4 maps at 64 px,
+    14x14 at 224 px), so teacher and student maps start from the same grid and
+    lesions a few pixels wide are not lost in a 2x2 map. For OFA-595 this block
+    has 136 channels: Score-CAM's cost per image is one forward pass per channel.
+    """
+    blocks = list(model.blocks)
+    starts = [i for i, b in enumerate(blocks) if getattr(getattr(b, "conv", None), "stride", 1) == 2]
+    if not starts or starts[-1] == 0:
+        return [blocks[-1]]
+    return [blocks[starts[-1] - 1]]

@@ -32,7 +32,9 @@ def test_rendered_tables(tmp_path):
         store.save_explanation(
             "k1", "score-cam", 6, 0, "done",
             {"n_images": 6, "n_sanity": 3, "agreement": {"spearman": summary, "top20_iou": summary},
-             "localisation": {"mask": "lesion", "energy_pointing_game": summary, "chance": summary}},
+             "localisation": {"mask": "lesion", "energy_pointing_game": summary, "chance": summary},
+             "localisation_other": {"lung": {"mask": "lung", "energy_pointing_game": summary,
+                                             "chance": {"mean": 0.2, "ci": [0.19, 0.21], "n": 6}}}},
             {"panel": "panels/synthetic-cxr/score-cam/visformer-s__ofa-595.png"})
         _add(store, "k2", "kd", "vgg19", "ofa-595", _metrics(0.775, 0.77, 7.6, 0.044, 6.0))
         _add(store, "t3", "teacher", "autoformer-v2-t", "", error="RuntimeError: boom | pipe")
@@ -50,7 +52,9 @@ def test_rendered_tables(tmp_path):
     assert "[score-cam](panels/synthetic-cxr/score-cam/visformer-s__ofa-595.png)" in students
     explained = board.split("## Explanations: score-cam")[1]
     assert "| visformer-s | ofa-595 | 0.61 [0.55, 0.66] | - | 0.61 [0.55, 0.66] | - |" in explained
-    assert "| ofa-595 | kd from visformer-s | 0.61 [0.55, 0.66] | - | 0.61 [0.55, 0.66] | - | - |" in explained
+    assert ("| ofa-595 | kd from visformer-s | 0.61 [0.55, 0.66] | - | 0.61 [0.55, 0.66] "
+            "| 0.61 [0.55, 0.66] (chance 0.20) | - | - |") in explained
+    assert "| chance level | `lung`: energy pointing game | ROAD |" in explained
     assert "![score-cam: visformer-s -> ofa-595](panels/synthetic-cxr/score-cam/visformer-s__ofa-595.png)" in explained
     assert "T = 4.0, alpha = 0.5" in board and "chance accuracy: 0.333" in board
     assert "| teacher autoformer-v2-t seed 0 | RuntimeError: boom / pipe |" in board

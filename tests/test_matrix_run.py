@@ -39,6 +39,9 @@ def test_quick_matrix_trains_scores_and_resumes(run_cli, dirs, quick_run, tmp_pa
     kd_score_cam = explanations[(kd.hash, "score-cam")]
     assert kd_score_cam.status == "done" and kd_score_cam.metrics["n_images"] == 3
     assert {"agreement", "label_only_agreement", "localisation", "road", "sanity"} <= set(kd_score_cam.metrics)
+    assert kd_score_cam.metrics["localisation"]["mask"] == "lesion"
+    lung = kd_score_cam.metrics["localisation_other"]["lung"]
+    assert lung["mask"] == "lung" and 0.05 < lung["chance"]["mean"] < 0.5
     panel = tmp_path / "boards" / kd_score_cam.artifacts["panel"]
     with Image.open(panel) as img:
         assert img.format == "PNG" and img.width > 300

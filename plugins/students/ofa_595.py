@@ -6,9 +6,8 @@ Only ``ofa.imagenet_classification.elastic_nn`` is imported: ``ofa.model_zoo``
 downloads (and needs ``gdown``), which medkd-bench never does.
 """
 
-from torch import nn
 
-from medkd_bench import StudentSpec, TrainSettings, hookimpl
+from medkd_bench import StudentSpec, TrainSettings, hookimpl, ofa_stride16_block
 
 SUPERNET = dict(width_mult=1.2, ks_list=[3, 5, 7], expand_ratio_list=[3, 4, 6], depth_list=[2, 3, 4])
 DEPTHS = [3, 4, 4, 4, 4]
@@ -28,23 +27,14 @@ def build_ofa_595(num_classes: int, img_size: int):
     return supernet.get_active_subnet(preserve_weight=True)
 
 
-def last_stage_output(model: nn.Module) -> list[nn.Module]:
-    """Score-CAM target: the last MBConv block (192 channels at stride 32).
-
-    Not ``final_expand_layer``, the 1x1 expansion after it: same resolution,
-    but 1152 channels, and Score-CAM costs one forward pass per channel.
-    """
-    return [model.blocks[-1]]
-
-
 @hookimpl
 def register_students(register):
     register(
         StudentSpec(
             name="ofa-595",
             build=build_ofa_595,
-            target_layers=last_stage_output,
-            revision="2",  # target layer moved from final_expand_layer to the last block
+            target_layers=ofa_stride16_block,  # 136 channels at stride 16, like every built-in model
+            revision="3",  # CAM target: final_expand_layer (1), last block (2), last stride-16 block (3)
             citation="Cai et al., Once-for-All: Train One Network and Specialize it for Efficient "
             "Deployment, ICLR 2020, arXiv:1908.09791 (subnet flops@595M_top1@80.0_finetune@75)",
             description="Hardware-aware MobileNetV3 subnet of the OFA supernet (width 1.2); 7.60M params "

@@ -12,17 +12,16 @@ file's subnet settings (and supernet weights), so editing a file retrains the
 cells that use it instead of reusing stale results.
 """
 
-from torch import nn
-
-from medkd_bench import StudentSpec, TrainSettings, hookimpl, iter_searched_students
+from medkd_bench import (
+    StudentSpec,
+    TrainSettings,
+    hookimpl,
+    iter_searched_students,
+    ofa_stride16_block,
+)
 
 CITATION = ("Cai et al., Once-for-All: Train One Network and Specialize it for Efficient Deployment, "
             "ICLR 2020, arXiv:1908.09791 (subnet searched by medkd-bench for a local budget)")
-
-
-def last_stage_output(model: nn.Module) -> list[nn.Module]:
-    """Score-CAM target, as for OFA-595: the last block, not the wide 1x1 expansion after it."""
-    return [model.blocks[-1]]
 
 
 @hookimpl
@@ -32,7 +31,7 @@ def register_students(register):
             StudentSpec(
                 name=student.name,
                 build=student.build,
-                target_layers=last_stage_output,
+                target_layers=ofa_stride16_block,  # as for OFA-595
                 citation=CITATION,
                 description=student.describe(),
                 # What OFA-595 trains with: same supernet family, size range and CPU fast path.

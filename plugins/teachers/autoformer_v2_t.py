@@ -18,8 +18,10 @@ def register_teachers(register):
             name="autoformer-v2-t",
             build=timm_builder("swin_s3_tiny_224", accepts_img_size=True, drop_path_rate=0.0),
             build_pretrained=timm_pretrained_builder("swin_s3_tiny_224", accepts_img_size=True),
-            # The last stage emits (N, H, W, C) token maps.
-            target_layers=last_module("layers.3"),
+            # Stride 16 like every built-in model (4x4 maps at 64 px), 384 channels; the stages emit
+            # (N, H, W, C) token maps.
+            target_layers=last_module("layers.2"),
+            revision="2",  # CAM target: layers.3 (1), layers.2 (2)
             reshape_transform=nhwc_to_nchw,
             citation="Chen et al., Searching the Search Space of Vision Transformer (AutoFormerV2 / S3), "
             "NeurIPS 2021, arXiv:2111.14725",
