@@ -102,6 +102,7 @@ def compute_maps(
     data: PreparedData,
     indices: Sequence[int],
     runtime: Runtime,
+    images_per_call: int = 2,
 ) -> np.ndarray:
     """``(len(indices), H, W)`` float32 maps in [0, 1] for the true class of each image.
 
@@ -112,11 +113,16 @@ def compute_maps(
     """
     model = runtime.prepare_model(model).eval()
     test = data.splits["test"]
-    images = runtime.to_model(data.normalise(test.images[list(indices)], runtime.device))
-    targets = [int(test.labels[i]) for i in indices]
     explain = explainer.build(model, spec.target_layers(model), _float32(spec.reshape_transform))
-    with runtime.autocast():
-        maps = np.asarray(explain(images, targets), dtype=np.float32)
+    chunks = []
+    # A few images per call: Score-CAM holds images x channels masked copies of its input at once
+    # (6 images x 512 channels at 224 px would be 1.8 GB).
+    for start in range(0, len(indices), images_per_call):
+        part = list(indices[start:start + images_per_call])
+        images = runtime.to_model(data.normalise(test.images[part], runtime.device))
+        with runtime.autocast():
+            chunks.append(np.asarray(explain(images, [int(test.labels[i]) for i in part]), dtype=np.float32))
+    maps = np.concatenate(chunks) if chunks else np.zeros((0, data.img_size, data.img_size), np.float32)
     return np.nan_to_num(maps, nan=0.0)
 
 
