@@ -51,3 +51,11 @@ def test_cpu_auto_follows_each_specs_fast_path():
     # explicit choices are not second-guessed per model
     off = resolve_runtime("cpu", "off")
     assert off.for_model(spec(cpu_bf16=True, cpu_channels_last=True)) is off
+
+
+def test_latency_keeps_timing_until_the_minimum_time():
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.Flatten())
+    short = measure_latency(model, 16, resolve_runtime("cpu", "off"), warmup=1, runs=3)
+    timed = measure_latency(model, 16, resolve_runtime("cpu", "off"), warmup=1, runs=3, min_seconds=0.05)
+    assert short["latency_runs"] == 3
+    assert timed["latency_runs"] > 3 and timed["latency_runs"] * timed["latency_ms"] >= 40
