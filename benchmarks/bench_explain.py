@@ -16,6 +16,7 @@ import time
 
 import torch
 
+from medkd_bench.allocator import keep_freed_memory
 from medkd_bench.data import prepare
 from medkd_bench.explain import compute_maps
 from medkd_bench.plugins import load_registry
@@ -27,6 +28,7 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=4)
     parser.add_argument("--img-size", type=int, default=64)
     args = parser.parse_args()
+    keep_freed_memory()  # as the CLI does
     registry = load_registry()
     data = prepare(registry.datasets["synthetic-cxr"], args.img_size, None,
                    {"n_train": 12, "n_val": 3, "n_test": max(3, args.images)})

@@ -42,6 +42,7 @@ import torch
 import torch.nn.functional as F
 from scipy.stats import binomtest
 
+from medkd_bench.allocator import keep_freed_memory
 from medkd_bench.data import PreparedData, prepare, train_batches
 from medkd_bench.distill import fit, make_adamw, teacher_soft_targets
 from medkd_bench.evaluate import measure_latency
@@ -251,6 +252,7 @@ def main() -> None:
                         help="read section 5 from this run store instead of running the matrix")
     parser.add_argument("--skip-scaling", action="store_true")
     args = parser.parse_args()
+    keep_freed_memory()  # as the CLI does
     runtime = resolve_runtime("auto", "auto")
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {runtime.describe()}")
     registry = load_registry()

@@ -20,6 +20,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from . import __version__
+from .allocator import keep_freed_memory
 from .errors import MedkdError
 
 console = Console(stderr=False, soft_wrap=True)
@@ -504,6 +505,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     # Deprecation chatter from dependencies at import time is not the user's concern.
     warnings.filterwarnings("ignore", category=FutureWarning)
     warnings.filterwarnings("ignore", category=DeprecationWarning)
+    keep_freed_memory()  # before torch allocates anything
     try:
         cli.main(args=list(argv) if argv is not None else None, prog_name="medkd-bench", standalone_mode=False)
     except MedkdError as exc:

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
 
+from .allocator import keep_freed_memory
 from .errors import MedkdError
 from .matrix import Cell, CellComputer, MatrixRunner, RunOptions, one_line, teacher_cell_of
 from .runtime import Runtime, resolve_runtime
@@ -93,6 +94,7 @@ def _computer(recipe: WorkerRecipe) -> CellComputer:
         from .plugins import load_registry
 
         torch.set_num_threads(recipe.threads)
+        keep_freed_memory()
         registry = load_registry([Path(p) for p in recipe.plugin_files])
         _COMPUTERS.clear()  # the latest recipe only: a worker serves one run at a time
         _COMPUTERS[key] = CellComputer(registry, recipe.options, resolve_runtime(recipe.device, recipe.amp,
