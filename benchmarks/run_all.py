@@ -246,7 +246,7 @@ def main() -> None:
     parser.add_argument("--models", default=MODELS)
     parser.add_argument("--epochs", type=int, default=2, help="epochs for the harness and KD comparisons")
     parser.add_argument("--n-train", type=int, default=192, help="training images for sections 1-3")
-    parser.add_argument("--latency-runs", type=int, default=30)
+    parser.add_argument("--latency-runs", type=int, default=10, help="at least; and at least 1 s timed")
     parser.add_argument("--skip-matrix", action="store_true", help="leave out section 5 (about 10 minutes)")
     parser.add_argument("--matrix-store", type=Path, default=None,
                         help="read section 5 from this run store instead of running the matrix")

@@ -155,12 +155,14 @@ class RichReporter:
 @click.option("--device", default="auto", show_default=True, help="auto | cpu | cuda[:N]")
 @click.option("--amp", default="auto", show_default=True,
               help="auto (CUDA: on; CPU: each model's measured fast path) | off | bf16 | fp16")
-@click.option("--explainers", multiple=True, help="Only these explainers [default: every registered one].")
+@click.option("--explainers", multiple=True,
+              help="Explainers to run, or 'all' for every registered one [default: score-cam].")
 @click.option("--explain-images", type=click.IntRange(1), default=6, show_default=True,
               help="Test images explained per model (balanced over classes, seeded).")
 @click.option("--sanity-images", type=click.IntRange(0), default=2, show_default=True,
               help="Images of that sample used for the model-randomisation sanity check.")
-@click.option("--latency-runs", type=click.IntRange(1), default=30, show_default=True)
+@click.option("--latency-runs", type=click.IntRange(1), default=10, show_default=True,
+              help="Timed batch-1 runs per model, at least; timing goes on until 1 s has been timed.")
 @click.option("--skip-bad", is_flag=True,
               help="Leave out bad files of a real dataset (corrupt, stray, unpaired) with a warning.")
 @bootstrap_option
@@ -197,7 +199,7 @@ def run(matrix, teachers, students, datasets, plugin_files, work_dir, leaderboar
     options = RunOptions(
         work_dir=work_dir, leaderboard_dir=leaderboard_dir, img_size=img_size, data_root=data_root,
         dataset_options=_parse_dataset_options(dataset_options), epochs=epochs, kd=kd, pretrained=pretrained,
-        weights=_parse_weights(weights), explainers=tuple(_split_names(explainers) or ()) or None,
+        weights=_parse_weights(weights), explainers=tuple(_split_names(explainers) or ()) or RunOptions.explainers,
         explain_images=explain_images, sanity_images=sanity_images, latency_runs=latency_runs, skip_bad=skip_bad,
     )
     from .executors import absolute_paths, driver_runtime, make_executor

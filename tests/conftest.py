@@ -69,11 +69,11 @@ QUICK = ["run", "--matrix", "quick", "--teachers", "visformer-s", *TINY_DATA]
 
 @pytest.fixture(scope="session")
 def quick_run_template(tmp_path_factory) -> Path:
-    """One finished quick matrix (teacher, baseline, KD), trained once per test session."""
+    """One finished quick matrix (teacher, baseline, KD) with every explainer, trained once per test session."""
     root = tmp_path_factory.mktemp("quick")
     code = 0
     try:
-        main([*QUICK, "--work-dir", str(root / "work"), "--leaderboard-dir", str(root / "boards")])
+        main([*QUICK, "--explainers", "all", "--work-dir", str(root / "work"), "--leaderboard-dir", str(root / "boards")])
     except SystemExit as exc:
         code = int(exc.code or 0)
     assert code == 0

@@ -35,7 +35,7 @@ def test_quick_matrix_trains_scores_and_resumes(run_cli, dirs, quick_run, tmp_pa
     assert kd.config["teacher"] == next(c.hash for c in cells if c.method == "teacher")
     with _store(tmp_path) as store:
         explanations = {(e.cell_hash, e.explainer): e for e in store.explanations()}
-    assert len(explanations) == 3 * 4  # every cell, every registered explainer
+    assert len(explanations) == 3 * 4  # every cell, every registered explainer (--explainers all)
     kd_score_cam = explanations[(kd.hash, "score-cam")]
     assert kd_score_cam.status == "done" and kd_score_cam.metrics["n_images"] == 3
     assert {"agreement", "label_only_agreement", "localisation", "road", "sanity"} <= set(kd_score_cam.metrics)
@@ -50,7 +50,7 @@ def test_quick_matrix_trains_scores_and_resumes(run_cli, dirs, quick_run, tmp_pa
     assert "[score-cam](panels/synthetic-cxr/score-cam/visformer-s__ofa-595.png)" in board
     assert (tmp_path / "boards" / "README.md").read_text().count("synthetic-cxr") >= 1
 
-    again = run_cli([*QUICK, *dirs])
+    again = run_cli([*QUICK, *dirs])  # default explainers: score-cam, already stored
     assert again.exit_code == 0
     assert "0 trained, 3 already done, 0 failed; explanations: 0 computed" in again.out
 

@@ -3,7 +3,7 @@
 import torch
 from torch import nn
 
-from medkd_bench.distill import adamw_implementation, make_adamw
+from medkd_bench.distill import adamw_implementation, clipped_step, make_adamw
 
 
 def _train(optimizer_factory) -> list[torch.Tensor]:
@@ -37,3 +37,31 @@ def test_fused_adamw_matches_the_reference_update():
 
 def test_other_devices_fall_back_to_foreach():
     assert adamw_implementation(torch.device("meta")) == "foreach"
+
+
+def _clip_train(fused: bool, ours: bool, max_norm: float | None = 0.1) -> list[torch.Tensor]:
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.Flatten(), nn.Linear(8 * 6 * 6, 3))
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2, fused=fused, foreach=None if fused else True)
+    x, y = torch.randn(16, 3, 8, 8) * 30, torch.randint(0, 3, (16,))  # large inputs: norms well above 0.1
+    for _ in range(10):
+        optimizer.zero_grad()
+        nn.functional.cross_entropy(model(x), y).backward()
+        if ours:
+            clipped_step(optimizer, max_norm)
+        else:
+            if max_norm:
+                nn.utils.clip_grad_norm_(model.parameters(), max_norm)
+            optimizer.step()
+    return [p.detach().clone() for p in model.parameters()]
+
+
+def test_clipped_step_equals_clip_grad_norm_then_step():
+    reference = _clip_train(fused=False, ours=False)
+    unclipped = _clip_train(fused=False, ours=False, max_norm=None)
+    for fused in (True, False):
+        for a, b in zip(_clip_train(fused=fused, ours=True), reference, strict=True):
+            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+    assert not all(torch.allclose(a, b) for a, b in zip(reference, unclipped, strict=True))  # clipping mattered
+    for a, b in zip(_clip_train(fused=True, ours=True, max_norm=None), unclipped, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
