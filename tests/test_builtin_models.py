@@ -10,7 +10,7 @@ from medkd_bench.store import Store
 
 
 def test_full_matrix_over_every_builtin(run_cli, dirs, tmp_path):
-    result = run_cli(["run", "--matrix", "full", "--datasets", "synthetic-cxr", *TINY_DATA, *dirs])
+    result = run_cli(["run", "--matrix", "full", "--datasets", "synthetic-cxr", "--explainers", "all", *TINY_DATA, *dirs])
     assert result.exit_code == 0, result.out + result.err
     assert "7 trained, 0 already done, 0 failed; explanations: 28 computed, 0 failed" in result.out
     with Store(tmp_path / "work" / "runs.sqlite") as store:
