@@ -23,6 +23,10 @@ from medkd_bench.plugins import load_registry
 from medkd_bench.runtime import resolve_runtime
 
 
+def _width(explainer: str) -> int:
+    return max(17, len(explainer) + 8)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--images", type=int, default=4)
@@ -37,7 +41,7 @@ def main() -> None:
     runtime = resolve_runtime("cpu", "auto")
     explainers = sorted(registry.explainers)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {args.images} images at {args.img_size} px")
-    print(f"{'model':<17}{'precision':>10}{'channels':>9}" + "".join(f"{e + ' s/img':>17}" for e in explainers)
+    print(f"{'model':<17}{'precision':>10}{'channels':>9}" + "".join(f"{e + ' s/img':>{_width(e)}}" for e in explainers)
           + f"{'score/grad':>12}")
     specs = [*registry.teachers.values(), *registry.students.values()]
     for spec in specs:
@@ -59,7 +63,7 @@ def main() -> None:
             costs[name] = (time.perf_counter() - start) / args.images
         ratio = costs.get("score-cam", 0) / costs["grad-cam"] if "grad-cam" in costs else float("nan")
         print(f"{spec.name:<17}{runtime.for_model(spec).precision:>10}{out.shape[1]:>9}"
-              + "".join(f"{costs[e]:>17.3f}" for e in explainers)
+              + "".join(f"{costs[e]:>{_width(e)}.3f}" for e in explainers)
               + f"{ratio:>12.0f}")
 
 
