@@ -52,6 +52,27 @@ def count_gmacs(model: nn.Module, img_size: int, device: torch.device | str = "c
 
 
 @torch.inference_mode()
+def timed_runs_ms(
+    model: nn.Module, x: torch.Tensor, runtime: Runtime, warmup: int, runs: int, min_seconds: float = 0.0
+) -> list[float]:
+    """Milliseconds of each forward pass after ``warmup``: at least ``runs`` and ``min_seconds`` in all."""
+    model.eval()
+    times: list[float] = []
+    total_ms, i = 0.0, 0
+    while i < warmup + runs or total_ms < min_seconds * 1000.0:
+        runtime.synchronize()
+        start = time.perf_counter()
+        with runtime.autocast():
+            model(x)
+        runtime.synchronize()
+        if i >= warmup:
+            times.append((time.perf_counter() - start) * 1000.0)
+            total_ms += times[-1]
+        i += 1
+    return times
+
+
+@torch.inference_mode()
 def measure_latency(
     model: nn.Module, img_size: int, runtime: Runtime, warmup: int = 10, runs: int = 50,
     min_seconds: float = 0.0,
@@ -62,19 +83,8 @@ def measure_latency(
     that much time has been timed: a 7 ms model's 30 runs last 0.2 s, short
     enough for one burst of background work to move the median by 10%.
     """
-    model.eval()
     x = runtime.to_model(torch.randn(1, 3, img_size, img_size, device=runtime.device))
-    times: list[float] = []
-    i = 0
-    while i < warmup + runs or sum(times) < min_seconds * 1000.0:
-        runtime.synchronize()
-        start = time.perf_counter()
-        with runtime.autocast():
-            model(x)
-        runtime.synchronize()
-        if i >= warmup:
-            times.append((time.perf_counter() - start) * 1000.0)
-        i += 1
+    times = timed_runs_ms(model, x, runtime, warmup, runs, min_seconds)
     q = statistics.quantiles(times, n=4)
     return {"latency_ms": statistics.median(times), "latency_iqr_ms": q[2] - q[0], "latency_runs": len(times)}
 

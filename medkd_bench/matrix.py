@@ -96,8 +96,8 @@ class RunOptions:
     pretrained: bool = False
     weights: dict[str, Path] = field(default_factory=dict)
     #: Explainers to run; ``None`` or ``("all",)`` means every registered one. The default is the
-    #: source study's Score-CAM: each further explainer adds about 40 s to the full embedded matrix
-    #: on 2 CPU cores (mostly ROAD's imputations), and the matrix is meant to rerun in 10 minutes.
+    #: source study's Score-CAM: each further explainer adds about 30 s to the full embedded matrix
+    #: on 2 CPU cores (ROAD imputations, sanity maps, panels), and the matrix is meant to rerun in 10 minutes.
     explainers: tuple[str, ...] | None = ("score-cam",)
     #: Test images per explanation sample (balanced over classes, seeded). Score-CAM
     #: costs one forward pass per target-layer channel per image, hence the small default.

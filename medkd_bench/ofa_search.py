@@ -38,7 +38,6 @@ import os
 import random
 import re
 import statistics
-import time
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -50,6 +49,7 @@ import torch
 from torch import nn
 
 from .errors import MedkdError
+from .evaluate import timed_runs_ms
 from .runtime import Runtime, machine_description
 
 KERNEL_SIZES = (3, 5, 7)
@@ -193,20 +193,9 @@ class _Head(nn.Module):
         return self.classifier(self.feature_mix_layer(x).view(x.size(0), -1))
 
 
-@torch.inference_mode()
 def time_forward(module: nn.Module, x: torch.Tensor, runtime: Runtime, warmup: int, runs: int) -> float:
     """Median batch-1 latency in ms, timed like :func:`medkd_bench.evaluate.measure_latency`."""
-    module.eval()
-    times = []
-    for i in range(warmup + runs):
-        runtime.synchronize()
-        start = time.perf_counter()
-        with runtime.autocast():
-            module(x)
-        runtime.synchronize()
-        if i >= warmup:
-            times.append((time.perf_counter() - start) * 1000.0)
-    return statistics.median(times)
+    return statistics.median(timed_runs_ms(module, x, runtime, warmup, runs))
 
 
 def count_macs(module: nn.Module, x: torch.Tensor) -> float:
