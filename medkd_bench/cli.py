@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import sys
-import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -22,6 +21,7 @@ from rich.table import Table
 from . import __version__
 from .allocator import keep_freed_memory
 from .errors import MedkdError
+from .quiet import quiet_dependency_warnings
 
 console = Console(stderr=False, soft_wrap=True)
 err_console = Console(stderr=True, soft_wrap=True)
@@ -113,6 +113,9 @@ class RichReporter:
         self.epochs = progress.add_task("epochs", total=1, visible=False)
 
     def cell_started(self, cell, index: int, total: int, epochs: int) -> None:
+        if not epochs:  # started in a worker process: no epoch progress comes back
+            self.progress.console.print(f"[dim]started {cell.label()}[/]")
+            return
         self.progress.update(self.epochs, description=f"[cyan]{cell.label()}", total=epochs, completed=0,
                              visible=True)
 
@@ -169,6 +172,9 @@ class RichReporter:
 @click.option("--dry-run", is_flag=True, help="Print the planned cells and their status; train nothing.")
 @click.option("--executor", default="local", show_default=True,
               help="local (this process, in order) | ray (cells as Ray tasks).")
+@click.option("--jobs", default="auto", show_default=True,
+              help="local: cells in N worker processes with a share of the threads each (auto: 2 on a CPU "
+                   "with 2+ threads, 1 on CUDA).")
 @click.option("--address", default=None, help="Ray: address of an existing cluster [default: start a local one].")
 @click.option("--ray-cpus", type=click.IntRange(1), default=None,
               help="Ray: CPUs of the local cluster [default: all].")
@@ -179,7 +185,7 @@ class RichReporter:
 def run(matrix, teachers, students, datasets, plugin_files, work_dir, leaderboard_dir, data_root,
         dataset_options, img_size, epochs, seed, seeds, deterministic, temperature, alpha, pretrained, weights,
         device, amp, explainers, explain_images, sanity_images, latency_runs, skip_bad, bootstrap,
-        dry_run, executor, address, ray_cpus, cpus_per_cell, gpus_per_cell, max_retries) -> None:
+        dry_run, executor, jobs, address, ray_cpus, cpus_per_cell, gpus_per_cell, max_retries) -> None:
     """Train teachers, baselines and KD students, score them, write leaderboards."""
     from .distill import DEFAULT_ALPHA, DEFAULT_TEMPERATURE, KDSettings
     from .leaderboard import render_all
@@ -202,12 +208,16 @@ def run(matrix, teachers, students, datasets, plugin_files, work_dir, leaderboar
         weights=_parse_weights(weights), explainers=tuple(_split_names(explainers) or ()) or RunOptions.explainers,
         explain_images=explain_images, sanity_images=sanity_images, latency_runs=latency_runs, skip_bad=skip_bad,
     )
-    from .executors import absolute_paths, driver_runtime, make_executor
+    from .executors import PoolExecutor, absolute_paths, driver_runtime, make_executor, resolve_jobs
 
-    if executor == "ray":  # workers run elsewhere: they need absolute paths, and the hashes must agree
-        options = absolute_paths(options)
+    # Workers run in other processes (or on other machines): they need absolute paths, and the hashes must
+    # agree whichever executor ran a cell, so every run hashes the absolute ones.
+    options = absolute_paths(options)
+    if executor == "ray" and jobs not in ("auto", "1"):
+        raise MedkdError("--jobs: only with --executor local (Ray sizes its tasks with --cpus-per-cell)")
+    n_jobs = resolve_jobs(jobs, device, len(cells)) if executor == "local" else 1
     cell_executor = make_executor(executor, options, plugin_files, device, amp, address, ray_cpus, cpus_per_cell,
-                                  gpus_per_cell, max_retries, deterministic)
+                                  gpus_per_cell, max_retries, deterministic, jobs=n_jobs)
     runtime = (driver_runtime(device, amp, deterministic) if executor == "ray"
                else resolve_runtime(device, amp, deterministic))
     from .matrix import check_writable
@@ -225,6 +235,8 @@ def run(matrix, teachers, students, datasets, plugin_files, work_dir, leaderboar
             console.print(table)
             return
         where = runtime.describe() if executor == "local" else f"Ray ({address or 'local cluster'})"
+        if isinstance(cell_executor, PoolExecutor):
+            where += f" in {n_jobs} worker processes, {cell_executor.recipe.threads} thread(s) each"
         console.print(f"medkd-bench {__version__}: {len(cells)} cells on {where}; store {store.path}")
         with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                       console=console, transient=False) as progress:
@@ -504,9 +516,7 @@ def _smallest_settings(width_mult: float):
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    # Deprecation chatter from dependencies at import time is not the user's concern.
-    warnings.filterwarnings("ignore", category=FutureWarning)
-    warnings.filterwarnings("ignore", category=DeprecationWarning)
+    quiet_dependency_warnings()
     keep_freed_memory()  # before torch allocates anything
     try:
         cli.main(args=list(argv) if argv is not None else None, prog_name="medkd-bench", standalone_mode=False)

@@ -108,12 +108,15 @@ def measure_throughput(
     return statistics.median(rates)
 
 
-def cost_metrics(model: nn.Module, img_size: int, runtime: Runtime, latency_runs: int = 50,
-                 latency_seconds: float = 1.0) -> dict[str, float]:
-    metrics: dict[str, float] = {
-        "params_m": count_params(model) / 1e6,
-        "gmacs": count_gmacs(model, img_size, runtime.device),
-        "throughput": measure_throughput(model, img_size, runtime),
-    }
+def size_metrics(model: nn.Module, img_size: int, device: torch.device | str = "cpu") -> dict[str, float]:
+    """Parameters (M) and GMACs: counted, so they can be taken while other work runs."""
+    return {"params_m": count_params(model) / 1e6, "gmacs": count_gmacs(model, img_size, device)}
+
+
+def timed_metrics(model: nn.Module, img_size: int, runtime: Runtime, latency_runs: int = 50,
+                  latency_seconds: float = 1.0) -> dict[str, float]:
+    """Throughput and batch-1 latency: timed, so they need a machine with nothing else running."""
+    metrics: dict[str, float] = {"throughput": measure_throughput(model, img_size, runtime)}
     metrics.update(measure_latency(model, img_size, runtime, runs=latency_runs, min_seconds=latency_seconds))
     return metrics
+

@@ -42,7 +42,7 @@ from .distill import (
     teacher_soft_targets,
 )
 from .errors import MedkdError
-from .evaluate import classification_metrics, cost_metrics
+from .evaluate import classification_metrics, size_metrics, timed_metrics
 from .explain import compute_maps, explanation_sample, panel_rows, render_panel, road_faithfulness
 from .plugins import Registry
 from .runtime import Runtime, machine_description, package_versions
@@ -105,7 +105,7 @@ class RunOptions:
     #: Images of the sample used for the model-randomisation sanity check.
     sanity_images: int = 2
     panel_per_class: int = 1
-    #: At least this many timed runs, and at least 1 s of them (cost_metrics): 140 runs for a
+    #: At least this many timed runs, and at least 1 s of them (timed_metrics): 140 runs for a
     #: 7 ms model, 10 for VGG19's 240 ms instead of 30 (5 s less per VGG19 cell).
     latency_runs: int = 10
     #: Leave out bad files of a real dataset (with a warning) instead of stopping at the first.
@@ -267,6 +267,10 @@ class CellComputer:
         self._data: dict[str, PreparedData] = {}
         self._soft_targets: dict[str, torch.Tensor] = {}
         self._fingerprints: dict[str, Any] = {}
+        self._costs: dict[tuple, dict[str, float]] = {}
+        #: Off in pool workers: cells training side by side would slow each other's timings, so the
+        #: driver times them afterwards on a quiet machine (:meth:`MatrixRunner.measure_missing_costs`).
+        self.measure_timings = True
         for name in options.weights:
             if name not in registry.teachers and name not in registry.students:
                 raise MedkdError(f"--weights {name}=...: no teacher or student named {name!r}")
@@ -387,10 +391,12 @@ class CellComputer:
         if not path.is_file():
             raise MedkdError(f"{cell.label()} has no finished checkpoint (run it first)")
         spec = self.model_spec(cell)
-        data = self.data(cell.dataset)
-        model = spec.build(data.num_classes, data.img_size)
+        # From the dataset's spec, not its data: timing a checkpoint needs no images.
+        classes = self.registry.get("dataset", cell.dataset).num_classes
+        model = spec.build(classes, self.dataset_config(cell.dataset)["img_size"])
         model.load_state_dict(load_file(str(path)))
-        return self.runtime.prepare_model(model).eval()
+        # The model's own memory format (channels-last for OFA-595 on CPU), as in training.
+        return self.runtime_for(spec).prepare_model(model).eval()
 
     def soft_targets(self, teacher_cell: Cell) -> torch.Tensor:
         h = self.hash(teacher_cell)
@@ -408,6 +414,30 @@ class CellComputer:
                 tmp.replace(path)
                 self._soft_targets[h] = logits
         return self._soft_targets[h]
+
+    def cost_key(self, cell: Cell) -> tuple:
+        """What cost metrics depend on: the architecture, the input size, the head's class count, the precision."""
+        spec = self.model_spec(cell)
+        size = self.dataset_config(cell.dataset)["img_size"]
+        classes = self.registry.get("dataset", cell.dataset).num_classes
+        return spec.name, spec.revision, size, classes, self.runtime_for(spec).precision
+
+    def cost_of(self, cell: Cell, model: nn.Module, timed: bool = True) -> dict[str, float]:
+        """Parameters and GMACs, and with ``timed`` throughput and latency: once per :meth:`cost_key`.
+
+        They depend on the layers, not on the weights, so OFA-595's four cells
+        per dataset share one measurement (1 to 4 s each) instead of timing the
+        same network four times.
+        """
+        key = self.cost_key(cell)
+        _, _, size, _, _ = key
+        runtime = self.runtime_for(self.model_spec(cell))
+        cost = self._costs.setdefault(key, {})
+        if not cost:
+            cost.update(size_metrics(model, size, runtime.device))
+        if timed and "latency_ms" not in cost:
+            cost.update(timed_metrics(model, size, runtime, self.options.latency_runs))
+        return dict(cost)
 
     def compute(self, cell: Cell, timings: dict[str, float],
                 on_epoch: EpochCallback | None = None) -> CellResult:
@@ -451,7 +481,7 @@ class CellComputer:
         metrics["data_checksums"] = dict(data.checksums)
         metrics["versions"] = package_versions()
         metrics["deterministic"] = runtime.deterministic
-        metrics.update(cost_metrics(model, data.img_size, runtime, self.options.latency_runs))
+        metrics.update(self.cost_of(cell, model, timed=self.measure_timings))
         timings["score_s"] = time.perf_counter() - t1
         timings["total_s"] = time.perf_counter() - t0
         artifacts = {"checkpoint": str(self.checkpoint_path(h).relative_to(self.options.work_dir))}
@@ -605,15 +635,22 @@ class MatrixRunner(CellComputer):
             artifacts["panel"] = str(self.panel_for(cell, explainer, maps))
         return metrics, artifacts
 
+    def missing_explainers(self, cell: Cell) -> list[str]:
+        """The requested explainers without a finished explanation of this cell in the store."""
+        h, n = self.hash(cell), len(self.sample(cell))
+        missing = []
+        for explainer in self.explainer_names():
+            rec = self.store.explanation(h, explainer, n, cell.seed)
+            if rec is None or rec.status != "done":
+                missing.append(explainer)
+        return missing
+
     def explain_cell(self, cell: Cell, model: nn.Module | None = None) -> tuple[int, int]:
         """Run every requested explainer not yet stored for this cell: (explained, failed)."""
         h = self.hash(cell)
+        n = len(self.sample(cell))
         explained = failed = 0
-        for explainer in self.explainer_names():
-            n = len(self.sample(cell))
-            rec = self.store.explanation(h, explainer, n, cell.seed)
-            if rec is not None and rec.status == "done":
-                continue
+        for explainer in self.missing_explainers(cell):
             started = time.perf_counter()
             try:
                 if model is None:
@@ -643,7 +680,26 @@ class MatrixRunner(CellComputer):
 
             executor = LocalExecutor()
         summary = executor.run(self, cells)
+        self.measure_missing_costs(cells)
         return {**summary, **self.explain_counts}
+
+    def measure_missing_costs(self, cells: Sequence[Cell]) -> int:
+        """Timed cost metrics for finished cells stored without them (pool workers leave them out); how many.
+
+        Runs after the cells, when nothing else trains, from each cell's checkpoint.
+        A run interrupted before this point leaves them missing; the next run fills them in.
+        """
+        filled = 0
+        for cell in cells:
+            h = self.hash(cell)
+            rec = self.store.get(h)
+            if rec is None or rec.status != "done" or "latency_ms" in rec.metrics or not self.is_finished(h):
+                continue
+            timed = self._costs.get(self.cost_key(cell), {})
+            model = None if "latency_ms" in timed else self.load_checkpoint(cell)  # one load per architecture
+            self.store.update_metrics(h, self.cost_of(cell, model))  # type: ignore[arg-type]
+            filled += 1
+        return filled
 
     def is_finished(self, cell_hash: str) -> bool:
         return self.store.is_done(cell_hash) and self.checkpoint_path(cell_hash).is_file()

@@ -140,6 +140,15 @@ class Store:
                 (json.dumps(metrics), json.dumps(timings), json.dumps(artifacts), time.time(), cell_hash),
             )
 
+    def update_metrics(self, cell_hash: str, updates: dict[str, Any]) -> None:
+        """Merge ``updates`` into a stored cell's metrics (in one transaction, so concurrent writers keep theirs)."""
+        with self._tx() as db:
+            row = db.execute("SELECT metrics FROM cells WHERE hash=?", (cell_hash,)).fetchone()
+            if row is None:
+                raise KeyError(cell_hash)
+            db.execute("UPDATE cells SET metrics=? WHERE hash=?", (json.dumps({**_loads(row[0]), **updates}),
+                                                                   cell_hash))
+
     def fail(self, cell_hash: str, error: str, timings: dict[str, float] | None = None) -> None:
         with self._tx() as db:
             db.execute(

@@ -35,6 +35,8 @@ TINY_DATA = [
     "--latency-runs", "3",
     "--explain-images", "3",
     "--sanity-images", "2",
+    # One process: tests/test_pool_executor.py covers worker pools (each costs seconds of start-up).
+    "--jobs", "1",
 ]
 
 

@@ -1,0 +1,11 @@
+"""Output hygiene shared by the CLI process and its worker processes (which start with fresh filters)."""
+
+from __future__ import annotations
+
+import warnings
+
+
+def quiet_dependency_warnings() -> None:
+    """Deprecation chatter from dependencies (e.g. ofa's ``torch.jit.script``) is not the user's concern."""
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    warnings.filterwarnings("ignore", category=DeprecationWarning)

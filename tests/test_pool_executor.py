@@ -1,0 +1,122 @@
+"""The worker-pool executor (``--jobs N``): whole cells in worker processes, timings taken afterwards."""
+
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import QUICK, TINY_DATA
+from medkd_bench.errors import MedkdError
+from medkd_bench.executors import cell_dependencies, resolve_jobs
+from medkd_bench.matrix import Cell
+from medkd_bench.store import Store
+
+TWO_DATASETS = ["run", "--teachers", "visformer-s", "--students", "ofa-595", "--explainers", "grad-cam", *TINY_DATA]
+
+
+def _cells(store_path: Path) -> dict[tuple, object]:
+    with Store(store_path) as store:
+        return {(c.dataset, c.method, c.teacher, c.student): c for c in store.cells()}
+
+
+def test_kd_cells_wait_for_their_teacher_and_baseline_when_planned():
+    teacher = Cell("d", "teacher", teacher="t")
+    baseline = Cell("d", "label-only", student="s")
+    kd = Cell("d", "kd", teacher="t", student="s")
+    other = Cell("e", "teacher", teacher="t")
+    assert cell_dependencies(kd, {teacher, baseline, kd, other}) == [teacher, baseline]
+    assert cell_dependencies(kd, {kd, teacher}) == [teacher]  # a baseline outside the plan is not waited for
+    assert cell_dependencies(teacher, {teacher, kd}) == [] and cell_dependencies(baseline, {baseline}) == []
+
+
+def test_jobs_option_values():
+    assert resolve_jobs("3", "cpu", cells=10) == 3
+    assert resolve_jobs("auto", "cpu", cells=1) == 1  # one cell: no pool to start
+    expected = 2 if torch.get_num_threads() >= 2 else 1
+    assert resolve_jobs("auto", "cpu", cells=10) == expected
+    for bad, says in (("0", "--jobs 0: expected at least 1"), ("two", "--jobs 'two': expected a whole number")):
+        with pytest.raises(MedkdError, match=says):
+            resolve_jobs(bad, "cpu", cells=10)
+
+
+def test_pool_gives_the_local_executors_results(run_cli, tmp_path):
+    """Two workers with one thread each write the same store a one-thread local run writes."""
+    local, pool = tmp_path / "local", tmp_path / "pool"
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # the local run's threads, and so (1 // 2 -> 1) each worker's
+    try:
+        a = run_cli([*TWO_DATASETS, "--work-dir", str(local / "work"), "--leaderboard-dir", str(local / "boards")])
+        b = run_cli([*TWO_DATASETS, "--jobs", "2", "--work-dir", str(pool / "work"),
+                     "--leaderboard-dir", str(pool / "boards")])
+    finally:
+        torch.set_num_threads(threads)
+    assert a.exit_code == 0 and b.exit_code == 0, b.err
+    assert "in 2 worker processes, 1 thread(s) each" in b.out
+    assert "6 trained, 0 already done, 0 failed; explanations: 6 computed, 0 failed" in b.out
+    first, second = _cells(local / "work" / "runs.sqlite"), _cells(pool / "work" / "runs.sqlite")
+    assert first.keys() == second.keys() and len(first) == 6
+    for key, cell in first.items():
+        other = second[key]
+        assert other.status == "done" and cell.hash == other.hash
+        assert cell.metrics["test_predictions"] == other.metrics["test_predictions"], key
+        assert cell.metrics["history"] == other.metrics["history"], key
+        # Timed by the driver after the pool finished, once per architecture and dataset.
+        assert other.metrics["latency_ms"] > 0 and other.metrics["throughput"] > 0 and other.metrics["gmacs"] > 0
+    for dataset in ("synthetic-cxr", "synthetic-histo"):
+        label_only, kd = second[(dataset, "label-only", "", "ofa-595")], second[(dataset, "kd", "visformer-s", "ofa-595")]
+        assert label_only.metrics["latency_ms"] == kd.metrics["latency_ms"]
+    with Store(pool / "work" / "runs.sqlite") as store:
+        explained = store.explanations()
+    assert len(explained) == 6 and {e.status for e in explained} == {"done"}
+    kd_agreement = [e for e in explained if "agreement" in e.metrics]
+    assert len(kd_agreement) == 2 and all("label_only_agreement" in e.metrics for e in kd_agreement)
+    for dataset in ("synthetic-cxr", "synthetic-histo"):
+        board = (pool / "boards" / f"{dataset}.md").read_text()
+        assert "| visformer-s |" in board and f"panels/{dataset}/grad-cam/visformer-s__ofa-595.png" in board
+
+    again = run_cli([*TWO_DATASETS, "--jobs", "2", "--work-dir", str(pool / "work"),
+                     "--leaderboard-dir", str(pool / "boards")])
+    assert "0 trained, 6 already done, 0 failed; explanations: 0 computed" in again.out
+
+
+DYING_TEACHER = textwrap.dedent("""
+    import os
+
+    from medkd_bench import TeacherSpec, hookimpl, last_module
+
+    def build(num_classes, img_size):
+        os._exit(3)  # what the kernel's out-of-memory killer does to a worker
+
+    @hookimpl
+    def register_teachers(register):
+        register(TeacherSpec(name="dies", build=build, target_layers=last_module("x")))
+""")
+
+
+def test_a_dying_worker_fails_only_its_own_cell(run_cli, dirs, tmp_path):
+    plugin = tmp_path / "dies.py"
+    plugin.write_text(DYING_TEACHER)
+    result = run_cli(["run", "--plugin", str(plugin), "--teachers", "dies,visformer-s", "--students", "ofa-595",
+                      "--datasets", "synthetic-cxr", "--explainers", "grad-cam", *TINY_DATA, "--jobs", "2", *dirs])
+    assert result.exit_code == 1
+    assert "3 trained, 0 already done, 2 failed" in result.out
+    cells = _cells(tmp_path / "work" / "runs.sqlite")
+    assert "worker process died running this cell alone" in cells[("synthetic-cxr", "teacher", "dies", "")].error
+    assert "teacher 'dies' has not been trained" in cells[("synthetic-cxr", "kd", "dies", "ofa-595")].error
+    for key in (("synthetic-cxr", "teacher", "visformer-s", ""), ("synthetic-cxr", "kd", "visformer-s", "ofa-595")):
+        assert cells[key].status == "done" and cells[key].metrics["latency_ms"] > 0
+
+
+def test_timings_missing_from_the_store_are_measured_by_the_next_run(run_cli, dirs, quick_run, tmp_path):
+    """A pool run interrupted before its timing pass leaves cells without latency; a rerun fills them in."""
+    with Store(tmp_path / "work" / "runs.sqlite") as store:
+        kd = next(c for c in store.cells() if c.method == "kd")
+        metrics = {k: v for k, v in kd.metrics.items() if k not in ("latency_ms", "throughput")}
+        store.finish(kd.hash, metrics, kd.timings, kd.artifacts)
+    result = run_cli([*QUICK, *dirs])
+    assert "0 trained, 3 already done, 0 failed" in result.out
+    with Store(tmp_path / "work" / "runs.sqlite") as store:
+        again = store.get(kd.hash)
+    assert again.metrics["latency_ms"] > 0 and again.metrics["throughput"] > 0
+    assert again.metrics["accuracy"] == kd.metrics["accuracy"]
