@@ -74,10 +74,19 @@ class TrainResult:
     best_val_accuracy: float = 0.0
     train_seconds: float = 0.0
     train_images: int = 0
+    #: Per epoch: (images, seconds) of the training loop alone.
+    epoch_times: list[tuple[int, float]] = field(default_factory=list)
 
     @property
     def images_per_second(self) -> float:
         return self.train_images / self.train_seconds if self.train_seconds else 0.0
+
+    @property
+    def warm_images_per_second(self) -> float:
+        """Throughput after the first epoch, which also pays one-off kernel selection and allocation."""
+        warm = self.epoch_times[1:] or self.epoch_times
+        seconds = sum(s for _, s in warm)
+        return sum(n for n, _ in warm) / seconds if seconds else 0.0
 
 
 def has_batch_norm(model: nn.Module) -> bool:
@@ -111,6 +120,31 @@ def make_adamw(params: Any, lr: float, device: torch.device) -> torch.optim.Adam
     return torch.optim.AdamW(params, lr=lr, foreach=True)
 
 
+def grad_norm_implementation(device: torch.device) -> str:
+    """``"dot"`` on CPU (see :func:`total_grad_norm`), else torch's multi-tensor ``"foreach"`` norm.
+
+    Part of the config hash: the two sum in different orders, so they differ in the last bits.
+    """
+    return "dot" if device.type == "cpu" else "foreach"
+
+
+def total_grad_norm(grads: list[torch.Tensor]) -> torch.Tensor:
+    """The L2 norm of all gradients together, as ``clip_grad_norm_`` computes it.
+
+    On CPU as the square root of the summed BLAS dot products ``g . g``: the
+    dot kernel streams memory 2.2x faster than torch's norm kernels (VGG19's
+    140M gradients on 2 cores: 19 vs 41 ms per step). Gradients that are not
+    dense float32 (channels-last, half precision) take torch's norm.
+    """
+    if not grads:
+        return torch.zeros(())
+    if grad_norm_implementation(grads[0].device) != "dot":
+        return nn.utils.get_total_norm(grads, foreach=True)
+    squares = [torch.dot(g.view(-1), g.view(-1)) if g.dtype == torch.float32 and g.is_contiguous()
+               else torch.linalg.vector_norm(g, dtype=torch.float32).square() for g in grads]
+    return torch.stack(squares).sum().sqrt()
+
+
 def clipped_step(optimizer: torch.optim.Optimizer, max_norm: float | None) -> None:
     """``clip_grad_norm_(max_norm)`` then ``optimizer.step()``, in one pass over the gradients where fused.
 
@@ -123,7 +157,7 @@ def clipped_step(optimizer: torch.optim.Optimizer, max_norm: float | None) -> No
         optimizer.step()
         return
     params = [p for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
-    norm = nn.utils.get_total_norm([p.grad for p in params], foreach=True)
+    norm = total_grad_norm([p.grad for p in params])
     if optimizer.defaults.get("fused"):
         # clip_grad_norm_ multiplies by min(1, max_norm / (norm + 1e-6)); dividing by its inverse is the same.
         optimizer.grad_scale = torch.clamp((norm + 1e-6) / max_norm, min=1.0).float()  # type: ignore[attr-defined]
@@ -252,8 +286,10 @@ def fit(
             loss_sum += float(loss.detach()) * len(idx)
             seen += len(idx)
         runtime.synchronize()
-        result.train_seconds += time.perf_counter() - started
+        elapsed = time.perf_counter() - started
+        result.train_seconds += elapsed
         result.train_images += seen
+        result.epoch_times.append((seen, elapsed))
         if use_bn:
             recalibrate_batch_norm(model, data, runtime, bn_batches, seed + epoch)
         val_acc = evaluate_accuracy(model, data, "val", runtime)

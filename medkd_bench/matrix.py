@@ -39,6 +39,7 @@ from .distill import (
     adamw_implementation,
     eval_split_predictions,
     fit,
+    grad_norm_implementation,
     teacher_soft_targets,
 )
 from .errors import MedkdError
@@ -325,7 +326,8 @@ class CellComputer:
             "model": {"name": spec.name, "revision": spec.revision, "role": cell.role,
                       "train": asdict(self.settings(spec)), "init": self._init(spec.name),
                       "precision": self.runtime_for(spec).precision,
-                      "optimizer": "adamw-" + adamw_implementation(self.runtime_for(spec).device)},
+                      "optimizer": "adamw-" + adamw_implementation(self.runtime_for(spec).device),
+                      "grad_norm": grad_norm_implementation(self.runtime_for(spec).device)},
         }
         if cell.method == "kd":
             cfg["teacher"] = self.hash(teacher_cell_of(cell))

@@ -3,7 +3,13 @@
 import torch
 from torch import nn
 
-from medkd_bench.distill import adamw_implementation, clipped_step, make_adamw
+from medkd_bench.distill import (
+    adamw_implementation,
+    clipped_step,
+    grad_norm_implementation,
+    make_adamw,
+    total_grad_norm,
+)
 
 
 def _train(optimizer_factory) -> list[torch.Tensor]:
@@ -65,3 +71,15 @@ def test_clipped_step_equals_clip_grad_norm_then_step():
     assert not all(torch.allclose(a, b) for a, b in zip(reference, unclipped, strict=True))  # clipping mattered
     for a, b in zip(_clip_train(fused=True, ours=True, max_norm=None), unclipped, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_total_grad_norm_is_clip_grad_norms_norm_for_every_layout():
+    assert grad_norm_implementation(torch.device("cpu")) == "dot"
+    torch.manual_seed(0)
+    grads = [torch.randn(64, 32, 3, 3), torch.randn(1000) * 1e-3,
+             torch.randn(8, 16, 5, 5).contiguous(memory_format=torch.channels_last), torch.randn(300, 7).t(),
+             torch.randn(50).bfloat16()]
+    assert not grads[2].is_contiguous() and not grads[3].is_contiguous()
+    reference = nn.utils.get_total_norm([g.float() for g in grads], foreach=True)
+    torch.testing.assert_close(total_grad_norm(grads), reference, rtol=1e-6, atol=0)
+    assert float(total_grad_norm([])) == 0.0
