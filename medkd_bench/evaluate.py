@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .runtime import Runtime
+from .runtime import Runtime, machine_description
 
 
 def classification_metrics(labels: Sequence[int], preds: Sequence[int], classes: Sequence[str]) -> dict[str, Any]:
@@ -114,9 +114,14 @@ def size_metrics(model: nn.Module, img_size: int, device: torch.device | str = "
 
 
 def timed_metrics(model: nn.Module, img_size: int, runtime: Runtime, latency_runs: int = 50,
-                  latency_seconds: float = 1.0) -> dict[str, float]:
-    """Throughput and batch-1 latency: timed, so they need a machine with nothing else running."""
-    metrics: dict[str, float] = {"throughput": measure_throughput(model, img_size, runtime)}
+                  latency_seconds: float = 1.0) -> dict[str, Any]:
+    """Throughput and batch-1 latency: timed, so they need a machine with nothing else running.
+
+    ``timed_on`` says where and with how many threads: in a worker pool that is
+    the driver, not the worker that trained the model.
+    """
+    metrics: dict[str, Any] = {"throughput": measure_throughput(model, img_size, runtime)}
     metrics.update(measure_latency(model, img_size, runtime, runs=latency_runs, min_seconds=latency_seconds))
+    metrics["timed_on"] = machine_description(runtime)
     return metrics
 

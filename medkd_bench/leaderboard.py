@@ -365,6 +365,9 @@ def render_dataset(registry: Registry, dataset: str, records: list[CellRecord],
         chance=1.0 / len(spec.classes) if spec else 0.0,
         kd_text=kd_text,
         machine="; ".join(sorted({r.metrics.get("machine", "unrecorded") for r in done})) or "-",
+        # Timed where the cost figures were taken: the driver of a worker pool, not the worker that trained.
+        timing_machine="; ".join(sorted({r.metrics.get("timed_on", r.metrics.get("machine", "unrecorded"))
+                                         for r in done})) or "-",
         teachers=[_Row(groups[k], board.scores[k]).fields() for k in teacher_keys],
         students=students,
         student_notes=student_notes,

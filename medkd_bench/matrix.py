@@ -268,7 +268,7 @@ class CellComputer:
         self._data: dict[str, PreparedData] = {}
         self._soft_targets: dict[str, torch.Tensor] = {}
         self._fingerprints: dict[str, Any] = {}
-        self._costs: dict[tuple, dict[str, float]] = {}
+        self._costs: dict[tuple, dict[str, Any]] = {}
         #: Off in pool workers: cells training side by side would slow each other's timings, so the
         #: driver times them afterwards on a quiet machine (:meth:`MatrixRunner.measure_missing_costs`).
         self.measure_timings = True
@@ -424,7 +424,7 @@ class CellComputer:
         classes = self.registry.get("dataset", cell.dataset).num_classes
         return spec.name, spec.revision, size, classes, self.runtime_for(spec).precision
 
-    def cost_of(self, cell: Cell, model: nn.Module, timed: bool = True) -> dict[str, float]:
+    def cost_of(self, cell: Cell, model: nn.Module, timed: bool = True) -> dict[str, Any]:
         """Parameters and GMACs, and with ``timed`` throughput and latency: once per :meth:`cost_key`.
 
         They depend on the layers, not on the weights, so OFA-595's four cells

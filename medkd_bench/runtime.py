@@ -168,7 +168,8 @@ def machine_description(runtime: Runtime | None = None) -> str:
     if runtime is not None and runtime.device.type == "cuda":
         where = torch.cuda.get_device_name(runtime.device)
     else:
-        where = f"{platform.machine()} CPU, {torch.get_num_threads()} threads"
+        threads = torch.get_num_threads()
+        where = f"{platform.machine()} CPU, {threads} thread{'s' if threads != 1 else ''}"
     return f"{where}, {runtime.describe() if runtime else 'cpu'}, torch {torch.__version__}"
 
 

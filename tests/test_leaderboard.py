@@ -27,7 +27,8 @@ def test_rendered_tables(tmp_path):
         _add(store, "t1", "teacher", "vgg19", "", _metrics(0.9, 0.89, 139.6, 1.6, 20.0))
         _add(store, "t2", "teacher", "visformer-s", "", _metrics(0.95, 0.95, 39.2, 0.4, 9.0))
         _add(store, "s1", "label-only", "", "ofa-595", _metrics(0.80, 0.79, 7.6, 0.044, 6.0))
-        _add(store, "k1", "kd", "visformer-s", "ofa-595", _metrics(0.875, 0.87, 7.6, 0.044, 6.0))
+        _add(store, "k1", "kd", "visformer-s", "ofa-595",
+             {**_metrics(0.875, 0.87, 7.6, 0.044, 6.0), "timed_on": "pool driver"})
         summary = {"mean": 0.61, "ci": [0.55, 0.66], "n": 6}
         store.save_explanation(
             "k1", "score-cam", 6, 0, "done",
@@ -58,7 +59,9 @@ def test_rendered_tables(tmp_path):
     assert "![score-cam: visformer-s -> ofa-595](panels/synthetic-cxr/score-cam/visformer-s__ofa-595.png)" in explained
     assert "T = 4.0, alpha = 0.5" in board and "chance accuracy: 0.333" in board
     assert "| teacher autoformer-v2-t seed 0 | RuntimeError: boom / pipe |" in board
-    assert "on test machine" in board
+    # Cost figures name where they were timed (a pool's driver), training provenance where it trained.
+    assert "- Latency: batch 1, median of timed runs after warm-up, on pool driver; test machine" in board
+    assert "- Machine (training): test machine" in board
     index = written[1].read_text()
     assert ("| [synthetic-cxr](synthetic-cxr.md) | visformer-s (95.0) | visformer-s -> ofa-595 (87.5, +7.5 pp) "
             "| ofa-595 (80.0) | 5 / 1 |") in index

@@ -63,6 +63,7 @@ def test_pool_gives_the_local_executors_results(run_cli, tmp_path):
         assert cell.metrics["history"] == other.metrics["history"], key
         # Timed by the driver after the pool finished, once per architecture and dataset.
         assert other.metrics["latency_ms"] > 0 and other.metrics["throughput"] > 0 and other.metrics["gmacs"] > 0
+        assert "1 thread," in other.metrics["timed_on"] and "1 thread," in other.metrics["machine"]
     for dataset in ("synthetic-cxr", "synthetic-histo"):
         label_only, kd = second[(dataset, "label-only", "", "ofa-595")], second[(dataset, "kd", "visformer-s", "ofa-595")]
         assert label_only.metrics["latency_ms"] == kd.metrics["latency_ms"]
