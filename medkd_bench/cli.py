@@ -515,6 +515,9 @@ def _smallest_settings(width_mult: float):
     return SubnetSettings(SMALLEST.ks, SMALLEST.e, SMALLEST.d, width_mult)
 
 
+INTERRUPTED = "interrupted: finished cells are kept in the store; rerun to resume"
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     quiet_dependency_warnings()
     keep_freed_memory()  # before torch allocates anything
@@ -524,10 +527,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         err_console.print(f"[red]error:[/] {exc}", highlight=False, soft_wrap=True)
         sys.exit(2)
     except KeyboardInterrupt:
-        err_console.print("interrupted: finished cells are kept in the store; rerun to resume")
+        err_console.print(INTERRUPTED)
         sys.exit(130)
-    except click.exceptions.Abort:
-        err_console.print("aborted")
+    except click.exceptions.Abort as exc:  # click turns Ctrl-C inside a command into Abort
+        err_console.print(INTERRUPTED if isinstance(exc.__cause__, KeyboardInterrupt) else "aborted")
         sys.exit(130)
     except click.ClickException as exc:
         exc.show()

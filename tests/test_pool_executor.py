@@ -121,3 +121,42 @@ def test_timings_missing_from_the_store_are_measured_by_the_next_run(run_cli, di
         again = store.get(kd.hash)
     assert again.metrics["latency_ms"] > 0 and again.metrics["throughput"] > 0
     assert again.metrics["accuracy"] == kd.metrics["accuracy"]
+
+
+def test_ctrl_c_stops_the_pool_and_marks_cells_interrupted(tmp_path):
+    """Ctrl-C reaches the driver and its workers (one process group): every process ends, nothing hangs."""
+    import os
+    import signal
+    import sqlite3
+    import subprocess
+    import sys
+    import time
+
+    work = tmp_path / "work"
+    args = [sys.executable, "-m", "medkd_bench.cli", *TWO_DATASETS, "--epochs", "200", "--jobs", "2",
+            "--work-dir", str(work), "--leaderboard-dir", str(tmp_path / "boards")]
+    proc = subprocess.Popen(args, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    running = 0
+    while time.time() < deadline and running < 2:  # both workers are training
+        time.sleep(0.5)
+        if (work / "runs.sqlite").is_file():
+            with sqlite3.connect(work / "runs.sqlite") as db:
+                running = db.execute("SELECT count(*) FROM cells WHERE status='running'").fetchone()[0]
+    assert running == 2, "the workers did not start"
+    os.killpg(proc.pid, signal.SIGINT)  # what the terminal sends the foreground group on Ctrl-C
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "interrupted: finished cells are kept in the store; rerun to resume" in err
+    with Store(work / "runs.sqlite") as store:
+        statuses = {(c.dataset, c.method): (c.status, c.error) for c in store.cells()}
+    assert statuses and all(s == ("failed", "interrupted") for s in statuses.values()), statuses
+    gone = time.time() + 15  # no worker outlives the driver (multiprocessing's helpers end within moments)
+    while time.time() < gone:
+        try:
+            os.killpg(proc.pid, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.2)
+    else:
+        pytest.fail("processes of the run are still alive 15 s after the driver exited")
