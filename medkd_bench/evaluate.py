@@ -124,4 +124,3 @@ def timed_metrics(model: nn.Module, img_size: int, runtime: Runtime, latency_run
     metrics.update(measure_latency(model, img_size, runtime, runs=latency_runs, min_seconds=latency_seconds))
     metrics["timed_on"] = machine_description(runtime)
     return metrics
-

@@ -93,6 +93,19 @@ class CellOutcome:
     error: str = ""
 
 
+def _worker_setup(recipe: WorkerRecipe) -> tuple[Any, Runtime]:
+    """A worker process's threads, allocator and warning filters as the CLI sets them; its registry and runtime."""
+    import torch
+
+    from .plugins import load_registry
+
+    torch.set_num_threads(recipe.threads)
+    keep_freed_memory()
+    quiet_dependency_warnings()
+    registry = load_registry([Path(p) for p in recipe.plugin_files])
+    return registry, resolve_runtime(recipe.device, recipe.amp, recipe.deterministic)
+
+
 _COMPUTERS: dict[str, CellComputer] = {}
 
 
@@ -100,17 +113,9 @@ def _computer(recipe: WorkerRecipe) -> CellComputer:
     """One computer per recipe per worker process: its data and soft targets serve every later task."""
     key = repr(recipe)  # RunOptions holds dicts, so the recipe itself is not hashable
     if key not in _COMPUTERS:
-        import torch
-
-        from .plugins import load_registry
-
-        torch.set_num_threads(recipe.threads)
-        keep_freed_memory()
-        quiet_dependency_warnings()
-        registry = load_registry([Path(p) for p in recipe.plugin_files])
+        registry, runtime = _worker_setup(recipe)
         _COMPUTERS.clear()  # the latest recipe only: a worker serves one run at a time
-        _COMPUTERS[key] = CellComputer(registry, recipe.options, resolve_runtime(recipe.device, recipe.amp,
-                                                                                   recipe.deterministic))
+        _COMPUTERS[key] = CellComputer(registry, recipe.options, runtime)
     return _COMPUTERS[key]
 
 
@@ -162,18 +167,11 @@ _POOL_RUNNER: list[MatrixRunner] = []  # the worker process's runner, built once
 
 
 def _pool_worker_init(recipe: WorkerRecipe) -> None:
-    import torch
-
-    from .plugins import load_registry
     from .store import Store
 
-    torch.set_num_threads(recipe.threads)
-    keep_freed_memory()
-    quiet_dependency_warnings()
-    registry = load_registry([Path(p) for p in recipe.plugin_files])
+    registry, runtime = _worker_setup(recipe)
     store = Store(recipe.options.work_dir / "runs.sqlite")
-    runner = MatrixRunner(registry, recipe.options, store,
-                          resolve_runtime(recipe.device, recipe.amp, recipe.deterministic), RecordingReporter())
+    runner = MatrixRunner(registry, recipe.options, store, runtime, RecordingReporter())
     runner.measure_timings = False
     _POOL_RUNNER[:] = [runner]
 
@@ -508,7 +506,7 @@ def resolve_jobs(jobs: str, device: str, cells: int) -> int:
     """``--jobs``: a number, or ``auto``: 2 worker processes on a CPU with at least 2 threads, else 1.
 
     Two processes with half the threads each beat one process with all of
-    them on CPU (measured on 2 cores: the full matrix 587 s vs 708 s), since
+    them on CPU (measured on 2 cores: the full matrix 563 s vs 708 s), since
     small-batch training does not keep two threads busy. On CUDA the GPU is
     the bottleneck and one process keeps it busy, so ``auto`` means 1 there.
     """
@@ -540,23 +538,26 @@ def make_executor(kind: str, options: RunOptions, plugin_files: Sequence[Path], 
         if jobs > 1:
             import torch
 
-            recipe = WorkerRecipe(tuple(str(Path(p).resolve()) for p in plugin_files), absolute_paths(options),
-                                  device, amp, threads=max(1, torch.get_num_threads() // jobs),
-                                  deterministic=deterministic)
-            return PoolExecutor(recipe, jobs)
+            threads = max(1, torch.get_num_threads() // jobs)
+            return PoolExecutor(_recipe(options, plugin_files, device, amp, threads, deterministic), jobs)
         return LocalExecutor()
     if kind != "ray":
         raise MedkdError(f"unknown --executor {kind!r} (choose from: {', '.join(EXECUTORS)})")
     if address and num_cpus is not None:
         raise MedkdError("--ray-cpus sizes a local cluster: not with --address")
     _import_ray()
-    absolute = absolute_paths(options)
     cpus = 1.0 if cpus_per_cell is None else cpus_per_cell
-    recipe = WorkerRecipe(tuple(str(Path(p).resolve()) for p in plugin_files), absolute, device, amp,
-                          threads=max(1, int(cpus)), deterministic=deterministic)
+    recipe = _recipe(options, plugin_files, device, amp, max(1, int(cpus)), deterministic)
     return RayExecutor(recipe, address=address, num_cpus=num_cpus, cpus_per_cell=cpus,
                        gpus_per_cell=0.0 if gpus_per_cell is None else gpus_per_cell,
                        max_retries=1 if max_retries is None else max_retries)
+
+
+def _recipe(options: RunOptions, plugin_files: Sequence[Path], device: str, amp: str, threads: int,
+            deterministic: bool) -> WorkerRecipe:
+    """What workers in other processes (or on other nodes) rebuild the run from: every path absolute."""
+    return WorkerRecipe(tuple(str(Path(p).resolve()) for p in plugin_files), absolute_paths(options), device, amp,
+                        threads=threads, deterministic=deterministic)
 
 
 def absolute_paths(options: RunOptions) -> RunOptions:

@@ -424,22 +424,30 @@ class CellComputer:
         classes = self.registry.get("dataset", cell.dataset).num_classes
         return spec.name, spec.revision, size, classes, self.runtime_for(spec).precision
 
-    def cost_of(self, cell: Cell, model: nn.Module, timed: bool = True) -> dict[str, Any]:
+    def cost_of(self, cell: Cell, model: nn.Module | None, timed: bool = True) -> dict[str, Any]:
         """Parameters and GMACs, and with ``timed`` throughput and latency: once per :meth:`cost_key`.
 
         They depend on the layers, not on the weights, so OFA-595's four cells
         per dataset share one measurement (1 to 4 s each) instead of timing the
-        same network four times.
+        same network four times. ``model`` may be None once :meth:`has_cost` is true.
         """
         key = self.cost_key(cell)
         _, _, size, _, _ = key
         runtime = self.runtime_for(self.model_spec(cell))
         cost = self._costs.setdefault(key, {})
-        if not cost:
-            cost.update(size_metrics(model, size, runtime.device))
-        if timed and "latency_ms" not in cost:
-            cost.update(timed_metrics(model, size, runtime, self.options.latency_runs))
+        if not self.has_cost(cell, timed):
+            if model is None:
+                raise ValueError(f"{cell.label()}: no model to measure")
+            if not cost:
+                cost.update(size_metrics(model, size, runtime.device))
+            if timed:
+                cost.update(timed_metrics(model, size, runtime, self.options.latency_runs))
         return dict(cost)
+
+    def has_cost(self, cell: Cell, timed: bool = True) -> bool:
+        """Whether this process has measured ``cell``'s architecture already (with timings, if ``timed``)."""
+        cost = self._costs.get(self.cost_key(cell), {})
+        return bool(cost) and (not timed or "latency_ms" in cost)
 
     def compute(self, cell: Cell, timings: dict[str, float],
                 on_epoch: EpochCallback | None = None) -> CellResult:
@@ -697,9 +705,8 @@ class MatrixRunner(CellComputer):
             rec = self.store.get(h)
             if rec is None or rec.status != "done" or "latency_ms" in rec.metrics or not self.is_finished(h):
                 continue
-            timed = self._costs.get(self.cost_key(cell), {})
-            model = None if "latency_ms" in timed else self.load_checkpoint(cell)  # one load per architecture
-            self.store.update_metrics(h, self.cost_of(cell, model))  # type: ignore[arg-type]
+            model = None if self.has_cost(cell) else self.load_checkpoint(cell)  # one load per architecture
+            self.store.update_metrics(h, self.cost_of(cell, model))
             filled += 1
         return filled
 

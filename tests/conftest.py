@@ -40,6 +40,14 @@ TINY_DATA = [
 ]
 
 
+def teacher_plugin(name: str, build_body: str, imports: str = "") -> str:
+    """The source of a one-teacher plugin file whose ``build(num_classes, img_size)`` runs ``build_body``."""
+    return (f"{imports}\nfrom medkd_bench import TeacherSpec, hookimpl, last_module\n\n"
+            f"def build(num_classes, img_size):\n    {build_body}\n\n"
+            f"@hookimpl\ndef register_teachers(register):\n"
+            f"    register(TeacherSpec(name={name!r}, build=build, target_layers=last_module('x')))\n")
+
+
 @dataclass
 class CliResult:
     exit_code: int

@@ -4,14 +4,13 @@ import json
 import os
 import re
 import sqlite3
-import textwrap
 from pathlib import Path
 
 import pytest
 import torch
 from PIL import Image
 
-from conftest import QUICK, TINY_DATA
+from conftest import QUICK, TINY_DATA, teacher_plugin
 from medkd_bench.store import Store
 
 
@@ -67,16 +66,7 @@ def test_quick_matrix_trains_scores_and_resumes(run_cli, dirs, quick_run, tmp_pa
     assert "1 trained, 2 already done, 0 failed" in changed.out
 
 
-BROKEN_TEACHER = textwrap.dedent("""
-    from medkd_bench import TeacherSpec, hookimpl, last_module
-
-    def build(num_classes, img_size):
-        raise RuntimeError("out of cheese\\nsecond line that must not show")
-
-    @hookimpl
-    def register_teachers(register):
-        register(TeacherSpec(name="broken", build=build, target_layers=last_module("x")))
-""")
+BROKEN_TEACHER = teacher_plugin("broken", 'raise RuntimeError("out of cheese\\nsecond line that must not show")')
 
 
 def test_a_failing_cell_is_recorded_and_the_matrix_goes_on(run_cli, dirs, tmp_path):

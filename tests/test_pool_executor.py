@@ -1,12 +1,11 @@
 """The worker-pool executor (``--jobs N``): whole cells in worker processes, timings taken afterwards."""
 
-import textwrap
 from pathlib import Path
 
 import pytest
 import torch
 
-from conftest import QUICK, TINY_DATA
+from conftest import QUICK, TINY_DATA, teacher_plugin
 from medkd_bench.errors import MedkdError
 from medkd_bench.executors import cell_dependencies, resolve_jobs
 from medkd_bench.matrix import Cell
@@ -81,18 +80,8 @@ def test_pool_gives_the_local_executors_results(run_cli, tmp_path):
     assert "0 trained, 6 already done, 0 failed; explanations: 0 computed" in again.out
 
 
-DYING_TEACHER = textwrap.dedent("""
-    import os
-
-    from medkd_bench import TeacherSpec, hookimpl, last_module
-
-    def build(num_classes, img_size):
-        os._exit(3)  # what the kernel's out-of-memory killer does to a worker
-
-    @hookimpl
-    def register_teachers(register):
-        register(TeacherSpec(name="dies", build=build, target_layers=last_module("x")))
-""")
+# What the kernel's out-of-memory killer does to a worker.
+DYING_TEACHER = teacher_plugin("dies", "os._exit(3)", imports="import os")
 
 
 def test_a_dying_worker_fails_only_its_own_cell(run_cli, dirs, tmp_path):
