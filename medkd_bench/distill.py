@@ -225,6 +225,67 @@ def recalibrate_batch_norm(model: nn.Module, data: PreparedData, runtime: Runtim
 EpochCallback = Callable[[int, int, dict[str, float]], None]
 
 
+class Trainer:
+    """One model's optimiser, schedule and loss: the update of one training step.
+
+    :func:`fit` drives it batch by batch; ``benchmarks/run_all.py`` calls
+    :meth:`step` interleaved with a bare PyTorch step, so the harness's
+    per-step overhead is measured without the VM's drift between epochs.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        data: PreparedData,
+        settings: TrainSettings,
+        runtime: Runtime,
+        teacher_logits: torch.Tensor | None = None,
+        kd: KDSettings | None = None,
+    ) -> None:
+        self.model, self.data, self.settings, self.runtime = model, data, settings, runtime
+        self.teacher_logits = teacher_logits
+        self.kd = (kd or KDSettings()) if teacher_logits is not None else None
+        self.labels = data.splits["train"].labels
+        steps_per_epoch = max(1, math.ceil(len(self.labels) / settings.batch_size))
+        self.optimizer = make_adamw(_param_groups(model, settings.weight_decay), settings.lr, runtime.device)
+        self.schedule = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer,
+            warmup_cosine(
+                settings.epochs * steps_per_epoch, int(settings.warmup_epochs * steps_per_epoch), settings.min_lr_ratio
+            ),
+        )
+        self.scaler = runtime.grad_scaler()
+
+    def loss(self, idx: torch.Tensor, flipped: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
+        runtime = self.runtime
+        x = runtime.to_model(self.data.normalise(images, runtime.device))
+        y = self.labels[idx].to(runtime.device)
+        with runtime.autocast():
+            logits = self.model(x)
+            if self.teacher_logits is not None and self.kd is not None:
+                t = self.teacher_logits[flipped.long(), idx].to(runtime.device)
+                return kd_loss(logits, t, y, self.kd.temperature, self.kd.alpha)
+            return F.cross_entropy(logits.float(), y, label_smoothing=self.settings.label_smoothing)
+
+    def step(self, idx: torch.Tensor, flipped: torch.Tensor, images: torch.Tensor) -> float:
+        """One optimiser update on a batch (the model must be in train mode); returns the batch's mean loss."""
+        loss = self.loss(idx, flipped, images)
+        optimizer, scaler, clip = self.optimizer, self.scaler, self.settings.grad_clip
+        optimizer.zero_grad(set_to_none=True)
+        if scaler is not None:
+            scaler.scale(loss).backward()
+            scaler.unscale_(optimizer)
+            if clip:
+                nn.utils.clip_grad_norm_(self.model.parameters(), clip, foreach=True)
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            loss.backward()
+            clipped_step(optimizer, clip)
+        self.schedule.step()
+        return float(loss.detach())
+
+
 def fit(
     model: nn.Module,
     data: PreparedData,
@@ -240,19 +301,8 @@ def fit(
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
     runtime.prepare_model(model)
-    train = data.splits["train"]
-    steps_per_epoch = max(1, math.ceil(len(train) / settings.batch_size))
-    total = settings.epochs * steps_per_epoch
-    optimizer = make_adamw(_param_groups(model, settings.weight_decay), settings.lr, runtime.device)
-    schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer,
-        warmup_cosine(total, int(settings.warmup_epochs * steps_per_epoch), settings.min_lr_ratio),
-    )
-    scaler = runtime.grad_scaler()
-    labels_all = train.labels
+    trainer = Trainer(model, data, settings, runtime, teacher_logits, kd)
     use_bn = has_batch_norm(model)
-    if teacher_logits is not None:
-        kd = kd or KDSettings()
     result = TrainResult()
     best_state: dict[str, torch.Tensor] | None = None
     for epoch in range(1, settings.epochs + 1):
@@ -260,30 +310,7 @@ def fit(
         started = time.perf_counter()
         loss_sum, seen = 0.0, 0
         for idx, flipped, images in train_batches(data, settings.batch_size, generator):
-            x = runtime.to_model(data.normalise(images, runtime.device))
-            y = labels_all[idx].to(runtime.device)
-            with runtime.autocast():
-                logits = model(x)
-                if teacher_logits is not None and kd is not None:
-                    t = teacher_logits[flipped.long(), idx].to(runtime.device)
-                    loss = kd_loss(logits, t, y, kd.temperature, kd.alpha)
-                else:
-                    loss = F.cross_entropy(logits.float(), y, label_smoothing=settings.label_smoothing)
-            optimizer.zero_grad(set_to_none=True)
-            if scaler is not None:
-                scaler.scale(loss).backward()
-                scaler.unscale_(optimizer)
-            else:
-                loss.backward()
-            if scaler is not None:
-                if settings.grad_clip:
-                    nn.utils.clip_grad_norm_(model.parameters(), settings.grad_clip, foreach=True)
-                scaler.step(optimizer)
-                scaler.update()
-            else:
-                clipped_step(optimizer, settings.grad_clip)
-            schedule.step()
-            loss_sum += float(loss.detach()) * len(idx)
+            loss_sum += trainer.step(idx, flipped, images) * len(idx)
             seen += len(idx)
         runtime.synchronize()
         elapsed = time.perf_counter() - started
@@ -315,6 +342,7 @@ __all__ = [
     "DEFAULT_TEMPERATURE",
     "KDSettings",
     "TrainResult",
+    "Trainer",
     "fit",
     "kd_loss",
     "teacher_soft_targets",
