@@ -29,6 +29,7 @@ def register_teachers(register):
             # From random weights it stays at chance with lr >= 5e-4; small batches
             # (more steps) and a 2-epoch warm-up let it learn.
             cpu_bf16=True,
+            cpu_channels_last=True,
             train=TrainSettings(epochs=6, batch_size=16, lr=3e-4, weight_decay=0.05, warmup_epochs=2.0),
         )
     )

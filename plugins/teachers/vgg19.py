@@ -49,6 +49,7 @@ def register_teachers(register):
             # No batch norm: a small LR with warm-up keeps it from collapsing
             # back to chance after its first good epochs.
             cpu_bf16=True,
+            cpu_channels_last=True,
             train=TrainSettings(epochs=4, lr=5e-5, weight_decay=0.01, warmup_epochs=1.0),
             revision="2",
         )

@@ -23,6 +23,7 @@ def register_teachers(register):
             citation="Chen et al., Visformer: The Vision-friendly Transformer, ICCV 2021, arXiv:2104.12533",
             description="Convolution-transformer hybrid, 40.2M params at ImageNet size; batch norm.",
             cpu_bf16=True,
+            cpu_channels_last=True,
             train=TrainSettings(epochs=5, lr=5e-4, weight_decay=0.05, warmup_epochs=1.0),
         )
     )
