@@ -114,18 +114,60 @@ def adamw_implementation(device: torch.device) -> str:
     return "fused" if device.type in ("cpu", "cuda") else "foreach"
 
 
+def dense_view(t: torch.Tensor) -> torch.Tensor:
+    """``t`` itself if contiguous; a channels-last 4-D tensor as its NHWC view, which is contiguous.
+
+    Elementwise work (an optimiser update, a sum of squares) does not care in
+    which order it visits the elements, so a dense channels-last tensor can
+    be handed to kernels that would otherwise copy it to contiguous first.
+    Anything else is returned as it is.
+    """
+    if t.dim() == 4 and not t.is_contiguous() and t.is_contiguous(memory_format=torch.channels_last):
+        return t.permute(0, 2, 3, 1)
+    return t
+
+
+class DenseViewAdamW(torch.optim.AdamW):
+    """Fused AdamW that hands channels-last tensors to its kernel as contiguous views.
+
+    The fused CPU kernel copies every non-contiguous tensor to a contiguous
+    one and back. For a channels-last model that is each convolution weight,
+    its gradient and both moments: measured on VGG19 in bf16 + channels-last
+    (one thread), 232 ms per step for its 102M-parameter head weight alone,
+    12% of the step. The update is elementwise, so viewing parameter,
+    gradient and moments in the same (NHWC) order gives the same result.
+    """
+
+    def _init_group(self, group: dict, *lists: Any) -> Any:
+        has_complex = super()._init_group(group, *lists)
+        # torch 2.x: params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, state_steps
+        if len(lists) == 6:
+            params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, _ = lists
+            aligned = [params, grads, exp_avgs, exp_avg_sqs] + ([max_exp_avg_sqs] if max_exp_avg_sqs else [])
+            for i in range(len(params)):
+                originals = [lst[i] for lst in aligned]
+                views = [dense_view(t) for t in originals]
+                # Only when all of them are channels-last: the same permutation must apply to each.
+                if all(v is not t for v, t in zip(views, originals, strict=True)):
+                    for lst, v in zip(aligned, views, strict=True):
+                        lst[i] = v
+        return has_complex
+
+
 def make_adamw(params: Any, lr: float, device: torch.device) -> torch.optim.AdamW:
     if adamw_implementation(device) == "fused":
-        return torch.optim.AdamW(params, lr=lr, fused=True)
+        return DenseViewAdamW(params, lr=lr, fused=True)
     return torch.optim.AdamW(params, lr=lr, foreach=True)
 
 
 def grad_norm_implementation(device: torch.device) -> str:
-    """``"dot"`` on CPU (see :func:`total_grad_norm`), else torch's multi-tensor ``"foreach"`` norm.
+    """``"dot-nhwc"`` on CPU (see :func:`total_grad_norm`), else torch's multi-tensor ``"foreach"`` norm.
 
-    Part of the config hash: the two sum in different orders, so they differ in the last bits.
+    Part of the config hash: the two sum in different orders, so they differ in
+    the last bits. (``"dot"`` was the CPU norm before channels-last gradients
+    were read through their NHWC view.)
     """
-    return "dot" if device.type == "cpu" else "foreach"
+    return "dot-nhwc" if device.type == "cpu" else "foreach"
 
 
 def total_grad_norm(grads: list[torch.Tensor]) -> torch.Tensor:
@@ -133,15 +175,17 @@ def total_grad_norm(grads: list[torch.Tensor]) -> torch.Tensor:
 
     On CPU as the square root of the summed BLAS dot products ``g . g``: the
     dot kernel streams memory 2.2x faster than torch's norm kernels (VGG19's
-    140M gradients on 2 cores: 19 vs 41 ms per step). Gradients that are not
-    dense float32 (channels-last, half precision) take torch's norm.
+    140M gradients on 2 cores: 19 vs 41 ms per step). Channels-last gradients
+    are read through their contiguous NHWC view; gradients that are not dense
+    float32 (half precision, other layouts) take torch's norm.
     """
     if not grads:
         return torch.zeros(())
-    if grad_norm_implementation(grads[0].device) != "dot":
+    if grad_norm_implementation(grads[0].device) == "foreach":
         return nn.utils.get_total_norm(grads, foreach=True)
+    dense = [dense_view(g) for g in grads]
     squares = [torch.dot(g.view(-1), g.view(-1)) if g.dtype == torch.float32 and g.is_contiguous()
-               else torch.linalg.vector_norm(g, dtype=torch.float32).square() for g in grads]
+               else torch.linalg.vector_norm(g, dtype=torch.float32).square() for g in dense]
     return torch.stack(squares).sum().sqrt()
 
 

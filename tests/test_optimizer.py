@@ -74,7 +74,7 @@ def test_clipped_step_equals_clip_grad_norm_then_step():
 
 
 def test_total_grad_norm_is_clip_grad_norms_norm_for_every_layout():
-    assert grad_norm_implementation(torch.device("cpu")) == "dot"
+    assert grad_norm_implementation(torch.device("cpu")) == "dot-nhwc"
     torch.manual_seed(0)
     grads = [torch.randn(64, 32, 3, 3), torch.randn(1000) * 1e-3,
              torch.randn(8, 16, 5, 5).contiguous(memory_format=torch.channels_last), torch.randn(300, 7).t(),
@@ -83,3 +83,50 @@ def test_total_grad_norm_is_clip_grad_norms_norm_for_every_layout():
     reference = nn.utils.get_total_norm([g.float() for g in grads], foreach=True)
     torch.testing.assert_close(total_grad_norm(grads), reference, rtol=1e-6, atol=0)
     assert float(total_grad_norm([])) == 0.0
+
+
+def _conv_model(channels_last: bool) -> nn.Module:
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.Conv2d(8, 4, 3), nn.Flatten(), nn.Linear(4 * 4 * 4, 3))
+    return model.to(memory_format=torch.channels_last) if channels_last else model
+
+
+def test_fused_adamw_updates_channels_last_weights_in_place_as_contiguous_ones():
+    cpu = torch.device("cpu")
+    x, y = torch.randn(16, 3, 8, 8), torch.randint(0, 3, (16,))
+    results = {}
+    for layout in ("contiguous", "channels_last"):
+        model = _conv_model(layout == "channels_last")
+        optimizer = make_adamw(model.parameters(), 1e-2, cpu)
+        params = list(model.parameters())
+        for _ in range(5):
+            inputs = x.contiguous(memory_format=torch.channels_last) if layout == "channels_last" else x
+            optimizer.zero_grad()
+            nn.functional.cross_entropy(model(inputs), y).backward()
+            clipped_step(optimizer, 0.1)
+        # the very same parameter tensors were updated, still in their layout
+        assert [p.data_ptr() for p in model.parameters()] == [p.data_ptr() for p in params]
+        assert model[0].weight.is_contiguous(memory_format=torch.channels_last) == (layout == "channels_last")
+        state = optimizer.state[model[0].weight]
+        assert state["exp_avg"].stride() == model[0].weight.stride()
+        results[layout] = [p.detach().contiguous() for p in model.parameters()]
+    for a, b in zip(results["contiguous"], results["channels_last"], strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    assert not torch.allclose(results["contiguous"][0], _conv_model(False)[0].weight)  # training moved them
+
+
+def test_fused_adamw_hands_channels_last_tensors_to_its_kernel_without_copies():
+    model = _conv_model(True)
+    optimizer = make_adamw(model.parameters(), 1e-2, torch.device("cpu"))
+    nn.functional.cross_entropy(model(torch.randn(4, 3, 8, 8)), torch.tensor([0, 1, 2, 0])).backward()
+    optimizer.step()  # creates the moments
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        optimizer.step()
+    names = {e.key for e in prof.key_averages()}
+    assert "aten::_fused_adamw_" in names
+    assert "aten::clone" not in names and "aten::contiguous" not in names, names
+    plain = torch.optim.AdamW(model.parameters(), lr=1e-2, fused=True)
+    plain.step()
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        plain.step()
+    assert "aten::clone" in {e.key for e in prof.key_averages()}  # what the views save
