@@ -213,13 +213,19 @@ def _epg_vs_chance(loc: dict[str, Any]) -> str:
     return epg if epg == "-" or chance.get("mean") is None else f"{epg} (chance {chance['mean']:.2f})"
 
 
+def latest_explanations(explanations: list[ExplanationRecord]) -> dict[tuple[str, str], ExplanationRecord]:
+    """The latest finished explanation per (cell, explainer): a later ``--explain-images N`` run replaces the default."""
+    latest: dict[tuple[str, str], ExplanationRecord] = {}
+    for e in sorted(explanations, key=lambda e: e.finished_at or 0.0):
+        if e.status == "done":
+            latest[(e.cell_hash, e.explainer)] = e
+    return latest
+
+
 def _explanation_tables(done: list[CellRecord], explanations: list[ExplanationRecord]) -> list[dict[str, Any]]:
     """One entry per explainer: agreement rows (KD pairs) and per-model rows (per seed when there are several)."""
     with_seed = len({r.seed for r in done}) > 1
-    by_cell: dict[tuple[str, str], ExplanationRecord] = {}
-    for e in sorted(explanations, key=lambda e: e.finished_at or 0.0):
-        if e.status == "done":
-            by_cell[(e.cell_hash, e.explainer)] = e
+    by_cell = latest_explanations(explanations)
     out = []
     for explainer in sorted({k[1] for k in by_cell}):
         rows, agreement_rows, panels = [], [], []
@@ -328,9 +334,9 @@ def render_dataset(registry: Registry, dataset: str, records: list[CellRecord],
     groups = board.groups
     teacher_keys = sorted((k for k in groups if k[0] == "teacher"), key=lambda k: -board.accuracy(k))
     panel_links: dict[str, list[str]] = {}
-    for e in sorted(explanations, key=lambda e: e.explainer):
-        if e.status == "done" and e.artifacts.get("panel"):
-            panel_links.setdefault(e.cell_hash, []).append(f"[{e.explainer}]({e.artifacts['panel']})")
+    for (cell_hash, explainer), e in sorted(latest_explanations(explanations).items(), key=lambda kv: kv[0][1]):
+        if e.artifacts.get("panel"):
+            panel_links.setdefault(cell_hash, []).append(f"[{explainer}]({e.artifacts['panel']})")
     students: list[dict[str, Any]] = []
     student_keys = sorted((k for k in groups if k[0] != "teacher"),
                           key=lambda k: (k[2], k[0] != "label-only", -board.accuracy(k)))

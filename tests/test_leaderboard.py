@@ -30,13 +30,14 @@ def test_rendered_tables(tmp_path):
         _add(store, "k1", "kd", "visformer-s", "ofa-595",
              {**_metrics(0.875, 0.87, 7.6, 0.044, 6.0), "timed_on": "pool driver"})
         summary = {"mean": 0.61, "ci": [0.55, 0.66], "n": 6}
-        store.save_explanation(
-            "k1", "score-cam", 6, 0, "done",
-            {"n_images": 6, "n_sanity": 3, "agreement": {"spearman": summary, "top20_iou": summary},
-             "localisation": {"mask": "lesion", "energy_pointing_game": summary, "chance": summary},
-             "localisation_other": {"lung": {"mask": "lung", "energy_pointing_game": summary,
-                                             "chance": {"mean": 0.2, "ci": [0.19, 0.21], "n": 6}}}},
-            {"panel": "panels/synthetic-cxr/score-cam/visformer-s__ofa-595.png"})
+        explained = {"n_images": 6, "n_sanity": 3, "agreement": {"spearman": summary, "top20_iou": summary},
+                     "localisation": {"mask": "lesion", "energy_pointing_game": summary, "chance": summary},
+                     "localisation_other": {"lung": {"mask": "lung", "energy_pointing_game": summary,
+                                                     "chance": {"mean": 0.2, "ci": [0.19, 0.21], "n": 6}}}}
+        panel = {"panel": "panels/synthetic-cxr/score-cam/visformer-s__ofa-595.png"}
+        store.save_explanation("k1", "score-cam", 6, 0, "done", explained, panel)
+        # A later --explain-images 64 run of the same explainer replaces the default sample everywhere.
+        store.save_explanation("k1", "score-cam", 64, 0, "done", {**explained, "n_images": 64}, panel)
         _add(store, "k2", "kd", "vgg19", "ofa-595", _metrics(0.775, 0.77, 7.6, 0.044, 6.0))
         _add(store, "t3", "teacher", "autoformer-v2-t", "", error="RuntimeError: boom | pipe")
         written = render_all(load_registry(), store, tmp_path / "boards")
@@ -50,8 +51,9 @@ def test_rendered_tables(tmp_path):
     assert "| ofa-595 | - | label-only | 80.0 |" in students
     assert "| ofa-595 | visformer-s | kd | 87.5 | 87.0 | - | +7.5 | - |" in students
     assert "| ofa-595 | vgg19 | kd | 77.5 | 77.0 | - | -2.5 | - |" in students
-    assert "[score-cam](panels/synthetic-cxr/score-cam/visformer-s__ofa-595.png)" in students
+    assert students.count("[score-cam](panels/synthetic-cxr/score-cam/visformer-s__ofa-595.png)") == 1
     explained = board.split("## Explanations: score-cam")[1]
+    assert explained.lstrip().startswith("64 test images per model")
     assert "| visformer-s | ofa-595 | 0.61 [0.55, 0.66] | - | 0.61 [0.55, 0.66] | - |" in explained
     assert ("| ofa-595 | kd from visformer-s | 0.61 [0.55, 0.66] | - | 0.61 [0.55, 0.66] "
             "| 0.61 [0.55, 0.66] (chance 0.20) | - | - |") in explained
