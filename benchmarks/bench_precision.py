@@ -16,10 +16,10 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import statistics
-import time
+from collections.abc import Callable
 
 import torch
+from interleave import interleaved_medians
 
 from medkd_bench.allocator import keep_freed_memory
 from medkd_bench.data import PreparedData, prepare, train_batches
@@ -43,35 +43,25 @@ def step_ms(spec: ModelSpec, data: PreparedData, runtimes: dict[str, Runtime], r
         model = rt.prepare_model(spec.build(data.num_classes, data.img_size)).train()
         trainers[name] = Trainer(model, data, spec.train, rt)
     batches = list(itertools.islice(train_batches(data, spec.train.batch_size, torch.Generator().manual_seed(0)), 3))
-    times: dict[str, list[float]] = {name: [] for name in runtimes}
-    for rnd in range(rounds + 1):  # round 0 is warm-up
-        for batch in batches:
-            for name in list(times) if rnd % 2 else list(times)[::-1]:
-                start = time.perf_counter()
-                trainers[name].step(*batch)
-                if rnd:
-                    times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(t) * 1e3 for name, t in times.items()}
+    seconds = interleaved_medians({name: (lambda b, t=t: t.step(*b)) for name, t in trainers.items()}, batches, rounds)
+    return {name: s * 1e3 for name, s in seconds.items()}
 
 
 @torch.inference_mode()
 def inference_rate(spec: ModelSpec, data: PreparedData, runtimes: dict[str, Runtime], rounds: int,
                    batch: int = 128) -> dict[str, float]:
-    models = {}
+    def forward(model: torch.nn.Module, rt: Runtime) -> Callable[[torch.Tensor], object]:
+        def run(x: torch.Tensor) -> object:
+            with rt.autocast():
+                return model(rt.to_model(x))
+        return run
+
+    variants = {}
     for name, rt in runtimes.items():
         torch.manual_seed(0)
-        models[name] = rt.prepare_model(spec.build(data.num_classes, data.img_size)).eval()
+        variants[name] = forward(rt.prepare_model(spec.build(data.num_classes, data.img_size)).eval(), rt)
     x = torch.randn(batch, 3, data.img_size, data.img_size)
-    times: dict[str, list[float]] = {name: [] for name in runtimes}
-    for rnd in range(rounds + 1):
-        for name in list(times) if rnd % 2 else list(times)[::-1]:
-            rt = runtimes[name]
-            start = time.perf_counter()
-            with rt.autocast():
-                models[name](rt.to_model(x))
-            if rnd:
-                times[name].append(time.perf_counter() - start)
-    return {name: batch / statistics.median(t) for name, t in times.items()}
+    return {name: batch / s for name, s in interleaved_medians(variants, [x], rounds).items()}
 
 
 def main() -> None:

@@ -47,6 +47,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from interleave import interleaved_medians
 from scipy.stats import binomtest
 
 from medkd_bench.allocator import keep_freed_memory
@@ -126,28 +127,18 @@ def interleaved_step_times(spec: ModelSpec, data: PreparedData, runtime: Runtime
     alike. The loader is left out: both loops iterate the same
     :func:`train_batches`. The first round is warm-up.
     """
-    loops = {"bare": bare_model(spec, data, runtime, settings.lr),
-             "bare+clip": bare_model(spec, data, runtime, settings.lr)}
+    bare, clipped = bare_model(spec, data, runtime, settings.lr), bare_model(spec, data, runtime, settings.lr)
     torch.manual_seed(0)
     harness_model = runtime.prepare_model(spec.build(data.num_classes, data.img_size))
     harness_model.train()
     trainer = Trainer(harness_model, data, settings, runtime)
     generator = torch.Generator().manual_seed(0)
     batches = list(itertools.islice(train_batches(data, settings.batch_size, generator), 4))
-    times: dict[str, list[float]] = {"bare": [], "bare+clip": [], "harness": []}
-    for rnd in range(rounds + 1):
-        for idx, flipped, batch in batches:
-            for name in (list(times) if rnd % 2 else list(times)[::-1]):
-                runtime.synchronize()
-                start = time.perf_counter()
-                if name == "harness":
-                    trainer.step(idx, flipped, batch)
-                else:
-                    bare_step(*loops[name], data, runtime, idx, batch, settings.grad_clip if name != "bare" else None)
-                runtime.synchronize()
-                if rnd:
-                    times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(t) for name, t in times.items()}
+    return interleaved_medians({
+        "bare": lambda b: bare_step(*bare, data, runtime, b[0], b[2]),
+        "bare+clip": lambda b: bare_step(*clipped, data, runtime, b[0], b[2], settings.grad_clip),
+        "harness": lambda b: trainer.step(*b),
+    }, batches, rounds, runtime.synchronize)
 
 
 def harness_overhead(registry, data: PreparedData, runtime: Runtime, models: list[str], epochs: int,

@@ -288,7 +288,7 @@ class Trainer:
     ) -> None:
         self.model, self.data, self.settings, self.runtime = model, data, settings, runtime
         self.teacher_logits = teacher_logits
-        self.kd = (kd or KDSettings()) if teacher_logits is not None else None
+        self.kd = kd or KDSettings()  # used only with teacher logits
         self.labels = data.splits["train"].labels
         steps_per_epoch = max(1, math.ceil(len(self.labels) / settings.batch_size))
         self.optimizer = make_adamw(_param_groups(model, settings.weight_decay), settings.lr, runtime.device)
@@ -306,7 +306,7 @@ class Trainer:
         y = self.labels[idx].to(runtime.device)
         with runtime.autocast():
             logits = self.model(x)
-            if self.teacher_logits is not None and self.kd is not None:
+            if self.teacher_logits is not None:
                 t = self.teacher_logits[flipped.long(), idx].to(runtime.device)
                 return kd_loss(logits, t, y, self.kd.temperature, self.kd.alpha)
             return F.cross_entropy(logits.float(), y, label_smoothing=self.settings.label_smoothing)
