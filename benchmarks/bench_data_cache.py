@@ -28,9 +28,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from medkd_bench.data import SPLITS, prepare
-from medkd_bench.imagefiles import default_threads
-from medkd_bench.plugins import load_registry
+from medkd_bench.data.imagefiles import default_threads
+from medkd_bench.data.prepare import SPLITS, prepare
+from medkd_bench.registry import load_registry
 
 CLASSES = (("lung_image_sets", "lung_aca"), ("lung_image_sets", "lung_n"), ("lung_image_sets", "lung_scc"),
            ("colon_image_sets", "colon_aca"), ("colon_image_sets", "colon_n"))

@@ -19,7 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from medkd_bench.store import Store
+from medkd_bench.run.store import Store
 
 COMPARED = ("accuracy", "macro_f1", "test_predictions")
 

@@ -16,11 +16,11 @@ import time
 
 import torch
 
-from medkd_bench.allocator import keep_freed_memory
-from medkd_bench.data import prepare
-from medkd_bench.explain import compute_maps
-from medkd_bench.plugins import load_registry
-from medkd_bench.runtime import resolve_runtime
+from medkd_bench.data.prepare import prepare
+from medkd_bench.explain.maps import compute_maps
+from medkd_bench.registry import load_registry
+from medkd_bench.system.allocator import keep_freed_memory
+from medkd_bench.system.runtime import resolve_runtime
 
 
 def _width(explainer: str) -> int:

@@ -21,12 +21,13 @@ from collections.abc import Callable
 import torch
 from interleave import interleaved_medians
 
-from medkd_bench.allocator import keep_freed_memory
-from medkd_bench.data import PreparedData, prepare, train_batches
-from medkd_bench.distill import Trainer
-from medkd_bench.plugins import load_registry
-from medkd_bench.runtime import Runtime, cpu_has_native_bf16
+from medkd_bench.data.batches import train_batches
+from medkd_bench.data.prepare import PreparedData, prepare
+from medkd_bench.registry import load_registry
 from medkd_bench.specs import ModelSpec
+from medkd_bench.system.allocator import keep_freed_memory
+from medkd_bench.system.runtime import Runtime, cpu_has_native_bf16
+from medkd_bench.train.loop import Trainer
 
 VARIANTS = {
     "fp32": (None, False),

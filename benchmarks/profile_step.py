@@ -18,11 +18,12 @@ import itertools
 import torch
 from torch.profiler import ProfilerActivity, profile
 
-from medkd_bench.allocator import keep_freed_memory
-from medkd_bench.data import prepare, train_batches
-from medkd_bench.distill import Trainer
-from medkd_bench.plugins import load_registry
-from medkd_bench.runtime import resolve_runtime
+from medkd_bench.data.batches import train_batches
+from medkd_bench.data.prepare import prepare
+from medkd_bench.registry import load_registry
+from medkd_bench.system.allocator import keep_freed_memory
+from medkd_bench.system.runtime import resolve_runtime
+from medkd_bench.train.loop import Trainer
 
 
 def top_ops(prof: profile, top: int, steps: int) -> list[str]:

@@ -50,14 +50,17 @@ import torch.nn.functional as F
 from interleave import interleaved_medians
 from scipy.stats import binomtest
 
-from medkd_bench.allocator import keep_freed_memory
-from medkd_bench.data import PreparedData, prepare, train_batches
-from medkd_bench.distill import Trainer, clipped_step, fit, make_adamw, teacher_soft_targets
-from medkd_bench.evaluate import measure_latency
-from medkd_bench.plugins import load_registry
-from medkd_bench.runtime import Runtime, resolve_runtime
+from medkd_bench.data.batches import train_batches
+from medkd_bench.data.prepare import PreparedData, prepare
+from medkd_bench.evaluate.cost import measure_latency
+from medkd_bench.registry import load_registry
+from medkd_bench.run.store import Store
 from medkd_bench.specs import ModelSpec
-from medkd_bench.store import Store
+from medkd_bench.system.allocator import keep_freed_memory
+from medkd_bench.system.runtime import Runtime, resolve_runtime
+from medkd_bench.train.loop import Trainer, fit
+from medkd_bench.train.optim import clipped_step, make_adamw
+from medkd_bench.train.predict import teacher_soft_targets
 
 MODELS = "ofa-595,visformer-s,autoformer-v2-t,vgg19"
 

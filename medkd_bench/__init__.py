@@ -1,13 +1,11 @@
 """medkd-bench: which teacher distils best into a small student, and does it look at the right place.
 
 This module is the public API: plugins (built-in and third-party) import
-from here only.
+from here, from :mod:`medkd_bench.testing` (the conformance kit) and from
+:mod:`medkd_bench.nas` (the OFA student search); everything else is internal.
 """
 
-from .cams import grad_cam_builder
-from .errors import MedkdError
-from .hookspecs import hookimpl
-from .imagefiles import (
+from medkd_bench.data.imagefiles import (
     ImageSample,
     bad_file,
     find_folder,
@@ -19,15 +17,13 @@ from .imagefiles import (
     read_samples,
     require_folder,
 )
-from .models import (
-    last_module,
-    nhwc_to_nchw,
-    ofa_stride16_block,
-    timm_builder,
-    timm_pretrained_builder,
-)
-from .ofa_search import SearchedStudent, iter_searched_students
-from .specs import (
+from medkd_bench.errors import MedkdError
+from medkd_bench.explain.cams import grad_cam_builder
+from medkd_bench.hookspecs import hookimpl
+from medkd_bench.models.target_layers import last_module, nhwc_to_nchw, ofa_stride16_block
+from medkd_bench.models.timm_models import timm_builder, timm_pretrained_builder
+from medkd_bench.nas.spec_files import SearchedStudent, iter_searched_students
+from medkd_bench.specs import (
     DatasetSpec,
     ExplainerSpec,
     ModelSpec,

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from medkd_bench import agreement as ag
+from medkd_bench.explain import agreement as ag
 
 
 def test_spearman_of_monotone_and_reversed_maps():

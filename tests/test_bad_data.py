@@ -6,10 +6,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from fixture_trees import covid_tree, lc_tree
 
-from medkd_bench.data import prepare
-from medkd_bench.plugins import load_registry
+from medkd_bench.data.prepare import prepare
+from medkd_bench.registry import load_registry
+from tests.fixture_trees import covid_tree, lc_tree
 
 REGISTRY = load_registry()
 COVID_TRAIN = Path("Lung Segmentation Data/Lung Segmentation Data/Train")
@@ -105,9 +105,10 @@ def test_bad_file_is_a_one_line_error_naming_it_and_skippable(tmp_path, run_cli,
 
 
 def test_run_with_a_bad_file_exits_2_and_runner_skips_with_skip_bad(tmp_path, run_cli, dirs, capsys):
-    from medkd_bench.matrix import MatrixRunner, RunOptions
-    from medkd_bench.runtime import resolve_runtime
-    from medkd_bench.store import Store
+    from medkd_bench.run.options import RunOptions
+    from medkd_bench.run.runner import MatrixRunner
+    from medkd_bench.run.store import Store
+    from medkd_bench.system.runtime import resolve_runtime
 
     lc_tree(tmp_path / "data", per_class=5)
     bad = _stray_file(tmp_path / "data")

@@ -5,8 +5,8 @@ One dataset is enough here; synthetic-histo's own end-to-end run is in test_synt
 
 import numpy as np
 
-from conftest import TINY_DATA
-from medkd_bench.store import Store
+from medkd_bench.run.store import Store
+from tests.helpers import TINY_DATA
 
 
 def test_full_matrix_over_every_builtin(run_cli, dirs, tmp_path):

@@ -1,10 +1,9 @@
 """Bad input: one line naming the culprit, exit code 2, nothing half-written."""
 
-import textwrap
 
 import pytest
 
-from conftest import TINY_DATA
+from tests.helpers import TINY_DATA, plugin_fixture
 
 
 def _one_line_error(result, *fragments):
@@ -51,16 +50,8 @@ def test_unwritable_leaderboard_dir_fails_before_training(run_cli, tmp_path):
 
 
 def test_plugin_hook_that_raises(run_cli, dirs, tmp_path):
-    plugin = tmp_path / "bad.py"
-    plugin.write_text(textwrap.dedent("""
-        from medkd_bench import hookimpl
-
-        @hookimpl
-        def register_datasets(register):
-            raise ValueError("no data here")
-    """))
-    _one_line_error(run_cli(["run", "--plugin", str(plugin), *dirs]),
-                    "plugin 'file:", "bad.py' failed in register_datasets: ValueError: no data here")
+    _one_line_error(run_cli(["run", "--plugin", plugin_fixture("raising_hook"), *dirs]),
+                    "plugin 'file:", "raising_hook.py' failed in register_datasets: ValueError: no data here")
 
 
 def test_plugin_file_with_syntax_error(run_cli, tmp_path):
@@ -75,8 +66,8 @@ def test_leaderboard_without_store(run_cli, tmp_path):
 
 def test_run_defaults_match_the_run_options_provenance_compares_with():
     """The reproduce command leaves out settings equal to these defaults: they must agree."""
-    from medkd_bench.cli import run
-    from medkd_bench.matrix import RunOptions
+    from medkd_bench.cli.run import run
+    from medkd_bench.run.options import RunOptions
 
     defaults = {p.name: p.default for p in run.params}
     assert defaults["explain_images"] == RunOptions.explain_images

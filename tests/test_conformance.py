@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import dataclasses
 import re
-import textwrap
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -27,7 +27,7 @@ from medkd_bench import (
     last_module,
     timm_builder,
 )
-from medkd_bench.plugins import load_registry
+from medkd_bench.registry import load_registry
 from medkd_bench.testing import (
     check_dataset_spec,
     check_explainer_spec,
@@ -35,6 +35,7 @@ from medkd_bench.testing import (
     check_teacher_spec,
     registry_of,
 )
+from tests.helpers import plugin_fixture
 
 REGISTRY = load_registry()
 BUILTIN_ORIGIN = "entry point (medkd-bench)"
@@ -77,7 +78,7 @@ def test_builtin_dataset_conforms(name, tmp_path):
     options = TINY_EMBEDDED if name.startswith("synthetic-") else None
     root = None
     if spec.needs_root:  # real datasets: tiny trees in their published layouts, real PNG/JPEG files
-        from fixture_trees import covid_tree, lc_tree
+        from tests.fixture_trees import covid_tree, lc_tree
 
         covid_tree(tmp_path, "lung", {"Train": 2, "Val": 1, "Test": 1})
         covid_tree(tmp_path, "infection", {"Train": 2, "Val": 1, "Test": 1})
@@ -249,23 +250,12 @@ def test_explainer_rules(transform, message):
 
 # ---- registry_of --------------------------------------------------------------------------------
 
-PLUGIN_FILE = textwrap.dedent("""
-    from medkd_bench import TeacherSpec, hookimpl, last_module, timm_builder
-
-    @hookimpl
-    def register_teachers(register):
-        register(TeacherSpec(name="file-teacher", build=timm_builder("resnet10t"),
-                             target_layers=last_module("layer4"), citation="He et al., 2016"))
-""")
-
-
-def test_registry_of_loads_only_the_plugins_named(tmp_path):
-    path = tmp_path / "file_teacher.py"
-    path.write_text(PLUGIN_FILE)
+def test_registry_of_loads_only_the_plugins_named():
+    path = Path(plugin_fixture("file_teacher"))
     for plugin in (path, str(path)):
         registry = registry_of(plugin)
         assert set(registry.teachers) == {"file-teacher"} and not registry.students
-    assert set(registry_of("plugins.explainers.score_cam").explainers) == {"score-cam"}
-    import plugins.students.ofa_595 as ofa
+    assert set(registry_of("medkd_bench_plugins.explainers.score_cam").explainers) == {"score-cam"}
+    import medkd_bench_plugins.students.ofa_595 as ofa
 
     assert set(registry_of(ofa).students) == {"ofa-595"}

@@ -7,11 +7,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from fixture_trees import covid_tree, lc_tree
 
 from medkd_bench import MedkdError
-from medkd_bench.data import prepare
-from medkd_bench.plugins import load_registry
+from medkd_bench.data.prepare import prepare
+from medkd_bench.registry import load_registry
+from tests.fixture_trees import covid_tree, lc_tree
 
 REGISTRY = load_registry()
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sqlite3
 
-from fixture_trees import covid_tree, lc_tree
+from tests.fixture_trees import covid_tree, lc_tree
 
 REAL = ("covid-qu-ex", "covid-qu-ex-infection", "lc25000", "lc25000-colon", "lc25000-lung")
 

@@ -4,9 +4,10 @@ import pytest
 import torch
 from torch import nn
 
-from medkd_bench.evaluate import classification_metrics, count_gmacs, count_params, measure_latency
-from medkd_bench.runtime import cpu_has_native_bf16, resolve_runtime
+from medkd_bench.evaluate.cost import count_gmacs, count_params, measure_latency
+from medkd_bench.evaluate.metrics import classification_metrics
 from medkd_bench.specs import StudentSpec
+from medkd_bench.system.runtime import cpu_has_native_bf16, resolve_runtime
 
 
 def test_classification_metrics_known_case():

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from medkd_bench.data import prepare
-from medkd_bench.distill import fit
-from medkd_bench.plugins import load_registry
-from medkd_bench.runtime import resolve_runtime
+from medkd_bench.data.prepare import prepare
+from medkd_bench.registry import load_registry
+from medkd_bench.system.runtime import resolve_runtime
+from medkd_bench.train.loop import fit
 
 REGISTRY = load_registry()
 MODELS = [("teacher", n) for n in ("vgg19", "visformer-s", "autoformer-v2-t")] + [("student", "ofa-595")]
@@ -76,7 +76,7 @@ def test_batched_road_equals_grad_cams_road_combined():
     from pytorch_grad_cam.metrics.road import ROADCombined
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputSoftmaxTarget
 
-    from medkd_bench.explain import road_faithfulness
+    from medkd_bench.explain.faithfulness import road_faithfulness
 
     data = _data()
     torch.manual_seed(0)

@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from medkd_bench.distill import DEFAULT_ALPHA, DEFAULT_TEMPERATURE, kd_loss
+from medkd_bench.train.losses import DEFAULT_ALPHA, DEFAULT_TEMPERATURE, kd_loss
 
 
 def softmax(xs):

@@ -1,8 +1,8 @@
 """Leaderboard rendering from store rows: tables, KD gain, index, failures."""
 
-from medkd_bench.leaderboard import render_all
-from medkd_bench.plugins import load_registry
-from medkd_bench.store import Store
+from medkd_bench.registry import load_registry
+from medkd_bench.report.leaderboard import render_all
+from medkd_bench.run.store import Store
 
 
 def _metrics(acc, f1, params, gmacs, latency):

@@ -10,8 +10,8 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import QUICK, TINY_DATA, teacher_plugin
-from medkd_bench.store import Store
+from medkd_bench.run.store import Store
+from tests.helpers import QUICK, TINY_DATA, plugin_fixture
 
 
 def _store(tmp_path: Path) -> Store:
@@ -66,13 +66,8 @@ def test_quick_matrix_trains_scores_and_resumes(run_cli, dirs, quick_run, tmp_pa
     assert "1 trained, 2 already done, 0 failed" in changed.out
 
 
-BROKEN_TEACHER = teacher_plugin("broken", 'raise RuntimeError("out of cheese\\nsecond line that must not show")')
-
-
 def test_a_failing_cell_is_recorded_and_the_matrix_goes_on(run_cli, dirs, tmp_path):
-    plugin = tmp_path / "broken.py"
-    plugin.write_text(BROKEN_TEACHER)
-    args = ["run", "--plugin", str(plugin), "--teachers", "broken,visformer-s", "--datasets", "synthetic-cxr",
+    args = ["run", "--plugin", plugin_fixture("broken_teacher"), "--teachers", "broken,visformer-s", "--datasets", "synthetic-cxr",
             "--explainers", "grad-cam"]
     result = run_cli([*args, *TINY_DATA, *dirs])
     assert result.exit_code == 1

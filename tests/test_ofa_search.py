@@ -14,25 +14,16 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import TINY_DATA
 from medkd_bench.errors import MedkdError
-from medkd_bench.evaluate import count_gmacs, measure_latency
-from medkd_bench.ofa_search import (
-    LUT_FILE,
-    SMALLEST,
-    Budget,
-    CostTable,
-    SearchSettings,
-    build_subnet,
-    build_supernet,
-    read_searched_student,
-    search,
-    spec_document,
-    write_spec,
-)
-from medkd_bench.plugins import load_registry
-from medkd_bench.runtime import resolve_runtime
+from medkd_bench.evaluate.cost import count_gmacs, measure_latency
+from medkd_bench.nas.cost_table import LUT_FILE, CostTable
+from medkd_bench.nas.evolution import Budget, SearchSettings, search
+from medkd_bench.nas.space import SMALLEST, build_subnet, build_supernet
+from medkd_bench.nas.spec_files import read_searched_student, spec_document, write_spec
+from medkd_bench.registry import load_registry
+from medkd_bench.system.runtime import resolve_runtime
 from medkd_bench.testing import check_student_spec
+from tests.helpers import TINY_DATA
 
 IMG = 32
 TINY_SEARCH = SearchSettings(population=6, generations=2, verify_runs=7)
@@ -108,14 +99,14 @@ class SubnetLike:
 
     @staticmethod
     def ofa_595():
-        from medkd_bench.ofa_search import SubnetSettings
-        from plugins.students import ofa_595
+        from medkd_bench.nas.space import SubnetSettings
+        from medkd_bench_plugins.students import ofa_595
 
         return SubnetSettings(tuple(ofa_595.KERNEL_SIZES), tuple(ofa_595.EXPAND_RATIOS), tuple(ofa_595.DEPTHS))
 
 
 def test_searched_space_contains_ofa_595():
-    from plugins.students import ofa_595
+    from medkd_bench_plugins.students import ofa_595
 
     ours = build_subnet(SubnetLike.ofa_595(), 3)
     assert sum(p.numel() for p in ours.parameters()) == sum(
@@ -248,7 +239,7 @@ def _assert_inherits(subnet: torch.nn.Module, supernet: torch.nn.Module, setting
 
 @pytest.mark.parametrize("suffix", [".pt", ".safetensors"])
 def test_supernet_weights_are_inherited_by_the_subnet(tmp_path, suffix):
-    from medkd_bench.ofa_search import SubnetSettings
+    from medkd_bench.nas.space import SubnetSettings
 
     torch.manual_seed(1)
     trained = build_supernet(1000)  # an ImageNet-headed checkpoint, as OFA publishes them

@@ -1,7 +1,7 @@
 from ofa.imagenet_classification.networks import MobileNetV3
 
-from medkd_bench.plugins import load_registry
-from plugins.students import ofa_595
+from medkd_bench.registry import load_registry
+from medkd_bench_plugins.students import ofa_595
 
 
 def test_ofa_595_has_the_published_size_with_three_classes():

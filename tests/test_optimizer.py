@@ -3,7 +3,7 @@
 import torch
 from torch import nn
 
-from medkd_bench.distill import (
+from medkd_bench.train.optim import (
     adamw_implementation,
     clipped_step,
     grad_norm_implementation,

@@ -1,4 +1,9 @@
-"""Plugin discovery: built-ins and third parties through entry points, single files, clashes."""
+"""Plugin discovery: built-ins and third parties through entry points, single files, clashes.
+
+The only tests that read every installed entry point: the rest of the suite
+loads medkd-bench's own plugins alone (``MEDKD_BENCH_LOAD_PLUGINS``, set in
+``conftest.pytest_configure``).
+"""
 
 import json
 import sys
@@ -8,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from medkd_bench import MedkdError
-from medkd_bench.plugins import load_registry
+from medkd_bench.registry import load_registry
 
 BUILTINS = {
     "teacher": {"vgg19", "visformer-s", "autoformer-v2-t"},
@@ -25,6 +30,11 @@ def register_teachers(register):
     register(TeacherSpec(name={name!r}, build=timm_builder("resnet10t"), target_layers=last_module("layer4"),
                          citation="He et al., 2016"))
 """
+
+
+@pytest.fixture(autouse=True)
+def every_installed_plugin(monkeypatch):
+    monkeypatch.delenv("MEDKD_BENCH_LOAD_PLUGINS", raising=False)
 
 
 def test_builtins_arrive_through_entry_points():
@@ -143,3 +153,31 @@ def test_plugins_command_table(run_cli):
     result = run_cli(["plugins"])
     assert result.exit_code == 0
     assert "synthetic-cxr" in result.out and "score-cam" in result.out
+
+
+def test_a_misspelled_hook_is_an_error_naming_plugin_and_hook(run_cli, tmp_path):
+    plugin = tmp_path / "typo.py"
+    plugin.write_text("from medkd_bench import hookimpl\n\n@hookimpl\ndef register_teacher(register):\n    pass\n")
+    result = run_cli(["plugins", "--plugin", str(plugin)])
+    assert result.exit_code == 2
+    assert "typo.py': unknown hook 'register_teacher'" in result.err
+    assert "register_teachers" in result.err and "Traceback" not in result.err
+
+
+def test_load_plugins_env_restricts_entry_points(monkeypatch):
+    monkeypatch.setenv("MEDKD_BENCH_LOAD_PLUGINS", "vgg19,score-cam")
+    registry = load_registry()
+    assert set(registry.teachers) == {"vgg19"} and set(registry.explainers) == {"score-cam"}
+    monkeypatch.setenv("MEDKD_BENCH_LOAD_PLUGINS", "")
+    assert not load_registry().plugins
+
+
+def test_student_search_is_a_command_the_ofa_search_plugin_adds(run_cli, monkeypatch):
+    result = run_cli(["student", "search", "--help"])
+    assert result.exit_code == 0 and "--latency-ms" in result.out
+    monkeypatch.setenv("MEDKD_BENCH_LOAD_PLUGINS", "vgg19")  # without the plugin, no such command
+    from medkd_bench.cli import cli
+
+    cli.commands.pop("student", None)
+    result = run_cli(["student", "search", "--help"])
+    assert result.exit_code == 2 and "No such command 'student'" in (result.err + result.out)

@@ -5,11 +5,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import QUICK, TINY_DATA, teacher_plugin
+from medkd_bench.cli.executors import resolve_jobs
 from medkd_bench.errors import MedkdError
-from medkd_bench.executors import cell_dependencies, resolve_jobs
-from medkd_bench.matrix import Cell
-from medkd_bench.store import Store
+from medkd_bench.run.cells import Cell
+from medkd_bench.run.executors.pool import cell_dependencies
+from medkd_bench.run.store import Store
+from tests.helpers import QUICK, TINY_DATA, plugin_fixture
 
 TWO_DATASETS = ["run", "--teachers", "visformer-s", "--students", "ofa-595", "--explainers", "grad-cam", *TINY_DATA]
 
@@ -81,13 +82,8 @@ def test_pool_gives_the_local_executors_results(run_cli, tmp_path):
 
 
 # What the kernel's out-of-memory killer does to a worker.
-DYING_TEACHER = teacher_plugin("dies", "os._exit(3)", imports="import os")
-
-
 def test_a_dying_worker_fails_only_its_own_cell(run_cli, dirs, tmp_path):
-    plugin = tmp_path / "dies.py"
-    plugin.write_text(DYING_TEACHER)
-    result = run_cli(["run", "--plugin", str(plugin), "--teachers", "dies,visformer-s", "--students", "ofa-595",
+    result = run_cli(["run", "--plugin", plugin_fixture("dying_teacher"), "--teachers", "dies,visformer-s", "--students", "ofa-595",
                       "--datasets", "synthetic-cxr", "--explainers", "grad-cam", *TINY_DATA, "--jobs", "2", *dirs])
     assert result.exit_code == 1
     assert "3 trained, 0 already done, 2 failed" in result.out

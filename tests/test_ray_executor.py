@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import QUICK, TINY_DATA
-from medkd_bench.store import Store
+from medkd_bench.run.store import Store
+from tests.helpers import QUICK, TINY_DATA
 
 ray = pytest.importorskip("ray", reason="Ray is not installed (pip install 'medkd-bench[ray]'; CI installs it)")
 

@@ -6,12 +6,12 @@ from pathlib import Path
 
 import pytest
 import torch
-from fixture_trees import COVID_CLASSES, covid_tree, lc_tree
 
 from medkd_bench import MedkdError
-from medkd_bench.data import prepare
-from medkd_bench.plugins import load_registry
-from plugins.datasets import lc25000
+from medkd_bench.data.prepare import prepare
+from medkd_bench.registry import load_registry
+from medkd_bench_plugins.datasets import lc25000
+from tests.fixture_trees import COVID_CLASSES, covid_tree, lc_tree
 
 REGISTRY = load_registry()
 SIZE = 32
@@ -88,7 +88,7 @@ def test_lc25000_variants_classes_and_stratified_counts(tmp_path: Path):
     assert torch.equal(five.images[five.labels == 1], lung.images[lung.labels == 1])
 
 
-def _split_names(name: str, root: Path, options: dict) -> dict[str, set[str]]:
+def split_names(name: str, root: Path, options: dict) -> dict[str, set[str]]:
     out: dict[str, set[str]] = {"train": set(), "val": set(), "test": set()}
     for by_split in lc25000.assignment(name, root, {**lc25000.DEFAULTS, **options}):
         for split, files in by_split.items():
@@ -110,10 +110,10 @@ def test_lc25000_split_is_seeded_stable_and_independent_of_the_machine(tmp_path:
     # A fixed golden split: sha256 gives this on every machine and Python version.
     assert [p.name for p in first["test"]] == GOLDEN_TEST and [p.name for p in first["val"]] == GOLDEN_VAL
     # Splits are disjoint and cover every file; another seed gives another split.
-    names = _split_names("lc25000", tmp_path / "a", {})
+    names = split_names("lc25000", tmp_path / "a", {})
     assert not (names["train"] & names["test"]) and not (names["val"] & names["test"])
     assert len(names["train"] | names["val"] | names["test"]) == 50
-    assert _split_names("lc25000", tmp_path / "a", {"seed": 1}) != names
+    assert split_names("lc25000", tmp_path / "a", {"seed": 1}) != names
     # The checksum is part of the fingerprint and changes with the seed and the fractions.
     fp = REGISTRY.datasets["lc25000"].fingerprint
     base = fp(tmp_path / "a", lc25000.DEFAULTS)

@@ -19,18 +19,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from medkd_bench.data import prepare, train_batches
-from medkd_bench.distill import (
-    _param_groups,
-    evaluate_accuracy,
-    fit,
-    kd_loss,
-    teacher_soft_targets,
-    warmup_cosine,
-)
-from medkd_bench.plugins import load_registry
-from medkd_bench.runtime import Runtime
+from medkd_bench.data.batches import train_batches
+from medkd_bench.data.prepare import prepare
+from medkd_bench.registry import load_registry
 from medkd_bench.specs import TrainSettings
+from medkd_bench.system.runtime import Runtime
+from medkd_bench.train.loop import fit
+from medkd_bench.train.losses import kd_loss
+from medkd_bench.train.optim import param_groups
+from medkd_bench.train.predict import evaluate_accuracy, teacher_soft_targets
+from medkd_bench.train.schedule import warmup_cosine
 
 CPU_FP32 = Runtime(torch.device("cpu"), None, channels_last=False)
 SETTINGS = TrainSettings(epochs=3, batch_size=8, lr=3e-3, warmup_epochs=1, label_smoothing=0.1, grad_clip=0.5)
@@ -55,7 +53,7 @@ def reference_fit(model: nn.Module, data, settings: TrainSettings, seed: int, te
     generator = torch.Generator().manual_seed(seed)
     labels = data.splits["train"].labels
     steps = math.ceil(len(labels) / settings.batch_size)
-    optimizer = torch.optim.AdamW(_param_groups(model, settings.weight_decay), lr=settings.lr, foreach=False)
+    optimizer = torch.optim.AdamW(param_groups(model, settings.weight_decay), lr=settings.lr, foreach=False)
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer, warmup_cosine(settings.epochs * steps, int(settings.warmup_epochs * steps), settings.min_lr_ratio))
     history, best, best_state = [], -1.0, None

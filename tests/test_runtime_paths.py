@@ -14,13 +14,13 @@ import pytest
 import torch
 from torch import nn
 
-from medkd_bench.data import prepare
-from medkd_bench.distill import fit
+from medkd_bench.data.prepare import prepare
 from medkd_bench.errors import MedkdError
-from medkd_bench.evaluate import measure_latency, measure_throughput
-from medkd_bench.plugins import load_registry
-from medkd_bench.runtime import Runtime, amp_dtype_for, resolve_runtime
+from medkd_bench.evaluate.cost import measure_latency, measure_throughput
+from medkd_bench.registry import load_registry
 from medkd_bench.specs import TrainSettings
+from medkd_bench.system.runtime import Runtime, amp_dtype_for, resolve_runtime
+from medkd_bench.train.loop import fit
 
 
 @pytest.mark.parametrize(("device", "amp", "bf16", "expected"), [

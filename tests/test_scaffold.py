@@ -22,19 +22,16 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import tomllib
 import torch
 
-from conftest import TINY_DATA
 from medkd_bench import MedkdError
 from medkd_bench import scaffold as scaffold_module
-from medkd_bench.plugins import load_registry
-from medkd_bench.scaffold import (
-    KINDS,
-    ScaffoldRequest,
-    add_entry_point,
-    scaffold,
-    tomllib,  # the stdlib module, or tomli on Python 3.10
-)
+from medkd_bench.registry import load_registry
+from medkd_bench.scaffold.api import scaffold
+from medkd_bench.scaffold.pyproject import add_entry_point
+from medkd_bench.scaffold.request import KINDS, ScaffoldRequest
+from tests.helpers import TINY_DATA
 
 REPO = Path(__file__).resolve().parents[1]
 CONTRIBUTING = REPO / "CONTRIBUTING.md"
@@ -47,7 +44,7 @@ version = "0.0.0"
 
 # Built-in plugins are registered through entry points, like third-party ones.
 [project.entry-points.medkd_bench]
-vgg19 = "plugins.teachers.vgg19"
+vgg19 = "medkd_bench_plugins.teachers.vgg19"
 
 [tool.setuptools.packages.find]
 include = ["medkd_bench*", "plugins*"]
@@ -140,7 +137,7 @@ def test_repo_mode_writes_a_working_plugin(kind, checkout, run_cli, forget_tmp_m
     assert f"wrote {plugin}" in result.out and f"wrote {test}" in result.out
     assert "pip install -e ." in result.out and f"python -m pytest -q tests/plugins/test_{module}.py" in result.out
     assert _entry_points(checkout / "pyproject.toml") == {
-        "vgg19": "plugins.teachers.vgg19", name: f"plugins.{kind}s.{module}"}
+        "vgg19": "medkd_bench_plugins.teachers.vgg19", name: f"medkd_bench_plugins.{kind}s.{module}"}
     # Listed next to the built-ins (no clash) when loaded as a --plugin file ...
     listed = run_cli(["plugins", "--json", "--plugin", str(plugin)])
     rows = {row["name"]: row for row in json.loads(listed.out)}
@@ -158,7 +155,7 @@ def test_repo_root_is_found_from_a_subdirectory(checkout, run_cli, monkeypatch, 
     assert (checkout / "plugins" / "explainers" / "found_from_below.py").is_file()
     assert "registered as 'found-from-below'" in result.out
     assert f"cd {checkout}" in result.out  # the next commands run from the root
-    assert _entry_points(checkout / "pyproject.toml")["found-from-below"] == "plugins.explainers.found_from_below"
+    assert _entry_points(checkout / "pyproject.toml")["found-from-below"] == "medkd_bench_plugins.explainers.found_from_below"
 
 
 def test_timm_options_shape_the_spec(checkout):
@@ -309,8 +306,8 @@ def bad_input_tree(tmp_path: Path, checkout: Path) -> tuple[Path, Path]:
     (checkout / "tests" / "plugins" / "test_tested_student.py").write_text("# mine\n")
     (checkout / "tests" / "test_conformance.py").write_text("# mine\n")
     pyproject = checkout / "pyproject.toml"
-    pyproject.write_text(pyproject.read_text().replace('vgg19 = "plugins.teachers.vgg19"\n',
-                                                       'vgg19 = "plugins.teachers.vgg19"\nghost = "plugins.teachers.ghost"\n'))
+    pyproject.write_text(pyproject.read_text().replace('vgg19 = "medkd_bench_plugins.teachers.vgg19"\n',
+                                                       'vgg19 = "medkd_bench_plugins.teachers.vgg19"\nghost = "medkd_bench_plugins.teachers.ghost"\n'))
     return checkout, elsewhere
 
 
@@ -372,26 +369,26 @@ def test_every_template_ships_as_package_data():
 
 def test_entry_point_goes_into_the_real_table_and_nothing_else_changes():
     text = (REPO / "pyproject.toml").read_text()
-    new = add_entry_point(text, "resnet34", "plugins.teachers.resnet34", "pyproject.toml")
+    new = add_entry_point(text, "resnet34", "medkd_bench_plugins.teachers.resnet34", "pyproject.toml")
     added = [line for line in new.splitlines() if line not in text.splitlines()]
-    assert added == ['resnet34 = "plugins.teachers.resnet34"']
+    assert added == ['resnet34 = "medkd_bench_plugins.teachers.resnet34"']
     old_lines, new_lines = text.splitlines(), new.splitlines()
     at = new_lines.index(added[0])
     assert new_lines[:at] + new_lines[at + 1:] == old_lines
     assert re.match(r'^[a-z0-9-]+ = "plugins\.', new_lines[at - 1])  # right after the last entry
-    assert tomllib.loads(new)["project"]["entry-points"]["medkd_bench"]["resnet34"] == "plugins.teachers.resnet34"
+    assert tomllib.loads(new)["project"]["entry-points"]["medkd_bench"]["resnet34"] == "medkd_bench_plugins.teachers.resnet34"
 
 
 def test_entry_point_table_is_created_and_line_endings_kept():
     text = '[project]\r\nname = "medkd-bench"\r\n\r\n[tool.x]\r\ny = 1'
-    new = add_entry_point(text, "a-b", "plugins.teachers.a_b", "p")
-    assert new == text + '\r\n\r\n[project.entry-points.medkd_bench]\r\na-b = "plugins.teachers.a_b"\r\n'
+    new = add_entry_point(text, "a-b", "medkd_bench_plugins.teachers.a_b", "p")
+    assert new == text + '\r\n\r\n[project.entry-points.medkd_bench]\r\na-b = "medkd_bench_plugins.teachers.a_b"\r\n'
 
 
 def test_entry_points_in_an_inline_table_are_left_to_the_user():
-    text = '[project]\nname = "medkd-bench"\nentry-points = { medkd_bench = { vgg19 = "plugins.teachers.vgg19" } }\n'
+    text = '[project]\nname = "medkd-bench"\nentry-points = { medkd_bench = { vgg19 = "medkd_bench_plugins.teachers.vgg19" } }\n'
     with pytest.raises(MedkdError, match="cannot add the entry point automatically"):
-        add_entry_point(text, "a-b", "plugins.teachers.a_b", "p")
+        add_entry_point(text, "a-b", "medkd_bench_plugins.teachers.a_b", "p")
 
 
 # ---- CONTRIBUTING.md ----------------------------------------------------------------------------------
@@ -464,7 +461,7 @@ class GuideRunner:
         lines = [f"{name} = {target}" for name, target in table.items() if name not in installed]
         (info / "entry_points.txt").write_text("[medkd_bench]\n" + "\n".join(lines) + "\n")
         for kind in KINDS:
-            package = importlib.import_module(f"plugins.{kind}s")
+            package = importlib.import_module(f"medkd_bench_plugins.{kind}s")
             self.monkeypatch.setattr(package, "__path__", [*package.__path__, str(Path.cwd() / "plugins" / f"{kind}s")])
         importlib.invalidate_caches()
 
@@ -502,3 +499,11 @@ def test_contributing_commands(full_checkout, run_cli, monkeypatch, one_thread, 
     assert commands[-1] == "medkd-bench plugins" and "ward-cxr" in guide.outputs[-1]
     assert (checkout / ".medkd" / "smoke" / "runs.sqlite").is_file()
     assert (checkout / "leaderboards" / "README.md").is_file()
+
+
+def test_the_run_options_a_scaffold_prints_exist():
+    from medkd_bench.cli.run import run
+    from medkd_bench.scaffold.plan import RUN_OPTIONS
+
+    flags = {opt for param in run.params for opt in param.opts}
+    assert set(RUN_OPTIONS.values()) <= flags

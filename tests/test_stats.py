@@ -7,11 +7,11 @@ import pytest
 from scipy import stats as sps
 from sklearn.metrics import accuracy_score, f1_score
 
-from medkd_bench import stats
 from medkd_bench.errors import MedkdError
-from medkd_bench.matrix import plan
-from medkd_bench.plugins import load_registry
-from medkd_bench.provenance import _seed_flags
+from medkd_bench.evaluate import stats
+from medkd_bench.registry import load_registry
+from medkd_bench.report.provenance import _seed_flags
+from medkd_bench.run.plan import plan
 
 
 def _labels_preds(n: int, acc: float, k: int = 3, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

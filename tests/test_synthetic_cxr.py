@@ -1,8 +1,8 @@
 import numpy as np
 import torch
 
-from medkd_bench.data import prepare
-from medkd_bench.plugins import load_registry
+from medkd_bench.data.prepare import prepare
+from medkd_bench.registry import load_registry
 
 
 def _spec():

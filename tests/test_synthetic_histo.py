@@ -5,10 +5,10 @@ import json
 import numpy as np
 import torch
 
-from conftest import TINY_DATA
-from medkd_bench.data import prepare
-from medkd_bench.plugins import load_registry
-from medkd_bench.store import Store
+from medkd_bench.data.prepare import prepare
+from medkd_bench.registry import load_registry
+from medkd_bench.run.store import Store
+from tests.helpers import TINY_DATA
 
 
 def _spec():

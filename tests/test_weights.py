@@ -4,11 +4,11 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from conftest import QUICK
 from medkd_bench import MedkdError
-from medkd_bench.plugins import load_registry
-from medkd_bench.store import Store
-from medkd_bench.weights import load_weights_file
+from medkd_bench.registry import load_registry
+from medkd_bench.run.store import Store
+from medkd_bench.system.weights import load_weights_file
+from tests.helpers import QUICK
 
 
 @pytest.fixture(scope="module")

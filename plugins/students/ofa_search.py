@@ -10,15 +10,13 @@ Where files are found: the folders or files listed in ``$MEDKD_STUDENTS``
 file fails with one line naming it. Each student's revision is a hash of the
 file's subnet settings (and supernet weights), so editing a file retrains the
 cells that use it instead of reusing stale results.
+
+The plugin also adds the ``medkd-bench student search`` command (``register_commands``).
 """
 
-from medkd_bench import (
-    StudentSpec,
-    TrainSettings,
-    hookimpl,
-    iter_searched_students,
-    ofa_stride16_block,
-)
+from medkd_bench import StudentSpec, TrainSettings, hookimpl, ofa_stride16_block
+from medkd_bench.nas import iter_searched_students
+from medkd_bench.nas import student as student_command
 
 CITATION = ("Cai et al., Once-for-All: Train One Network and Specialize it for Efficient Deployment, "
             "ICLR 2020, arXiv:1908.09791 (subnet searched by medkd-bench for a local budget)")
@@ -40,3 +38,8 @@ def register_students(register):
                 revision=student.revision,
             )
         )
+
+
+@hookimpl
+def register_commands(cli):
+    cli.add_command(student_command)

@@ -1,0 +1,37 @@
+"""The ``medkd-bench`` click group, the consoles and the defaults every command shares."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import click
+from rich.console import Console
+
+from medkd_bench import __version__
+
+if TYPE_CHECKING:
+    from medkd_bench.registry import Registry
+
+from medkd_bench.run.options import DEFAULT_WORK_DIR
+
+console = Console(stderr=False, soft_wrap=True)
+err_console = Console(stderr=True, soft_wrap=True)
+
+DEFAULT_LEADERBOARD_DIR = Path("leaderboards")
+__all__ = ["DEFAULT_LEADERBOARD_DIR", "DEFAULT_WORK_DIR", "cli", "console", "err_console", "load_cli_registry"]
+
+
+def load_cli_registry(plugin_files: Sequence[Path]) -> Registry:
+    """The registry a command works with: installed plugins, then its ``--plugin`` files."""
+    from medkd_bench.registry import load_registry
+
+    return load_registry(plugin_files)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="medkd-bench")
+def cli() -> None:
+    """Benchmark knowledge distillation from large teachers into small students
+    for medical image classification, with Score-CAM explanations."""

@@ -1,0 +1,57 @@
+"""The ``medkd-bench`` entry point: built-in commands, plugins' commands, and one-line errors.
+
+Every user mistake surfaces as :class:`MedkdError`; :func:`main` prints its
+one-line message and exits with code 2. A run whose cells partly failed exits
+with 1 after recording every error in the store.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+
+import click
+
+# The command modules register themselves on ``cli`` when imported.
+from medkd_bench.cli import datasets, plugins, report, run  # noqa: F401
+from medkd_bench.cli.app import cli, err_console
+from medkd_bench.errors import MedkdError
+from medkd_bench.system.allocator import keep_freed_memory
+from medkd_bench.system.quiet import quiet_dependency_warnings
+
+INTERRUPTED = "interrupted: finished cells are kept in the store; rerun to resume"
+
+
+def add_plugin_commands() -> None:
+    """Let installed plugins add their commands (``register_commands``) before click parses the line."""
+    from medkd_bench.registry import make_plugin_manager
+
+    pm = make_plugin_manager()
+    for impl in pm.hook.register_commands.get_hookimpls():
+        try:
+            impl.function(cli=cli)
+        except Exception as exc:
+            raise MedkdError(f"plugin {impl.plugin_name!r} failed in register_commands: "
+                             f"{type(exc).__name__}: {exc}") from exc
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    quiet_dependency_warnings()
+    keep_freed_memory()  # before torch allocates anything
+    try:
+        add_plugin_commands()
+        cli.main(args=list(argv) if argv is not None else None, prog_name="medkd-bench", standalone_mode=False)
+    except MedkdError as exc:
+        err_console.print(f"[red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        err_console.print(INTERRUPTED)
+        sys.exit(130)
+    except click.exceptions.Abort as exc:  # click turns Ctrl-C inside a command into Abort
+        err_console.print(INTERRUPTED if isinstance(exc.__cause__, KeyboardInterrupt) else "aborted")
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)

@@ -1,0 +1,64 @@
+"""``medkd-bench plugins`` (what is installed) and ``medkd-bench add-plugin`` (scaffold a new one)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+from rich.table import Table
+
+from medkd_bench.cli.app import cli, console, load_cli_registry
+from medkd_bench.cli.options import plugin_option
+
+
+@cli.command("plugins")
+@plugin_option
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def plugins_cmd(plugin_files, as_json) -> None:
+    """List plugins: origin, version and what each registers."""
+    registry = load_cli_registry(plugin_files)
+    if as_json:
+        click.echo(json.dumps([p.__dict__ for p in registry.plugins], indent=2))
+        return
+    table = Table("plugin", "origin", "version", "registers", title="medkd-bench plugins")
+    for p in registry.plugins:
+        regs = "; ".join(f"{kind}: {', '.join(names)}" for kind, names in sorted(p.registers.items())) or "-"
+        table.add_row(p.name, p.origin, p.version, regs)
+    console.print(table)
+
+
+@cli.command("add-plugin")
+@click.argument("kind", metavar="KIND")
+@click.argument("name", metavar="NAME")
+@click.option("--standalone", "standalone_dir", type=click.Path(path_type=Path), default=None, metavar="DIR",
+              help="Write a pip-installable package DIR/medkd-NAME/ instead of adding to this repository.")
+@click.option("--timm-model", default=None, metavar="MODEL",
+              help="timm model for a teacher or student [default: resnet18 / mobilenetv3_small_100].")
+@click.option("--target-layer", default=None, metavar="PATH",
+              help="Score-CAM target layer, a dotted submodule path [default: the model's last feature stage].")
+@click.option("--repo-root", type=click.Path(path_type=Path), default=None, metavar="DIR",
+              help="The medkd-bench checkout to add to [default: the one the current directory is in].")
+def add_plugin(kind, name, standalone_dir, timm_model, target_layer, repo_root) -> None:
+    """Scaffold a plugin and its conformance test. KIND: teacher, student, dataset or explainer.
+
+    By default the plugin goes into this repository (plugins/KINDs/, tests/plugins/ and an entry
+    point in pyproject.toml); with --standalone it becomes a package of its own.
+    """
+    from rich.markup import escape
+
+    from medkd_bench.scaffold.api import scaffold
+    from medkd_bench.scaffold.request import ScaffoldRequest
+
+    result = scaffold(ScaffoldRequest(kind=kind, name=name, standalone=standalone_dir, repo_root=repo_root,
+                                      timm_model=timm_model, target_layer=target_layer))
+    for path in result.written:
+        console.print(f"[green]wrote[/] {escape(result.shown(path))}", highlight=False)
+    for path in result.edited:
+        console.print(f"[green]added[/] entry point {escape(result.entry_point)} to {escape(result.shown(path))}",
+                      highlight=False)
+    for note in result.notes:
+        console.print(f"[dim]note:[/] {escape(note)}", highlight=False)
+    console.print("next:", highlight=False)
+    for step in result.next_steps:
+        console.print(f"  {step}", highlight=False, markup=False)

@@ -1,0 +1,68 @@
+"""``medkd-bench leaderboard`` and ``medkd-bench explain``: pages and panels from the store, no training."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from medkd_bench.cli.app import cli, console, load_cli_registry
+from medkd_bench.cli.options import bootstrap_option, plugin_option, work_dir_option
+from medkd_bench.errors import MedkdError
+
+
+@cli.command()
+@plugin_option
+@work_dir_option
+@bootstrap_option
+def leaderboard(plugin_files, work_dir, leaderboard_dir, bootstrap) -> None:
+    """Re-render the markdown leaderboards from the run store (no training)."""
+    from medkd_bench.report.leaderboard import render_all
+    from medkd_bench.run.store import Store
+
+    path = work_dir / "runs.sqlite"
+    if not path.is_file():
+        raise MedkdError(f"no run store at {path}: run `medkd-bench run` first or pass --work-dir")
+    registry = load_cli_registry(plugin_files)
+    from medkd_bench.run.artifacts import check_writable
+
+    check_writable(leaderboard_dir, "--leaderboard-dir")
+    with Store(path) as store:
+        written = render_all(registry, store, leaderboard_dir, bootstrap)
+    for p in written:
+        console.print(f"wrote {p}")
+
+
+@cli.command()
+@click.option("--dataset", required=True)
+@click.option("--teacher", required=True)
+@click.option("--student", required=True)
+@click.option("--explainer", default="score-cam", show_default=True)
+@click.option("--images", type=click.IntRange(1), default=2, show_default=True, help="Images per class.")
+@click.option("--out", type=click.Path(path_type=Path), default=None,
+              help="PNG path [default: <leaderboard-dir>/panels/<dataset>/<explainer>/<teacher>__<student>-N.png].")
+@click.option("--device", default="auto", show_default=True)
+@click.option("--data-root", type=click.Path(path_type=Path), default=None, envvar="MEDKD_DATA")
+@click.option("--skip-bad", is_flag=True, help="Leave out bad files of a real dataset, as the run did.")
+@plugin_option
+@work_dir_option
+def explain(dataset, teacher, student, explainer, images, out, device, data_root, skip_bad, plugin_files, work_dir,
+            leaderboard_dir) -> None:
+    """Render a teacher vs student saliency panel from finished cells (no training)."""
+    from medkd_bench.explain.from_store import panel_from_store
+    from medkd_bench.run.artifacts import check_writable
+    from medkd_bench.run.store import Store
+    from medkd_bench.system.runtime import resolve_runtime
+
+    path = work_dir / "runs.sqlite"
+    if not path.is_file():
+        raise MedkdError(f"no run store at {path}: run `medkd-bench run` first or pass --work-dir")
+    registry = load_cli_registry(plugin_files)
+    registry.get("explainer", explainer)
+    out = out or leaderboard_dir / "panels" / dataset / explainer / f"{teacher}__{student}-{images}.png"
+    check_writable(out.parent, "--out folder")
+    runtime = resolve_runtime(device, "auto")
+    with Store(path) as store:
+        written = panel_from_store(registry, store, work_dir, dataset, teacher, student, explainer, images, out,
+                                   runtime, data_root, skip_bad=skip_bad)
+    console.print(f"wrote {written}")

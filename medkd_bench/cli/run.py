@@ -1,0 +1,188 @@
+"""``medkd-bench run``: plan the matrix, run it through an executor, write the leaderboards.
+
+The command parses and validates its flags, builds :class:`RunOptions`, and
+hands the cells to :class:`~medkd_bench.run.runner.MatrixRunner`; progress
+is drawn by :class:`RichReporter`.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from medkd_bench import __version__
+from medkd_bench.cli.app import cli, console, load_cli_registry
+from medkd_bench.cli.options import (
+    bootstrap_option,
+    parse_dataset_options,
+    parse_weights,
+    plugin_option,
+    split_names,
+    work_dir_option,
+)
+from medkd_bench.errors import MedkdError
+
+
+class RichReporter:
+    """Cell and epoch progress bars, and one line per finished cell."""
+
+    def __init__(self, progress: Progress, total: int):
+        self.progress = progress
+        self.cells = progress.add_task("cells", total=total)
+        self.epochs = progress.add_task("epochs", total=1, visible=False)
+
+    def cell_started(self, cell, index: int, total: int, epochs: int) -> None:
+        if not epochs:  # started in a worker process: no epoch progress comes back
+            self.progress.console.print(f"[dim]started {cell.label()}[/]")
+            return
+        self.progress.update(self.epochs, description=f"[cyan]{cell.label()}", total=epochs, completed=0,
+                             visible=True)
+
+    def epoch_done(self, epoch: int, epochs: int, row: dict[str, float]) -> None:
+        self.progress.update(self.epochs, completed=epoch,
+                             description=self.progress.tasks[self.epochs].description.split("  loss")[0]
+                             + f"  loss {row['loss']:.3f} val {row['val_accuracy']:.3f}")
+
+    def cell_finished(self, cell, status: str, detail: str) -> None:
+        style = {"done": "green", "skipped": "dim", "failed": "red"}[status]
+        self.progress.console.print(f"[{style}]{status:>7}[/] {cell.label()}: {detail}")
+        self.progress.advance(self.cells)
+        self.progress.update(self.epochs, visible=False)
+
+
+@cli.command()
+@click.option("--matrix", default="full", show_default=True, help="full | quick")
+@click.option("--teachers", multiple=True, help="Only these teachers (comma-separated or repeated).")
+@click.option("--students", multiple=True, help="Only these students.")
+@click.option("--datasets", multiple=True, help="Only these datasets.")
+@plugin_option
+@work_dir_option
+@click.option("--data-root", type=click.Path(path_type=Path), default=None, envvar="MEDKD_DATA",
+              help="Local copy of a real dataset [env: MEDKD_DATA].")
+@click.option("--dataset-option", "dataset_options", multiple=True, metavar="DATASET.KEY=VALUE",
+              help="Override a dataset option, e.g. synthetic-cxr.n_train=2000.")
+@click.option("--img-size", type=int, default=None, help="Override the datasets' image size.")
+@click.option("--epochs", type=int, default=None, help="Override every model's epochs.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seeds", type=click.IntRange(1), default=1, show_default=True,
+              help="Run every cell with seeds SEED .. SEED+N-1; leaderboards report mean ± sd across seeds.")
+@click.option("--deterministic", is_flag=True,
+              help="Deterministic kernels (torch.use_deterministic_algorithms, CUBLAS_WORKSPACE_CONFIG): "
+                   "repeatable CUDA runs, at some speed cost.")
+@click.option("--temperature", type=float, default=None, help="KD temperature T [default: 4.0].")
+@click.option("--alpha", type=float, default=None, help="KD weight on the label loss [default: 0.5].")
+@click.option("--pretrained", is_flag=True, help="Start from timm's ImageNet weights (needs a network).")
+@click.option("--weights", multiple=True, metavar="NAME=PATH",
+              help="Start model NAME from a local weights file (.safetensors or torch checkpoint).")
+@click.option("--device", default="auto", show_default=True, help="auto | cpu | cuda[:N]")
+@click.option("--amp", default="auto", show_default=True,
+              help="auto (CUDA: on; CPU: each model's measured fast path) | off | bf16 | fp16")
+@click.option("--explainers", multiple=True,
+              help="Explainers to run, or 'all' for every registered one [default: score-cam].")
+@click.option("--explain-images", type=click.IntRange(1), default=6, show_default=True,
+              help="Test images explained per model (balanced over classes, seeded).")
+@click.option("--sanity-images", type=click.IntRange(0), default=2, show_default=True,
+              help="Images of that sample used for the model-randomisation sanity check.")
+@click.option("--latency-runs", type=click.IntRange(1), default=10, show_default=True,
+              help="Timed batch-1 runs per model, at least; timing goes on until 1 s has been timed.")
+@click.option("--skip-bad", is_flag=True,
+              help="Leave out bad files of a real dataset (corrupt, stray, unpaired) with a warning.")
+@bootstrap_option
+@click.option("--dry-run", is_flag=True, help="Print the planned cells and their status; train nothing.")
+@click.option("--executor", default="local", show_default=True,
+              help="local (this process, in order) | ray (cells as Ray tasks).")
+@click.option("--jobs", default="auto", show_default=True,
+              help="local: cells in N worker processes with a share of the threads each (auto: 2 on a CPU "
+                   "with 2+ threads, 1 on CUDA).")
+@click.option("--address", default=None, help="Ray: address of an existing cluster [default: start a local one].")
+@click.option("--ray-cpus", type=click.IntRange(1), default=None,
+              help="Ray: CPUs of the local cluster [default: all].")
+@click.option("--cpus-per-cell", type=float, default=None, help="Ray: CPUs each cell requests [default: 1].")
+@click.option("--gpus-per-cell", type=float, default=None, help="Ray: GPUs each cell requests [default: 0].")
+@click.option("--max-retries", type=click.IntRange(0), default=None,
+              help="Ray: retries of a cell whose task failed or whose worker died [default: 1].")
+def run(matrix, teachers, students, datasets, plugin_files, work_dir, leaderboard_dir, data_root,
+        dataset_options, img_size, epochs, seed, seeds, deterministic, temperature, alpha, pretrained, weights,
+        device, amp, explainers, explain_images, sanity_images, latency_runs, skip_bad, bootstrap,
+        dry_run, executor, jobs, address, ray_cpus, cpus_per_cell, gpus_per_cell, max_retries) -> None:
+    """Train teachers, baselines and KD students, score them, write leaderboards."""
+    from medkd_bench.report.leaderboard import render_all
+    from medkd_bench.run.options import RunOptions
+    from medkd_bench.run.plan import plan
+    from medkd_bench.run.runner import MatrixRunner
+    from medkd_bench.run.store import Store
+    from medkd_bench.system.runtime import resolve_runtime
+    from medkd_bench.train.losses import DEFAULT_ALPHA, DEFAULT_TEMPERATURE, KDSettings
+
+    registry = load_cli_registry(plugin_files)
+    cells = plan(registry, matrix, split_names(teachers), split_names(students), split_names(datasets), seed,
+                 data_root=data_root, seeds=seeds)
+    if not split_names(datasets):
+        _print_unavailable(registry, data_root)
+    kd = KDSettings(DEFAULT_TEMPERATURE if temperature is None else temperature,
+                    DEFAULT_ALPHA if alpha is None else alpha)
+    if not 0.0 <= kd.alpha <= 1.0 or kd.temperature <= 0:
+        raise MedkdError("--alpha must lie in [0, 1] and --temperature be positive")
+    options = RunOptions(
+        work_dir=work_dir, leaderboard_dir=leaderboard_dir, img_size=img_size, data_root=data_root,
+        dataset_options=parse_dataset_options(dataset_options), epochs=epochs, kd=kd, pretrained=pretrained,
+        weights=parse_weights(weights), explainers=tuple(split_names(explainers) or ()) or RunOptions.explainers,
+        explain_images=explain_images, sanity_images=sanity_images, latency_runs=latency_runs, skip_bad=skip_bad,
+    )
+    from medkd_bench.cli.executors import make_executor, resolve_jobs
+    from medkd_bench.run.executors.pool import PoolExecutor
+    from medkd_bench.run.executors.ray import driver_runtime
+    from medkd_bench.run.executors.worker import absolute_paths
+
+    # Workers run in other processes (or on other machines): they need absolute paths, and the hashes must
+    # agree whichever executor ran a cell, so every run hashes the absolute ones.
+    options = absolute_paths(options)
+    if executor == "ray" and jobs not in ("auto", "1"):
+        raise MedkdError("--jobs: only with --executor local (Ray sizes its tasks with --cpus-per-cell)")
+    n_jobs = resolve_jobs(jobs, device, len(cells)) if executor == "local" else 1
+    cell_executor = make_executor(executor, options, plugin_files, device, amp, address, ray_cpus, cpus_per_cell,
+                                  gpus_per_cell, max_retries, deterministic, jobs=n_jobs)
+    runtime = (driver_runtime(device, amp, deterministic) if executor == "ray"
+               else resolve_runtime(device, amp, deterministic))
+    from medkd_bench.run.artifacts import check_writable
+
+    check_writable(work_dir, "--work-dir")
+    with Store(work_dir / "runs.sqlite") as store:
+        runner = MatrixRunner(registry, options, store, runtime)  # validates options before any work
+        runner.explanations.explainer_names()
+        if dry_run:
+            table = Table("cell", "hash", "status", title=f"{len(cells)} cells ({matrix})")
+            for c in cells:
+                h = runner.hash(c)
+                rec = store.get(h)
+                table.add_row(c.label(), h, rec.status if rec else "new")
+            console.print(table)
+            return
+        where = runtime.describe() if executor == "local" else f"Ray ({address or 'local cluster'})"
+        if isinstance(cell_executor, PoolExecutor):
+            where += f" in {n_jobs} worker processes, {cell_executor.recipe.threads} thread(s) each"
+        console.print(f"medkd-bench {__version__}: {len(cells)} cells on {where}; store {store.path}")
+        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                      console=console, transient=False) as progress:
+            runner.reporter = RichReporter(progress, len(cells))
+            summary = runner.run(cells, cell_executor)
+        written = render_all(registry, store, leaderboard_dir, bootstrap)
+    console.print(f"cells: {summary['done']} trained, {summary['skipped']} already done, "
+                  f"{summary['failed']} failed; explanations: {summary['explained']} computed, "
+                  f"{summary['explain_failed']} failed; leaderboards: {', '.join(str(p) for p in written)}")
+    if summary["failed"] or summary["explain_failed"]:
+        sys.exit(1)
+
+
+def _print_unavailable(registry, data_root: Path | None) -> None:
+    """Name the real datasets a run leaves out because their local copy is missing."""
+    from rich.markup import escape
+
+    from medkd_bench.run.plan import unavailable_datasets
+
+    for name, reason in unavailable_datasets(registry, data_root).items():
+        console.print(f"[yellow]skipped dataset[/] {escape(name)}: {escape(reason)}", highlight=False)

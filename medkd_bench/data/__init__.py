@@ -1,0 +1,1 @@
+"""Datasets as the trainer sees them: prepared splits, batches, the decoded-split cache, file reading, checks."""

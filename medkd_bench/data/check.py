@@ -1,0 +1,76 @@
+"""``medkd-bench datasets check``: read a dataset once and report what a run would see.
+
+It reads every file (collecting every bad one rather than stopping at the
+first), prints the class counts of each split and the bad files in rich
+tables, and leaves the decoded splits in the run's cache, so the run that
+follows starts from the cache.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from medkd_bench.data.prepare import SPLITS, PreparedData, dataset_fingerprint, prepare
+from medkd_bench.errors import MedkdError
+from medkd_bench.specs import DatasetSpec
+
+#: Bad files listed one by one; the rest are counted.
+MAX_LISTED = 50
+
+
+def counts_table(data: PreparedData) -> Table:
+    """Images per class and split, and per mask how many images have a non-empty one."""
+    spec = data.spec
+    table = Table("class", *SPLITS, "total", title=f"{spec.name}: images per class and split at {data.img_size} px")
+    per_split = {s: torch.bincount(data.splits[s].labels, minlength=spec.num_classes).tolist() for s in SPLITS}
+    for i, cls in enumerate(spec.classes):
+        row = [per_split[s][i] for s in SPLITS]
+        table.add_row(escape(cls), *map(str, row), str(sum(row)))
+    totals = [len(data.splits[s]) for s in SPLITS]
+    table.add_row("[bold]all[/]", *map(str, totals), str(sum(totals)))
+    for mask in spec.mask_names:
+        with_mask = [int(data.splits[s].masks[mask].flatten(1).any(1).sum()) for s in SPLITS]
+        table.add_row(f"[dim]non-empty {escape(mask)} mask[/]", *map(str, with_mask), str(sum(with_mask)))
+    return table
+
+
+def problems_table(problems: list[tuple[str, str]]) -> Table:
+    table = Table(title=f"{len(problems)} bad file(s)", title_style="bold red")
+    table.add_column("file", overflow="fold")  # the whole path, wrapped: it is what the user must find
+    table.add_column("problem")
+    for path, problem in problems[:MAX_LISTED]:
+        table.add_row(escape(path), escape(problem))
+    if len(problems) > MAX_LISTED:
+        table.add_row(f"... and {len(problems) - MAX_LISTED} more", "")
+    return table
+
+
+def check_dataset(spec: DatasetSpec, root: Path | None, img_size: int | None, options: Mapping[str, Any],
+                  skip_bad: bool, work_dir: Path, console: Console) -> PreparedData:
+    """Load every split, print counts and bad files; raise unless every file was good or ``skip_bad``."""
+    if spec.needs_root:
+        if root is None:
+            raise MedkdError(f"dataset {spec.name!r} needs a local copy: pass --root or set MEDKD_DATA")
+        if spec.locate is not None:
+            console.print(f"{spec.name}: reading {escape(str(spec.locate(Path(root))))}", highlight=False)
+        fingerprint = dataset_fingerprint(spec, root, {**spec.options, **options})
+        if fingerprint:
+            console.print("fingerprint: " + ", ".join(f"{k} {v}" for k, v in fingerprint.items()), highlight=False)
+    data = prepare(spec, img_size, root, options, cache_dir=work_dir / "cache", skip_bad=True, warn_skipped=False)
+    console.print(counts_table(data))
+    if data.skipped:
+        console.print(problems_table(data.skipped))
+        if not skip_bad:
+            raise MedkdError(f"dataset {spec.name!r}: {len(data.skipped)} bad file(s), listed above, "
+                             f"first {data.skipped[0][0]}; fix them or pass --skip-bad")
+        console.print(f"[yellow]warning:[/] {len(data.skipped)} bad file(s) will be left out (--skip-bad)")
+    else:
+        console.print(f"[green]ok:[/] {spec.name}: every file read", highlight=False)
+    return data

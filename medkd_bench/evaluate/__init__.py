@@ -1,0 +1,1 @@
+"""Scores for one trained model: classification metrics, cost (params, MACs, latency, throughput), statistics."""

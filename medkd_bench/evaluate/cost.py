@@ -1,0 +1,111 @@
+"""What a model costs to run: parameters, MACs, batch-1 latency and batched throughput.
+
+FLOPs come from fvcore (which counts one fused multiply-add as one operation,
+so its total is MACs); latency follows timm's benchmark method: batch 1,
+warm-up runs, then the median of timed runs under ``torch.inference_mode``.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+import warnings
+from typing import Any
+
+import torch
+from torch import nn
+
+from medkd_bench.system.runtime import Runtime, machine_description
+
+
+def count_params(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def count_gmacs(model: nn.Module, img_size: int, device: torch.device | str = "cpu") -> float:
+    """Multiply-accumulates of one forward pass at ``img_size``, in billions."""
+    from fvcore.nn import FlopCountAnalysis
+
+    model.eval()
+    x = torch.zeros(1, 3, img_size, img_size, device=device)
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        analysis = FlopCountAnalysis(model, x)
+        analysis.unsupported_ops_warnings(False)
+        analysis.uncalled_modules_warnings(False)
+        return float(analysis.total()) / 1e9
+
+
+@torch.inference_mode()
+def timed_runs_ms(
+    model: nn.Module, x: torch.Tensor, runtime: Runtime, warmup: int, runs: int, min_seconds: float = 0.0
+) -> list[float]:
+    """Milliseconds of each forward pass after ``warmup``: at least ``runs`` and ``min_seconds`` in all."""
+    model.eval()
+    times: list[float] = []
+    total_ms, i = 0.0, 0
+    while i < warmup + runs or total_ms < min_seconds * 1000.0:
+        runtime.synchronize()
+        start = time.perf_counter()
+        with runtime.autocast():
+            model(x)
+        runtime.synchronize()
+        if i >= warmup:
+            times.append((time.perf_counter() - start) * 1000.0)
+            total_ms += times[-1]
+        i += 1
+    return times
+
+
+@torch.inference_mode()
+def measure_latency(
+    model: nn.Module, img_size: int, runtime: Runtime, warmup: int = 10, runs: int = 50,
+    min_seconds: float = 0.0,
+) -> dict[str, float]:
+    """Batch-1 forward latency in ms: median and inter-quartile spread.
+
+    Times at least ``runs`` calls and, with ``min_seconds``, keeps going until
+    that much time has been timed: a 7 ms model's 30 runs last 0.2 s, short
+    enough for one burst of background work to move the median by 10%.
+    """
+    x = runtime.to_model(torch.randn(1, 3, img_size, img_size, device=runtime.device))
+    times = timed_runs_ms(model, x, runtime, warmup, runs, min_seconds)
+    q = statistics.quantiles(times, n=4)
+    return {"latency_ms": statistics.median(times), "latency_iqr_ms": q[2] - q[0], "latency_runs": len(times)}
+
+
+@torch.inference_mode()
+def measure_throughput(
+    model: nn.Module, img_size: int, runtime: Runtime, batch_size: int = 32, runs: int = 5
+) -> float:
+    """Inference images per second at ``batch_size`` (median of ``runs`` after one warm-up)."""
+    model.eval()
+    x = runtime.to_model(torch.randn(batch_size, 3, img_size, img_size, device=runtime.device))
+    rates = []
+    for i in range(runs + 1):
+        runtime.synchronize()
+        start = time.perf_counter()
+        with runtime.autocast():
+            model(x)
+        runtime.synchronize()
+        if i:
+            rates.append(batch_size / (time.perf_counter() - start))
+    return statistics.median(rates)
+
+
+def size_metrics(model: nn.Module, img_size: int, device: torch.device | str = "cpu") -> dict[str, float]:
+    """Parameters (M) and GMACs: counted, so they can be taken while other work runs."""
+    return {"params_m": count_params(model) / 1e6, "gmacs": count_gmacs(model, img_size, device)}
+
+
+def timed_metrics(model: nn.Module, img_size: int, runtime: Runtime, latency_runs: int = 50,
+                  latency_seconds: float = 1.0) -> dict[str, Any]:
+    """Throughput and batch-1 latency: timed, so they need a machine with nothing else running.
+
+    ``timed_on`` says where and with how many threads: in a worker pool that is
+    the driver, not the worker that trained the model.
+    """
+    metrics: dict[str, Any] = {"throughput": measure_throughput(model, img_size, runtime)}
+    metrics.update(measure_latency(model, img_size, runtime, runs=latency_runs, min_seconds=latency_seconds))
+    metrics["timed_on"] = machine_description(runtime)
+    return metrics

@@ -1,0 +1,203 @@
+"""Uncertainty for leaderboard numbers: bootstrap CIs, paired KD-gain tests, seed spread.
+
+Two sources of noise are kept apart:
+
+* *test-set sampling*: a different draw of test images would give a different
+  accuracy. A percentile bootstrap over test images (the exchangeable unit)
+  gives a 95% confidence interval; every function here resamples *image
+  indices*, so one mechanism serves a mean of per-image values, accuracy,
+  macro-F1 and a paired difference between two models on the same images.
+* *training seed*: a different seed gives a different model. Runs with
+  several seeds report the mean and sample standard deviation across seeds;
+  their CI resamples the same images for every seed, so it is the CI of the
+  seed-averaged score.
+
+The KD-gain test is paired (both students are scored on the same images):
+a paired bootstrap of the accuracy difference, plus McNemar's exact test on
+the discordant images (two-sided binomial test, scipy ``binomtest``) with its
+mid-p variant. All resampling is seeded, so a leaderboard re-renders
+identically.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+from scipy import stats
+
+#: Default number of bootstrap resamples (``--bootstrap``).
+RESAMPLES = 1000
+
+
+CONFIDENCE = 0.95
+
+
+#: Resamples evaluated at once: bounds memory at ``BATCH x n_images`` indices per seed.
+BATCH = 250
+
+
+IndexStatistic = Callable[[np.ndarray], np.ndarray]
+
+
+def bootstrap_ci(n: int, statistic: IndexStatistic, seed: int = 0, resamples: int = RESAMPLES,
+                 confidence: float = CONFIDENCE) -> tuple[float, float] | None:
+    """Percentile bootstrap CI of ``statistic`` over ``n`` exchangeable units (images).
+
+    ``statistic`` maps an integer index array of shape ``(..., n)`` (each row a
+    resample of ``range(n)``) to one value per row; it is called with all
+    ``range(n)`` for the point estimate elsewhere. ``None`` when ``n == 0``.
+    """
+    if n == 0:
+        return None
+    if n == 1:
+        point = float(statistic(np.arange(1)))
+        return point, point
+    if resamples < 1:
+        raise ValueError("resamples must be positive")
+    res = stats.bootstrap(
+        (np.arange(n),), lambda idx, axis=-1: statistic(idx), vectorized=True, confidence_level=confidence,
+        n_resamples=resamples, method="percentile", batch=BATCH, rng=np.random.default_rng(seed),
+    )
+    lo, hi = res.confidence_interval
+    return float(lo), float(hi)
+
+
+def mean_ci(values: Sequence[float] | np.ndarray, seed: int = 0, resamples: int = 2000) -> dict[str, Any]:
+    """Mean and percentile-bootstrap CI over the finite values (NaNs are units a metric skips)."""
+    v = np.asarray(values, dtype=float)
+    v = v[np.isfinite(v)]
+    if len(v) == 0:
+        return {"mean": None, "ci": None, "n": 0}
+    if np.ptp(v) == 0:
+        return {"mean": float(v.mean()), "ci": [float(v.mean())] * 2, "n": int(len(v))}
+    lo, hi = bootstrap_ci(len(v), lambda idx: v[idx].mean(-1), seed, resamples)  # type: ignore[misc]
+    return {"mean": float(v.mean()), "ci": [lo, hi], "n": int(len(v))}
+
+
+def _as_seeds(preds: np.ndarray | Sequence) -> np.ndarray:
+    """Predictions as ``(seeds, images)``: one row per training seed."""
+    p = np.asarray(preds, dtype=np.int64)
+    return p[None, :] if p.ndim == 1 else p
+
+
+def macro_f1_rows(labels: np.ndarray, preds: np.ndarray, num_classes: int) -> np.ndarray:
+    """Macro-F1 over the last axis, for any leading shape (scikit-learn's definition, zero_division=0).
+
+    Every class in ``range(num_classes)`` counts, present in the sample or not,
+    as in the stored point estimate (``f1_score(labels=range(K), average="macro")``).
+    """
+    total = np.zeros(np.broadcast_shapes(labels.shape, preds.shape)[:-1])
+    for k in range(num_classes):
+        is_true, is_pred = labels == k, preds == k
+        tp = (is_true & is_pred).sum(-1)
+        denom = is_true.sum(-1) + is_pred.sum(-1)
+        total = total + np.where(denom > 0, 2 * tp / np.maximum(denom, 1), 0.0)
+    return total / num_classes
+
+
+def _sd(values: np.ndarray) -> float | None:
+    return float(np.std(values, ddof=1)) if len(values) > 1 else None
+
+
+def classification_summary(labels: Sequence[int] | np.ndarray, preds: np.ndarray | Sequence, num_classes: int,
+                           seed: int = 0, resamples: int = RESAMPLES) -> dict[str, dict[str, Any]]:
+    """Accuracy and macro-F1: mean over seeds, bootstrap CI over images, sd across seeds.
+
+    ``preds`` is ``(images,)`` for one seed or ``(seeds, images)`` for several
+    runs on the same test split; the bootstrap draws one set of image indices
+    per resample and applies it to every seed.
+    """
+    y = np.asarray(labels, dtype=np.int64)
+    p = _as_seeds(preds)
+    if p.shape[1] != len(y):
+        raise ValueError(f"{p.shape[1]} predictions for {len(y)} labels")
+    correct = (p == y).astype(float)
+    acc_per_seed = correct.mean(1)
+    f1_per_seed = macro_f1_rows(y[None, :], p, num_classes)
+    acc_ci = bootstrap_ci(len(y), lambda idx: correct[:, idx].mean(-1).mean(0), seed, resamples)
+    f1_ci = bootstrap_ci(len(y), lambda idx: macro_f1_rows(y[idx], p[:, idx], num_classes).mean(0), seed, resamples)
+    return {
+        "accuracy": {"mean": float(acc_per_seed.mean()), "ci": list(acc_ci) if acc_ci else None,
+                     "sd": _sd(acc_per_seed), "n_seeds": len(p), "n": len(y)},
+        "macro_f1": {"mean": float(f1_per_seed.mean()), "ci": list(f1_ci) if f1_ci else None,
+                     "sd": _sd(f1_per_seed), "n_seeds": len(p), "n": len(y)},
+    }
+
+
+def mcnemar(correct_a: Sequence[bool] | np.ndarray, correct_b: Sequence[bool] | np.ndarray) -> dict[str, Any]:
+    """McNemar's exact test of "A and B are equally accurate" on paired per-image outcomes.
+
+    ``b`` = images only A gets right, ``c`` = images only B gets right. Under
+    the null each discordant image is a fair coin, so ``p_exact`` is the
+    two-sided binomial test of ``b`` successes in ``b + c`` (scipy
+    ``binomtest``); ``p_mid`` subtracts the observed outcome's probability
+    once, the mid-p correction that makes the exact test less conservative.
+    """
+    a = np.asarray(correct_a, dtype=bool)
+    b_ = np.asarray(correct_b, dtype=bool)
+    b = int((a & ~b_).sum())
+    c = int((~a & b_).sum())
+    n = b + c
+    if n == 0:
+        return {"b": 0, "c": 0, "p_exact": 1.0, "p_mid": 1.0}
+    p_exact = float(stats.binomtest(b, n, 0.5).pvalue)
+    k = min(b, c)
+    p_mid = float(min(1.0, 2 * (stats.binom.cdf(k, n, 0.5) - 0.5 * stats.binom.pmf(k, n, 0.5))))
+    return {"b": b, "c": c, "p_exact": p_exact, "p_mid": p_mid}
+
+
+def paired_difference(labels: Sequence[int] | np.ndarray, preds_a: np.ndarray | Sequence,
+                      preds_b: np.ndarray | Sequence, seed: int = 0, resamples: int = RESAMPLES,
+                      confidence: float = CONFIDENCE) -> dict[str, Any]:
+    """Accuracy of A minus accuracy of B on the same images, with a paired bootstrap CI.
+
+    Rows of ``preds_a`` and ``preds_b`` are matched by training seed (KD student
+    and label-only student of the same seed). The difference is averaged over
+    seeds; each resample draws one set of image indices for both models and all
+    seeds, which keeps the pairing. ``significant`` means the CI excludes 0.
+    McNemar's test is reported per seed (pooling seeds would count each image
+    several times).
+    """
+    y = np.asarray(labels, dtype=np.int64)
+    a, b = _as_seeds(preds_a), _as_seeds(preds_b)
+    if a.shape != b.shape or a.shape[1] != len(y):
+        raise ValueError(f"paired predictions must match: {a.shape} vs {b.shape} for {len(y)} labels")
+    ca, cb = (a == y).astype(float), (b == y).astype(float)
+    per_seed = ca.mean(1) - cb.mean(1)
+    ci = bootstrap_ci(len(y), lambda idx: (ca[:, idx].mean(-1) - cb[:, idx].mean(-1)).mean(0), seed, resamples,
+                      confidence)
+    return {
+        "mean": float(per_seed.mean()),
+        "ci": list(ci) if ci else None,
+        "sd": _sd(per_seed),
+        "n_seeds": len(a),
+        "n": len(y),
+        "significant": bool(ci is not None and (ci[0] > 0 or ci[1] < 0)),
+        "mcnemar": [mcnemar(ca[s] > 0, cb[s] > 0) for s in range(len(a))],
+    }
+
+
+def format_ci(summary: dict[str, Any] | None, scale: float = 100.0, digits: int = 1) -> str:
+    """``94.2 [93.1, 95.2]`` (the mean and its CI, in percent by default) or ``-``."""
+    if not summary or summary.get("mean") is None:
+        return "-"
+    text = f"{scale * summary['mean']:.{digits}f}"
+    if summary.get("ci"):
+        lo, hi = summary["ci"]
+        text += f" [{scale * lo:.{digits}f}, {scale * hi:.{digits}f}]"
+    return text
+
+
+def format_sd(summary: dict[str, Any] | None, scale: float = 100.0, digits: int = 1) -> str:
+    """``93.8 ± 0.6 (3 seeds)`` across training seeds, or ``-`` for a single seed."""
+    if not summary or summary.get("sd") is None:
+        return "-"
+    return f"{scale * summary['mean']:.{digits}f} ± {scale * summary['sd']:.{digits}f} ({summary['n_seeds']} seeds)"
+
+
+def format_p(p: float | None) -> str:
+    if p is None:
+        return "-"
+    return "<0.001" if p < 0.001 else f"{p:.3f}"

@@ -1,0 +1,1 @@
+"""Saliency: CAM builders for plugins, maps on a seeded sample, faithfulness, agreement and panels."""

@@ -1,0 +1,77 @@
+"""``medkd-bench explain``: a teacher / label-only / KD panel rebuilt from finished cells, without training."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from medkd_bench.data.prepare import PreparedData
+from medkd_bench.errors import MedkdError
+from medkd_bench.explain.maps import compute_maps, explanation_sample
+from medkd_bench.explain.panels import panel_rows, render_panel
+from medkd_bench.system.runtime import Runtime
+
+
+def _load_finished(registry: Any, record: Any, data: PreparedData, device: torch.device,
+                   work_dir: Path) -> nn.Module:
+    from safetensors.torch import load_file
+
+    spec = registry.get(record.config["model"]["role"], record.config["model"]["name"])
+    path = work_dir / "checkpoints" / f"{record.hash}.safetensors"
+    if not path.is_file():
+        raise MedkdError(f"checkpoint {path} of {record.method} cell {record.hash} is missing; rerun the matrix")
+    model = spec.build(data.num_classes, data.img_size)
+    model.load_state_dict(load_file(str(path)))
+    return model.to(device).eval()
+
+
+def panel_from_store(
+    registry: Any, store: Any, work_dir: Path, dataset: str, teacher: str, student: str, explainer: str,
+    images_per_class: int, out: Path, runtime: Runtime, data_root: Path | None = None,
+    skip_bad: bool = False,
+) -> Path:
+    """Render a teacher / label-only / KD panel from finished cells, without training.
+
+    The cells are found by name (the newest finished ones), and the data is
+    rebuilt from the KD cell's own recorded config, so the panel shows exactly
+    the models and images the leaderboard describes.
+    """
+    from medkd_bench.data.prepare import prepare
+
+    done = [r for r in store.cells(dataset=dataset, status="done")]
+    done.sort(key=lambda r: r.finished_at or 0.0)
+
+    def newest(method: str, t: str, s: str, seed: int | None = None) -> Any:
+        for r in reversed(done):
+            if (r.method, r.teacher, r.student) == (method, t, s) and seed in (None, r.seed):
+                return r
+        return None
+
+    kd = newest("kd", teacher, student)
+    if kd is None:
+        raise MedkdError(f"no finished KD cell {teacher} -> {student} on {dataset}: run the matrix first")
+    # The KD student's own teacher and baseline: the same training seed (``--seeds``).
+    cells = [("teacher " + teacher, newest("teacher", teacher, "", kd.seed)),
+             (f"{student} labels only", newest("label-only", "", student, kd.seed)),
+             (f"{student} KD", kd)]
+    spec = registry.get("dataset", dataset)
+    cfg = kd.config["dataset"]
+    data = prepare(spec, cfg["img_size"], data_root, {k: v for k, v in cfg["options"].items() if k in spec.options},
+                   cache_dir=work_dir / "cache", skip_bad=skip_bad)
+    explainer_spec = registry.get("explainer", explainer)
+    sample = explanation_sample(data, images_per_class * data.num_classes, seed=kd.seed)
+    rows = panel_rows(data, sample, images_per_class)
+    indices = [sample[r] for r in rows]
+    columns = []
+    for title, record in cells:
+        if record is None:
+            continue
+        model = _load_finished(registry, record, data, runtime.device, work_dir)
+        model_spec = registry.get(record.config["model"]["role"], record.config["model"]["name"])
+        columns.append((title, compute_maps(model_spec, model, explainer_spec, data, indices,
+                                            runtime.for_model(model_spec))))
+    return render_panel(out, data, indices, columns, title=f"{explainer}: {dataset}, {teacher} -> {student}",
+                        mask_name=data.spec.localisation_mask)

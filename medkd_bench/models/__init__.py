@@ -1,0 +1,1 @@
+"""Helpers for plugins that build models: timm builders and target-layer pickers."""

@@ -1,0 +1,216 @@
+"""The plugin manager: entry points (built-ins included), then ``--plugin`` files.
+
+Each hook implementation is called on its own with a ``register`` callback
+bound to its plugin, so the registry knows who registered every spec, a
+duplicate name is reported with both plugins, and a hook that raises is
+reported by plugin name instead of as a traceback.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import importlib.util
+import os
+import re
+import sys
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pluggy
+
+from medkd_bench import hookspecs
+from medkd_bench.errors import MedkdError
+from medkd_bench.specs import DatasetSpec, ExplainerSpec, StudentSpec, TeacherSpec
+
+#: Comma-separated entry-point names to load, as llm's LLM_LOAD_PLUGINS: unset loads every installed
+#: plugin, an empty value none. The test suite sets it to medkd-bench's own plugins.
+LOAD_PLUGINS_ENV = "MEDKD_BENCH_LOAD_PLUGINS"
+
+#: kind -> (hook name, spec class)
+KINDS: dict[str, tuple[str, type]] = {
+    "teacher": ("register_teachers", TeacherSpec),
+    "student": ("register_students", StudentSpec),
+    "dataset": ("register_datasets", DatasetSpec),
+    "explainer": ("register_explainers", ExplainerSpec),
+}
+
+
+@dataclass
+class PluginInfo:
+    """Where a plugin came from and what it registered."""
+
+    name: str
+    origin: str
+    version: str
+    registers: dict[str, list[str]] = field(default_factory=dict)
+
+
+@dataclass
+class Registry:
+    """Every registered spec by kind and name, plus which plugin gave it."""
+
+    specs: dict[str, dict[str, Any]] = field(default_factory=lambda: {k: {} for k in KINDS})
+    owners: dict[tuple[str, str], str] = field(default_factory=dict)
+    plugins: list[PluginInfo] = field(default_factory=list)
+
+    @property
+    def teachers(self) -> dict[str, TeacherSpec]:
+        return self.specs["teacher"]
+
+    @property
+    def students(self) -> dict[str, StudentSpec]:
+        return self.specs["student"]
+
+    @property
+    def datasets(self) -> dict[str, DatasetSpec]:
+        return self.specs["dataset"]
+
+    @property
+    def explainers(self) -> dict[str, ExplainerSpec]:
+        return self.specs["explainer"]
+
+    def get(self, kind: str, name: str) -> Any:
+        try:
+            return self.specs[kind][name]
+        except KeyError:
+            known = ", ".join(sorted(self.specs[kind])) or "none"
+            raise MedkdError(f"unknown {kind} {name!r} (registered: {known})") from None
+
+
+def _load_file_plugin(pm: pluggy.PluginManager, path: Path) -> None:
+    path = Path(path)
+    if not path.is_file():
+        raise MedkdError(f"--plugin {path}: no such file")
+    module_name = f"medkd_bench_file_plugin_{path.stem}_{abs(hash(str(path.resolve())))}"
+    spec = importlib.util.spec_from_file_location(module_name, path)
+    if spec is None or spec.loader is None:
+        raise MedkdError(f"--plugin {path}: not a Python module")
+    module = importlib.util.module_from_spec(spec)
+    try:
+        sys.modules[module_name] = module
+        spec.loader.exec_module(module)
+    except Exception as exc:  # a broken plugin file is user input
+        sys.modules.pop(module_name, None)
+        raise MedkdError(f"--plugin {path}: failed to import: {type(exc).__name__}: {exc}") from exc
+    pm.register(module, name=f"file:{path}")
+
+
+class _PluginManager(pluggy.PluginManager):
+    """Remembers which distribution each entry-point plugin came from."""
+
+    def __init__(self, project_name: str):
+        super().__init__(project_name)
+        self.distributions: dict[int, tuple[str, str]] = {}
+
+
+def _load_entry_points(pm: _PluginManager) -> None:
+    """Register the ``medkd_bench`` entry points of each installed distribution once.
+
+    Unlike pluggy's own loader, a package installed twice (say, an editable
+    checkout and a virtual environment's copy) contributes only its first copy
+    on ``sys.path``, the one Python imports, so a stale copy's entry points
+    never point at modules the imported copy lacks.
+    """
+    wanted = os.environ.get(LOAD_PLUGINS_ENV)
+    allowed = None if wanted is None else {n.strip() for n in wanted.split(",") if n.strip()}
+    seen: set[str] = set()
+    for dist in importlib.metadata.distributions():
+        name = re.sub(r"[-_.]+", "-", (dist.metadata["Name"] or "")).lower()
+        if name in seen:
+            continue
+        seen.add(name)
+        for ep in dist.entry_points:
+            if ep.group != hookspecs.PROJECT or pm.get_plugin(ep.name) or pm.is_blocked(ep.name):
+                continue
+            if allowed is not None and ep.name not in allowed:
+                continue
+            plugin = ep.load()
+            pm.register(plugin, name=ep.name)
+            pm.distributions[id(plugin)] = (dist.metadata["Name"], dist.version)
+
+
+def make_plugin_manager(
+    plugin_files: Iterable[Path] = (),
+    entry_points: bool = True,
+    block: Iterable[str] = (),
+) -> pluggy.PluginManager:
+    """Entry points first (this is how built-ins arrive), then single files."""
+    pm = _PluginManager(hookspecs.PROJECT)
+    pm.add_hookspecs(hookspecs)
+    for name in block:
+        pm.set_blocked(name)
+    if entry_points:
+        try:
+            _load_entry_points(pm)
+        except Exception as exc:
+            raise MedkdError(f"loading plugins from entry points failed: {type(exc).__name__}: {exc}") from exc
+    for path in plugin_files:
+        _load_file_plugin(pm, Path(path))
+    _check_hook_names(pm)
+    return pm
+
+
+def _check_hook_names(pm: pluggy.PluginManager) -> None:
+    """A misspelled hook (``register_teacher``) is an error naming the plugin, not silently ignored."""
+    try:
+        pm.check_pending()
+    except pluggy.PluginValidationError as exc:
+        known = ", ".join(sorted(name for name in dir(hookspecs) if name.startswith("register_")))
+        found = re.search(r"unknown hook '(\w+)'", str(exc))
+        hook = found.group(1) if found else str(exc)
+        raise MedkdError(f"plugin {pm.get_name(exc.plugin)!r}: unknown hook {hook!r} "
+                         f"(medkd-bench's hooks: {known})") from None
+
+
+def _origin(pm: pluggy.PluginManager, plugin: object, name: str) -> tuple[str, str]:
+    found = getattr(pm, "distributions", {}).get(id(plugin))
+    if found is not None:
+        return f"entry point ({found[0]})", str(found[1])
+    if name.startswith("file:"):
+        return "file", "-"
+    return "registered in code", str(getattr(plugin, "__version__", "-"))
+
+
+def collect(pm: pluggy.PluginManager) -> Registry:
+    """Call every hook implementation and build the registry."""
+    registry = Registry()
+    infos: dict[str, PluginInfo] = {}
+    for plugin_name, plugin in pm.list_name_plugin():
+        if plugin is None:
+            continue
+        origin, version = _origin(pm, plugin, plugin_name)
+        infos[plugin_name] = PluginInfo(plugin_name, origin, version)
+    for kind, (hook_name, spec_cls) in KINDS.items():
+        hook = getattr(pm.hook, hook_name)
+        for impl in hook.get_hookimpls():  # registration order
+            owner = impl.plugin_name
+
+            def register(spec: Any, _kind: str = kind, _cls: type = spec_cls, _owner: str = owner) -> None:
+                if not isinstance(spec, _cls):
+                    raise MedkdError(
+                        f"plugin {_owner!r}: {KINDS[_kind][0]} got {type(spec).__name__}, expected {_cls.__name__}"
+                    )
+                key = (_kind, spec.name)
+                if key in registry.owners:
+                    raise MedkdError(
+                        f"duplicate {_kind} name {spec.name!r}: registered by plugin "
+                        f"{registry.owners[key]!r} and by plugin {_owner!r}"
+                    )
+                registry.owners[key] = _owner
+                registry.specs[_kind][spec.name] = spec
+                infos[_owner].registers.setdefault(_kind, []).append(spec.name)
+
+            try:
+                impl.function(register=register)
+            except MedkdError:
+                raise
+            except Exception as exc:
+                raise MedkdError(f"plugin {owner!r} failed in {hook_name}: {type(exc).__name__}: {exc}") from exc
+    registry.plugins = sorted(infos.values(), key=lambda p: p.name)
+    return registry
+
+
+def load_registry(plugin_files: Iterable[Path] = (), entry_points: bool = True) -> Registry:
+    return collect(make_plugin_manager(plugin_files, entry_points=entry_points))

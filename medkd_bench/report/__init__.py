@@ -1,0 +1,1 @@
+"""What people read: markdown leaderboards, their statistics and provenance, rendered from the store."""

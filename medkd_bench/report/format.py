@@ -1,0 +1,18 @@
+"""Number and label formatting shared by the leaderboard tables."""
+
+from __future__ import annotations
+
+from medkd_bench.run.store import CellRecord
+
+
+def pct(x: float | None) -> str:
+    return "-" if x is None else f"{100 * x:.1f}"
+
+
+def num(x: float | None, fmt: str) -> str:
+    return "-" if x is None else format(x, fmt)
+
+
+def method_label(r: CellRecord, with_seed: bool = False) -> str:
+    label = f"kd from {r.teacher}" if r.method == "kd" else r.method
+    return f"{label}, seed {r.seed}" if with_seed else label

@@ -1,0 +1,263 @@
+"""Markdown leaderboards from the run store, rendered with Jinja2 templates.
+
+The store is the single source of truth: ``medkd-bench leaderboard`` can
+rebuild every page at any time without training anything.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import jinja2
+import numpy as np
+
+from medkd_bench.evaluate import stats
+from medkd_bench.registry import Registry
+from medkd_bench.report.explanation_tables import explanation_tables, latest_explanations
+from medkd_bench.report.format import method_label, num, pct
+from medkd_bench.report.provenance import checksums_text, reproduce_commands, versions_text
+from medkd_bench.report.row_stats import RowStats, gain_text, mcnemar_text
+from medkd_bench.run.store import CellRecord, ExplanationRecord, Store
+
+
+def _env() -> jinja2.Environment:
+    return jinja2.Environment(
+        loader=jinja2.PackageLoader("medkd_bench.report", "templates"),
+        keep_trailing_newline=True,
+        trim_blocks=False,
+        autoescape=False,
+        undefined=jinja2.StrictUndefined,
+    )
+
+
+Key = tuple[str, str, str]  # (method, teacher, student): one leaderboard row, all seeds
+
+
+def _latest(records: Iterable[CellRecord]) -> dict[tuple[str, str, str, int], CellRecord]:
+    """One record per (method, teacher, student, seed): the newest finished one wins."""
+    out: dict[tuple[str, str, str, int], CellRecord] = {}
+    for r in sorted(records, key=lambda r: r.finished_at or 0.0):
+        key = (r.method, r.teacher, r.student, r.seed)
+        if r.status == "done" or key not in out or out[key].status != "done":
+            out[key] = r
+    return out
+
+
+def _groups(done: Iterable[CellRecord]) -> dict[Key, list[CellRecord]]:
+    """Finished records per leaderboard row, ordered by seed."""
+    out: dict[Key, list[CellRecord]] = {}
+    for r in sorted(done, key=lambda r: r.seed):
+        out.setdefault((r.method, r.teacher, r.student), []).append(r)
+    return out
+
+
+@dataclass
+class _Row:
+    records: list[CellRecord]
+    scores: dict[str, dict[str, Any]]
+
+    @property
+    def rec(self) -> CellRecord:
+        """The lowest seed's cell: source of the cost columns, which do not depend on training."""
+        return self.records[0]
+
+    def fields(self, gain: dict[str, Any] | None = None, panel: str = "-") -> dict[str, Any]:
+        m = self.rec.metrics
+        train_s = [r.timings["train_s"] for r in self.records if "train_s" in r.timings]
+        return {
+            "teacher": self.rec.teacher,
+            "student": self.rec.student,
+            "method": self.rec.method,
+            "acc": stats.format_ci(self.scores["accuracy"]),
+            "f1": stats.format_ci(self.scores["macro_f1"]),
+            "seeds": stats.format_sd(self.scores["accuracy"]),
+            "params": num(m.get("params_m"), ".2f"),
+            "gmacs": num(m.get("gmacs"), ".3f"),
+            "latency": num(m.get("latency_ms"), ".2f"),
+            "throughput": num(m.get("throughput"), ".0f"),
+            "best_epoch": " / ".join(str(r.metrics.get("best_epoch", "-")) for r in self.records),
+            "train_s": num(sum(train_s) / len(train_s) if train_s else None, ".0f"),
+            "gain": gain_text(gain),
+            "p": mcnemar_text(gain),
+            "panel": panel,
+        }
+
+
+@dataclass
+class _Board:
+    """One dataset's rows, scored once and shared by its page and the index."""
+
+    latest: dict[tuple[str, str, str, int], CellRecord]
+    groups: dict[Key, list[CellRecord]]
+    scores: dict[Key, dict[str, dict[str, Any]]]
+    gains: dict[Key, dict[str, Any] | None]
+
+    @property
+    def done(self) -> list[CellRecord]:
+        return [r for rs in self.groups.values() for r in rs]
+
+    def accuracy(self, key: Key) -> float:
+        return self.scores[key]["accuracy"]["mean"]
+
+    def best(self, method: str) -> Key | None:
+        return max((k for k in self.groups if k[0] == method), key=self.accuracy, default=None)
+
+
+def _board(registry: Registry, dataset: str, records: list[CellRecord], row_stats: RowStats) -> _Board:
+    spec = registry.datasets.get(dataset)
+    latest = _latest(records)
+    groups = _groups(r for r in latest.values() if r.status == "done")
+    num_classes = len(spec.classes) if spec else 0
+    scores = {}
+    for key, recs in groups.items():
+        k = num_classes or len(recs[0].metrics.get("per_class_f1", {})) or 1
+        scores[key] = row_stats.scores(recs, k)
+    gains = {key: row_stats.gain(recs, groups.get(("label-only", "", key[2])))
+             for key, recs in groups.items() if key[0] == "kd"}
+    return _Board(latest, groups, scores, gains)
+
+
+def _seed_rows(board: _Board, row_stats: RowStats) -> list[dict[str, Any]]:
+    """One row per stored cell (each seed): the provenance table."""
+    rows = []
+    for key in sorted(board.groups, key=lambda k: (k[0] != "teacher", k[0] != "label-only", k[1], k[2])):
+        for r in board.groups[key]:
+            single = row_stats.scores([r], len(r.metrics.get("per_class_f1", {})) or 1)
+            gain = (row_stats.gain([r], board.groups.get(("label-only", "", r.student)))
+                    if r.method == "kd" else None)
+            mc = (gain or {}).get("mcnemar") or [None]
+            rows.append({
+                "name": r.teacher if r.method == "teacher" else r.student,
+                "method": method_label(r), "seed": r.seed, "hash": r.hash,
+                "acc": stats.format_ci(single["accuracy"]), "f1": stats.format_ci(single["macro_f1"]),
+                "gain": gain_text(gain),
+                "mcnemar": (f"{mc[0]['b']} / {mc[0]['c']}, p = {stats.format_p(mc[0]['p_exact'])} "
+                            f"(mid-p {stats.format_p(mc[0]['p_mid'])})") if mc[0] else "-",
+            })
+    return rows
+
+
+def render_dataset(registry: Registry, dataset: str, records: list[CellRecord],
+                   explanations: list[ExplanationRecord], row_stats: RowStats | None = None,
+                   board: _Board | None = None) -> str:
+    row_stats = row_stats or RowStats(registry)
+    spec = registry.datasets.get(dataset)
+    board = board or _board(registry, dataset, records, row_stats)
+    done = board.done
+    groups = board.groups
+    teacher_keys = sorted((k for k in groups if k[0] == "teacher"), key=lambda k: -board.accuracy(k))
+    panel_links: dict[str, list[str]] = {}
+    for (cell_hash, explainer), e in sorted(latest_explanations(explanations).items(), key=lambda kv: kv[0][1]):
+        if e.artifacts.get("panel"):
+            panel_links.setdefault(cell_hash, []).append(f"[{explainer}]({e.artifacts['panel']})")
+    students: list[dict[str, Any]] = []
+    student_keys = sorted((k for k in groups if k[0] != "teacher"),
+                          key=lambda k: (k[2], k[0] != "label-only", -board.accuracy(k)))
+    for key in student_keys:
+        links = [link for r in groups[key] for link in panel_links.get(r.hash, [])]
+        students.append(_Row(groups[key], board.scores[key]).fields(gain=board.gains.get(key),
+                                                                    panel=" ".join(links) or "-"))
+    classes = list(spec.classes) if spec else []
+    # What each student is (its budget, for searched students): the table's rows are names only.
+    student_notes = [{"name": n, "description": getattr(registry.students.get(n), "description", "")
+                      or "(student plugin not installed)"}
+                     for n in sorted({r.student for r in done if r.method != "teacher"})]
+    per_class = [
+        {"name": k[1] if k[0] == "teacher" else k[2],
+         "method": method_label(groups[k][0]),
+         "scores": [pct(float(np.mean([r.metrics["per_class_f1"].get(c, np.nan) for r in groups[k]])))
+                    for c in classes]}
+        for k in teacher_keys + sorted((k for k in groups if k[0] != "teacher"), key=lambda k: (k[2], k[0]))
+    ]
+    failed = [{"label": f"{r.method} {r.teacher} {r.student} seed {r.seed}".replace("  ", " "),
+               "error": (r.error or "").replace("|", "/")}
+              for r in board.latest.values() if r.status == "failed"]
+    any_cfg = records[0].config if records else {}
+    kd_cfg = next((r.config.get("kd") for r in records if r.config.get("kd")), None)
+    kd_text = (f"T = {kd_cfg['temperature']}, alpha = {kd_cfg['alpha']}" if kd_cfg else "no KD cell yet")
+    n_test = next((r.metrics.get("n_test") for r in done), 0)
+    seeds = sorted({r.seed for r in done})
+    return _env().get_template("dataset.md.j2").render(
+        dataset=spec or _FallbackDataset(dataset),
+        img_size=any_cfg.get("dataset", {}).get("img_size", "-"),
+        n_test=n_test,
+        chance=1.0 / len(spec.classes) if spec else 0.0,
+        kd_text=kd_text,
+        machine="; ".join(sorted({r.metrics.get("machine", "unrecorded") for r in done})) or "-",
+        # Timed where the cost figures were taken: the driver of a worker pool, not the worker that trained.
+        timing_machine="; ".join(sorted({r.metrics.get("timed_on", r.metrics.get("machine", "unrecorded"))
+                                         for r in done})) or "-",
+        teachers=[_Row(groups[k], board.scores[k]).fields() for k in teacher_keys],
+        students=students,
+        student_notes=student_notes,
+        per_class=per_class,
+        failed=failed,
+        explanations=explanation_tables(done, explanations),
+        resamples=row_stats.resamples,
+        seeds=", ".join(map(str, seeds)) or "-",
+        multi_seed=len(seeds) > 1,
+        versions=versions_text(done),
+        checksums=checksums_text(done),
+        deterministic=("yes" if all(r.metrics.get("deterministic") for r in done)
+                       else "no" if not any(r.metrics.get("deterministic") for r in done) else "mixed"),
+        commands=reproduce_commands(registry, dataset, done, explanations, row_stats.resamples),
+        seed_rows=_seed_rows(board, row_stats),
+    )
+
+
+@dataclass
+class _FallbackDataset:
+    """For store rows whose dataset plugin is no longer installed."""
+
+    name: str
+    description: str = "(dataset plugin not installed)"
+    citation: str = "-"
+    classes: tuple[str, ...] = ()
+
+
+def render_all(registry: Registry, store: Store, out_dir: Path, resamples: int = stats.RESAMPLES) -> list[Path]:
+    """Write ``<dataset>.md`` per dataset in the store and ``README.md`` as the index.
+
+    ``resamples``: bootstrap resamples per confidence interval (``--bootstrap``).
+    """
+    out_dir.mkdir(parents=True, exist_ok=True)
+    row_stats = RowStats(registry, resamples)
+    records = store.cells()
+    explanations = store.explanations()
+    datasets = sorted({r.dataset for r in records})
+    written: list[Path] = []
+    index_rows = []
+    for d in datasets:
+        recs = [r for r in records if r.dataset == d]
+        path = out_dir / f"{d}.md"
+        hashes = {r.hash for r in recs}
+        board = _board(registry, d, recs, row_stats)
+        _write(path, render_dataset(registry, d, recs, [e for e in explanations if e.cell_hash in hashes],
+                                    row_stats, board))
+        written.append(path)
+        best_t, best_kd, base = board.best("teacher"), board.best("kd"), board.best("label-only")
+        gain = board.gains.get(best_kd) if best_kd else None
+        gain_text = "" if gain is None else f", {100 * gain['mean']:+.1f} pp{'†' if gain.get('significant') else ''}"
+        index_rows.append({
+            "name": d,
+            "file": path.name,
+            "best_teacher": f"{best_t[1]} ({pct(board.accuracy(best_t))})" if best_t else "-",
+            "best_kd": (f"{best_kd[1]} -> {best_kd[2]} ({pct(board.accuracy(best_kd))}{gain_text})"
+                        if best_kd else "-"),
+            "baseline": f"{base[2]} ({pct(board.accuracy(base))})" if base else "-",
+            "done": len(board.done),
+            "failed": sum(1 for r in board.latest.values() if r.status == "failed"),
+        })
+    index = out_dir / "README.md"
+    _write(index, _env().get_template("index.md.j2").render(rows=index_rows, store=store.path.name))
+    written.append(index)
+    return written
+
+
+def _write(path: Path, text: str) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(text)
+    tmp.replace(path)

@@ -1,0 +1,48 @@
+"""A cell of the matrix: ``(dataset, method, teacher, student, seed)``.
+
+``method`` is ``teacher`` (train a teacher on labels), ``label-only`` (train a
+student on labels: the baseline) or ``kd`` (distil the teacher into the
+student).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    pass
+
+
+METHODS = ("teacher", "label-only", "kd")
+
+
+@dataclass(frozen=True)
+class Cell:
+    dataset: str
+    method: str
+    teacher: str = ""
+    student: str = ""
+    seed: int = 0
+
+    @property
+    def model_name(self) -> str:
+        return self.teacher if self.method == "teacher" else self.student
+
+    @property
+    def role(self) -> str:
+        return "teacher" if self.method == "teacher" else "student"
+
+    def label(self) -> str:
+        if self.method == "teacher":
+            what = f"teacher {self.teacher}"
+        elif self.method == "label-only":
+            what = f"student {self.student} (labels only)"
+        else:
+            what = f"{self.teacher} -> {self.student} (KD)"
+        return f"{self.dataset} | {what} | seed {self.seed}"
+
+
+def teacher_cell_of(cell: Cell) -> Cell:
+    """The teacher cell a KD cell distils from."""
+    return Cell(cell.dataset, "teacher", teacher=cell.teacher, seed=cell.seed)

@@ -1,0 +1,283 @@
+"""Computing one cell: configure, train, score and checkpoint it, without touching the run store.
+
+Everything it needs comes from the registry, the options and the work dir,
+so a worker process (or a Ray node) can rebuild it from picklable parts and
+compute cells while the driver alone writes the store. The cell's config
+(dataset options and fingerprint, image size, model and revision, training
+settings, initial weights, precision, optimiser, KD settings and the teacher's
+own hash) is what :func:`~medkd_bench.run.config.config_hash` hashes.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import nn
+
+from medkd_bench.data.prepare import PreparedData, dataset_fingerprint, prepare
+from medkd_bench.errors import MedkdError
+from medkd_bench.evaluate.cost import size_metrics, timed_metrics
+from medkd_bench.evaluate.metrics import classification_metrics
+from medkd_bench.registry import Registry
+from medkd_bench.specs import ModelSpec, TrainSettings
+from medkd_bench.system.runtime import Runtime, machine_description, package_versions
+from medkd_bench.system.weights import file_digest, load_weights_file
+from medkd_bench.train.loop import EpochCallback, TrainResult, fit
+from medkd_bench.train.optim import adamw_implementation, grad_norm_implementation
+from medkd_bench.train.predict import eval_split_predictions, teacher_soft_targets
+
+if TYPE_CHECKING:
+    pass
+from medkd_bench.errors import one_line
+from medkd_bench.run.artifacts import atomic_tmp
+from medkd_bench.run.cells import Cell, teacher_cell_of
+from medkd_bench.run.config import SCHEMA_VERSION, config_hash
+from medkd_bench.run.options import RunOptions
+
+
+@dataclass
+class CellResult:
+    """What computing a cell yields: the trained model and the record the store keeps."""
+
+    model: nn.Module
+    metrics: dict[str, Any]
+    timings: dict[str, float]
+    artifacts: dict[str, str]
+
+
+class CellComputer:
+    """Trains and scores one cell and writes its checkpoint; never reads or writes the run store.
+
+    Everything it needs comes from the registry, the options and the work dir,
+    so a worker process can rebuild it from picklable parts.
+    """
+
+    def __init__(self, registry: Registry, options: RunOptions, runtime: Runtime):
+        self.registry = registry
+        self.options = options
+        self.runtime = runtime
+        self._data: dict[str, PreparedData] = {}
+        self._soft_targets: dict[str, torch.Tensor] = {}
+        self._fingerprints: dict[str, Any] = {}
+        self._costs: dict[tuple, dict[str, Any]] = {}
+        #: Off in pool workers: cells training side by side would slow each other's timings, so the
+        #: driver times them afterwards on a quiet machine (:meth:`MatrixRunner.measure_missing_costs`).
+        self.measure_timings = True
+        for name in options.weights:
+            if name not in registry.teachers and name not in registry.students:
+                raise MedkdError(f"--weights {name}=...: no teacher or student named {name!r}")
+        for name, given in options.dataset_options.items():
+            known = registry.get("dataset", name).options
+            unknown = sorted(set(given) - set(known))
+            if unknown:
+                raise MedkdError(
+                    f"--dataset-option: dataset {name!r} has no option(s) {', '.join(unknown)} "
+                    f"(known: {', '.join(sorted(known)) or 'none'})"
+                )
+        self.ckpt_dir = options.work_dir / "checkpoints"
+
+    # ---- configuration -------------------------------------------------
+    def model_spec(self, cell: Cell) -> ModelSpec:
+        return self.registry.get(cell.role, cell.model_name)
+
+    def runtime_for(self, spec: ModelSpec) -> Runtime:
+        return self.runtime.for_model(spec)
+
+    def settings(self, spec: ModelSpec) -> TrainSettings:
+        return spec.train.replace(epochs=self.options.epochs)
+
+    def _init(self, name: str) -> str:
+        if name in self.options.weights:
+            return f"file:{file_digest(self.options.weights[name])}"
+        return "timm-imagenet" if self.options.pretrained else "random"
+
+    def dataset_config(self, name: str) -> dict[str, Any]:
+        spec = self.registry.get("dataset", name)
+        options = {**spec.options, **self.options.dataset_options.get(name, {})}
+        config = {
+            "name": name,
+            "revision": spec.revision,
+            "img_size": int(self.options.img_size or spec.img_size),
+            "options": options,
+            "root": str(self.options.data_root) if spec.needs_root and self.options.data_root else None,
+        }
+        if spec.fingerprint is not None:  # the files read and their split: a changed copy trains anew
+            if name not in self._fingerprints:
+                self._fingerprints[name] = dataset_fingerprint(spec, self.options.data_root, options)
+            config["files"] = self._fingerprints[name]
+        return config
+
+    def config(self, cell: Cell) -> dict[str, Any]:
+        spec = self.model_spec(cell)
+        cfg: dict[str, Any] = {
+            "schema": SCHEMA_VERSION,
+            "method": cell.method,
+            "seed": cell.seed,
+            "dataset": self.dataset_config(cell.dataset),
+            "model": {"name": spec.name, "revision": spec.revision, "role": cell.role,
+                      "train": asdict(self.settings(spec)), "init": self._init(spec.name),
+                      "precision": self.runtime_for(spec).precision,
+                      "optimizer": "adamw-" + adamw_implementation(self.runtime_for(spec).device),
+                      "grad_norm": grad_norm_implementation(self.runtime_for(spec).device)},
+        }
+        if cell.method == "kd":
+            cfg["teacher"] = self.hash(teacher_cell_of(cell))
+            cfg["kd"] = asdict(self.options.kd)
+        return cfg
+
+    def hash(self, cell: Cell) -> str:
+        return config_hash(self.config(cell))
+
+    # ---- resources -----------------------------------------------------
+    def data(self, name: str) -> PreparedData:
+        if name not in self._data:
+            spec = self.registry.get("dataset", name)
+            self._data[name] = prepare(spec, self.options.img_size, self.options.data_root,
+                                       self.options.dataset_options.get(name, {}),
+                                       cache_dir=self.options.work_dir / "cache", skip_bad=self.options.skip_bad)
+        return self._data[name]
+
+    def build_model(self, spec: ModelSpec, data: PreparedData) -> nn.Module:
+        try:
+            if self.options.pretrained and spec.name not in self.options.weights:
+                if spec.build_pretrained is None:
+                    raise MedkdError(f"--pretrained: {spec.name!r} has no pretrained builder")
+                return spec.build_pretrained(data.num_classes, data.img_size)
+            model = spec.build(data.num_classes, data.img_size)
+        except MedkdError:
+            raise
+        except Exception as exc:
+            raise MedkdError(f"building {spec.name!r} failed: {one_line(exc)}") from exc
+        if spec.name in self.options.weights:
+            load_weights_file(model, self.options.weights[spec.name])
+        return model
+
+    def checkpoint_path(self, cell_hash: str) -> Path:
+        return self.ckpt_dir / f"{cell_hash}.safetensors"
+
+    def save_checkpoint(self, model: nn.Module, cell_hash: str) -> Path:
+        from safetensors.torch import save_file
+
+        path = self.checkpoint_path(cell_hash)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = atomic_tmp(path)
+        state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+        save_file(state, str(tmp))
+        tmp.replace(path)
+        return path
+
+    def load_checkpoint(self, cell: Cell) -> nn.Module:
+        """A cell's model, rebuilt from its checkpoint file (the caller knows the cell finished)."""
+        from safetensors.torch import load_file
+
+        path = self.checkpoint_path(self.hash(cell))
+        if not path.is_file():
+            raise MedkdError(f"{cell.label()} has no finished checkpoint (run it first)")
+        spec = self.model_spec(cell)
+        # From the dataset's spec, not its data: timing a checkpoint needs no images.
+        classes = self.registry.get("dataset", cell.dataset).num_classes
+        model = spec.build(classes, self.dataset_config(cell.dataset)["img_size"])
+        model.load_state_dict(load_file(str(path)))
+        # The model's own memory format (channels-last for OFA-595 on CPU), as in training.
+        return self.runtime_for(spec).prepare_model(model).eval()
+
+    def soft_targets(self, teacher_cell: Cell) -> torch.Tensor:
+        h = self.hash(teacher_cell)
+        if h not in self._soft_targets:
+            path = self.options.work_dir / "soft_targets" / f"{h}.pt"
+            if path.is_file():
+                self._soft_targets[h] = torch.load(path, weights_only=True)
+            else:
+                teacher = self.load_checkpoint(teacher_cell)
+                logits = teacher_soft_targets(teacher, self.data(teacher_cell.dataset),
+                                              self.runtime_for(self.model_spec(teacher_cell)))
+                path.parent.mkdir(parents=True, exist_ok=True)
+                tmp = atomic_tmp(path)
+                torch.save(logits, tmp)
+                tmp.replace(path)
+                self._soft_targets[h] = logits
+        return self._soft_targets[h]
+
+    def cost_key(self, cell: Cell) -> tuple:
+        """What cost metrics depend on: the architecture, the input size, the head's class count, the precision."""
+        spec = self.model_spec(cell)
+        size = self.dataset_config(cell.dataset)["img_size"]
+        classes = self.registry.get("dataset", cell.dataset).num_classes
+        return spec.name, spec.revision, size, classes, self.runtime_for(spec).precision
+
+    def cost_of(self, cell: Cell, model: nn.Module | None, timed: bool = True) -> dict[str, Any]:
+        """Parameters and GMACs, and with ``timed`` throughput and latency: once per :meth:`cost_key`.
+
+        They depend on the layers, not on the weights, so OFA-595's four cells
+        per dataset share one measurement (1 to 4 s each) instead of timing the
+        same network four times. ``model`` may be None once :meth:`has_cost` is true.
+        """
+        key = self.cost_key(cell)
+        _, _, size, _, _ = key
+        runtime = self.runtime_for(self.model_spec(cell))
+        cost = self._costs.setdefault(key, {})
+        if not self.has_cost(cell, timed):
+            if model is None:
+                raise ValueError(f"{cell.label()}: no model to measure")
+            if not cost:
+                cost.update(size_metrics(model, size, runtime.device))
+            if timed:
+                cost.update(timed_metrics(model, size, runtime, self.options.latency_runs))
+        return dict(cost)
+
+    def has_cost(self, cell: Cell, timed: bool = True) -> bool:
+        """Whether this process has measured ``cell``'s architecture already (with timings, if ``timed``)."""
+        cost = self._costs.get(self.cost_key(cell), {})
+        return bool(cost) and (not timed or "latency_ms" in cost)
+
+    def compute(self, cell: Cell, timings: dict[str, float],
+                on_epoch: EpochCallback | None = None) -> CellResult:
+        """Train and score ``cell``, save its checkpoint; raises on failure (``timings`` keeps what was measured).
+
+        A KD cell's teacher must be finished (its checkpoint on disk): the caller checks the store.
+        """
+        h = self.hash(cell)
+        spec = self.model_spec(cell)
+        settings = self.settings(spec)
+        t0 = time.perf_counter()
+        data = self.data(cell.dataset)
+        teacher_logits = None
+        if cell.method == "kd":
+            teacher_logits = self.soft_targets(teacher_cell_of(cell))
+        # Seed the initial weights too: otherwise they depend on whatever ran earlier in the process.
+        torch.manual_seed(cell.seed)
+        model = self.build_model(spec, data)
+        timings["setup_s"] = time.perf_counter() - t0
+        runtime = self.runtime_for(spec)
+        result: TrainResult = fit(
+            model, data, settings, runtime, seed=cell.seed, teacher_logits=teacher_logits,
+            kd=self.options.kd if cell.method == "kd" else None, on_epoch=on_epoch,
+        )
+        timings["train_s"] = result.train_seconds
+        timings["train_images_per_s"] = result.images_per_second
+        self.save_checkpoint(model, h)
+        t1 = time.perf_counter()
+        test = data.splits["test"]
+        preds = eval_split_predictions(model, data, "test", runtime)
+        metrics: dict[str, Any] = classification_metrics(test.labels.tolist(), preds.tolist(), data.spec.classes)
+        metrics["test_predictions"] = preds.tolist()  # for paired comparisons between cells
+        metrics["test_labels"] = test.labels.tolist()  # with the predictions: CIs re-rendered without data
+        metrics["best_epoch"] = result.best_epoch
+        metrics["val_accuracy"] = result.best_val_accuracy
+        metrics["history"] = result.history
+        metrics["n_test"] = len(test)
+        metrics["machine"] = machine_description(runtime)
+        metrics["precision"] = runtime.precision
+        # Provenance kept out of the config hash, so recording it retrains nothing.
+        metrics["data_checksums"] = dict(data.checksums)
+        metrics["versions"] = package_versions()
+        metrics["deterministic"] = runtime.deterministic
+        metrics.update(self.cost_of(cell, model, timed=self.measure_timings))
+        timings["score_s"] = time.perf_counter() - t1
+        timings["total_s"] = time.perf_counter() - t0
+        artifacts = {"checkpoint": str(self.checkpoint_path(h).relative_to(self.options.work_dir))}
+        return CellResult(model, metrics, timings, artifacts)

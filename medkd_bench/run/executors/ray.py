@@ -1,0 +1,202 @@
+"""Cells as Ray tasks; the driver schedules them and alone writes the store.
+
+Teachers and label-only baselines start at once, and each KD cell is
+submitted the moment its own teacher finishes. Workers train, write the
+checkpoint (and the teacher's soft targets) into the shared work dir with
+atomic renames, and return the cell's record, so a lost worker or node can
+never corrupt the store. A task whose worker dies, or whose cell raises, is
+retried up to ``max_retries`` times and then recorded as failed. Explanations
+run on the driver as each record comes back, while the cluster trains on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from medkd_bench.errors import MedkdError, one_line
+from medkd_bench.run.cells import Cell, teacher_cell_of
+from medkd_bench.run.executors.worker import CellOutcome, WorkerRecipe, compute_cell
+from medkd_bench.run.runner import MatrixRunner
+from medkd_bench.system.runtime import Runtime, resolve_runtime
+
+
+def import_ray() -> Any:
+    try:
+        import ray
+    except ImportError:
+        raise MedkdError("--executor ray: Ray is not installed (pip install 'medkd-bench[ray]')") from None
+    return ray
+
+
+@dataclass
+class RayExecutor:
+    """Cells as Ray tasks; the driver (this process) schedules them and writes the store.
+
+    ``address`` names an existing cluster (``ray start --head`` on one node,
+    ``ray start --address=...`` on the others); without it a local cluster of
+    ``num_cpus`` CPUs (default: all) is started and stopped with the run. If
+    this process is already connected to Ray (``ray.init`` was called), that
+    connection is used and left open.
+    """
+
+    recipe: WorkerRecipe
+    address: str | None = None
+    num_cpus: int | None = None
+    cpus_per_cell: float = 1.0
+    gpus_per_cell: float = 0.0
+    max_retries: int = 1
+    #: Object store size for a local cluster, in bytes (None: Ray's default).
+    object_store_memory: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.cpus_per_cell <= 0:
+            raise MedkdError("--cpus-per-cell must be positive")
+        if self.gpus_per_cell < 0:
+            raise MedkdError("--gpus-per-cell must not be negative")
+        if self.max_retries < 0:
+            raise MedkdError("--max-retries must not be negative")
+        if self.recipe.device.startswith("cuda") and self.gpus_per_cell == 0:
+            raise MedkdError(f"--device {self.recipe.device} with --executor ray needs --gpus-per-cell > 0 "
+                             "(Ray hides GPUs from tasks that request none)")
+
+    def _connect(self, ray: Any) -> bool:
+        """Connect to Ray; True when this call started a local cluster (and so must stop it)."""
+        if ray.is_initialized():
+            return False
+        kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False}
+        if self.address:
+            kwargs["address"] = self.address
+        else:
+            kwargs["num_cpus"] = self.num_cpus
+            if self.object_store_memory:
+                kwargs["object_store_memory"] = self.object_store_memory
+        try:
+            ray.init(**kwargs)
+        except Exception as exc:
+            where = f"--address {self.address}" if self.address else "a local Ray cluster"
+            raise MedkdError(f"--executor ray: cannot start or reach {where}: {one_line(exc)}") from exc
+        return not self.address
+
+    def check_fits(self, ray: Any) -> None:
+        """A request no node can meet would wait forever: refuse it up front on a local cluster.
+
+        On an existing cluster (``--address``) an autoscaler may still add such a node.
+        """
+        if self.address:
+            return
+        nodes = [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")]
+        if not any(r.get("CPU", 0) >= self.cpus_per_cell and r.get("GPU", 0) >= self.gpus_per_cell for r in nodes):
+            have = ", ".join(f"{r.get('CPU', 0):g} CPU / {r.get('GPU', 0):g} GPU" for r in nodes) or "no nodes"
+            raise MedkdError(f"--cpus-per-cell {self.cpus_per_cell:g} --gpus-per-cell {self.gpus_per_cell:g}: "
+                             f"no node of the Ray cluster has that much ({have})")
+
+    def run(self, runner: MatrixRunner, cells: Sequence[Cell]) -> dict[str, int]:
+        ray = import_ray()
+        started = self._connect(ray)
+        try:
+            self.check_fits(ray)
+            return _RaySchedule(ray, self, runner, cells).run()
+        finally:
+            if started:
+                ray.shutdown()
+
+
+class _RaySchedule:
+    """One run's bookkeeping on the driver: waiting cells, tasks in flight, attempts."""
+
+    def __init__(self, ray: Any, executor: RayExecutor, runner: MatrixRunner, cells: Sequence[Cell]):
+        self.ray = ray
+        self.executor = executor
+        self.runner = runner
+        self.cells = list(cells)
+        self.total = len(cells)
+        self.summary = {"done": 0, "skipped": 0, "failed": 0}
+        self.task = ray.remote(compute_cell)
+        self.recipe_ref = ray.put(executor.recipe)
+        self.in_flight: dict[Any, tuple[int, Cell, int]] = {}  # ref -> (index, cell, attempt)
+
+    def submit(self, index: int, cell: Cell, attempt: int) -> None:
+        # Ray's own retries are off (max_retries=0): the driver retries, so every
+        # attempt's failure is seen here and the last one is recorded.
+        ref = self.task.options(
+            num_cpus=self.executor.cpus_per_cell, num_gpus=self.executor.gpus_per_cell, max_retries=0,
+            name=f"medkd {cell.label()}",
+        ).remote(self.recipe_ref, cell, self.runner.hash(cell))
+        self.in_flight[ref] = (index, cell, attempt)
+
+    def busy_hashes(self) -> set[str]:
+        return {self.runner.hash(c) for _, c, _ in self.in_flight.values()}
+
+    def start_ready(self, waiting: list[tuple[int, Cell]]) -> list[tuple[int, Cell]]:
+        """Submit every waiting cell whose teacher is settled; the cells still waiting."""
+        pending = {self.runner.hash(c) for _, c in waiting} | self.busy_hashes()
+        still: list[tuple[int, Cell]] = []
+        for index, cell in waiting:
+            if cell.method == "kd" and self.runner.hash(teacher_cell_of(cell)) in pending:
+                still.append((index, cell))
+                continue
+            self.runner.begin(cell, index, self.total)
+            try:
+                self.runner.check_teacher(cell)
+            except MedkdError as exc:  # its teacher failed: recorded like the local executor does
+                self.runner.record_failed(cell, str(exc), {})
+                self.summary["failed"] += 1
+                continue
+            self.submit(index, cell, attempt=1)
+        return still
+
+    def outcome(self, ref: Any) -> CellOutcome:
+        try:
+            return self.ray.get(ref)
+        except self.ray.exceptions.RayError as exc:  # the worker or its node died, or the task was lost
+            return CellOutcome("failed", error=f"Ray task lost: {one_line(exc)}")
+
+    def run(self) -> dict[str, int]:
+        waiting: list[tuple[int, Cell]] = []
+        for index, cell in enumerate(self.cells, start=1):
+            if self.runner.is_finished(self.runner.hash(cell)):
+                self.runner.record_skipped(cell)
+                self.summary["skipped"] += 1
+                self.runner.explain_finished(cell)
+            else:
+                waiting.append((index, cell))
+        try:
+            waiting = self.start_ready(waiting)
+            while self.in_flight:
+                ready, _ = self.ray.wait(list(self.in_flight), num_returns=1)
+                index, cell, attempt = self.in_flight.pop(ready[0])
+                result = self.outcome(ready[0])
+                if result.status != "done" and attempt <= self.executor.max_retries:
+                    self.submit(index, cell, attempt + 1)
+                    continue
+                result.timings["attempts"] = attempt
+                if result.status == "done":
+                    self.runner.record_done(cell, result.metrics, result.timings, result.artifacts)
+                    self.summary["done"] += 1
+                    waiting = self.start_ready(waiting)  # its KD cells may start now
+                    self.runner.explain_finished(cell)
+                else:
+                    self.runner.record_failed(cell, result.error, result.timings)
+                    self.summary["failed"] += 1
+                    waiting = self.start_ready(waiting)
+        except KeyboardInterrupt:
+            for ref, (_, cell, _) in self.in_flight.items():
+                self.ray.cancel(ref, force=True)
+                self.runner.store.fail(self.runner.hash(cell), "interrupted")
+            raise
+        return self.summary
+
+
+def driver_runtime(device: str, amp: str, deterministic: bool = False) -> Runtime:
+    """The runtime for the driver's own work (explanations) under Ray.
+
+    ``--device cuda`` names the workers' device: a head node without a GPU
+    explains on its CPU instead of refusing the run.
+    """
+    import torch
+
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        return resolve_runtime("cpu", "auto", deterministic)
+    return resolve_runtime(device, amp, deterministic)

@@ -1,0 +1,108 @@
+"""The worker side: rebuild the driver's cell computer from a picklable recipe and compute a cell.
+
+Paths in the recipe are absolute: a worker's working directory (and machine)
+differs from the driver's.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from medkd_bench.errors import MedkdError, one_line
+from medkd_bench.run.cells import Cell
+from medkd_bench.run.computer import CellComputer
+from medkd_bench.run.options import RunOptions
+from medkd_bench.system.allocator import keep_freed_memory
+from medkd_bench.system.quiet import quiet_dependency_warnings
+from medkd_bench.system.runtime import Runtime, resolve_runtime
+
+
+@dataclass(frozen=True)
+class WorkerRecipe:
+    """Everything a worker needs to rebuild the driver's :class:`CellComputer`; picklable.
+
+    Paths are absolute: a worker's working directory (and machine) differs from
+    the driver's, so ``--work-dir`` and ``--plugin`` files must be on a file
+    system every node mounts at the same path.
+    """
+
+    plugin_files: tuple[str, ...]
+    options: RunOptions
+    device: str = "auto"
+    amp: str = "auto"
+    #: torch intra-op threads per task: its CPU request, so tasks sharing a node do not oversubscribe it.
+    threads: int = 1
+    deterministic: bool = False
+
+
+@dataclass
+class CellOutcome:
+    """A cell's record as a worker returns it to the driver."""
+
+    status: str  # "done" or "failed"
+    metrics: dict[str, Any] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)
+    artifacts: dict[str, str] = field(default_factory=dict)
+    error: str = ""
+
+
+def worker_setup(recipe: WorkerRecipe) -> tuple[Any, Runtime]:
+    """A worker process's threads, allocator and warning filters as the CLI sets them; its registry and runtime."""
+    import torch
+
+    from medkd_bench.registry import load_registry
+
+    torch.set_num_threads(recipe.threads)
+    keep_freed_memory()
+    quiet_dependency_warnings()
+    registry = load_registry([Path(p) for p in recipe.plugin_files])
+    return registry, resolve_runtime(recipe.device, recipe.amp, recipe.deterministic)
+
+
+_COMPUTERS: dict[str, CellComputer] = {}
+
+
+def _computer(recipe: WorkerRecipe) -> CellComputer:
+    """One computer per recipe per worker process: its data and soft targets serve every later task."""
+    key = repr(recipe)  # RunOptions holds dicts, so the recipe itself is not hashable
+    if key not in _COMPUTERS:
+        registry, runtime = worker_setup(recipe)
+        _COMPUTERS.clear()  # the latest recipe only: a worker serves one run at a time
+        _COMPUTERS[key] = CellComputer(registry, recipe.options, runtime)
+    return _COMPUTERS[key]
+
+
+def compute_cell(recipe: WorkerRecipe, cell: Cell, expected_hash: str) -> CellOutcome:
+    """The Ray task body: train and score ``cell``; a cell's own error comes back as a failed outcome."""
+    timings: dict[str, float] = {}
+    try:
+        computer = _computer(recipe)
+        got = computer.hash(cell)
+        if got != expected_hash:  # e.g. another plugin version installed on this node
+            raise MedkdError(f"config hash {got} on worker {socket.gethostname()} differs from the driver's "
+                             f"{expected_hash}: install the same medkd-bench and plugins on every node")
+        result = computer.compute(cell, timings)
+    except Exception as exc:
+        return CellOutcome("failed", timings=timings, error=one_line(exc))
+    return CellOutcome("done", result.metrics, result.timings, result.artifacts)
+
+
+def worker_recipe(options: RunOptions, plugin_files: Sequence[Path], device: str, amp: str, threads: int,
+            deterministic: bool) -> WorkerRecipe:
+    """What workers in other processes (or on other nodes) rebuild the run from: every path absolute."""
+    return WorkerRecipe(tuple(str(Path(p).resolve()) for p in plugin_files), absolute_paths(options), device, amp,
+                        threads=threads, deterministic=deterministic)
+
+
+def absolute_paths(options: RunOptions) -> RunOptions:
+    """``options`` with every path absolute, as workers in other directories and on other nodes need them.
+
+    The driver's runner must use the same options, so config hashes match on both sides.
+    """
+    return replace(options, work_dir=options.work_dir.resolve(), leaderboard_dir=options.leaderboard_dir.resolve(),
+                   data_root=options.data_root.resolve() if options.data_root else None,
+                   weights={k: v.resolve() for k, v in options.weights.items()})

@@ -1,0 +1,215 @@
+"""Explanations of finished cells: saliency maps, their metrics and the teacher / student panels.
+
+Every model of the matrix is explained on the same seeded sample of test
+images (:func:`medkd_bench.explain.maps.explanation_sample`), so a KD
+student's maps can be compared with its teacher's and its label-only
+baseline's number by number (agreement) and picture by picture (panels).
+Maps are cached in the work dir per cell hash, explainer and sample size;
+the results go to the store's explanation table, one row per (cell,
+explainer), so a rerun computes only the explainers still missing.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+from torch import nn
+
+from medkd_bench.data.prepare import PreparedData
+from medkd_bench.errors import one_line
+from medkd_bench.explain import agreement
+from medkd_bench.explain.faithfulness import road_faithfulness
+from medkd_bench.explain.maps import compute_maps, explanation_sample
+from medkd_bench.explain.panels import panel_rows, render_panel
+from medkd_bench.registry import Registry
+from medkd_bench.run.artifacts import atomic_tmp
+from medkd_bench.run.cells import Cell
+from medkd_bench.run.config import SCHEMA_VERSION, config_hash
+from medkd_bench.run.options import Reporter, RunOptions
+from medkd_bench.run.store import Store
+from medkd_bench.specs import ModelSpec
+from medkd_bench.system.runtime import Runtime
+
+
+class Host(Protocol):
+    """What explaining needs from the runner (:class:`medkd_bench.run.runner.MatrixRunner`)."""
+
+    registry: Registry
+    options: RunOptions
+    store: Store
+    reporter: Reporter
+
+    def hash(self, cell: Cell) -> str: ...
+    def data(self, name: str) -> PreparedData: ...
+    def model_spec(self, cell: Cell) -> ModelSpec: ...
+    def runtime_for(self, spec: ModelSpec) -> Runtime: ...
+    def dataset_config(self, name: str) -> dict[str, Any]: ...
+    def load_trained(self, cell: Cell) -> nn.Module: ...
+
+
+class CellExplanations:
+    """Computes and stores the requested explainers' results for the cells a runner runs."""
+
+    def __init__(self, runner: Host):
+        self.runner = runner
+        self._random_models: dict[str, nn.Module] = {}  # the latest only: VGG19 alone is 0.5 GB
+        self.maps_dir = runner.options.work_dir / "maps"
+
+    def explainer_names(self) -> list[str]:
+        wanted = self.runner.options.explainers
+        names = sorted(self.runner.registry.explainers) if not wanted or "all" in wanted else list(wanted)
+        for n in names:
+            self.runner.registry.get("explainer", n)
+        return names
+
+    def sample(self, cell: Cell) -> list[int]:
+        return explanation_sample(self.runner.data(cell.dataset), self.runner.options.explain_images, seed=cell.seed)
+
+    def maps_path(self, key: str, explainer: str, n_images: int) -> Path:
+        return self.maps_dir / f"{key}-{explainer}-{n_images}.npy"
+
+    def _cached_maps(self, path: Path, compute: Callable[[], np.ndarray]) -> np.ndarray:
+        if path.is_file():
+            return np.load(path)
+        maps = compute()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = atomic_tmp(path)
+        with open(tmp, "wb") as fh:
+            np.save(fh, maps)
+        tmp.replace(path)
+        return maps
+
+    def maps_for(self, cell: Cell, explainer: str, model: nn.Module | None = None) -> np.ndarray | None:
+        """A finished cell's saliency maps on the explanation sample (cached on disk)."""
+        h = self.runner.hash(cell)
+        indices = self.sample(cell)
+        path = self.maps_path(h, explainer, len(indices))
+        if not path.is_file() and model is None:
+            if not self.runner.store.is_done(h):
+                return None
+            model = self.runner.load_trained(cell)
+
+        def compute() -> np.ndarray:
+            assert model is not None
+            spec = self.runner.model_spec(cell)
+            return compute_maps(spec, model, self.runner.registry.get("explainer", explainer),
+                                self.runner.data(cell.dataset), indices, self.runner.runtime_for(spec))
+
+        return self._cached_maps(path, compute)
+
+    def random_maps_for(self, cell: Cell, explainer: str) -> np.ndarray:
+        """Maps of the same architecture with random weights (Adebayo et al., 2018), on the sanity subset."""
+        spec = self.runner.model_spec(cell)
+        data = self.runner.data(cell.dataset)
+        indices = self.sample(cell)[: self.runner.options.sanity_images]
+        key = "random-" + config_hash({"model": spec.name, "dataset": self.runner.dataset_config(cell.dataset),
+                                       "seed": cell.seed, "schema": SCHEMA_VERSION,
+                                       "precision": self.runner.runtime_for(spec).precision})
+
+        def compute() -> np.ndarray:
+            if key not in self._random_models:  # one build per architecture, whatever the explainer
+                torch.manual_seed(cell.seed)
+                self._random_models = {key: spec.build(data.num_classes, data.img_size)}
+            return compute_maps(spec, self._random_models[key], self.runner.registry.get("explainer", explainer), data,
+                                indices, self.runner.runtime_for(spec))
+
+        return self._cached_maps(self.maps_path(key, explainer, len(indices)), compute)
+
+    def panel_for(self, cell: Cell, explainer: str, student_maps: np.ndarray) -> Path:
+        data = self.runner.data(cell.dataset)
+        teacher_cell = Cell(cell.dataset, "teacher", teacher=cell.teacher, seed=cell.seed)
+        baseline_cell = Cell(cell.dataset, "label-only", student=cell.student, seed=cell.seed)
+        sample = self.sample(cell)
+        rows = panel_rows(data, sample, self.runner.options.panel_per_class)
+        columns = []
+        teacher_maps = self.maps_for(teacher_cell, explainer)
+        if teacher_maps is not None:
+            columns.append((f"teacher {cell.teacher}", teacher_maps[rows]))
+        baseline = self.maps_for(baseline_cell, explainer)
+        if baseline is not None:
+            columns.append((f"{cell.student} labels only", baseline[rows]))
+        columns.append((f"{cell.student} KD", student_maps[rows]))
+        suffix = "" if cell.seed == 0 else f"__seed{cell.seed}"  # seed 0 keeps the historical name
+        rel = Path("panels") / cell.dataset / explainer / f"{cell.teacher}__{cell.student}{suffix}.png"
+        render_panel(
+            self.runner.options.leaderboard_dir / rel, data, [sample[r] for r in rows], columns,
+            title=f"{explainer}: {cell.dataset}, {cell.teacher} -> {cell.student}",
+            mask_name=data.spec.localisation_mask,
+        )
+        return rel
+
+    def explanation_metrics(self, cell: Cell, explainer: str, model: nn.Module) -> tuple[dict, dict]:
+        """Localisation, faithfulness and sanity for any cell; agreement with the teacher for KD cells."""
+        data = self.runner.data(cell.dataset)
+        indices = self.sample(cell)
+        maps = self.maps_for(cell, explainer, model)
+        assert maps is not None
+        seed = cell.seed
+        metrics: dict[str, Any] = {"n_images": len(indices)}
+        mask_name = data.spec.localisation_mask
+        test_masks = data.splits["test"].masks
+        if mask_name:
+            masks = test_masks[mask_name][indices].numpy()
+            metrics["localisation"] = {"mask": mask_name, **agreement.localisation(maps, masks, seed)}
+        # Every other mask too: on synthetic-cxr the lesion says "on the evidence", the lung "on the organ".
+        others = [m for m in data.spec.mask_names if m != mask_name and m in test_masks]
+        if others:
+            metrics["localisation_other"] = {
+                m: {"mask": m, **agreement.localisation(maps, test_masks[m][indices].numpy(), seed)} for m in others
+            }
+        metrics["road"] = agreement.summarise(road_faithfulness(model, data, indices, maps,
+                                                                self.runner.runtime_for(self.runner.model_spec(cell)), seed=seed),
+                                              seed)
+        n_sanity = min(self.runner.options.sanity_images, len(indices))
+        metrics["n_sanity"] = n_sanity
+        if n_sanity:
+            metrics["sanity"] = agreement.agreement(maps[:n_sanity], self.random_maps_for(cell, explainer), seed)
+        artifacts: dict[str, str] = {}
+        if cell.method == "kd":
+            teacher_maps = self.maps_for(Cell(cell.dataset, "teacher", teacher=cell.teacher, seed=seed), explainer)
+            baseline_maps = self.maps_for(Cell(cell.dataset, "label-only", student=cell.student, seed=seed),
+                                          explainer)
+            if teacher_maps is not None:
+                metrics["agreement"] = agreement.agreement(teacher_maps, maps, seed)
+                if baseline_maps is not None:
+                    metrics["label_only_agreement"] = agreement.agreement(teacher_maps, baseline_maps, seed)
+            artifacts["panel"] = str(self.panel_for(cell, explainer, maps))
+        return metrics, artifacts
+
+    def missing(self, cell: Cell) -> list[str]:
+        """The requested explainers without a finished explanation of this cell in the store."""
+        h, n = self.runner.hash(cell), len(self.sample(cell))
+        missing = []
+        for explainer in self.explainer_names():
+            rec = self.runner.store.explanation(h, explainer, n, cell.seed)
+            if rec is None or rec.status != "done":
+                missing.append(explainer)
+        return missing
+
+    def explain(self, cell: Cell, model: nn.Module | None = None) -> tuple[int, int]:
+        """Run every requested explainer not yet stored for this cell: (explained, failed)."""
+        h = self.runner.hash(cell)
+        n = len(self.sample(cell))
+        explained = failed = 0
+        for explainer in self.missing(cell):
+            started = time.perf_counter()
+            try:
+                if model is None:
+                    model = self.runner.load_trained(cell)
+                metrics, artifacts = self.explanation_metrics(cell, explainer, model)
+            except KeyboardInterrupt:
+                raise
+            except Exception as exc:
+                self.runner.store.save_explanation(h, explainer, n, cell.seed, "failed", error=one_line(exc))
+                self.runner.reporter.cell_finished(cell, "failed", f"{explainer}: {one_line(exc)}")
+                failed += 1
+                continue
+            metrics["seconds"] = time.perf_counter() - started
+            self.runner.store.save_explanation(h, explainer, n, cell.seed, "done", metrics, artifacts)
+            explained += 1
+        return explained, failed

@@ -1,0 +1,61 @@
+"""Run options (what ``medkd-bench run`` was asked for) and the progress-reporter protocol."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+from medkd_bench.train.losses import KDSettings
+
+if TYPE_CHECKING:
+    pass
+from medkd_bench.run.cells import Cell
+
+#: Where runs keep their store, checkpoints and caches unless ``--work-dir`` says otherwise.
+DEFAULT_WORK_DIR = Path(".medkd")
+
+
+@dataclass
+class RunOptions:
+    work_dir: Path = DEFAULT_WORK_DIR
+    leaderboard_dir: Path = Path("leaderboards")
+    img_size: int | None = None
+    data_root: Path | None = None
+    dataset_options: dict[str, dict[str, Any]] = field(default_factory=dict)
+    epochs: int | None = None
+    kd: KDSettings = field(default_factory=KDSettings)
+    pretrained: bool = False
+    weights: dict[str, Path] = field(default_factory=dict)
+    #: Explainers to run; ``None`` or ``("all",)`` means every registered one. The default is the
+    #: source study's Score-CAM: each further explainer adds about 30 s to the full embedded matrix
+    #: on 2 CPU cores (ROAD imputations, sanity maps, panels), and the matrix is meant to rerun in 10 minutes.
+    explainers: tuple[str, ...] | None = ("score-cam",)
+    #: Test images per explanation sample (balanced over classes, seeded). Score-CAM
+    #: costs one forward pass per target-layer channel per image, hence the small default.
+    explain_images: int = 6
+    #: Images of the sample used for the model-randomisation sanity check.
+    sanity_images: int = 2
+    panel_per_class: int = 1
+    #: At least this many timed runs, and at least 1 s of them (timed_metrics): 140 runs for a
+    #: 7 ms model, 10 for VGG19's 240 ms instead of 30 (5 s less per VGG19 cell).
+    latency_runs: int = 10
+    #: Leave out bad files of a real dataset (with a warning) instead of stopping at the first.
+    skip_bad: bool = False
+
+
+class Reporter(Protocol):
+    def cell_started(self, cell: Cell, index: int, total: int, epochs: int) -> None: ...
+    def epoch_done(self, epoch: int, epochs: int, row: dict[str, float]) -> None: ...
+    def cell_finished(self, cell: Cell, status: str, detail: str) -> None: ...
+
+
+class SilentReporter:
+    def cell_started(self, cell: Cell, index: int, total: int, epochs: int) -> None:
+        pass
+
+    def epoch_done(self, epoch: int, epochs: int, row: dict[str, float]) -> None:
+        pass
+
+    def cell_finished(self, cell: Cell, status: str, detail: str) -> None:
+        pass

@@ -1,0 +1,97 @@
+"""Planning: which cells a run has, in run order, and which datasets it must leave out."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from medkd_bench.errors import MedkdError
+from medkd_bench.registry import Registry
+
+if TYPE_CHECKING:
+    pass
+from medkd_bench.run.cells import Cell
+
+MATRICES = ("full", "quick")
+
+
+def _check_names(kind: str, wanted: Sequence[str] | None, known: dict[str, Any]) -> list[str]:
+    if not wanted:
+        return sorted(known)  # stable across machines, whatever the entry-point order
+    unknown = [n for n in wanted if n not in known]
+    if unknown:
+        raise MedkdError(
+            f"unknown {kind}(s) {', '.join(repr(u) for u in unknown)} in --{kind}s "
+            f"(registered: {', '.join(sorted(known)) or 'none'})"
+        )
+    return list(dict.fromkeys(wanted))
+
+
+def unavailable_datasets(registry: Registry, data_root: Path | None,
+                         names: Sequence[str] | None = None) -> dict[str, str]:
+    """Datasets that need a local copy which is not there, each with the reason.
+
+    A dataset that needs a root is available when ``data_root`` is given and
+    its ``locate`` (if any) finds the dataset's folder under it.
+    """
+    out: dict[str, str] = {}
+    for name in names if names is not None else sorted(registry.datasets):
+        spec = registry.get("dataset", name)
+        if not spec.needs_root:
+            continue
+        if data_root is None:
+            out[name] = "needs a local copy: no --data-root given and MEDKD_DATA is not set"
+        elif not Path(data_root).is_dir():
+            out[name] = f"--data-root {data_root} is not a folder"
+        elif spec.locate is not None:
+            try:
+                spec.locate(Path(data_root))
+            except MedkdError as exc:
+                out[name] = str(exc)
+    return out
+
+
+def plan(
+    registry: Registry,
+    matrix: str = "full",
+    teachers: Sequence[str] | None = None,
+    students: Sequence[str] | None = None,
+    datasets: Sequence[str] | None = None,
+    seed: int = 0,
+    data_root: Path | None = None,
+    seeds: int = 1,
+) -> list[Cell]:
+    """Cells in run order: per dataset and seed, teachers first, then baselines, then KD.
+
+    Without ``datasets``, real datasets whose local copy is missing are left
+    out (:func:`unavailable_datasets` says which and why); a dataset named
+    in ``datasets`` must be there. ``quick`` prefers generated datasets.
+    ``seeds`` runs every cell with seeds ``seed .. seed + seeds - 1``; a KD cell
+    distils the teacher trained with its own seed, so seeds stay independent.
+    """
+    if seeds < 1:
+        raise MedkdError(f"--seeds {seeds}: expected at least 1")
+    if matrix not in MATRICES:
+        raise MedkdError(f"unknown --matrix {matrix!r} (choose from: {', '.join(MATRICES)})")
+    ts = _check_names("teacher", teachers, registry.teachers)
+    ss = _check_names("student", students, registry.students)
+    ds = _check_names("dataset", datasets, registry.datasets)
+    missing = unavailable_datasets(registry, data_root, ds)
+    if datasets and missing:
+        name, reason = next(iter(missing.items()))
+        raise MedkdError(reason if name in reason else f"dataset {name!r}: {reason}")
+    ds = [d for d in ds if d not in missing]
+    if matrix == "quick":  # one of each: the first (alphabetically, or as filtered) after filters
+        if not datasets:  # a quick look should not start by decoding a real dataset
+            ds = sorted(ds, key=lambda d: registry.datasets[d].needs_root)
+        ts, ss, ds = ts[:1], ss[:1], ds[:1]
+    if not (ts and ss and ds):
+        raise MedkdError("the matrix is empty: no teacher, student or dataset is registered or selected")
+    cells: list[Cell] = []
+    for d in ds:
+        for k in range(seed, seed + seeds):
+            cells += [Cell(d, "teacher", teacher=t, seed=k) for t in ts]
+            cells += [Cell(d, "label-only", student=s, seed=k) for s in ss]
+            cells += [Cell(d, "kd", teacher=t, student=s, seed=k) for t in ts for s in ss]
+    return cells

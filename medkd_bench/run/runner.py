@@ -1,0 +1,162 @@
+"""The matrix runner: runs cells (in order here, or through an executor) and commits each to the store.
+
+Computing a cell is :class:`~medkd_bench.run.computer.CellComputer`, which
+never touches the run store; :class:`MatrixRunner` adds the store, the
+explanations and the run loop. The split lets an executor compute cells in
+other processes or on other machines while the driver alone writes the store.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+from torch import nn
+
+from medkd_bench.errors import MedkdError, one_line
+from medkd_bench.registry import Registry
+from medkd_bench.run.artifacts import check_writable
+from medkd_bench.run.cells import Cell, teacher_cell_of
+from medkd_bench.run.computer import CellComputer
+from medkd_bench.run.explanations import CellExplanations
+from medkd_bench.run.options import Reporter, RunOptions, SilentReporter
+from medkd_bench.run.store import Store
+from medkd_bench.system.runtime import Runtime
+
+
+class Executor(Protocol):
+    """Runs planned cells through a :class:`MatrixRunner`; returns ``{"done", "skipped", "failed"}`` counts.
+
+    Implementations live in :mod:`medkd_bench.run.executors`: one module each.
+    """
+
+    def run(self, runner: MatrixRunner, cells: Sequence[Cell]) -> dict[str, int]: ...
+
+
+class MatrixRunner(CellComputer):
+    """Runs cells (in order here, or through an executor), committing each to the store as soon as it ends.
+
+    Only this class writes the store: on a cluster it runs on the driver.
+    """
+
+    def __init__(self, registry: Registry, options: RunOptions, store: Store, runtime: Runtime,
+                 reporter: Reporter | None = None):
+        super().__init__(registry, options, runtime)
+        self.store = store
+        self.reporter = reporter or SilentReporter()
+        self.explain_counts = {"explained": 0, "explain_failed": 0}
+        self.explanations = CellExplanations(self)
+
+    def load_trained(self, cell: Cell) -> nn.Module:
+        """A finished cell's model, rebuilt from its checkpoint."""
+        if not self.store.is_done(self.hash(cell)):
+            raise MedkdError(f"{cell.label()} has no finished checkpoint (run it first)")
+        return self.load_checkpoint(cell)
+
+    # ---- running ---------------------------------------------------------
+    def run(self, cells: Sequence[Cell], executor: Executor | None = None) -> dict[str, int]:
+        """Run ``cells`` with ``executor`` (default: in this process, in order)."""
+        check_writable(self.options.work_dir, "--work-dir")
+        check_writable(self.options.leaderboard_dir, "--leaderboard-dir")
+        self.explanations.explainer_names()  # unknown explainer names fail before any training
+        self.load_real_data(cells)
+        summary = executor.run(self, cells) if executor is not None else self.run_in_order(cells)
+        self.measure_missing_costs(cells)
+        return {**summary, **self.explain_counts}
+
+    def load_real_data(self, cells: Sequence[Cell]) -> None:
+        """Read every real dataset with unfinished cells before any training.
+
+        A missing folder or a bad file is bad input: it stops the run with one
+        line (exit 2) instead of failing, and re-reading, in every cell.
+        """
+        for name in dict.fromkeys(c.dataset for c in cells if not self.store.is_done(self.hash(c))):
+            if self.registry.get("dataset", name).needs_root:
+                self.data(name)
+
+    def run_in_order(self, cells: Sequence[Cell]) -> dict[str, int]:
+        """Every cell in this process, in plan order: what runs when no executor is given."""
+        summary = {"done": 0, "skipped": 0, "failed": 0}
+        for index, cell in enumerate(cells, start=1):
+            summary[self.run_cell(cell, index, len(cells))] += 1
+        return summary
+
+    def measure_missing_costs(self, cells: Sequence[Cell]) -> int:
+        """Timed cost metrics for finished cells stored without them (pool workers leave them out); how many.
+
+        Runs after the cells, when nothing else trains, from each cell's checkpoint.
+        A run interrupted before this point leaves them missing; the next run fills them in.
+        """
+        filled = 0
+        for cell in cells:
+            h = self.hash(cell)
+            rec = self.store.get(h)
+            if rec is None or rec.status != "done" or "latency_ms" in rec.metrics or not self.is_finished(h):
+                continue
+            model = None if self.has_cost(cell) else self.load_checkpoint(cell)  # one load per architecture
+            self.store.update_metrics(h, self.cost_of(cell, model))
+            filled += 1
+        return filled
+
+    def is_finished(self, cell_hash: str) -> bool:
+        return self.store.is_done(cell_hash) and self.checkpoint_path(cell_hash).is_file()
+
+    def check_teacher(self, cell: Cell) -> None:
+        """A KD cell needs its teacher finished; raises with the teacher's own error otherwise."""
+        if cell.method != "kd":
+            return
+        teacher_rec = self.store.get(self.hash(teacher_cell_of(cell)))
+        if teacher_rec is None or teacher_rec.status != "done":
+            raise MedkdError(f"teacher {cell.teacher!r} has not been trained on {cell.dataset} "
+                             f"({teacher_rec.error if teacher_rec and teacher_rec.error else 'no finished cell'})")
+
+    def begin(self, cell: Cell, index: int, total: int) -> str:
+        """Mark ``cell`` running in the store; its hash."""
+        h = self.hash(cell)
+        self.reporter.cell_started(cell, index, total, self.settings(self.model_spec(cell)).epochs)
+        self.store.start(h, cell.dataset, cell.teacher, cell.student, cell.method, cell.seed, self.config(cell))
+        return h
+
+    def record_done(self, cell: Cell, metrics: dict[str, Any], timings: dict[str, float],
+                    artifacts: dict[str, str]) -> None:
+        self.store.finish(self.hash(cell), metrics, timings, artifacts)
+        self.reporter.cell_finished(cell, "done", f"test accuracy {metrics['accuracy']:.3f}")
+
+    def record_failed(self, cell: Cell, message: str, timings: dict[str, float]) -> None:
+        self.store.fail(self.hash(cell), message, timings)
+        self.reporter.cell_finished(cell, "failed", message)
+
+    def record_skipped(self, cell: Cell) -> None:
+        self.reporter.cell_finished(cell, "skipped", "finished earlier")
+
+    def explain_finished(self, cell: Cell, model: nn.Module | None = None) -> None:
+        explained, failed = self.explanations.explain(cell, model)
+        self.explain_counts["explained"] += explained
+        self.explain_counts["explain_failed"] += failed
+
+    def run_cell(self, cell: Cell, index: int = 1, total: int = 1) -> str:
+        """Train and score a cell unless it is finished, then explain it. Never raises for a cell's own failure."""
+        model: nn.Module | None = None
+        if self.is_finished(self.hash(cell)):
+            status = "skipped"
+            self.record_skipped(cell)
+        else:
+            model, status = self._train_cell(cell, index, total)
+        if status != "failed":
+            self.explain_finished(cell, model)
+        return status
+
+    def _train_cell(self, cell: Cell, index: int, total: int) -> tuple[nn.Module | None, str]:
+        h = self.begin(cell, index, total)
+        timings: dict[str, float] = {}
+        try:
+            self.check_teacher(cell)
+            result = self.compute(cell, timings, on_epoch=self.reporter.epoch_done)
+        except KeyboardInterrupt:
+            self.store.fail(h, "interrupted", timings)
+            raise
+        except Exception as exc:
+            self.record_failed(cell, one_line(exc), timings)
+            return None, "failed"
+        self.record_done(cell, result.metrics, result.timings, result.artifacts)
+        return result.model, "done"

@@ -1,0 +1,191 @@
+"""Device and mixed-precision choice, made once per run and refined per model.
+
+On CUDA, automatic mixed precision (bf16 where supported, else fp16 with a
+gradient scaler) and channels-last memory format are on by default. On CPU,
+``--amp auto`` follows each model spec's measured fast path: bf16 autocast for
+architectures that gain from it, on CPUs with native bf16 matrix units (AMX),
+channels-last for those that gain from that; everything else runs in float32.
+The precision each model ran in is part of its cell's config hash, so results
+from different precisions are never mixed up. ``--amp off`` forces float32.
+CUDA results are not bit-repeatable unless ``--deterministic`` asks for
+deterministic kernels (:func:`enable_determinism`), at some speed cost.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import platform
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
+
+import torch
+from torch import nn
+
+from medkd_bench.errors import MedkdError
+
+if TYPE_CHECKING:
+    from medkd_bench.specs import ModelSpec
+
+
+AMP_CHOICES = ("auto", "off", "bf16", "fp16")
+
+
+@dataclass(frozen=True)
+class Runtime:
+    device: torch.device
+    amp_dtype: torch.dtype | None = None
+    channels_last: bool = False
+    deterministic: bool = False
+    #: ``--amp auto`` on CPU: each model's spec picks its fast path (``for_model``).
+    cpu_auto: bool = False
+
+    def for_model(self, spec: ModelSpec) -> Runtime:
+        """This runtime as it applies to one architecture."""
+        if not self.cpu_auto:
+            return self
+        bf16 = spec.cpu_bf16 and cpu_has_native_bf16()
+        return replace(self, amp_dtype=torch.bfloat16 if bf16 else None,
+                       channels_last=spec.cpu_channels_last, cpu_auto=False)
+
+    @property
+    def precision(self) -> str:
+        """Numerics that change results (recorded in config hashes): e.g. ``fp32``, ``bf16+cl``."""
+        amp = str(self.amp_dtype).removeprefix("torch.").replace("bfloat16", "bf16").replace("float16", "fp16")
+        return (amp if self.amp_dtype else "fp32") + ("+cl" if self.channels_last else "")
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        if self.amp_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.amp_dtype)
+
+    @property
+    def needs_grad_scaler(self) -> bool:
+        """fp16 gradients underflow without loss scaling; bf16 has float32's range and needs none."""
+        return self.amp_dtype == torch.float16 and self.device.type == "cuda"
+
+    def grad_scaler(self) -> torch.amp.GradScaler | None:
+        return torch.amp.GradScaler(self.device.type) if self.needs_grad_scaler else None
+
+    def to_model(self, x: torch.Tensor) -> torch.Tensor:
+        """An input batch in the memory format the model was converted to."""
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
+
+    def prepare_model(self, model: nn.Module) -> nn.Module:
+        """Move ``model`` to the device, in channels-last layout where that is on."""
+        model.to(self.device)
+        if self.channels_last:
+            model.to(memory_format=torch.channels_last)
+        return model
+
+    def describe(self) -> str:
+        if self.cpu_auto:
+            return f"{self.device.type} (per-model fast path: fp32, bf16 where native, channels-last)"
+        amp = str(self.amp_dtype).removeprefix("torch.") if self.amp_dtype else "fp32"
+        extras = (", channels-last" if self.channels_last else "") + (", deterministic" if self.deterministic else "")
+        return f"{self.device.type} ({amp}{extras})"
+
+    def synchronize(self) -> None:
+        """Wait for queued GPU work, so wall-clock timings measure it (a no-op on CPU)."""
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+
+def cpu_has_native_bf16() -> bool:
+    """AMX tiles (Sapphire Rapids and later): where oneDNN's bf16 convolutions beat float32."""
+    try:
+        return bool(torch.cpu._is_amx_tile_supported())
+    except (AttributeError, RuntimeError):  # private API: absent on other builds means "no"
+        return False
+
+
+def enable_determinism() -> None:
+    """Deterministic kernels for this process (``--deterministic``).
+
+    ``torch.use_deterministic_algorithms`` makes ops without a deterministic
+    implementation raise instead of silently varying; cuBLAS needs a fixed
+    workspace (``CUBLAS_WORKSPACE_CONFIG``) for repeatable matmuls, and cuDNN
+    must neither benchmark (autotuning may pick different kernels per run) nor
+    use its nondeterministic algorithms. On CPU, seeded fp32 runs are already
+    repeatable; the flag then only guards against a nondeterministic op.
+    """
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(True)
+    torch.backends.cudnn.benchmark = False
+    torch.backends.cudnn.deterministic = True
+
+
+def amp_dtype_for(device_type: str, amp: str, bf16_supported: bool) -> torch.dtype | None:
+    """The autocast dtype for ``--amp`` on a device: ``None`` means plain float32.
+
+    ``auto`` on CPU is decided per model (:meth:`Runtime.for_model`), so it maps to
+    float32 here; on a GPU it picks bf16 where supported (no gradient scaler
+    needed), else fp16.
+    """
+    if amp not in AMP_CHOICES:
+        raise MedkdError(f"--amp {amp}: expected one of {', '.join(AMP_CHOICES)}")
+    if amp == "off" or (amp == "auto" and device_type == "cpu"):
+        return None
+    if amp == "bf16" or (amp == "auto" and bf16_supported):
+        return torch.bfloat16
+    if device_type == "cpu":
+        raise MedkdError("--amp fp16: only on CUDA; use --amp bf16 on CPU")
+    return torch.float16
+
+
+def resolve_runtime(device: str = "auto", amp: str = "auto", deterministic: bool = False, *,
+                    cuda_available: bool | None = None, bf16_supported: bool | None = None) -> Runtime:
+    """The runtime for ``--device``, ``--amp`` and ``--deterministic``.
+
+    ``cuda_available`` and ``bf16_supported`` default to what torch reports;
+    passing them lets tests check the CUDA choices on a machine without a GPU.
+    """
+    if cuda_available is None:
+        cuda_available = torch.cuda.is_available()
+    if device == "auto":
+        device = "cuda" if cuda_available else "cpu"
+    if device.startswith("cuda") and not cuda_available:
+        raise MedkdError(f"--device {device}: CUDA is not available on this machine")
+    if device != "cpu" and not device.startswith("cuda"):
+        raise MedkdError(f"--device {device}: expected auto, cpu or cuda[:N]")
+    try:
+        dev = torch.device(device)
+    except RuntimeError as exc:
+        raise MedkdError(f"--device {device}: {exc}") from None
+    if bf16_supported is None:
+        bf16_supported = dev.type == "cuda" and torch.cuda.is_bf16_supported()
+    dtype = amp_dtype_for(dev.type, amp, bf16_supported)  # validates --amp
+    if deterministic:
+        enable_determinism()
+    if amp == "auto" and dev.type == "cpu":
+        return Runtime(dev, None, channels_last=False, cpu_auto=True, deterministic=deterministic)
+    # Channels-last speeds up convolutions on tensor cores; on CPU only some architectures gain
+    # (their specs opt in under --amp auto), so an explicit CPU choice keeps the default layout.
+    return Runtime(dev, dtype, channels_last=dev.type == "cuda", deterministic=deterministic)
+
+
+def machine_description(runtime: Runtime | None = None) -> str:
+    """Where a number was measured: recorded with every cell, quoted in leaderboards."""
+    if runtime is not None and runtime.device.type == "cuda":
+        where = torch.cuda.get_device_name(runtime.device)
+    else:
+        threads = torch.get_num_threads()
+        where = f"{platform.machine()} CPU, {threads} thread{'s' if threads != 1 else ''}"
+    return f"{where}, {runtime.describe() if runtime else 'cpu'}, torch {torch.__version__}"
+
+
+#: Packages whose versions can change a score; quoted in every leaderboard.
+PROVENANCE_PACKAGES = ("medkd-bench", "torch", "timm", "ofa", "grad-cam", "fvcore", "numpy")
+
+
+def package_versions() -> dict[str, str]:
+    """Installed versions of :data:`PROVENANCE_PACKAGES` (recorded with every cell)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {}
+    for name in PROVENANCE_PACKAGES:
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            out[name] = "not installed"
+    return out

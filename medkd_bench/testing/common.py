@@ -1,0 +1,82 @@
+"""Helpers every conformance check shares: the plugin-name rule, spec errors, a tiny workload, registries."""
+
+from __future__ import annotations
+
+import contextlib
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import torch
+
+#: Plugin names are lowercase slugs: letters and digits in dash-separated words, starting with a letter.
+NAME_PATTERN = re.compile(r"^[a-z][a-z0-9]*(-[a-z0-9]+)*$")
+
+
+def registry_of(*plugins: str | Path | ModuleType) -> Any:
+    """The registry that the given plugins alone produce, without any entry point.
+
+    A plugin's tests should not depend on what else is installed (or on a
+    stale ``pip install -e .``), so this loads exactly the plugins named: a
+    ``Path`` (or a string ending in ``.py``) is a plugin file, as with
+    ``--plugin``; another string is an importable module such as
+    ``"medkd_resnet34.plugin"``; a module object is registered as it is.
+    """
+    import importlib
+
+    from medkd_bench.registry import collect, make_plugin_manager
+
+    files = [Path(p) for p in plugins if isinstance(p, Path) or (isinstance(p, str) and p.endswith(".py"))]
+    pm = make_plugin_manager(files, entry_points=False)
+    for plugin in plugins:
+        if isinstance(plugin, ModuleType):
+            pm.register(plugin)
+        elif isinstance(plugin, str) and not plugin.endswith(".py"):
+            pm.register(importlib.import_module(plugin))
+    return collect(pm)
+
+
+def spec_failure(spec: Any, rule: str) -> AssertionError:
+    """An error that names the spec (kind and name) and the rule it breaks."""
+    kind = type(spec).__name__
+    name = getattr(spec, "name", "?")
+    return AssertionError(f"{kind} {name!r}: {rule}")
+
+
+def require(condition: bool, spec: Any, rule: str) -> None:
+    if not condition:
+        raise spec_failure(spec, rule)
+
+
+@contextlib.contextmanager
+def tiny_workload() -> Iterator[None]:
+    """One intra-op thread and a private RNG while a check runs.
+
+    The checks push a couple of 32 px images through each model: that gains
+    nothing from intra-op parallelism, and on a shared two-core CI runner
+    OpenMP threads spinning against other jobs make it an order of magnitude
+    slower. Forking the RNG keeps model initialisation inside a check from
+    shifting the random stream of the test that called it.
+    """
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+def check_identity(spec: Any, citation_required: bool = True) -> None:
+    """Name and citation: leaderboard rows are keyed by the name and credit the citation."""
+    name = getattr(spec, "name", None)
+    require(isinstance(name, str) and bool(NAME_PATTERN.match(name)), spec,
+             f"name must be a lowercase slug such as 'resnet34' or 'my-teacher' (got {name!r})")
+    if citation_required:
+        citation = getattr(spec, "citation", "")
+        require(isinstance(citation, str) and bool(citation.strip()), spec,
+                 "citation is empty: cite the paper (authors, title, venue year, arXiv id) "
+                 "or, for data, its source")

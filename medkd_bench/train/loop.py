@@ -1,0 +1,175 @@
+"""The training loop shared by teachers, label-only students and KD students.
+
+Robustness measures for networks trained from random weights on small data
+(each one answers a failure we measured): AdamW with a linear warm-up and a
+cosine decay; gradient-norm clipping; batch-norm statistics recomputed from
+training batches before every validation; and the weights of the best
+validation epoch are kept, so a late collapse cannot reach the test set.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from medkd_bench.data.batches import train_batches
+from medkd_bench.data.prepare import PreparedData
+from medkd_bench.specs import TrainSettings
+from medkd_bench.system.runtime import Runtime
+from medkd_bench.train.batchnorm import has_batch_norm, recalibrate_batch_norm
+from medkd_bench.train.losses import DEFAULT_ALPHA, DEFAULT_TEMPERATURE, KDSettings, kd_loss
+from medkd_bench.train.optim import clipped_step, make_adamw, param_groups
+from medkd_bench.train.predict import evaluate_accuracy, teacher_soft_targets
+from medkd_bench.train.schedule import warmup_cosine
+
+
+@dataclass
+class TrainResult:
+    history: list[dict[str, float]] = field(default_factory=list)
+    best_epoch: int = 0
+    best_val_accuracy: float = 0.0
+    train_seconds: float = 0.0
+    train_images: int = 0
+    #: Per epoch: (images, seconds) of the training loop alone.
+    epoch_times: list[tuple[int, float]] = field(default_factory=list)
+
+    @property
+    def images_per_second(self) -> float:
+        return self.train_images / self.train_seconds if self.train_seconds else 0.0
+
+    @property
+    def warm_images_per_second(self) -> float:
+        """Throughput after the first epoch, which also pays one-off kernel selection and allocation."""
+        warm = self.epoch_times[1:] or self.epoch_times
+        seconds = sum(s for _, s in warm)
+        return sum(n for n, _ in warm) / seconds if seconds else 0.0
+
+
+EpochCallback = Callable[[int, int, dict[str, float]], None]
+
+
+class Trainer:
+    """One model's optimiser, schedule and loss: the update of one training step.
+
+    :func:`fit` drives it batch by batch; ``benchmarks/run_all.py`` calls
+    :meth:`step` interleaved with a bare PyTorch step, so the harness's
+    per-step overhead is measured without the VM's drift between epochs.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        data: PreparedData,
+        settings: TrainSettings,
+        runtime: Runtime,
+        teacher_logits: torch.Tensor | None = None,
+        kd: KDSettings | None = None,
+    ) -> None:
+        self.model, self.data, self.settings, self.runtime = model, data, settings, runtime
+        self.teacher_logits = teacher_logits
+        self.kd = kd or KDSettings()  # used only with teacher logits
+        self.labels = data.splits["train"].labels
+        steps_per_epoch = max(1, math.ceil(len(self.labels) / settings.batch_size))
+        self.optimizer = make_adamw(param_groups(model, settings.weight_decay), settings.lr, runtime.device)
+        self.schedule = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer,
+            warmup_cosine(
+                settings.epochs * steps_per_epoch, int(settings.warmup_epochs * steps_per_epoch), settings.min_lr_ratio
+            ),
+        )
+        self.scaler = runtime.grad_scaler()
+
+    def loss(self, idx: torch.Tensor, flipped: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
+        runtime = self.runtime
+        x = runtime.to_model(self.data.normalise(images, runtime.device))
+        y = self.labels[idx].to(runtime.device)
+        with runtime.autocast():
+            logits = self.model(x)
+            if self.teacher_logits is not None:
+                t = self.teacher_logits[flipped.long(), idx].to(runtime.device)
+                return kd_loss(logits, t, y, self.kd.temperature, self.kd.alpha)
+            return F.cross_entropy(logits.float(), y, label_smoothing=self.settings.label_smoothing)
+
+    def step(self, idx: torch.Tensor, flipped: torch.Tensor, images: torch.Tensor) -> float:
+        """One optimiser update on a batch (the model must be in train mode); returns the batch's mean loss."""
+        loss = self.loss(idx, flipped, images)
+        optimizer, scaler, clip = self.optimizer, self.scaler, self.settings.grad_clip
+        optimizer.zero_grad(set_to_none=True)
+        if scaler is not None:
+            scaler.scale(loss).backward()
+            scaler.unscale_(optimizer)
+            if clip:
+                nn.utils.clip_grad_norm_(self.model.parameters(), clip, foreach=True)
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            loss.backward()
+            clipped_step(optimizer, clip)
+        self.schedule.step()
+        return float(loss.detach())
+
+
+def fit(
+    model: nn.Module,
+    data: PreparedData,
+    settings: TrainSettings,
+    runtime: Runtime,
+    seed: int,
+    teacher_logits: torch.Tensor | None = None,
+    kd: KDSettings | None = None,
+    on_epoch: EpochCallback | None = None,
+    bn_batches: int = 8,
+) -> TrainResult:
+    """Train ``model`` in place on the train split; keep the best validation epoch."""
+    torch.manual_seed(seed)
+    generator = torch.Generator().manual_seed(seed)
+    runtime.prepare_model(model)
+    trainer = Trainer(model, data, settings, runtime, teacher_logits, kd)
+    use_bn = has_batch_norm(model)
+    result = TrainResult()
+    best_state: dict[str, torch.Tensor] | None = None
+    for epoch in range(1, settings.epochs + 1):
+        model.train()
+        started = time.perf_counter()
+        loss_sum, seen = 0.0, 0
+        for idx, flipped, images in train_batches(data, settings.batch_size, generator):
+            loss_sum += trainer.step(idx, flipped, images) * len(idx)
+            seen += len(idx)
+        runtime.synchronize()
+        elapsed = time.perf_counter() - started
+        result.train_seconds += elapsed
+        result.train_images += seen
+        result.epoch_times.append((seen, elapsed))
+        if use_bn:
+            recalibrate_batch_norm(model, data, runtime, bn_batches, seed + epoch)
+        val_acc = evaluate_accuracy(model, data, "val", runtime)
+        row = {"epoch": epoch, "loss": loss_sum / max(1, seen), "val_accuracy": val_acc}
+        result.history.append(row)
+        if best_state is None or val_acc >= result.best_val_accuracy:
+            result.best_epoch, result.best_val_accuracy = epoch, val_acc
+            best_state = copy.deepcopy({k: v.detach().cpu() for k, v in model.state_dict().items()})
+        if on_epoch is not None:
+            on_epoch(epoch, settings.epochs, row)
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    model.eval()
+    return result
+
+
+__all__ = [
+    "DEFAULT_ALPHA",
+    "DEFAULT_TEMPERATURE",
+    "KDSettings",
+    "TrainResult",
+    "Trainer",
+    "fit",
+    "kd_loss",
+    "teacher_soft_targets",
+]

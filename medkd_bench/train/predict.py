@@ -1,0 +1,45 @@
+"""Inference over a split: logits, accuracy, predictions, and the teacher's soft targets for KD."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from medkd_bench.data.prepare import PreparedData
+from medkd_bench.system.runtime import Runtime
+
+
+@torch.inference_mode()
+def predict_logits(
+    model: nn.Module, data: PreparedData, images: torch.Tensor, runtime: Runtime, batch_size: int = 128
+) -> torch.Tensor:
+    """Logits (float32, on CPU) for uint8 images, in eval mode."""
+    model.eval()
+    out = []
+    for start in range(0, len(images), batch_size):
+        x = runtime.to_model(data.normalise(images[start : start + batch_size], runtime.device))
+        with runtime.autocast():
+            out.append(model(x).float().cpu())
+    return torch.cat(out)
+
+
+def evaluate_accuracy(model: nn.Module, data: PreparedData, split: str, runtime: Runtime) -> float:
+    s = data.splits[split]
+    logits = predict_logits(model, data, s.images, runtime)
+    return float((logits.argmax(1) == s.labels).float().mean())
+
+
+def teacher_soft_targets(teacher: nn.Module, data: PreparedData, runtime: Runtime) -> torch.Tensor:
+    """Teacher logits for every training image, unflipped and flipped: ``(2, N, C)``.
+
+    The teacher is frozen and the only augmentation is a flip, so these two
+    passes replace a teacher forward pass in every KD step of every epoch.
+    """
+    images = data.splits["train"].images
+    return torch.stack(
+        [predict_logits(teacher, data, images, runtime), predict_logits(teacher, data, images.flip(-1), runtime)]
+    )
+
+
+def eval_split_predictions(model: nn.Module, data: PreparedData, split: str, runtime: Runtime) -> torch.Tensor:
+    return predict_logits(model, data, data.splits[split].images, runtime).argmax(1)

@@ -1,0 +1,1 @@
+"""medkd-bench's test suite: a package, so tests import shared helpers as ``tests.helpers``."""

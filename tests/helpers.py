@@ -1,0 +1,59 @@
+"""Settings and helpers the test modules share (fixtures live in ``conftest.py``).
+
+Tests train the real built-in models (timm, ofa) on a tiny slice of the
+embedded synthetic data at 32 px for one epoch: small enough for CI on two
+cores, real enough that every component (fvcore, grad-cam, SQLite, Jinja2,
+matplotlib) runs for real.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from medkd_bench.cli import main
+
+#: Test plugins as real files: pass them with ``--plugin`` or to ``registry_of``.
+PLUGIN_FIXTURES = Path(__file__).resolve().parent / "plugin_fixtures"
+
+TINY_DATA = [
+    "--dataset-option", "synthetic-cxr.n_train=24",
+    "--dataset-option", "synthetic-cxr.n_val=9",
+    "--dataset-option", "synthetic-cxr.n_test=9",
+    "--dataset-option", "synthetic-histo.n_train=20",
+    "--dataset-option", "synthetic-histo.n_val=10",
+    "--dataset-option", "synthetic-histo.n_test=10",
+    "--img-size", "32",
+    "--epochs", "1",
+    "--latency-runs", "3",
+    "--explain-images", "3",
+    "--sanity-images", "2",
+    # One process: tests/test_pool_executor.py covers worker pools (each costs seconds of start-up).
+    "--jobs", "1",
+]
+
+QUICK = ["run", "--matrix", "quick", "--teachers", "visformer-s", *TINY_DATA]
+
+
+def plugin_fixture(name: str) -> str:
+    """The path of ``tests/plugin_fixtures/<name>.py``, as ``--plugin`` takes it."""
+    path = PLUGIN_FIXTURES / f"{name}.py"
+    assert path.is_file(), path
+    return str(path)
+
+
+@dataclass
+class CliResult:
+    exit_code: int
+    out: str
+    err: str
+
+
+def run_main(args: Sequence[str]) -> int:
+    """``medkd-bench ARGS`` in this process; its exit code."""
+    try:
+        main(list(args))
+    except SystemExit as exc:
+        return int(exc.code or 0)
+    return 0
