@@ -26,12 +26,18 @@ import tomllib
 import torch
 
 from medkd_bench import MedkdError
-from medkd_bench import scaffold as scaffold_module
 from medkd_bench.registry import load_registry
+from medkd_bench.scaffold import transaction as scaffold_transaction
 from medkd_bench.scaffold.api import scaffold
 from medkd_bench.scaffold.pyproject import add_entry_point
 from medkd_bench.scaffold.request import KINDS, ScaffoldRequest
 from tests.helpers import TINY_DATA
+
+
+@pytest.fixture(autouse=True)
+def every_installed_plugin(monkeypatch):
+    """Scaffolded plugins arrive through entry points: these are discovery tests, so every plugin loads."""
+    monkeypatch.delenv("MEDKD_BENCH_LOAD_PLUGINS", raising=False)
 
 REPO = Path(__file__).resolve().parents[1]
 CONTRIBUTING = REPO / "CONTRIBUTING.md"
@@ -338,7 +344,7 @@ def test_broken_pyproject_is_not_touched(checkout, tmp_path, run_cli):
 @pytest.mark.parametrize("fail_at", ["second-file", "pyproject"])
 def test_a_failed_write_is_rolled_back(fail_at, checkout, tmp_path, run_cli, monkeypatch):
     before = _tree(tmp_path)
-    original_create = scaffold_module._Transaction.create
+    original_create = scaffold_transaction._Transaction.create
 
     def create(self, path, text):
         if fail_at == "second-file" and self.created_files:
@@ -348,19 +354,19 @@ def test_a_failed_write_is_rolled_back(fail_at, checkout, tmp_path, run_cli, mon
     def replace(self, edit):
         raise OSError(28, "No space left on device", str(edit.path))
 
-    monkeypatch.setattr(scaffold_module._Transaction, "create", create)
+    monkeypatch.setattr(scaffold_transaction._Transaction, "create", create)
     if fail_at == "pyproject":
-        monkeypatch.setattr(scaffold_module._Transaction, "replace", replace)
+        monkeypatch.setattr(scaffold_transaction._Transaction, "replace", replace)
     result = run_cli(["add-plugin", "explainer", "half-written", "--repo-root", str(checkout)])
     _one_line_error(result, "failed", "nothing was written")
     assert _tree(tmp_path) == before  # files removed, tests/plugins/ removed, pyproject.toml as it was
 
 
 def test_every_template_ships_as_package_data():
-    patterns = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["medkd_bench"]
-    package = REPO / "medkd_bench"
-    shipped = {path for pattern in patterns for path in package.glob(pattern)}
-    templates = set((package / "templates" / "scaffold").rglob("*.j2"))
+    patterns = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]
+    package = REPO / "medkd_bench" / "scaffold"
+    shipped = {path for pattern in patterns["medkd_bench.scaffold"] for path in package.glob(pattern)}
+    templates = set((package / "templates").rglob("*.j2"))
     assert templates and templates <= shipped
 
 
@@ -375,7 +381,7 @@ def test_entry_point_goes_into_the_real_table_and_nothing_else_changes():
     old_lines, new_lines = text.splitlines(), new.splitlines()
     at = new_lines.index(added[0])
     assert new_lines[:at] + new_lines[at + 1:] == old_lines
-    assert re.match(r'^[a-z0-9-]+ = "plugins\.', new_lines[at - 1])  # right after the last entry
+    assert re.match(r'^[a-z0-9-]+ = "medkd_bench_plugins\.', new_lines[at - 1])  # right after the last entry
     assert tomllib.loads(new)["project"]["entry-points"]["medkd_bench"]["resnet34"] == "medkd_bench_plugins.teachers.resnet34"
 
 

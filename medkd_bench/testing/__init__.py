@@ -17,7 +17,7 @@ Import it from ``medkd_bench.testing`` (it is deliberately not re-exported by
         check_teacher_spec(registry_of("plugins/teachers/my_teacher.py").teachers["my-teacher"])
 """
 
-from medkd_bench.testing.common import NAME_PATTERN, registry_of
+from medkd_bench.testing.common import NAME_PATTERN, installed_registry, registry_of
 from medkd_bench.testing.datasets import check_dataset_spec
 from medkd_bench.testing.explainers import check_explainer_spec
 from medkd_bench.testing.models import check_student_spec, check_teacher_spec
@@ -28,5 +28,6 @@ __all__ = [
     "check_explainer_spec",
     "check_student_spec",
     "check_teacher_spec",
+    "installed_registry",
     "registry_of",
 ]

@@ -38,6 +38,16 @@ def registry_of(*plugins: str | Path | ModuleType) -> Any:
     return collect(pm)
 
 
+def installed_registry() -> Any:
+    """The registry of every installed plugin (entry points), as the ``medkd-bench`` command sees it.
+
+    For a package's own test that its entry point is declared and loads.
+    """
+    from medkd_bench.registry import load_registry
+
+    return load_registry()
+
+
 def spec_failure(spec: Any, rule: str) -> AssertionError:
     """An error that names the spec (kind and name) and the rule it breaks."""
     kind = type(spec).__name__
