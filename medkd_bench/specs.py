@@ -135,8 +135,12 @@ class DatasetSpec:
     #: saliency should fall inside.
     mask_names: tuple[str, ...] = ()
     localisation_mask: str | None = None
-    #: Default options, overridable per run (``--dataset-option NAME.key=value``).
+    #: Default options, overridable per run (``--dataset-option NAME.key=value``). A value given on
+    #: the command line is parsed as the type of its default (bool, int, float or str).
     options: Mapping[str, Any] = field(default_factory=dict)
+    #: Allowed range of numeric options, ``key -> (low, high)`` (inclusive; None for no bound). A
+    #: numeric option without one must be >= 0: options are counts, fractions and seeds.
+    option_ranges: Mapping[str, tuple[float | None, float | None]] = field(default_factory=dict)
     #: Real datasets need a local root; embedded ones generate their data.
     needs_root: bool = False
     citation: str = ""

@@ -20,7 +20,18 @@ console = Console(stderr=False, soft_wrap=True)
 err_console = Console(stderr=True, soft_wrap=True)
 
 DEFAULT_LEADERBOARD_DIR = Path("leaderboards")
-__all__ = ["DEFAULT_LEADERBOARD_DIR", "DEFAULT_WORK_DIR", "cli", "console", "err_console", "load_cli_registry"]
+__all__ = ["DEFAULT_LEADERBOARD_DIR", "DEFAULT_WORK_DIR", "cli", "console", "err_console", "is_debug",
+           "load_cli_registry"]
+#: ``--debug`` of the current invocation (set by the group's callback, reset by ``main``).
+_DEBUG = {"on": False}
+
+
+def is_debug() -> bool:
+    return _DEBUG["on"]
+
+
+def set_debug(on: bool) -> None:
+    _DEBUG["on"] = on
 
 
 def load_cli_registry(plugin_files: Sequence[Path]) -> Registry:
@@ -32,6 +43,9 @@ def load_cli_registry(plugin_files: Sequence[Path]) -> Registry:
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="medkd-bench")
-def cli() -> None:
+@click.option("--debug", is_flag=True,
+              help="Print tracebacks: of an error, and of every failed cell of a run (the store keeps them).")
+def cli(debug: bool) -> None:
     """Benchmark knowledge distillation from large teachers into small students
     for medical image classification, with Score-CAM explanations."""
+    set_debug(debug)

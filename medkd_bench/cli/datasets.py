@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from medkd_bench.cli.app import DEFAULT_WORK_DIR, cli, console, load_cli_registry
-from medkd_bench.cli.options import parse_dataset_options, plugin_option
+from medkd_bench.cli.options import IMG_SIZE, parse_dataset_options, plugin_option
 from medkd_bench.errors import MedkdError
 
 
@@ -20,7 +20,7 @@ def datasets_cmd() -> None:
 @click.argument("name")
 @click.option("--root", "--data-root", "root", type=click.Path(path_type=Path), default=None, envvar="MEDKD_DATA",
               help="Folder holding the extracted dataset [env: MEDKD_DATA].")
-@click.option("--img-size", type=int, default=None, help="Decode at this size [default: the dataset's].")
+@click.option("--img-size", type=IMG_SIZE, default=None, help="Decode at this size, 32-1024 px [default: the dataset's].")
 @click.option("--dataset-option", "dataset_options", multiple=True, metavar="DATASET.KEY=VALUE",
               help="Override a dataset option, e.g. lc25000.seed=1.")
 @click.option("--skip-bad", is_flag=True, help="Report bad files as warnings (exit 0) instead of errors.")
@@ -33,11 +33,11 @@ def datasets_check(name, root, img_size, dataset_options, skip_bad, work_dir, pl
     Exits 2 when a file is bad (unless --skip-bad) or a folder is missing.
     """
     from medkd_bench.data.check import check_dataset
-    from medkd_bench.run.artifacts import check_writable
+    from medkd_bench.system.files import check_writable
 
     registry = load_cli_registry(plugin_files)
     spec = registry.get("dataset", name)
-    options = parse_dataset_options(dataset_options)
+    options = parse_dataset_options(dataset_options, registry)
     others = sorted(set(options) - {name})
     if others:
         raise MedkdError(f"--dataset-option {others[0]}...: this check is of dataset {name!r}")

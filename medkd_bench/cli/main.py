@@ -8,14 +8,16 @@ with 1 after recording every error in the store.
 from __future__ import annotations
 
 import sys
+import traceback
 from collections.abc import Sequence
 
 import click
+from rich.markup import escape
 
 # The command modules register themselves on ``cli`` when imported.
 from medkd_bench.cli import datasets, plugins, report, run  # noqa: F401
-from medkd_bench.cli.app import cli, err_console
-from medkd_bench.errors import MedkdError
+from medkd_bench.cli.app import cli, err_console, is_debug, set_debug
+from medkd_bench.errors import MedkdError, one_line
 from medkd_bench.system.allocator import keep_freed_memory
 from medkd_bench.system.quiet import quiet_dependency_warnings
 
@@ -35,14 +37,25 @@ def add_plugin_commands() -> None:
                              f"{type(exc).__name__}: {exc}") from exc
 
 
+def _error(text: str) -> None:
+    """One line on stderr; with ``--debug``, the traceback of the exception being handled first."""
+    if is_debug():
+        err_console.print(escape(traceback.format_exc()), highlight=False)
+    err_console.print(f"[red]error:[/] {escape(text)}", highlight=False, soft_wrap=True)
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     quiet_dependency_warnings()
     keep_freed_memory()  # before torch allocates anything
+    set_debug(False)
     try:
         add_plugin_commands()
         cli.main(args=list(argv) if argv is not None else None, prog_name="medkd-bench", standalone_mode=False)
     except MedkdError as exc:
-        err_console.print(f"[red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        _error(str(exc))
+        sys.exit(2)
+    except click.UsageError as exc:  # a bad flag or value: one line naming it, as for every other bad input
+        _error(exc.format_message())
         sys.exit(2)
     except KeyboardInterrupt:
         err_console.print(INTERRUPTED)
@@ -55,3 +68,6 @@ def main(argv: Sequence[str] | None = None) -> None:
         sys.exit(exc.exit_code)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
+    except Exception as exc:  # a defect, not bad input: still one line, the traceback behind --debug
+        _error(f"internal error: {one_line(exc)} (rerun with --debug for the traceback)")
+        sys.exit(1)

@@ -6,14 +6,19 @@ flag and the value, so :func:`medkd_bench.cli.main.main` prints one line.
 
 from __future__ import annotations
 
+import math
+import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from medkd_bench.cli.app import DEFAULT_LEADERBOARD_DIR, DEFAULT_WORK_DIR
 from medkd_bench.errors import MedkdError
+
+if TYPE_CHECKING:
+    from medkd_bench.registry import Registry
 
 
 def split_names(values: Sequence[str]) -> list[str] | None:
@@ -21,30 +26,88 @@ def split_names(values: Sequence[str]) -> list[str] | None:
     return names or None
 
 
-def _parse_value(text: str) -> Any:
-    low = text.lower()
-    if low in ("true", "false"):
-        return low == "true"
-    for cast in (int, float):
+#: Image sizes a run accepts: below 32 px the stride-16 saliency maps are 1x1 (blank); above 1024 px
+#: no built-in model fits a batch in memory on the machines we target.
+IMG_SIZE = click.IntRange(32, 1024)
+
+
+class FiniteFloat(click.ParamType):
+    """A finite number in a range: click's FloatRange lets ``nan`` through every bound."""
+
+    name = "number"
+
+    def __init__(self, low: float | None = None, high: float | None = None, low_open: bool = False):
+        self.low, self.high, self.low_open = low, high, low_open
+
+    def describe(self) -> str:
+        parts = []
+        if self.low is not None:
+            parts.append(f"{'>' if self.low_open else '>='} {self.low:g}")
+        if self.high is not None:
+            parts.append(f"<= {self.high:g}")
+        return "a finite number" + (" " + " and ".join(parts) if parts else "")
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> float:
         try:
-            return cast(text)
+            number = float(value)
+        except (TypeError, ValueError):
+            self.fail(f"{value!r} is not a number (expected {self.describe()})", param, ctx)
+        too_low = self.low is not None and (number < self.low or (self.low_open and number == self.low))
+        too_high = self.high is not None and number > self.high
+        if not math.isfinite(number) or too_low or too_high:
+            self.fail(f"{value!r} is out of range (expected {self.describe()})", param, ctx)
+        return number
+
+
+_INT = re.compile(r"^[+-]?\d+$")
+
+
+def _typed_option(flag: str, text: str, default: Any, bounds: tuple[float | None, float | None] | None) -> Any:
+    """``text`` as the type of the option's ``default``, within ``bounds`` (numbers default to >= 0)."""
+    if isinstance(default, bool):
+        if text.lower() not in ("true", "false", "1", "0"):
+            raise MedkdError(f"{flag}: expected true or false")
+        return text.lower() in ("true", "1")
+    if isinstance(default, int | float):
+        kind = "a whole number" if isinstance(default, int) else "a number"
+        if isinstance(default, int) and not _INT.match(text.strip()):
+            raise MedkdError(f"{flag}: expected {kind} (the default is {default})")
+        try:
+            value: float = int(text) if isinstance(default, int) else float(text)
         except ValueError:
-            pass
+            raise MedkdError(f"{flag}: expected {kind} (the default is {default})") from None
+        low, high = bounds if bounds is not None else (0, None)
+        if not math.isfinite(value) or (low is not None and value < low) or (high is not None and value > high):
+            span = f"{'-inf' if low is None else f'{low:g}'} .. {'inf' if high is None else f'{high:g}'}"
+            raise MedkdError(f"{flag}: {text} is out of range (allowed: {span})")
+        return value
     return text
 
 
-def parse_dataset_options(values: Sequence[str]) -> dict[str, dict[str, Any]]:
+def parse_dataset_options(values: Sequence[str], registry: Registry) -> dict[str, dict[str, Any]]:
+    """``DATASET.KEY=VALUE`` flags, each checked against the dataset's spec: known key, its default's type, range."""
     out: dict[str, dict[str, Any]] = {}
     for v in values:
         key, sep, value = v.partition("=")
         name, dot, option = key.partition(".")
         if not (sep and dot and name and option):
             raise MedkdError(f"--dataset-option {v!r}: expected DATASET.KEY=VALUE")
-        out.setdefault(name, {})[option] = _parse_value(value)
+        if name not in registry.datasets:
+            raise MedkdError(f"--dataset-option {v}: no dataset {name!r} (registered: "
+                             f"{', '.join(sorted(registry.datasets)) or 'none'})")
+        spec = registry.datasets[name]
+        if option not in spec.options:
+            raise MedkdError(f"--dataset-option {v}: dataset {name!r} has no option {option!r} "
+                             f"(known: {', '.join(sorted(spec.options)) or 'none'})")
+        out.setdefault(name, {})[option] = _typed_option(f"--dataset-option {v}", value, spec.options[option],
+                                                         spec.option_ranges.get(option))
     return out
 
 
 def parse_weights(values: Sequence[str]) -> dict[str, Path]:
+    """``NAME=PATH`` flags; each file is read (by content, weights only) now, before any worker starts."""
+    from medkd_bench.system.weights import read_state_dict
+
     out: dict[str, Path] = {}
     for v in values:
         name, sep, path = v.partition("=")
@@ -52,6 +115,10 @@ def parse_weights(values: Sequence[str]) -> dict[str, Path]:
             raise MedkdError(f"--weights {v!r}: expected NAME=PATH")
         if not Path(path).is_file():
             raise MedkdError(f"--weights {name}={path}: no such file")
+        try:
+            read_state_dict(Path(path))
+        except MedkdError as exc:
+            raise MedkdError(f"--weights {name}={path}: {exc}") from None
         out[name] = Path(path)
     return out
 

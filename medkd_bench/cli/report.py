@@ -8,7 +8,7 @@ import click
 
 from medkd_bench.cli.app import cli, console, load_cli_registry
 from medkd_bench.cli.options import bootstrap_option, plugin_option, work_dir_option
-from medkd_bench.errors import MedkdError
+from medkd_bench.system.files import check_writable, path_inside
 
 
 @cli.command()
@@ -20,14 +20,9 @@ def leaderboard(plugin_files, work_dir, leaderboard_dir, bootstrap) -> None:
     from medkd_bench.report.leaderboard import render_all
     from medkd_bench.run.store import Store
 
-    path = work_dir / "runs.sqlite"
-    if not path.is_file():
-        raise MedkdError(f"no run store at {path}: run `medkd-bench run` first or pass --work-dir")
     registry = load_cli_registry(plugin_files)
-    from medkd_bench.run.artifacts import check_writable
-
     check_writable(leaderboard_dir, "--leaderboard-dir")
-    with Store(path) as store:
+    with Store(work_dir / "runs.sqlite", readonly=True) as store:  # rendering never writes the store
         written = render_all(registry, store, leaderboard_dir, bootstrap)
     for p in written:
         console.print(f"wrote {p}")
@@ -50,19 +45,16 @@ def explain(dataset, teacher, student, explainer, images, out, device, data_root
             leaderboard_dir) -> None:
     """Render a teacher vs student saliency panel from finished cells (no training)."""
     from medkd_bench.explain.from_store import panel_from_store
-    from medkd_bench.run.artifacts import check_writable
     from medkd_bench.run.store import Store
     from medkd_bench.system.runtime import resolve_runtime
 
     path = work_dir / "runs.sqlite"
-    if not path.is_file():
-        raise MedkdError(f"no run store at {path}: run `medkd-bench run` first or pass --work-dir")
     registry = load_cli_registry(plugin_files)
     registry.get("explainer", explainer)
-    out = out or leaderboard_dir / "panels" / dataset / explainer / f"{teacher}__{student}-{images}.png"
+    out = out or path_inside(leaderboard_dir, "panels", dataset, explainer, f"{teacher}__{student}-{images}.png")
     check_writable(out.parent, "--out folder")
     runtime = resolve_runtime(device, "auto")
-    with Store(path) as store:
+    with Store(path, readonly=True) as store:
         written = panel_from_store(registry, store, work_dir, dataset, teacher, student, explainer, images, out,
                                    runtime, data_root, skip_bad=skip_bad)
     console.print(f"wrote {written}")

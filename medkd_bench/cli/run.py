@@ -9,14 +9,18 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from medkd_bench import __version__
-from medkd_bench.cli.app import cli, console, load_cli_registry
+from medkd_bench.cli.app import cli, console, err_console, is_debug, load_cli_registry
 from medkd_bench.cli.options import (
+    IMG_SIZE,
+    FiniteFloat,
     bootstrap_option,
     parse_dataset_options,
     parse_weights,
@@ -25,6 +29,9 @@ from medkd_bench.cli.options import (
     work_dir_option,
 )
 from medkd_bench.errors import MedkdError
+from medkd_bench.run.lock import WorkDirLock
+from medkd_bench.run.store import StoreError
+from medkd_bench.system.files import check_writable
 
 
 class RichReporter:
@@ -65,16 +72,17 @@ class RichReporter:
               help="Local copy of a real dataset [env: MEDKD_DATA].")
 @click.option("--dataset-option", "dataset_options", multiple=True, metavar="DATASET.KEY=VALUE",
               help="Override a dataset option, e.g. synthetic-cxr.n_train=2000.")
-@click.option("--img-size", type=int, default=None, help="Override the datasets' image size.")
-@click.option("--epochs", type=int, default=None, help="Override every model's epochs.")
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--img-size", type=IMG_SIZE, default=None, help="Override the datasets' image size (32-1024 px).")
+@click.option("--epochs", type=click.IntRange(1, 10_000), default=None, help="Override every model's epochs.")
+@click.option("--seed", type=click.IntRange(0, 2**31 - 1), default=0, show_default=True)
 @click.option("--seeds", type=click.IntRange(1), default=1, show_default=True,
               help="Run every cell with seeds SEED .. SEED+N-1; leaderboards report mean ± sd across seeds.")
 @click.option("--deterministic", is_flag=True,
               help="Deterministic kernels (torch.use_deterministic_algorithms, CUBLAS_WORKSPACE_CONFIG): "
                    "repeatable CUDA runs, at some speed cost.")
-@click.option("--temperature", type=float, default=None, help="KD temperature T [default: 4.0].")
-@click.option("--alpha", type=float, default=None, help="KD weight on the label loss [default: 0.5].")
+@click.option("--temperature", type=FiniteFloat(0, low_open=True), default=None,
+              help="KD temperature T > 0 [default: 4.0].")
+@click.option("--alpha", type=FiniteFloat(0, 1), default=None, help="KD weight on the label loss, 0-1 [default: 0.5].")
 @click.option("--pretrained", is_flag=True, help="Start from timm's ImageNet weights (needs a network).")
 @click.option("--weights", multiple=True, metavar="NAME=PATH",
               help="Start model NAME from a local weights file (.safetensors or torch checkpoint).")
@@ -101,8 +109,9 @@ class RichReporter:
 @click.option("--address", default=None, help="Ray: address of an existing cluster [default: start a local one].")
 @click.option("--ray-cpus", type=click.IntRange(1), default=None,
               help="Ray: CPUs of the local cluster [default: all].")
-@click.option("--cpus-per-cell", type=float, default=None, help="Ray: CPUs each cell requests [default: 1].")
-@click.option("--gpus-per-cell", type=float, default=None, help="Ray: GPUs each cell requests [default: 0].")
+@click.option("--cpus-per-cell", type=FiniteFloat(0, low_open=True), default=None,
+              help="Ray: CPUs each cell requests [default: 1].")
+@click.option("--gpus-per-cell", type=FiniteFloat(0), default=None, help="Ray: GPUs each cell requests [default: 0].")
 @click.option("--max-retries", type=click.IntRange(0), default=None,
               help="Ray: retries of a cell whose task failed or whose worker died [default: 1].")
 def run(matrix, teachers, students, datasets, plugin_files, work_dir, leaderboard_dir, data_root,
@@ -111,7 +120,7 @@ def run(matrix, teachers, students, datasets, plugin_files, work_dir, leaderboar
         dry_run, executor, jobs, address, ray_cpus, cpus_per_cell, gpus_per_cell, max_retries) -> None:
     """Train teachers, baselines and KD students, score them, write leaderboards."""
     from medkd_bench.report.leaderboard import render_all
-    from medkd_bench.run.options import RunOptions
+    from medkd_bench.run.options import RunOptions, result_settings
     from medkd_bench.run.plan import plan
     from medkd_bench.run.runner import MatrixRunner
     from medkd_bench.run.store import Store
@@ -125,11 +134,9 @@ def run(matrix, teachers, students, datasets, plugin_files, work_dir, leaderboar
         _print_unavailable(registry, data_root)
     kd = KDSettings(DEFAULT_TEMPERATURE if temperature is None else temperature,
                     DEFAULT_ALPHA if alpha is None else alpha)
-    if not 0.0 <= kd.alpha <= 1.0 or kd.temperature <= 0:
-        raise MedkdError("--alpha must lie in [0, 1] and --temperature be positive")
     options = RunOptions(
         work_dir=work_dir, leaderboard_dir=leaderboard_dir, img_size=img_size, data_root=data_root,
-        dataset_options=parse_dataset_options(dataset_options), epochs=epochs, kd=kd, pretrained=pretrained,
+        dataset_options=parse_dataset_options(dataset_options, registry), epochs=epochs, kd=kd, pretrained=pretrained,
         weights=parse_weights(weights), explainers=tuple(split_names(explainers) or ()) or RunOptions.explainers,
         explain_images=explain_images, sanity_images=sanity_images, latency_runs=latency_runs, skip_bad=skip_bad,
     )
@@ -148,34 +155,65 @@ def run(matrix, teachers, students, datasets, plugin_files, work_dir, leaderboar
                                   gpus_per_cell, max_retries, deterministic, jobs=n_jobs)
     runtime = (driver_runtime(device, amp, deterministic) if executor == "ray"
                else resolve_runtime(device, amp, deterministic))
-    from medkd_bench.run.artifacts import check_writable
-
+    store_path = work_dir / "runs.sqlite"
+    if dry_run:  # writes nothing: not the store, not the folders
+        _print_plan(registry, options, runtime, cells, matrix, store_path)
+        return
     check_writable(work_dir, "--work-dir")
-    with Store(work_dir / "runs.sqlite") as store:
+    with WorkDirLock(work_dir), Store(store_path) as store:
+        store.mark_running_interrupted()  # left by a killed run: this run holds the lock, so none is live
         runner = MatrixRunner(registry, options, store, runtime)  # validates options before any work
         runner.explanations.explainer_names()
-        if dry_run:
-            table = Table("cell", "hash", "status", title=f"{len(cells)} cells ({matrix})")
-            for c in cells:
-                h = runner.hash(c)
-                rec = store.get(h)
-                table.add_row(c.label(), h, rec.status if rec else "new")
-            console.print(table)
-            return
+        store.begin_run(result_settings(options, amp, deterministic), [runner.hash(c) for c in cells])
         where = runtime.describe() if executor == "local" else f"Ray ({address or 'local cluster'})"
         if isinstance(cell_executor, PoolExecutor):
             where += f" in {n_jobs} worker processes, {cell_executor.recipe.threads} thread(s) each"
         console.print(f"medkd-bench {__version__}: {len(cells)} cells on {where}; store {store.path}")
-        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                      console=console, transient=False) as progress:
-            runner.reporter = RichReporter(progress, len(cells))
-            summary = runner.run(cells, cell_executor)
+        try:
+            with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                          console=console, transient=False) as progress:
+                runner.reporter = RichReporter(progress, len(cells))
+                summary = runner.run(cells, cell_executor)
+        except StoreError as exc:  # mid-run: stop cleanly, exit 1; the cells it finished are in the store
+            err_console.print(f"[red]error:[/] {escape(str(exc))}; the run stopped, finished cells are kept",
+                              highlight=False)
+            sys.exit(1)
+        finally:
+            if is_debug():
+                _print_failures(store, [runner.hash(c) for c in cells])
         written = render_all(registry, store, leaderboard_dir, bootstrap)
     console.print(f"cells: {summary['done']} trained, {summary['skipped']} already done, "
                   f"{summary['failed']} failed; explanations: {summary['explained']} computed, "
                   f"{summary['explain_failed']} failed; leaderboards: {', '.join(str(p) for p in written)}")
     if summary["failed"] or summary["explain_failed"]:
         sys.exit(1)
+
+
+def _print_plan(registry: Any, options: Any, runtime: Any, cells: list, matrix: str, store_path: Path) -> None:
+    """``--dry-run``: every planned cell, its hash and its status in the store (opened read-only, if any)."""
+    from medkd_bench.run.computer import CellComputer
+    from medkd_bench.run.store import Store
+
+    computer = CellComputer(registry, options, runtime)
+    store = Store(store_path, readonly=True) if store_path.exists() else None
+    table = Table("cell", "hash", "status", title=f"{len(cells)} cells ({matrix})")
+    for c in cells:
+        h = computer.hash(c)
+        rec = store.get(h) if store is not None else None
+        table.add_row(c.label(), h, rec.status if rec else "new")
+    if store is not None:
+        store.close()
+    console.print(table)
+
+
+def _print_failures(store: Any, hashes: list[str]) -> None:
+    """``--debug``: the stored traceback of every failed cell of this run."""
+    for h in dict.fromkeys(hashes):
+        rec = store.get(h)
+        if rec is not None and rec.status == "failed" and rec.traceback:
+            err_console.print(f"[red]failed[/] {rec.dataset} {rec.method} {rec.teacher}{rec.student} "
+                              f"seed {rec.seed} ({h}):", highlight=False)
+            err_console.print(escape(rec.traceback), highlight=False)
 
 
 def _print_unavailable(registry, data_root: Path | None) -> None:

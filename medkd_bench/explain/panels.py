@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from medkd_bench.data.prepare import PreparedData
+from medkd_bench.system.files import atomic_write
 
 
 def panel_rows(data: PreparedData, sample: Sequence[int], per_class: int) -> list[int]:
@@ -63,9 +64,7 @@ def render_panel(
         ax.set_yticks([])
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp.png")
-    fig.savefig(tmp, dpi=80)
-    plt.close(fig)
-    tmp.replace(path)
-    return path
+    try:
+        return atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=80, format="png"))
+    finally:
+        plt.close(fig)

@@ -93,7 +93,7 @@ def student_search(latency_ms, gmacs, img_size, device, amp, num_classes, width_
     if clash:
         raise MedkdError(f"--name {name}: spec file {clash[0]} already defines it; remove that file or pick "
                          "another --name")
-    from medkd_bench.run.artifacts import check_writable
+    from medkd_bench.system.files import check_writable
 
     check_writable(out.parent, "--out folder")
     check_writable(work_dir, "--work-dir")

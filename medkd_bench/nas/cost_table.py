@@ -24,6 +24,7 @@ from torch import nn
 from medkd_bench.errors import MedkdError
 from medkd_bench.evaluate.cost import timed_runs_ms
 from medkd_bench.nas.space import N_BLOCKS, SubnetSettings, build_supernet
+from medkd_bench.system.files import atomic_write_text
 from medkd_bench.system.runtime import Runtime, machine_description
 
 LUT_FILE = "ofa_cost_lut.json"
@@ -193,7 +194,4 @@ class CostTable:
     def save(self) -> None:
         if self.path is None:
             return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(self.data, indent=1, sort_keys=True))
-        tmp.replace(self.path)
+        atomic_write_text(self.path, json.dumps(self.data, indent=1, sort_keys=True))

@@ -22,6 +22,7 @@ from torch import nn
 from medkd_bench.errors import MedkdError
 from medkd_bench.nas.evolution import OBJECTIVE, Budget, SearchResult
 from medkd_bench.nas.space import DEPTHS, EXPAND_RATIOS, KERNEL_SIZES, SubnetSettings, build_subnet
+from medkd_bench.system.files import atomic_write_text
 
 SPEC_FORMAT = "medkd-bench/ofa-student"
 
@@ -87,11 +88,7 @@ def spec_document(result: SearchResult, name: str, supernet_weights: Path | None
 
 
 def write_spec(document: dict[str, Any], path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(document, indent=2) + "\n")
-    tmp.replace(path)
-    return path
+    return atomic_write_text(path, json.dumps(document, indent=2) + "\n")
 
 
 @dataclass(frozen=True)

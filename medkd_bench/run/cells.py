@@ -8,11 +8,6 @@ student).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    pass
-
 
 METHODS = ("teacher", "label-only", "kd")
 

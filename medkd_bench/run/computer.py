@@ -13,30 +13,28 @@ from __future__ import annotations
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from torch import nn
 
 from medkd_bench.data.prepare import PreparedData, dataset_fingerprint, prepare
-from medkd_bench.errors import MedkdError
+from medkd_bench.errors import MedkdError, one_line
 from medkd_bench.evaluate.cost import size_metrics, timed_metrics
 from medkd_bench.evaluate.metrics import classification_metrics
 from medkd_bench.registry import Registry
-from medkd_bench.specs import ModelSpec, TrainSettings
-from medkd_bench.system.runtime import Runtime, machine_description, package_versions
-from medkd_bench.system.weights import file_digest, load_weights_file
-from medkd_bench.train.loop import EpochCallback, TrainResult, fit
-from medkd_bench.train.optim import adamw_implementation, grad_norm_implementation
-from medkd_bench.train.predict import eval_split_predictions, teacher_soft_targets
-
-if TYPE_CHECKING:
-    pass
-from medkd_bench.errors import one_line
-from medkd_bench.run.artifacts import atomic_tmp
 from medkd_bench.run.cells import Cell, teacher_cell_of
 from medkd_bench.run.config import SCHEMA_VERSION, config_hash
 from medkd_bench.run.options import RunOptions
+from medkd_bench.specs import ModelSpec, TeacherSpec, TrainSettings
+from medkd_bench.system.files import atomic_write, sha256_file
+from medkd_bench.system.messages import warn
+from medkd_bench.system.runtime import Runtime, machine_description, package_versions
+from medkd_bench.system.weights import file_digest, load_weights_file
+from medkd_bench.train.finite import require_finite
+from medkd_bench.train.loop import EpochCallback, TrainResult, fit
+from medkd_bench.train.optim import adamw_implementation, grad_norm_implementation
+from medkd_bench.train.predict import eval_split_predictions, teacher_soft_targets
 
 
 @dataclass
@@ -146,8 +144,8 @@ class CellComputer:
             if self.options.pretrained and spec.name not in self.options.weights:
                 if spec.build_pretrained is None:
                     raise MedkdError(f"--pretrained: {spec.name!r} has no pretrained builder")
-                return spec.build_pretrained(data.num_classes, data.img_size)
-            model = spec.build(data.num_classes, data.img_size)
+                return built(spec, spec.build_pretrained(data.num_classes, data.img_size), "build_pretrained()")
+            model = built(spec, spec.build(data.num_classes, data.img_size))
         except MedkdError:
             raise
         except Exception as exc:
@@ -159,16 +157,13 @@ class CellComputer:
     def checkpoint_path(self, cell_hash: str) -> Path:
         return self.ckpt_dir / f"{cell_hash}.safetensors"
 
-    def save_checkpoint(self, model: nn.Module, cell_hash: str) -> Path:
+    def save_checkpoint(self, model: nn.Module, cell_hash: str) -> str:
+        """Write the cell's checkpoint atomically; its SHA-256, which the store keeps and loads check."""
         from safetensors.torch import save_file
 
-        path = self.checkpoint_path(cell_hash)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = atomic_tmp(path)
         state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-        save_file(state, str(tmp))
-        tmp.replace(path)
-        return path
+        path = atomic_write(self.checkpoint_path(cell_hash), lambda tmp: save_file(state, str(tmp)))
+        return sha256_file(path)
 
     def load_checkpoint(self, cell: Cell) -> nn.Module:
         """A cell's model, rebuilt from its checkpoint file (the caller knows the cell finished)."""
@@ -180,26 +175,32 @@ class CellComputer:
         spec = self.model_spec(cell)
         # From the dataset's spec, not its data: timing a checkpoint needs no images.
         classes = self.registry.get("dataset", cell.dataset).num_classes
-        model = spec.build(classes, self.dataset_config(cell.dataset)["img_size"])
-        model.load_state_dict(load_file(str(path)))
+        model = built(spec, spec.build(classes, self.dataset_config(cell.dataset)["img_size"]))
+        try:
+            model.load_state_dict(load_file(str(path)))
+        except Exception as exc:
+            raise MedkdError(f"checkpoint {path} of {cell.label()} cannot be read: {one_line(exc)}; "
+                             "rerun to retrain the cell") from exc
         # The model's own memory format (channels-last for OFA-595 on CPU), as in training.
         return self.runtime_for(spec).prepare_model(model).eval()
 
     def soft_targets(self, teacher_cell: Cell) -> torch.Tensor:
+        """The teacher's logits on the training images (``(2, N, C)``, plain and flipped), cached on disk.
+
+        A cached file that cannot be read, has the wrong shape or holds a
+        non-finite value is computed again, with a warning naming it.
+        """
         h = self.hash(teacher_cell)
         if h not in self._soft_targets:
+            data = self.data(teacher_cell.dataset)
             path = self.options.work_dir / "soft_targets" / f"{h}.pt"
-            if path.is_file():
-                self._soft_targets[h] = torch.load(path, weights_only=True)
-            else:
+            expected = (2, len(data.splits["train"].labels), data.num_classes)
+            cached = _read_soft_targets(path, expected) if path.is_file() else None
+            if cached is None:
                 teacher = self.load_checkpoint(teacher_cell)
-                logits = teacher_soft_targets(teacher, self.data(teacher_cell.dataset),
-                                              self.runtime_for(self.model_spec(teacher_cell)))
-                path.parent.mkdir(parents=True, exist_ok=True)
-                tmp = atomic_tmp(path)
-                torch.save(logits, tmp)
-                tmp.replace(path)
-                self._soft_targets[h] = logits
+                cached = teacher_soft_targets(teacher, data, self.runtime_for(self.model_spec(teacher_cell)))
+                atomic_write(path, lambda tmp: torch.save(cached, tmp))
+            self._soft_targets[h] = cached
         return self._soft_targets[h]
 
     def cost_key(self, cell: Cell) -> tuple:
@@ -259,7 +260,7 @@ class CellComputer:
         )
         timings["train_s"] = result.train_seconds
         timings["train_images_per_s"] = result.images_per_second
-        self.save_checkpoint(model, h)
+        checkpoint_sha256 = self.save_checkpoint(model, h)
         t1 = time.perf_counter()
         test = data.splits["test"]
         preds = eval_split_predictions(model, data, "test", runtime)
@@ -279,5 +280,26 @@ class CellComputer:
         metrics.update(self.cost_of(cell, model, timed=self.measure_timings))
         timings["score_s"] = time.perf_counter() - t1
         timings["total_s"] = time.perf_counter() - t0
-        artifacts = {"checkpoint": str(self.checkpoint_path(h).relative_to(self.options.work_dir))}
+        artifacts = {"checkpoint": str(self.checkpoint_path(h).relative_to(self.options.work_dir)),
+                     "checkpoint_sha256": checkpoint_sha256}
         return CellResult(model, metrics, timings, artifacts)
+
+
+def built(spec: ModelSpec, model: Any, builder: str = "build()") -> nn.Module:
+    """A plugin builder's result, checked: a misbehaving plugin is named, not a later ``AttributeError``."""
+    if not isinstance(model, nn.Module):
+        kind = "teacher" if isinstance(spec, TeacherSpec) else "student"
+        raise MedkdError(f"{kind} {spec.name!r}: {builder} returned {type(model).__name__}, expected torch.nn.Module")
+    return model
+
+
+def _read_soft_targets(path: Path, shape: tuple[int, ...]) -> torch.Tensor | None:
+    """Cached soft targets if they are whole, of ``shape`` and finite; None (after a warning) otherwise."""
+    try:
+        logits = torch.load(path, weights_only=True)
+        if not isinstance(logits, torch.Tensor) or tuple(logits.shape) != shape:
+            raise ValueError(f"expected a tensor of shape {shape}")
+        return require_finite(logits, "cached soft targets")
+    except Exception as exc:
+        warn(f"soft targets {path} are damaged ({one_line(exc)}): computing them again")
+        return None

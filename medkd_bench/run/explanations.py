@@ -12,6 +12,7 @@ explainer), so a rerun computes only the explainers still missing.
 from __future__ import annotations
 
 import time
+import traceback
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
@@ -27,13 +28,16 @@ from medkd_bench.explain.faithfulness import road_faithfulness
 from medkd_bench.explain.maps import compute_maps, explanation_sample
 from medkd_bench.explain.panels import panel_rows, render_panel
 from medkd_bench.registry import Registry
-from medkd_bench.run.artifacts import atomic_tmp
 from medkd_bench.run.cells import Cell
+from medkd_bench.run.computer import built
 from medkd_bench.run.config import SCHEMA_VERSION, config_hash
 from medkd_bench.run.options import Reporter, RunOptions
-from medkd_bench.run.store import Store
+from medkd_bench.run.store import Store, StoreError
 from medkd_bench.specs import ModelSpec
+from medkd_bench.system.files import atomic_write, path_inside
+from medkd_bench.system.messages import warn
 from medkd_bench.system.runtime import Runtime
+from medkd_bench.train.finite import require_finite_array
 
 
 class Host(Protocol):
@@ -71,36 +75,46 @@ class CellExplanations:
         return explanation_sample(self.runner.data(cell.dataset), self.runner.options.explain_images, seed=cell.seed)
 
     def maps_path(self, key: str, explainer: str, n_images: int) -> Path:
-        return self.maps_dir / f"{key}-{explainer}-{n_images}.npy"
+        return path_inside(self.maps_dir, f"{key}-{explainer}-{n_images}.npy")
 
-    def _cached_maps(self, path: Path, compute: Callable[[], np.ndarray]) -> np.ndarray:
+    def _cached_maps(self, path: Path, n_images: int, compute: Callable[[], np.ndarray | None]) -> np.ndarray | None:
+        """Maps from ``path`` if whole and finite, else ``compute()``d, checked and cached (None if it gives none)."""
         if path.is_file():
-            return np.load(path)
+            try:
+                maps = np.load(path)
+                if maps.ndim != 3 or len(maps) != n_images:
+                    raise ValueError(f"expected {n_images} maps, found an array of shape {maps.shape}")
+                return require_finite_array(maps, "cached maps")
+            except Exception as exc:
+                warn(f"saliency maps {path} are damaged ({one_line(exc)}): computing them again")
         maps = compute()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = atomic_tmp(path)
-        with open(tmp, "wb") as fh:
-            np.save(fh, maps)
-        tmp.replace(path)
+        if maps is None:
+            return None
+        require_finite_array(maps, f"saliency maps for {path.name}")
+
+        def save(tmp: Path) -> None:
+            with open(tmp, "wb") as fh:  # a file object: np.save would append .npy to a path
+                np.save(fh, maps)
+
+        atomic_write(path, save)
         return maps
 
     def maps_for(self, cell: Cell, explainer: str, model: nn.Module | None = None) -> np.ndarray | None:
-        """A finished cell's saliency maps on the explanation sample (cached on disk)."""
+        """A finished cell's saliency maps on the explanation sample (cached on disk); None if it has none yet."""
         h = self.runner.hash(cell)
         indices = self.sample(cell)
-        path = self.maps_path(h, explainer, len(indices))
-        if not path.is_file() and model is None:
-            if not self.runner.store.is_done(h):
-                return None
-            model = self.runner.load_trained(cell)
 
-        def compute() -> np.ndarray:
-            assert model is not None
+        def compute() -> np.ndarray | None:
+            trained = model
+            if trained is None:
+                if not self.runner.store.is_done(h):
+                    return None
+                trained = self.runner.load_trained(cell)
             spec = self.runner.model_spec(cell)
-            return compute_maps(spec, model, self.runner.registry.get("explainer", explainer),
+            return compute_maps(spec, trained, self.runner.registry.get("explainer", explainer),
                                 self.runner.data(cell.dataset), indices, self.runner.runtime_for(spec))
 
-        return self._cached_maps(path, compute)
+        return self._cached_maps(self.maps_path(h, explainer, len(indices)), len(indices), compute)
 
     def random_maps_for(self, cell: Cell, explainer: str) -> np.ndarray:
         """Maps of the same architecture with random weights (Adebayo et al., 2018), on the sanity subset."""
@@ -114,11 +128,13 @@ class CellExplanations:
         def compute() -> np.ndarray:
             if key not in self._random_models:  # one build per architecture, whatever the explainer
                 torch.manual_seed(cell.seed)
-                self._random_models = {key: spec.build(data.num_classes, data.img_size)}
+                self._random_models = {key: built(spec, spec.build(data.num_classes, data.img_size))}
             return compute_maps(spec, self._random_models[key], self.runner.registry.get("explainer", explainer), data,
                                 indices, self.runner.runtime_for(spec))
 
-        return self._cached_maps(self.maps_path(key, explainer, len(indices)), compute)
+        maps = self._cached_maps(self.maps_path(key, explainer, len(indices)), len(indices), compute)
+        assert maps is not None
+        return maps
 
     def panel_for(self, cell: Cell, explainer: str, student_maps: np.ndarray) -> Path:
         data = self.runner.data(cell.dataset)
@@ -135,9 +151,11 @@ class CellExplanations:
             columns.append((f"{cell.student} labels only", baseline[rows]))
         columns.append((f"{cell.student} KD", student_maps[rows]))
         suffix = "" if cell.seed == 0 else f"__seed{cell.seed}"  # seed 0 keeps the historical name
-        rel = Path("panels") / cell.dataset / explainer / f"{cell.teacher}__{cell.student}{suffix}.png"
+        board_dir = self.runner.options.leaderboard_dir
+        path = path_inside(board_dir, "panels", cell.dataset, explainer, f"{cell.teacher}__{cell.student}{suffix}.png")
+        rel = path.relative_to(board_dir)
         render_panel(
-            self.runner.options.leaderboard_dir / rel, data, [sample[r] for r in rows], columns,
+            path, data, [sample[r] for r in rows], columns,
             title=f"{explainer}: {cell.dataset}, {cell.teacher} -> {cell.student}",
             mask_name=data.spec.localisation_mask,
         )
@@ -202,10 +220,11 @@ class CellExplanations:
                 if model is None:
                     model = self.runner.load_trained(cell)
                 metrics, artifacts = self.explanation_metrics(cell, explainer, model)
-            except KeyboardInterrupt:
+            except (KeyboardInterrupt, StoreError):
                 raise
             except Exception as exc:
-                self.runner.store.save_explanation(h, explainer, n, cell.seed, "failed", error=one_line(exc))
+                self.runner.store.save_explanation(h, explainer, n, cell.seed, "failed", error=one_line(exc),
+                                                   traceback=traceback.format_exc())
                 self.runner.reporter.cell_finished(cell, "failed", f"{explainer}: {one_line(exc)}")
                 failed += 1
                 continue

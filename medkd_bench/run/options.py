@@ -4,13 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
-from medkd_bench.train.losses import KDSettings
-
-if TYPE_CHECKING:
-    pass
 from medkd_bench.run.cells import Cell
+from medkd_bench.train.losses import KDSettings
 
 #: Where runs keep their store, checkpoints and caches unless ``--work-dir`` says otherwise.
 DEFAULT_WORK_DIR = Path(".medkd")
@@ -42,6 +39,35 @@ class RunOptions:
     latency_runs: int = 10
     #: Leave out bad files of a real dataset (with a warning) instead of stopping at the first.
     skip_bad: bool = False
+
+
+def result_settings(options: RunOptions, amp: str = "auto", deterministic: bool = False) -> dict[str, Any]:
+    """What a run was given that changes its results, non-defaults only: ``{}`` is a default run.
+
+    Recorded with every run (:meth:`~medkd_bench.run.store.Store.begin_run`), so a
+    leaderboard page holds only cells computed under one set of settings and says
+    which. Selections (teachers, seeds, ...) and where cells run are not settings.
+    """
+    from medkd_bench.system.weights import file_digest
+
+    settings: dict[str, Any] = {}
+    if options.epochs is not None:
+        settings["epochs"] = options.epochs
+    if options.img_size is not None:
+        settings["img_size"] = options.img_size
+    if options.dataset_options:
+        settings["dataset_options"] = {d: dict(o) for d, o in sorted(options.dataset_options.items()) if o}
+    if options.pretrained:
+        settings["pretrained"] = True
+    if options.weights:
+        settings["weights"] = {name: file_digest(path) for name, path in sorted(options.weights.items())}
+    if options.kd != KDSettings():
+        settings["kd"] = {"temperature": options.kd.temperature, "alpha": options.kd.alpha}
+    if amp != "auto":
+        settings["amp"] = amp
+    if deterministic:
+        settings["deterministic"] = True
+    return settings
 
 
 class Reporter(Protocol):

@@ -4,13 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from medkd_bench.errors import MedkdError
 from medkd_bench.registry import Registry
-
-if TYPE_CHECKING:
-    pass
 from medkd_bench.run.cells import Cell
 
 MATRICES = ("full", "quick")

@@ -8,6 +8,7 @@ other processes or on other machines while the driver alone writes the store.
 
 from __future__ import annotations
 
+import traceback
 from collections.abc import Sequence
 from typing import Any, Protocol
 
@@ -15,12 +16,13 @@ from torch import nn
 
 from medkd_bench.errors import MedkdError, one_line
 from medkd_bench.registry import Registry
-from medkd_bench.run.artifacts import check_writable
 from medkd_bench.run.cells import Cell, teacher_cell_of
 from medkd_bench.run.computer import CellComputer
 from medkd_bench.run.explanations import CellExplanations
 from medkd_bench.run.options import Reporter, RunOptions, SilentReporter
-from medkd_bench.run.store import Store
+from medkd_bench.run.store import Store, StoreError
+from medkd_bench.system.files import check_writable, sha256_file
+from medkd_bench.system.messages import warn
 from medkd_bench.system.runtime import Runtime
 
 
@@ -46,6 +48,7 @@ class MatrixRunner(CellComputer):
         self.reporter = reporter or SilentReporter()
         self.explain_counts = {"explained": 0, "explain_failed": 0}
         self.explanations = CellExplanations(self)
+        self._warned: set[str] = set()
 
     def load_trained(self, cell: Cell) -> nn.Module:
         """A finished cell's model, rebuilt from its checkpoint."""
@@ -99,7 +102,25 @@ class MatrixRunner(CellComputer):
         return filled
 
     def is_finished(self, cell_hash: str) -> bool:
-        return self.store.is_done(cell_hash) and self.checkpoint_path(cell_hash).is_file()
+        """Done in the store, and its checkpoint on disk with the SHA-256 the store recorded.
+
+        A missing or damaged checkpoint means the cell is trained again (with a
+        warning naming the file) instead of failing every cell that needs it.
+        """
+        rec = self.store.get(cell_hash)
+        if rec is None or rec.status != "done":
+            return False
+        path = self.checkpoint_path(cell_hash)
+        expected = rec.artifacts.get("checkpoint_sha256")
+        problem = ("missing" if not path.is_file()
+                   else "damaged (its SHA-256 differs from the store's)" if expected and sha256_file(path) != expected
+                   else None)
+        if problem is None:
+            return True
+        if str(path) not in self._warned:  # checked again by later steps of the run: say it once
+            self._warned.add(str(path))
+            warn(f"checkpoint {path} of finished cell {cell_hash} is {problem}: training the cell again")
+        return False
 
     def check_teacher(self, cell: Cell) -> None:
         """A KD cell needs its teacher finished; raises with the teacher's own error otherwise."""
@@ -122,9 +143,10 @@ class MatrixRunner(CellComputer):
         self.store.finish(self.hash(cell), metrics, timings, artifacts)
         self.reporter.cell_finished(cell, "done", f"test accuracy {metrics['accuracy']:.3f}")
 
-    def record_failed(self, cell: Cell, message: str, timings: dict[str, float]) -> None:
-        self.store.fail(self.hash(cell), message, timings)
-        self.reporter.cell_finished(cell, "failed", message)
+    def record_failed(self, cell: Cell, message: str, timings: dict[str, float], trace: str | None = None) -> None:
+        """Store a cell's one-line failure (and its traceback, for ``--debug``) unless it already finished."""
+        if self.store.fail(self.hash(cell), message, timings, trace):
+            self.reporter.cell_finished(cell, "failed", message)
 
     def record_skipped(self, cell: Cell) -> None:
         self.reporter.cell_finished(cell, "skipped", "finished earlier")
@@ -155,8 +177,10 @@ class MatrixRunner(CellComputer):
         except KeyboardInterrupt:
             self.store.fail(h, "interrupted", timings)
             raise
+        except StoreError:
+            raise  # the store itself fails: the run stops cleanly, its finished cells kept
         except Exception as exc:
-            self.record_failed(cell, one_line(exc), timings)
+            self.record_failed(cell, one_line(exc), timings, traceback.format_exc())
             return None, "failed"
         self.record_done(cell, result.metrics, result.timings, result.artifacts)
         return result.model, "done"

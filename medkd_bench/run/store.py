@@ -2,6 +2,12 @@
 
 SQLite (stdlib) in WAL mode survives a killed process with every committed
 cell intact; the cell's config hash is its key, so a rerun knows what is done.
+
+A store is trusted only as far as it can be checked: an empty (0-byte) or
+damaged file is a one-line :class:`StoreError` naming it, never a fresh
+start, and every later SQLite or disk error is one too, so the run stops
+cleanly with its finished cells kept. A cell's status only moves forward: a
+late failure or an interruption never overwrites ``done``.
 """
 
 from __future__ import annotations
@@ -9,11 +15,13 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import wraps
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+from urllib.parse import quote
 
 from medkd_bench.errors import MedkdError
 
@@ -32,7 +40,8 @@ CREATE TABLE IF NOT EXISTS cells (
     artifacts   TEXT,
     error       TEXT,
     started_at  REAL,
-    finished_at REAL
+    finished_at REAL,
+    traceback   TEXT
 );
 CREATE INDEX IF NOT EXISTS cells_by_dataset ON cells(dataset, method);
 CREATE TABLE IF NOT EXISTS explanations (
@@ -45,7 +54,18 @@ CREATE TABLE IF NOT EXISTS explanations (
     artifacts   TEXT,
     error       TEXT,
     finished_at REAL,
+    traceback   TEXT,
     PRIMARY KEY (cell_hash, explainer, n_images, seed)
+);
+CREATE TABLE IF NOT EXISTS runs (
+    id          INTEGER PRIMARY KEY AUTOINCREMENT,
+    settings    TEXT NOT NULL,
+    started_at  REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS run_cells (
+    run_id      INTEGER NOT NULL,
+    cell_hash   TEXT NOT NULL,
+    PRIMARY KEY (run_id, cell_hash)
 );
 """
 
@@ -66,6 +86,7 @@ class CellRecord:
     error: str | None
     started_at: float | None
     finished_at: float | None
+    traceback: str | None = None
 
 
 @dataclass
@@ -79,6 +100,29 @@ class ExplanationRecord:
     artifacts: dict[str, str]
     error: str | None
     finished_at: float | None
+    traceback: str | None = None
+
+
+#: Columns added after the first release, with their types: older stores gain them when opened for writing.
+ADDED_COLUMNS = {"cells": {"traceback": "TEXT"}, "explanations": {"traceback": "TEXT"}}
+R = TypeVar("R")
+
+
+class StoreError(MedkdError):
+    """The run store cannot be opened, read or written; the message names the file."""
+
+
+def guarded(method: Callable[..., R]) -> Callable[..., R]:
+    """Turn SQLite and disk errors inside a store method into a one-line :class:`StoreError`."""
+
+    @wraps(method)
+    def call(self: Store, *args: Any, **kwargs: Any) -> R:
+        try:
+            return method(self, *args, **kwargs)
+        except (sqlite3.Error, OSError) as exc:
+            raise StoreError(f"run store {self.path}: {type(exc).__name__}: {exc}") from exc
+
+    return call
 
 
 def _loads(text: str | None) -> dict:
@@ -86,18 +130,52 @@ def _loads(text: str | None) -> dict:
 
 
 class Store:
-    """A thin, explicit wrapper over one SQLite file."""
+    """A thin, explicit wrapper over one SQLite file.
 
-    def __init__(self, path: Path):
+    ``readonly`` opens an existing store without writing to it (``medkd-bench
+    leaderboard`` and ``explain``); otherwise a missing store is created.
+    """
+
+    def __init__(self, path: Path, readonly: bool = False):
         self.path = Path(path)
+        exists = self.path.exists()
+        if exists and self.path.is_file() and self.path.stat().st_size == 0:
+            raise StoreError(f"run store {self.path} is empty (0 bytes): not a medkd-bench store; restore it or "
+                             "remove it to start afresh")
+        if readonly and not exists:
+            raise StoreError(f"no run store at {self.path}: run `medkd-bench run` first or pass --work-dir")
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(self.path, timeout=30.0)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.executescript(SCHEMA)
+            if readonly:
+                self._db = sqlite3.connect(f"file:{quote(str(self.path.resolve()))}?mode=ro", uri=True, timeout=30.0)
+            else:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                self._db = sqlite3.connect(self.path, timeout=30.0)
+            if exists:
+                self._check()
+            if not readonly:
+                self._db.execute("PRAGMA journal_mode=WAL")
+                self._db.execute("PRAGMA synchronous=NORMAL")
+                self._db.executescript(SCHEMA)
+                self._add_missing_columns()
         except (OSError, sqlite3.Error) as exc:
-            raise MedkdError(f"run store {self.path}: cannot open ({exc})") from exc
+            raise StoreError(f"run store {self.path}: cannot open: {type(exc).__name__}: {exc}") from exc
+        self._db.row_factory = sqlite3.Row
+
+    def _check(self) -> None:
+        """An existing file must be an intact SQLite database holding the cells table."""
+        verdict = self._db.execute("PRAGMA quick_check").fetchone()[0]
+        if verdict != "ok":
+            raise StoreError(f"run store {self.path} is damaged ({verdict}); restore it or remove it to start afresh")
+        tables = {r[0] for r in self._db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        if "cells" not in tables:
+            raise StoreError(f"run store {self.path} is not a medkd-bench store (no cells table)")
+
+    def _add_missing_columns(self) -> None:
+        for table, columns in ADDED_COLUMNS.items():
+            have = {row[1] for row in self._db.execute(f"PRAGMA table_info({table})")}
+            for name, kind in columns.items():
+                if name not in have:
+                    self._db.execute(f"ALTER TABLE {table} ADD COLUMN {name} {kind}")
 
     def close(self) -> None:
         self._db.close()
@@ -113,6 +191,7 @@ class Store:
         with self._db:
             yield self._db
 
+    @guarded
     def get(self, cell_hash: str) -> CellRecord | None:
         row = self._db.execute("SELECT * FROM cells WHERE hash = ?", (cell_hash,)).fetchone()
         return self._record(row) if row else None
@@ -121,6 +200,7 @@ class Store:
         rec = self.get(cell_hash)
         return rec is not None and rec.status == "done"
 
+    @guarded
     def start(self, cell_hash: str, dataset: str, teacher: str, student: str, method: str, seed: int,
               config: dict[str, Any]) -> None:
         with self._tx() as db:
@@ -131,6 +211,7 @@ class Store:
                 (cell_hash, dataset, teacher, student, method, seed, json.dumps(config, sort_keys=True), time.time()),
             )
 
+    @guarded
     def finish(self, cell_hash: str, metrics: dict[str, Any], timings: dict[str, float],
                artifacts: dict[str, str]) -> None:
         with self._tx() as db:
@@ -140,6 +221,7 @@ class Store:
                 (json.dumps(metrics), json.dumps(timings), json.dumps(artifacts), time.time(), cell_hash),
             )
 
+    @guarded
     def update_metrics(self, cell_hash: str, updates: dict[str, Any]) -> None:
         """Merge ``updates`` into a stored cell's metrics (in one transaction, so concurrent writers keep theirs)."""
         with self._tx() as db:
@@ -149,15 +231,60 @@ class Store:
             db.execute("UPDATE cells SET metrics=? WHERE hash=?", (json.dumps({**_loads(row[0]), **updates}),
                                                                    cell_hash))
 
-    def fail(self, cell_hash: str, error: str, timings: dict[str, float] | None = None) -> None:
+    @guarded
+    def fail(self, cell_hash: str, error: str, timings: dict[str, float] | None = None,
+             traceback: str | None = None) -> bool:
+        """Record a cell's failure (``error`` one line, ``traceback`` for ``--debug``); False if it was done.
+
+        Status only moves forward: a cell that finished stays finished, whatever
+        fails or is interrupted after (say, while it was being explained).
+        """
         with self._tx() as db:
-            db.execute(
-                "UPDATE cells SET status='failed', error=?, timings=?, finished_at=? WHERE hash=?",
-                (error, json.dumps(timings or {}), time.time(), cell_hash),
-            )
+            changed = db.execute(
+                "UPDATE cells SET status='failed', error=?, timings=?, finished_at=?, traceback=? "
+                "WHERE hash=? AND status != 'done'",
+                (error, json.dumps(timings or {}), time.time(), traceback, cell_hash),
+            ).rowcount
+        return bool(changed)
+
+    # ---- runs: the settings each ``medkd-bench run`` was given and the cells it planned, so a
+    # leaderboard page holds only cells computed under one set of settings.
+    @guarded
+    def begin_run(self, settings: dict[str, Any], cell_hashes: list[str]) -> int:
+        """Record a run's result-affecting settings and its planned cells; the run's id."""
+        with self._tx() as db:
+            run_id = db.execute("INSERT INTO runs (settings, started_at) VALUES (?, ?)",
+                                (json.dumps(settings, sort_keys=True), time.time())).lastrowid
+            db.executemany("INSERT OR IGNORE INTO run_cells VALUES (?, ?)", [(run_id, h) for h in cell_hashes])
+        assert run_id is not None
+        return run_id
+
+    @guarded
+    def run_settings(self) -> dict[str, list[tuple[int, dict[str, Any]]]]:
+        """Per cell hash, the (run id, settings) of every run that planned it (stores before runs: none)."""
+        tables = {r[0] for r in self._db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        if "runs" not in tables:
+            return {}
+        out: dict[str, list[tuple[int, dict[str, Any]]]] = {}
+        for row in self._db.execute("SELECT run_cells.cell_hash, runs.id, runs.settings FROM run_cells "
+                                    "JOIN runs ON runs.id = run_cells.run_id ORDER BY runs.id"):
+            out.setdefault(row[0], []).append((int(row[1]), _loads(row[2])))
+        return out
+
+    @guarded
+    def mark_running_interrupted(self) -> int:
+        """Cells left ``running`` by a killed run are marked failed: interrupted; how many.
+
+        Called by a run holding the work dir's lock, so no other run can own them.
+        """
+        with self._tx() as db:
+            return db.execute(
+                "UPDATE cells SET status='failed', error='interrupted (the run that started it ended without "
+                "recording it)', finished_at=? WHERE status='running'", (time.time(),)).rowcount
 
     # ---- explanations: keyed by the cell plus the explainer and its sample, so a
     # rerun with another explainer or sample size explains without retraining.
+    @guarded
     def explanation(self, cell_hash: str, explainer: str, n_images: int, seed: int) -> ExplanationRecord | None:
         row = self._db.execute(
             "SELECT * FROM explanations WHERE cell_hash=? AND explainer=? AND n_images=? AND seed=?",
@@ -165,27 +292,36 @@ class Store:
         ).fetchone()
         return self._explanation(row) if row else None
 
+    @guarded
     def save_explanation(self, cell_hash: str, explainer: str, n_images: int, seed: int, status: str,
                          metrics: dict[str, Any] | None = None, artifacts: dict[str, str] | None = None,
-                         error: str | None = None) -> None:
+                         error: str | None = None, traceback: str | None = None) -> None:
+        """Store one explainer's result for a cell; a ``done`` result is never replaced by a failure."""
         with self._tx() as db:
             db.execute(
-                "INSERT OR REPLACE INTO explanations VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO explanations (cell_hash, explainer, n_images, seed, status, metrics, artifacts, error, "
+                "finished_at, traceback) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                "ON CONFLICT(cell_hash, explainer, n_images, seed) DO UPDATE SET status=excluded.status, "
+                "metrics=excluded.metrics, artifacts=excluded.artifacts, error=excluded.error, "
+                "finished_at=excluded.finished_at, traceback=excluded.traceback "
+                "WHERE explanations.status != 'done' OR excluded.status = 'done'",
                 (cell_hash, explainer, n_images, seed, status, json.dumps(metrics or {}),
-                 json.dumps(artifacts or {}), error, time.time()),
+                 json.dumps(artifacts or {}), error, time.time(), traceback),
             )
 
+    @guarded
     def explanations(self, cell_hashes: list[str] | None = None) -> list[ExplanationRecord]:
         rows = self._db.execute("SELECT * FROM explanations ORDER BY finished_at").fetchall()
         recs = [self._explanation(r) for r in rows]
         return recs if cell_hashes is None else [r for r in recs if r.cell_hash in set(cell_hashes)]
 
     @staticmethod
-    def _explanation(row: tuple) -> ExplanationRecord:
-        h, explainer, n, seed, status, metrics, artifacts, error, finished = row
-        return ExplanationRecord(h, explainer, int(n), int(seed), status, _loads(metrics), _loads(artifacts),
-                                 error, finished)
+    def _explanation(row: sqlite3.Row) -> ExplanationRecord:
+        return ExplanationRecord(row["cell_hash"], row["explainer"], int(row["n_images"]), int(row["seed"]),
+                                 row["status"], _loads(row["metrics"]), _loads(row["artifacts"]), row["error"],
+                                 row["finished_at"], _column(row, "traceback"))
 
+    @guarded
     def cells(self, dataset: str | None = None, status: str | None = None) -> list[CellRecord]:
         query, args = "SELECT * FROM cells WHERE 1=1", []
         if dataset is not None:
@@ -198,8 +334,13 @@ class Store:
         return [self._record(r) for r in self._db.execute(query, args).fetchall()]
 
     @staticmethod
-    def _record(row: tuple) -> CellRecord:
-        (h, dataset, teacher, student, method, seed, status, config, metrics, timings, artifacts, error,
-         started, finished) = row
-        return CellRecord(h, dataset, teacher, student, method, int(seed), status, _loads(config),
-                          _loads(metrics), _loads(timings), _loads(artifacts), error, started, finished)
+    def _record(row: sqlite3.Row) -> CellRecord:
+        return CellRecord(row["hash"], row["dataset"], row["teacher"], row["student"], row["method"],
+                          int(row["seed"]), row["status"], _loads(row["config"]), _loads(row["metrics"]),
+                          _loads(row["timings"]), _loads(row["artifacts"]), row["error"], row["started_at"],
+                          row["finished_at"], _column(row, "traceback"))
+
+
+def _column(row: sqlite3.Row, name: str) -> Any:
+    """A column a store opened read-only may predate."""
+    return row[name] if name in row.keys() else None

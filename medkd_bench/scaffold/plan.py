@@ -35,6 +35,13 @@ def _run_option(kind: str, slug: str) -> str:
     return f"{RUN_OPTIONS[kind]} {slug}"
 
 
+def _try_command(kind: str, slug: str) -> str:
+    """A first run of the new plugin in scratch folders: it must not touch the committed leaderboards/."""
+    scratch = f".medkd/try-{slug}"
+    return (f"medkd-bench run {_run_option(kind, slug)} --matrix quick --work-dir {scratch} "
+            f"--leaderboard-dir {scratch}/leaderboards")
+
+
 def _refuse_existing(*paths: Path) -> None:
     for path in paths:
         if path.exists() or path.is_symlink():
@@ -66,7 +73,7 @@ def plan_repo(kind: str, name: PluginName, choice: TimmChoice | None, root: Path
         "pip install -e .",
         "medkd-bench plugins",
         f"python -m pytest -q tests/plugins/{test_path.name}",
-        f"medkd-bench run {_run_option(kind, name.slug)} --matrix quick",
+        _try_command(kind, name.slug),
     ]
     result.notes = ["re-run `pip install -e .` so the new entry point is picked up (until then, pass "
                     f"--plugin plugins/{kind}s/{plugin_path.name})"]
@@ -102,7 +109,7 @@ def plan_standalone(kind: str, name: PluginName, choice: TimmChoice | None, base
         f"pip install {shown}",
         f"python -m pytest -q {os.path.join(shown, 'tests')}",
         "medkd-bench plugins",
-        f"medkd-bench run {_run_option(kind, name.slug)} --matrix quick",
+        _try_command(kind, name.slug),
     ]
     result.notes = [f"publish it with `python -m build {shown}` and `twine upload`; users then just pip install it"]
     return result

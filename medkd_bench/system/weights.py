@@ -8,8 +8,6 @@ shape does not match are left at their fresh initialisation and reported.
 
 from __future__ import annotations
 
-import functools
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +15,7 @@ import torch
 from torch import nn
 
 from medkd_bench.errors import MedkdError
+from medkd_bench.system.files import sha256_file
 
 _NESTED_KEYS = ("state_dict", "model", "model_state_dict", "net", "network")
 
@@ -29,37 +28,46 @@ class LoadReport:
 
 
 def file_digest(path: Path) -> str:
-    """Content hash, so a changed weights file changes the cell's config hash.
-
-    Memoised on (path, size, mtime): cell hashes are computed often and
-    checkpoints can be gigabytes.
-    """
-    stat = Path(path).stat()
-    return _digest(str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns)
+    """Content hash, so a changed weights file changes the cell's config hash (SHA-256, 16 hex digits)."""
+    return sha256_file(path)[:16]
 
 
-@functools.lru_cache(maxsize=64)
-def _digest(path: str, size: int, mtime_ns: int) -> str:
-    h = hashlib.sha256()
+def weights_format(path: Path) -> str:
+    """``safetensors`` or ``torch`` (a ``torch.save`` zip archive), told by the file's first bytes, not its name."""
     with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()[:16]
+        head = fh.read(16)
+    if head[:4] == b"PK\x03\x04":
+        return "torch"
+    size = Path(path).stat().st_size
+    if len(head) >= 10 and head[8:9] == b"{" and 0 < int.from_bytes(head[:8], "little") <= size - 8:
+        return "safetensors"
+    raise MedkdError(f"weights file {path}: neither a safetensors file nor a torch.save checkpoint "
+                     f"(it starts with {head[:8]!r})")
 
 
 def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    """The tensors of a local weights file, never running code from it (torch's ``weights_only``)."""
+    import pickle
+
     path = Path(path)
     if not path.is_file():
         raise MedkdError(f"weights file {path}: no such file")
+    kind = weights_format(path)
     try:
-        if path.suffix == ".safetensors":
+        if kind == "safetensors":
             from safetensors.torch import load_file
 
             state = load_file(str(path))
         else:
-            state = torch.load(path, map_location="cpu", weights_only=True)
+            with open(path, "rb") as fh:  # a file object: torch.load would go by a .safetensors name, too
+                state = torch.load(fh, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:  # torch's message advises weights_only=False: never for a file we did not write
+        raise MedkdError(f"weights file {path}: holds Python objects besides tensors; medkd-bench loads weights "
+                         "only and never runs code from a file (save a state_dict, or convert it to safetensors)"
+                         ) from None
     except Exception as exc:
-        raise MedkdError(f"weights file {path}: cannot be read safely ({type(exc).__name__}: {exc})") from exc
+        first = (str(exc).strip().splitlines() or [""])[0]
+        raise MedkdError(f"weights file {path}: cannot be read as {kind} ({type(exc).__name__}: {first})") from exc
     for key in _NESTED_KEYS:
         if isinstance(state, dict) and isinstance(state.get(key), dict):
             state = state[key]

@@ -24,6 +24,7 @@ from medkd_bench.data.prepare import PreparedData
 from medkd_bench.specs import TrainSettings
 from medkd_bench.system.runtime import Runtime
 from medkd_bench.train.batchnorm import has_batch_norm, recalibrate_batch_norm
+from medkd_bench.train.finite import NonFiniteError, require_finite_weights
 from medkd_bench.train.losses import DEFAULT_ALPHA, DEFAULT_TEMPERATURE, KDSettings, kd_loss
 from medkd_bench.train.optim import clipped_step, make_adamw, param_groups
 from medkd_bench.train.predict import evaluate_accuracy, teacher_soft_targets
@@ -139,8 +140,11 @@ def fit(
         model.train()
         started = time.perf_counter()
         loss_sum, seen = 0.0, 0
-        for idx, flipped, images in train_batches(data, settings.batch_size, generator):
-            loss_sum += trainer.step(idx, flipped, images) * len(idx)
+        for batch, (idx, flipped, images) in enumerate(train_batches(data, settings.batch_size, generator), 1):
+            loss = trainer.step(idx, flipped, images)
+            if not math.isfinite(loss):  # step() already read the loss back: checking it costs nothing
+                raise NonFiniteError(f"training loss is {loss} in epoch {epoch}, batch {batch}")
+            loss_sum += loss * len(idx)
             seen += len(idx)
         runtime.synchronize()
         elapsed = time.perf_counter() - started
@@ -159,6 +163,7 @@ def fit(
             on_epoch(epoch, settings.epochs, row)
     if best_state is not None:
         model.load_state_dict(best_state)
+    require_finite_weights(model, f"weights after training (best epoch {result.best_epoch})")
     model.eval()
     return result
 

@@ -7,25 +7,27 @@ from torch import nn
 
 from medkd_bench.data.prepare import PreparedData
 from medkd_bench.system.runtime import Runtime
+from medkd_bench.train.finite import require_finite
 
 
 @torch.inference_mode()
 def predict_logits(
-    model: nn.Module, data: PreparedData, images: torch.Tensor, runtime: Runtime, batch_size: int = 128
+    model: nn.Module, data: PreparedData, images: torch.Tensor, runtime: Runtime, batch_size: int = 128,
+    what: str = "logits",
 ) -> torch.Tensor:
-    """Logits (float32, on CPU) for uint8 images, in eval mode."""
+    """Logits (float32, on CPU) for uint8 images, in eval mode; NaN or infinite logits raise, naming ``what``."""
     model.eval()
     out = []
     for start in range(0, len(images), batch_size):
         x = runtime.to_model(data.normalise(images[start : start + batch_size], runtime.device))
         with runtime.autocast():
             out.append(model(x).float().cpu())
-    return torch.cat(out)
+    return require_finite(torch.cat(out), what)
 
 
 def evaluate_accuracy(model: nn.Module, data: PreparedData, split: str, runtime: Runtime) -> float:
     s = data.splits[split]
-    logits = predict_logits(model, data, s.images, runtime)
+    logits = predict_logits(model, data, s.images, runtime, what=f"logits on the {split} split")
     return float((logits.argmax(1) == s.labels).float().mean())
 
 
@@ -36,10 +38,10 @@ def teacher_soft_targets(teacher: nn.Module, data: PreparedData, runtime: Runtim
     passes replace a teacher forward pass in every KD step of every epoch.
     """
     images = data.splits["train"].images
-    return torch.stack(
-        [predict_logits(teacher, data, images, runtime), predict_logits(teacher, data, images.flip(-1), runtime)]
-    )
+    what = "the teacher's soft targets"
+    return torch.stack([predict_logits(teacher, data, images, runtime, what=what),
+                        predict_logits(teacher, data, images.flip(-1), runtime, what=what)])
 
 
 def eval_split_predictions(model: nn.Module, data: PreparedData, split: str, runtime: Runtime) -> torch.Tensor:
-    return predict_logits(model, data, data.splits[split].images, runtime).argmax(1)
+    return predict_logits(model, data, data.splits[split].images, runtime, what=f"logits on the {split} split").argmax(1)

@@ -178,7 +178,7 @@ class _RaySchedule:
                     waiting = self.start_ready(waiting)  # its KD cells may start now
                     self.runner.explain_finished(cell)
                 else:
-                    self.runner.record_failed(cell, result.error, result.timings)
+                    self.runner.record_failed(cell, result.error, result.timings, result.traceback)
                     self.summary["failed"] += 1
                     waiting = self.start_ready(waiting)
         except KeyboardInterrupt:

@@ -7,6 +7,7 @@ differs from the driver's.
 from __future__ import annotations
 
 import socket
+import traceback
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -48,6 +49,7 @@ class CellOutcome:
     timings: dict[str, float] = field(default_factory=dict)
     artifacts: dict[str, str] = field(default_factory=dict)
     error: str = ""
+    traceback: str | None = None
 
 
 def worker_setup(recipe: WorkerRecipe) -> tuple[Any, Runtime]:
@@ -87,7 +89,7 @@ def compute_cell(recipe: WorkerRecipe, cell: Cell, expected_hash: str) -> CellOu
                              f"{expected_hash}: install the same medkd-bench and plugins on every node")
         result = computer.compute(cell, timings)
     except Exception as exc:
-        return CellOutcome("failed", timings=timings, error=one_line(exc))
+        return CellOutcome("failed", timings=timings, error=one_line(exc), traceback=traceback.format_exc())
     return CellOutcome("done", result.metrics, result.timings, result.artifacts)
 
 
