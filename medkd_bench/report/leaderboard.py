@@ -6,7 +6,7 @@ rebuild every page at any time without training anything.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,9 +18,12 @@ from medkd_bench.evaluate import stats
 from medkd_bench.registry import Registry
 from medkd_bench.report.explanation_tables import explanation_tables, latest_explanations
 from medkd_bench.report.format import method_label, num, pct
+from medkd_bench.report.pages import DEFAULT_KEY, Page, pages_for
 from medkd_bench.report.provenance import checksums_text, reproduce_commands, versions_text
 from medkd_bench.report.row_stats import RowStats, gain_text, mcnemar_text
 from medkd_bench.run.store import CellRecord, ExplanationRecord, Store
+from medkd_bench.system.files import atomic_write_text, path_inside
+from medkd_bench.system.messages import warn
 
 
 def _env() -> jinja2.Environment:
@@ -142,7 +145,8 @@ def _seed_rows(board: _Board, row_stats: RowStats) -> list[dict[str, Any]]:
 
 def render_dataset(registry: Registry, dataset: str, records: list[CellRecord],
                    explanations: list[ExplanationRecord], row_stats: RowStats | None = None,
-                   board: _Board | None = None) -> str:
+                   board: _Board | None = None, page: Page | None = None,
+                   other_pages: Sequence[Page] = ()) -> str:
     row_stats = row_stats or RowStats(registry)
     spec = registry.datasets.get(dataset)
     board = board or _board(registry, dataset, records, row_stats)
@@ -201,9 +205,12 @@ def render_dataset(registry: Registry, dataset: str, records: list[CellRecord],
         multi_seed=len(seeds) > 1,
         versions=versions_text(done),
         checksums=checksums_text(done),
-        deterministic=("yes" if all(r.metrics.get("deterministic") for r in done)
+        deterministic=("-" if not done else "yes" if all(r.metrics.get("deterministic") for r in done)
                        else "no" if not any(r.metrics.get("deterministic") for r in done) else "mixed"),
-        commands=reproduce_commands(registry, dataset, done, explanations, row_stats.resamples),
+        settings_text=page.settings_text if page else "defaults",
+        other_pages=[{"file": p.file, "settings": p.settings_text} for p in other_pages],
+        commands=reproduce_commands(registry, dataset, done, explanations, row_stats.resamples,
+                                    page.flags if page is not None and page.recorded else None),
         seed_rows=_seed_rows(board, row_stats),
     )
 
@@ -227,22 +234,25 @@ def render_all(registry: Registry, store: Store, out_dir: Path, resamples: int =
     row_stats = RowStats(registry, resamples)
     records = store.cells()
     explanations = store.explanations()
+    runs = store.run_settings()
     datasets = sorted({r.dataset for r in records})
     written: list[Path] = []
     index_rows = []
-    for d in datasets:
-        recs = [r for r in records if r.dataset == d]
-        path = out_dir / f"{d}.md"
+    pages = [page for d in datasets for page in pages_for(d, [r for r in records if r.dataset == d], runs)]
+    for page in pages:
+        d, recs = page.dataset, page.records
+        path = path_inside(out_dir, page.file)
         hashes = {r.hash for r in recs}
         board = _board(registry, d, recs, row_stats)
+        others = [p for p in pages if p.dataset == d and p is not page]
         _write(path, render_dataset(registry, d, recs, [e for e in explanations if e.cell_hash in hashes],
-                                    row_stats, board))
+                                    row_stats, board, page, others))
         written.append(path)
         best_t, best_kd, base = board.best("teacher"), board.best("kd"), board.best("label-only")
         gain = board.gains.get(best_kd) if best_kd else None
         gain_text = "" if gain is None else f", {100 * gain['mean']:+.1f} pp{'†' if gain.get('significant') else ''}"
         index_rows.append({
-            "name": d,
+            "name": d if page.key == DEFAULT_KEY else f"{d} ({page.settings_text})",
             "file": path.name,
             "best_teacher": f"{best_t[1]} ({pct(board.accuracy(best_t))})" if best_t else "-",
             "best_kd": (f"{best_kd[1]} -> {best_kd[2]} ({pct(board.accuracy(best_kd))}{gain_text})"
@@ -252,12 +262,32 @@ def render_all(registry: Registry, store: Store, out_dir: Path, resamples: int =
             "failed": sum(1 for r in board.latest.values() if r.status == "failed"),
         })
     index = out_dir / "README.md"
-    _write(index, _env().get_template("index.md.j2").render(rows=index_rows, store=store.path.name))
+    stale = _pages_not_in_store(out_dir, {p.name for p in written}, store.path)
+    _write(index, _env().get_template("index.md.j2").render(rows=index_rows, store=store.path.name, stale=stale))
     written.append(index)
     return written
 
 
+def _pages_not_in_store(out_dir: Path, written: set[str], store_path: Path) -> list[str]:
+    """Generated pages in ``out_dir`` this store has no rows for: kept, named in the index, and warned about."""
+    stale = []
+    for page in sorted(out_dir.glob("*.md")):
+        if page.name in written or page.name == "README.md":
+            continue
+        try:
+            generated = GENERATED_MARK in page.read_text(errors="replace")
+        except OSError:
+            continue
+        if generated:
+            stale.append(page.name)
+            warn(f"{page}: no rows in run store {store_path}; the page is kept but not rebuilt (another work "
+                 "dir made it?)")
+    return stale
+
+
+#: Every generated page says so (the templates' last line); pages without it are the user's own.
+GENERATED_MARK = "_Generated by `medkd-bench leaderboard`"
+
+
 def _write(path: Path, text: str) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
+    atomic_write_text(path, text)

@@ -102,8 +102,13 @@ def _model_flags(registry: Registry, records: Sequence[CellRecord]) -> list[str]
 
 
 def reproduce_commands(registry: Registry, dataset: str, records: Sequence[CellRecord],
-                       explanations: Sequence[ExplanationRecord], resamples: int = RESAMPLES) -> list[str]:
-    """The ``medkd-bench run`` command(s) that retrain exactly these rows (usually one)."""
+                       explanations: Sequence[ExplanationRecord], resamples: int = RESAMPLES,
+                       settings_flags: Sequence[str] | None = None) -> list[str]:
+    """The ``medkd-bench run`` command(s) that retrain exactly these rows (usually one).
+
+    ``settings_flags``: the flags of the settings the page's runs recorded; without them
+    (cells stored before runs were recorded) they are inferred from the cells' configs.
+    """
     done = [r for r in records if r.status == "done"]
     if not done:
         return []
@@ -114,10 +119,16 @@ def reproduce_commands(registry: Registry, dataset: str, records: Sequence[CellR
         base += ["--teachers", ",".join(teachers)]
     if students:
         base += ["--students", ",".join(students)]
-    base += _dataset_flags(registry, done[0].config.get("dataset", {"name": dataset}))
-    base += _model_flags(registry, done)
-    if any(r.metrics.get("deterministic") for r in done):
-        base.append("--deterministic")
+    if settings_flags is None:
+        base += _dataset_flags(registry, done[0].config.get("dataset", {"name": dataset}))
+        base += _model_flags(registry, done)
+        if any(r.metrics.get("deterministic") for r in done):
+            base.append("--deterministic")
+    else:
+        base += list(settings_flags)
+        root = done[0].config.get("dataset", {}).get("root")
+        if root:
+            base += ["--data-root", root]
     n_images = max((e.n_images for e in explanations if e.status == "done"), default=DEFAULT_EXPLAIN_IMAGES)
     if n_images != DEFAULT_EXPLAIN_IMAGES:
         base += ["--explain-images", str(n_images)]

@@ -1,0 +1,105 @@
+"""Which cells share a leaderboard page: one page per dataset and set of run settings.
+
+Every ``medkd-bench run`` records its result-affecting settings and the cells
+it planned (:meth:`~medkd_bench.run.store.Store.begin_run`). A page holds the
+cells planned by runs with the same settings for its dataset, so a KD gain
+never subtracts a baseline trained or tested under other settings, and the
+page's header says which settings differ from the defaults. A cell planned by
+runs with different settings (it computed the same thing under both) appears
+on each of their pages. The dataset's main page, ``<dataset>.md``, holds the
+default settings (or, without a default run, the most recent run's); every
+other set gets ``<dataset>.<id>.md``, linked from the main page and the index.
+Cells stored before runs were recorded count as a default run's.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from medkd_bench.run.store import CellRecord
+
+#: The settings key of cells no recorded run planned (stores older than the runs table).
+DEFAULT_KEY = "{}"
+
+
+@dataclass
+class Page:
+    """One leaderboard page: a dataset, the settings of its cells, its file name and its records."""
+
+    dataset: str
+    key: str
+    settings: dict[str, Any]
+    file: str
+    records: list[CellRecord]
+    latest_run: int
+
+    @property
+    def recorded(self) -> bool:
+        """Whether a recorded run gave these settings (else: cells stored before runs were recorded)."""
+        return self.latest_run > 0
+
+    @property
+    def flags(self) -> list[str]:
+        return settings_flags(self.settings)
+
+    @property
+    def settings_text(self) -> str:
+        return " ".join(self.flags) if self.flags else "defaults"
+
+
+def dataset_settings(settings: dict[str, Any], dataset: str) -> dict[str, Any]:
+    """A run's settings as they bear on ``dataset``: other datasets' options left out."""
+    out = {k: v for k, v in settings.items() if k != "dataset_options"}
+    options = settings.get("dataset_options", {}).get(dataset)
+    if options:
+        out["dataset_options"] = {dataset: options}
+    return out
+
+
+def settings_flags(settings: dict[str, Any]) -> list[str]:
+    """The ``run`` flags that give these settings (the reproduce command and the page header say them)."""
+    flags: list[str] = []
+    if "epochs" in settings:
+        flags += ["--epochs", str(settings["epochs"])]
+    if "img_size" in settings:
+        flags += ["--img-size", str(settings["img_size"])]
+    for dataset, options in sorted(settings.get("dataset_options", {}).items()):
+        flags += [f for key, value in sorted(options.items())
+                  for f in ("--dataset-option", f"{dataset}.{key}={value}")]
+    if settings.get("pretrained"):
+        flags.append("--pretrained")
+    for name, digest in sorted(settings.get("weights", {}).items()):
+        flags += ["--weights", f"{name}=<file with SHA-256 {digest}>"]
+    kd = settings.get("kd", {})
+    if "temperature" in kd:
+        flags += ["--temperature", str(kd["temperature"]), "--alpha", str(kd["alpha"])]
+    if "amp" in settings:
+        flags += ["--amp", settings["amp"]]
+    if settings.get("deterministic"):
+        flags.append("--deterministic")
+    return flags
+
+
+def pages_for(dataset: str, records: list[CellRecord],
+              runs: dict[str, list[tuple[int, dict[str, Any]]]]) -> list[Page]:
+    """The pages of one dataset, the main one (settings of its most recent run) first."""
+    by_key: dict[str, tuple[dict[str, Any], list[CellRecord], int]] = {}
+    for r in records:
+        planned = runs.get(r.hash) or [(0, {})]
+        for run_id, settings in planned:
+            own = dataset_settings(settings, dataset)
+            key = json.dumps(own, sort_keys=True)
+            _, recs, latest = by_key.setdefault(key, (own, [], 0))
+            if r not in recs:
+                recs.append(r)
+            by_key[key] = (own, recs, max(latest, run_id))
+    # Default settings keep the dataset's main page: a toy run with other settings gets a page of its own.
+    ordered = sorted(by_key.items(), key=lambda kv: (kv[0] != DEFAULT_KEY, -kv[1][2]))
+    pages = []
+    for i, (key, (settings, recs, latest)) in enumerate(ordered):
+        suffix = "" if i == 0 else "." + hashlib.sha256(key.encode()).hexdigest()[:8]
+        pages.append(Page(dataset, key, settings, f"{dataset}{suffix}.md", recs, latest))
+    return pages
