@@ -83,7 +83,7 @@ def test_bad_file_is_a_one_line_error_naming_it_and_skippable(tmp_path, run_cli,
     _trees(root)
     bad = breaker(root)
     work = tmp_path / "work"
-    args = ["datasets", "check", dataset, "--root", str(root), "--img-size", "24", "--work-dir", str(work)]
+    args = ["datasets", "check", dataset, "--root", str(root), "--img-size", "32", "--work-dir", str(work)]
     strict = run_cli(args)
     assert strict.exit_code == 2
     assert len(strict.err.strip().splitlines()) == 1 and str(bad) in strict.err.replace("\n", "")

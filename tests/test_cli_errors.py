@@ -22,7 +22,7 @@ def _one_line_error(result, *fragments):
         (["--students", "tiny"], ["unknown student(s) 'tiny'"]),
         (["--datasets", "covid"], ["unknown dataset(s) 'covid'"]),
         (["--matrix", "huge"], ["unknown --matrix 'huge'", "full, quick"]),
-        (["--dataset-option", "synthetic-cxr.n_tran=5"], ["dataset 'synthetic-cxr' has no option(s) n_tran"]),
+        (["--dataset-option", "synthetic-cxr.n_tran=5"], ["--dataset-option synthetic-cxr.n_tran=5", "dataset 'synthetic-cxr' has no option 'n_tran'"]),
         (["--dataset-option", "nodot=5"], ["expected DATASET.KEY=VALUE"]),
         (["--weights", "ofa-595=/no/such.safetensors"], ["no such file"]),
         (["--explainers", "lime"], ["unknown explainer 'lime'"]),

@@ -24,7 +24,7 @@ def register_teachers(register):
 
 def test_datasets_check_prints_counts_per_split_and_fingerprint(tmp_path, run_cli):
     covid_tree(tmp_path, "infection")
-    result = run_cli(["datasets", "check", "covid-qu-ex-infection", "--root", str(tmp_path), "--img-size", "24",
+    result = run_cli(["datasets", "check", "covid-qu-ex-infection", "--root", str(tmp_path), "--img-size", "32",
                       "--work-dir", str(tmp_path / "work")])
     assert result.exit_code == 0, result.err
     out = result.out
@@ -46,7 +46,7 @@ def test_datasets_check_reads_root_from_the_environment_and_options(tmp_path, ru
     lc_tree(tmp_path, per_class=10)
     monkeypatch.setenv("MEDKD_DATA", str(tmp_path))
     result = run_cli(["datasets", "check", "lc25000-lung", "--dataset-option", "lc25000-lung.test_fraction=0.3",
-                      "--img-size", "24", "--work-dir", str(tmp_path / "work")])
+                      "--img-size", "32", "--work-dir", str(tmp_path / "work")])
     assert result.exit_code == 0, result.err
     assert "lung_scc │ 6     │ 1   │ 3    │ 10" in result.out
     wrong = run_cli(["datasets", "check", "lc25000-lung", "--dataset-option", "lc25000.seed=1"])

@@ -485,6 +485,7 @@ def full_checkout(tmp_path: Path) -> Path:
     root = tmp_path / "checkout"
     shutil.copytree(REPO / "plugins", root / "plugins", ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copy2(REPO / "pyproject.toml", root / "pyproject.toml")
+    shutil.copytree(REPO / "leaderboards", root / "leaderboards")  # committed, as in a real checkout
     (root / "tests").mkdir()
     return root
 
