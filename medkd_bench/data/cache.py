@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
 from collections.abc import Mapping
 from pathlib import Path
@@ -28,6 +27,7 @@ import torch
 
 from medkd_bench.errors import MedkdError
 from medkd_bench.specs import DatasetSpec, SplitData
+from medkd_bench.system.files import atomic_tmp
 
 #: Bump when the on-disk layout of an entry changes.
 CACHE_FORMAT = 1
@@ -87,7 +87,7 @@ class SplitCache:
 
     def _write(self, split: str, entry: Path, data: SplitData, skipped: list[tuple[str, str]]) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
-        tmp = entry.with_name(f"{entry.name}.tmp-{os.getpid()}")
+        tmp = atomic_tmp(entry)  # a folder here: renamed into place like every atomic write
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir()
         try:
