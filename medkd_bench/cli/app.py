@@ -10,11 +10,10 @@ import click
 from rich.console import Console
 
 from medkd_bench import __version__
+from medkd_bench.run.options import DEFAULT_WORK_DIR
 
 if TYPE_CHECKING:
     from medkd_bench.registry import Registry
-
-from medkd_bench.run.options import DEFAULT_WORK_DIR
 
 console = Console(stderr=False, soft_wrap=True)
 err_console = Console(stderr=True, soft_wrap=True)
@@ -22,6 +21,7 @@ err_console = Console(stderr=True, soft_wrap=True)
 DEFAULT_LEADERBOARD_DIR = Path("leaderboards")
 __all__ = ["DEFAULT_LEADERBOARD_DIR", "DEFAULT_WORK_DIR", "cli", "console", "err_console", "is_debug",
            "load_cli_registry"]
+
 #: ``--debug`` of the current invocation (set by the group's callback, reset by ``main``).
 _DEBUG = {"on": False}
 

@@ -166,9 +166,11 @@ class Store:
         verdict = self._db.execute("PRAGMA quick_check").fetchone()[0]
         if verdict != "ok":
             raise StoreError(f"run store {self.path} is damaged ({verdict}); restore it or remove it to start afresh")
-        tables = {r[0] for r in self._db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-        if "cells" not in tables:
+        if "cells" not in self._tables():
             raise StoreError(f"run store {self.path} is not a medkd-bench store (no cells table)")
+
+    def _tables(self) -> set[str]:
+        return {r[0] for r in self._db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
 
     def _add_missing_columns(self) -> None:
         for table, columns in ADDED_COLUMNS.items():
@@ -262,8 +264,7 @@ class Store:
     @guarded
     def run_settings(self) -> dict[str, list[tuple[int, dict[str, Any]]]]:
         """Per cell hash, the (run id, settings) of every run that planned it (stores before runs: none)."""
-        tables = {r[0] for r in self._db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-        if "runs" not in tables:
+        if "runs" not in self._tables():  # a store opened read-only may predate the runs table
             return {}
         out: dict[str, list[tuple[int, dict[str, Any]]]] = {}
         for row in self._db.execute("SELECT run_cells.cell_hash, runs.id, runs.settings FROM run_cells "
