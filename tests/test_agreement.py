@@ -53,6 +53,20 @@ def test_pointing_games_and_chance():
     assert loc["energy_pointing_game"]["mean"] == pytest.approx((0.75 + 1 / 6) / 2)
 
 
+def test_pointing_game_tied_maximum_hits_if_any_tied_pixel_is_inside():
+    # Plateaued maximum (as upsampled CAMs have): the first tied pixel in raster order,
+    # (0, 0), is outside the mask; Quantus's PointingGame counts a hit if ANY tied one is inside.
+    maps = np.array([
+        [[2.0, 0.0], [0.0, 2.0]],  # tied max at (0,0) and (1,1); (1,1) is inside -> hit
+        [[2.0, 2.0], [0.0, 1.0]],  # tied max at (0,0) and (0,1); neither inside -> miss
+    ])
+    masks = np.array([
+        [[False, False], [False, True]],
+        [[False, False], [False, True]],
+    ])
+    assert ag.pointing_game(maps, masks).tolist() == [1.0, 0.0]
+
+
 def test_summary_ci_is_seeded_and_brackets_the_mean():
     values = np.linspace(0, 1, 40)
     s1, s2 = ag.summarise(values, seed=3), ag.summarise(values, seed=3)

@@ -72,10 +72,19 @@ def energy_pointing_game(maps: np.ndarray, masks: np.ndarray) -> np.ndarray:
 def pointing_game(maps: np.ndarray, masks: np.ndarray) -> np.ndarray:
     """1 where the map's maximum falls inside the mask (Zhang et al., 2018), else 0.
 
-    NaN for an empty mask or a constant map (whose arg-max is arbitrary).
+    A maximum tied across several pixels is a hit when ANY of the tied pixels is
+    inside the mask: upsampled CAMs have plateaus at their peak, and taking the
+    first tied pixel in raster order (``argmax``) would let position, not
+    saliency, decide. Ties are exact float equality with the maximum, as in
+    Quantus's ``PointingGame.evaluate_instance``
+    (quantus/metrics/localisation/pointing_game.py:
+    ``np.any(s[np.argwhere(a == np.max(a))])``).
+
+    NaN for an empty mask or a constant map (whose maximum is every pixel).
     """
     flat = maps.reshape(len(maps), -1)
-    hits = masks.reshape(len(masks), -1)[np.arange(len(maps)), flat.argmax(1)].astype(float)
+    at_max = flat == flat.max(1, keepdims=True)
+    hits = (at_max & masks.reshape(len(masks), -1).astype(bool)).any(1).astype(float)
     return np.where(_has_mask(masks) & _informative(maps), hits, np.nan)
 
 
