@@ -1,6 +1,7 @@
 """medkd-bench: which teacher distils best into a small student, and does it look at the right place.
 
-This module is the public API: plugins (built-in and third-party) import
+This module is the public API: plugins (built-in and third-party: models, datasets, explainers,
+distillation methods) import
 from here, from :mod:`medkd_bench.testing` (the conformance kit) and from
 :mod:`medkd_bench.nas` (the OFA student search); everything else is internal.
 """
@@ -17,21 +18,29 @@ from medkd_bench.data.imagefiles import (
     read_samples,
     require_folder,
 )
+from medkd_bench.distill.outputs import MethodContext, ModelOutputs
 from medkd_bench.errors import MedkdError
 from medkd_bench.explain.cams import grad_cam_builder
 from medkd_bench.hookspecs import hookimpl
-from medkd_bench.models.target_layers import last_module, nhwc_to_nchw, ofa_stride16_block
+from medkd_bench.models.target_layers import (
+    last_module,
+    nhwc_to_nchw,
+    ofa_head_split,
+    ofa_stride16_block,
+)
 from medkd_bench.models.timm_models import timm_builder, timm_pretrained_builder
 from medkd_bench.nas.spec_files import SearchedStudent, iter_searched_students
 from medkd_bench.specs import (
     DatasetSpec,
     ExplainerSpec,
+    MethodSpec,
     ModelSpec,
     SplitData,
     StudentSpec,
     TeacherSpec,
     TrainSettings,
 )
+from medkd_bench.train.losses import kd_loss
 
 __version__ = "0.1.0"
 
@@ -40,6 +49,9 @@ __all__ = [
     "ExplainerSpec",
     "ImageSample",
     "MedkdError",
+    "MethodContext",
+    "MethodSpec",
+    "ModelOutputs",
     "ModelSpec",
     "SearchedStudent",
     "SplitData",
@@ -52,11 +64,13 @@ __all__ = [
     "grad_cam_builder",
     "hookimpl",
     "iter_searched_students",
+    "kd_loss",
     "keep_images",
     "list_files",
     "list_images",
     "last_module",
     "nhwc_to_nchw",
+    "ofa_head_split",
     "ofa_stride16_block",
     "pair_masks",
     "read_samples",

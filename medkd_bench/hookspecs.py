@@ -15,7 +15,7 @@ from collections.abc import Callable
 import click
 import pluggy
 
-from medkd_bench.specs import DatasetSpec, ExplainerSpec, StudentSpec, TeacherSpec
+from medkd_bench.specs import DatasetSpec, ExplainerSpec, MethodSpec, StudentSpec, TeacherSpec
 
 PROJECT = "medkd_bench"
 hookspec = pluggy.HookspecMarker(PROJECT)
@@ -40,6 +40,11 @@ def register_datasets(register: Callable[[DatasetSpec], None]) -> None:
 @hookspec
 def register_explainers(register: Callable[[ExplainerSpec], None]) -> None:
     """Call ``register(ExplainerSpec(...))`` for each saliency method."""
+
+
+@hookspec
+def register_methods(register: Callable[[MethodSpec], None]) -> None:
+    """Call ``register(MethodSpec(...))`` for each distillation method."""
 
 
 @hookspec

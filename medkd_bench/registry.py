@@ -22,7 +22,14 @@ import pluggy
 
 from medkd_bench import hookspecs
 from medkd_bench.errors import MedkdError
-from medkd_bench.specs import DatasetSpec, ExplainerSpec, StudentSpec, TeacherSpec
+from medkd_bench.specs import (
+    BASE_METHODS,
+    DatasetSpec,
+    ExplainerSpec,
+    MethodSpec,
+    StudentSpec,
+    TeacherSpec,
+)
 
 #: Comma-separated entry-point names to load, as llm's LLM_LOAD_PLUGINS: unset loads every installed
 #: plugin, an empty value none. The test suite sets it to medkd-bench's own plugins.
@@ -38,7 +45,11 @@ KINDS: dict[str, tuple[str, type]] = {
     "student": ("register_students", StudentSpec),
     "dataset": ("register_datasets", DatasetSpec),
     "explainer": ("register_explainers", ExplainerSpec),
+    "method": ("register_methods", MethodSpec),
 }
+
+#: Cell methods that are not distillation: a method may not take their names.
+RESERVED_METHOD_NAMES = BASE_METHODS
 
 
 @dataclass
@@ -74,6 +85,10 @@ class Registry:
     @property
     def explainers(self) -> dict[str, ExplainerSpec]:
         return self.specs["explainer"]
+
+    @property
+    def methods(self) -> dict[str, MethodSpec]:
+        return self.specs["method"]
 
     def get(self, kind: str, name: str) -> Any:
         try:
@@ -199,6 +214,8 @@ def collect(pm: pluggy.PluginManager) -> Registry:
                 if not isinstance(spec.name, str) or not NAME_RULE.match(spec.name):
                     raise MedkdError(f"plugin {_owner!r}: {_kind} name {spec.name!r} is not allowed: names are "
                                      f"{NAME_RULE_TEXT} (they name files and folders)")
+                if _kind == "method":
+                    _check_method(_owner, spec)
                 key = (_kind, spec.name)
                 if key in registry.owners:
                     raise MedkdError(
@@ -217,6 +234,21 @@ def collect(pm: pluggy.PluginManager) -> Registry:
                 raise MedkdError(f"plugin {owner!r} failed in {hook_name}: {type(exc).__name__}: {exc}") from exc
     registry.plugins = sorted(infos.values(), key=lambda p: p.name)
     return registry
+
+
+def _check_method(owner: str, spec: MethodSpec) -> None:
+    """A method's name, needs and options are checked when it registers, naming the plugin."""
+    from medkd_bench.specs import METHOD_NEEDS
+
+    if spec.name in RESERVED_METHOD_NAMES:
+        raise MedkdError(f"plugin {owner!r}: method name {spec.name!r} is reserved "
+                         f"({' and '.join(RESERVED_METHOD_NAMES)} are the matrix's own cells)")
+    unknown = [n for n in spec.needs if n not in METHOD_NEEDS]
+    if unknown:
+        raise MedkdError(f"plugin {owner!r}: method {spec.name!r} needs {', '.join(map(repr, unknown))} "
+                         f"(a method may need: {', '.join(METHOD_NEEDS)})")
+    if not callable(spec.build):
+        raise MedkdError(f"plugin {owner!r}: method {spec.name!r}: build is not callable")
 
 
 def load_registry(plugin_files: Iterable[Path] = (), entry_points: bool = True) -> Registry:

@@ -23,6 +23,9 @@ ModelBuilder = Callable[[int, int], nn.Module]
 TargetLayers = Callable[[nn.Module], Sequence[nn.Module]]
 #: Turns a token model's activations into ``(N, C, H, W)`` maps (grad-cam's convention).
 ReshapeTransform = Callable[[torch.Tensor], torch.Tensor]
+#: ``model -> (forward_features, forward_head)``: the model's forward split at its last feature map
+#: (before global pooling), so class activation maps can apply the head at every location.
+HeadSplit = Callable[[nn.Module], "tuple[Callable[[torch.Tensor], torch.Tensor], Callable[[torch.Tensor], torch.Tensor]]"]
 
 
 @dataclass(frozen=True)
@@ -73,6 +76,10 @@ class ModelSpec:
     #: (Score-CAM, soft targets) 1.6x faster and Visformer-S's training 1.1x.
     cpu_bf16: bool = False
     cpu_channels_last: bool = False
+    #: For distillation methods that need class activation maps (``cat-kd``): where the forward
+    #: splits into features and head. ``None`` means timm's convention, the model's own
+    #: ``forward_features`` and ``forward_head`` (with ``output_fmt`` saying NCHW or NHWC).
+    head_split: HeadSplit | None = None
 
 
 @dataclass(frozen=True)
@@ -159,6 +166,41 @@ class DatasetSpec:
     @property
     def num_classes(self) -> int:
         return len(self.classes)
+
+
+#: The matrix's cells that are not distillation; a registered method may not take these names.
+BASE_METHODS = ("teacher", "label-only")
+
+#: What a method's loss module sees, see :class:`medkd_bench.distill.outputs.ModelOutputs`.
+METHOD_NEEDS = ("features", "class_maps")
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    """A distillation method: how a student learns from a trained teacher.
+
+    ``build(context)`` returns an ``nn.Module`` whose ``forward(student, teacher,
+    targets, epoch)`` returns the batch's scalar loss; ``student`` and ``teacher``
+    are :class:`~medkd_bench.distill.outputs.ModelOutputs` (logits, and what
+    ``needs`` asks for), ``epoch`` the fractional training progress (for warm-ups).
+    The module's own parameters (a FitNets regressor) train with the student and
+    are discarded afterwards. ``needs`` lists what beyond logits the loss reads:
+    ``"features"`` (each model's target layers, stride 16 for every built-in
+    model, as ``(N, C, H, W)``) and ``"class_maps"`` (the head applied at every
+    location of the last feature map: ``(N, classes, H, W)``).
+    """
+
+    name: str
+    build: Callable[[Any], nn.Module]
+    needs: tuple[str, ...] = ()
+    citation: str = ""
+    description: str = ""
+    #: Bump when the loss's code changes what it computes: part of every distilled cell's config hash.
+    revision: str = "1"
+    #: Default options (``--method-option NAME.key=value`` overrides, parsed as the default's type).
+    options: Mapping[str, Any] = field(default_factory=dict)
+    #: Allowed range of numeric options, ``key -> (low, high)`` inclusive; without one a number must be >= 0.
+    option_ranges: Mapping[str, tuple[float | None, float | None]] = field(default_factory=dict)
 
 
 #: ``(model, images, targets) -> maps``: images normalised ``(N, 3, H, W)``,

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -84,24 +84,38 @@ def _typed_option(flag: str, text: str, default: Any, bounds: tuple[float | None
     return text
 
 
-def parse_dataset_options(values: Sequence[str], registry: Registry) -> dict[str, dict[str, Any]]:
-    """``DATASET.KEY=VALUE`` flags, each checked against the dataset's spec: known key, its default's type, range."""
+def parse_spec_options(values: Sequence[str], specs: Mapping[str, Any], kind: str) -> dict[str, dict[str, Any]]:
+    """``NAME.KEY=VALUE`` flags for specs with ``options`` and ``option_ranges`` (datasets, methods).
+
+    Each is checked against its spec: a registered name, a known key, the type of
+    the key's default and its range; the error names the flag and what is wrong.
+    """
+    flag = f"--{kind}-option"
     out: dict[str, dict[str, Any]] = {}
     for v in values:
         key, sep, value = v.partition("=")
         name, dot, option = key.partition(".")
         if not (sep and dot and name and option):
-            raise MedkdError(f"--dataset-option {v!r}: expected DATASET.KEY=VALUE")
-        if name not in registry.datasets:
-            raise MedkdError(f"--dataset-option {v}: no dataset {name!r} (registered: "
-                             f"{', '.join(sorted(registry.datasets)) or 'none'})")
-        spec = registry.datasets[name]
+            raise MedkdError(f"{flag} {v!r}: expected {kind.upper()}.KEY=VALUE")
+        if name not in specs:
+            raise MedkdError(f"{flag} {v}: no {kind} {name!r} (registered: {', '.join(sorted(specs)) or 'none'})")
+        spec = specs[name]
         if option not in spec.options:
-            raise MedkdError(f"--dataset-option {v}: dataset {name!r} has no option {option!r} "
+            raise MedkdError(f"{flag} {v}: {kind} {name!r} has no option {option!r} "
                              f"(known: {', '.join(sorted(spec.options)) or 'none'})")
-        out.setdefault(name, {})[option] = _typed_option(f"--dataset-option {v}", value, spec.options[option],
+        out.setdefault(name, {})[option] = _typed_option(f"{flag} {v}", value, spec.options[option],
                                                          spec.option_ranges.get(option))
     return out
+
+
+def parse_dataset_options(values: Sequence[str], registry: Registry) -> dict[str, dict[str, Any]]:
+    """``DATASET.KEY=VALUE`` flags, each checked against the dataset's spec: known key, its default's type, range."""
+    return parse_spec_options(values, registry.datasets, "dataset")
+
+
+def parse_method_options(values: Sequence[str], registry: Registry) -> dict[str, dict[str, Any]]:
+    """``METHOD.KEY=VALUE`` flags (``dkd.beta=8``), each checked against the method's spec."""
+    return parse_spec_options(values, registry.methods, "method")
 
 
 def parse_weights(values: Sequence[str]) -> dict[str, Path]:

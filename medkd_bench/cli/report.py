@@ -33,15 +33,16 @@ def leaderboard(plugin_files, work_dir, leaderboard_dir, bootstrap) -> None:
 @click.option("--teacher", required=True)
 @click.option("--student", required=True)
 @click.option("--explainer", default="score-cam", show_default=True)
+@click.option("--method", default="kd", show_default=True, help="The distillation method of the student shown.")
 @click.option("--images", type=click.IntRange(1), default=2, show_default=True, help="Images per class.")
 @click.option("--out", type=click.Path(path_type=Path), default=None,
-              help="PNG path [default: <leaderboard-dir>/panels/<dataset>/<explainer>/<teacher>__<student>-N.png].")
+              help="PNG path [default: <leaderboard-dir>/panels/<dataset>/<explainer>/<teacher>__<student>__<method>-N.png].")
 @click.option("--device", default="auto", show_default=True)
 @click.option("--data-root", type=click.Path(path_type=Path), default=None, envvar="MEDKD_DATA")
 @click.option("--skip-bad", is_flag=True, help="Leave out bad files of a real dataset, as the run did.")
 @plugin_option
 @work_dir_option
-def explain(dataset, teacher, student, explainer, images, out, device, data_root, skip_bad, plugin_files, work_dir,
+def explain(dataset, teacher, student, explainer, method, images, out, device, data_root, skip_bad, plugin_files, work_dir,
             leaderboard_dir) -> None:
     """Render a teacher vs student saliency panel from finished cells (no training)."""
     from medkd_bench.explain.from_store import panel_from_store
@@ -51,10 +52,11 @@ def explain(dataset, teacher, student, explainer, images, out, device, data_root
     path = work_dir / "runs.sqlite"
     registry = load_cli_registry(plugin_files)
     registry.get("explainer", explainer)
-    out = out or path_inside(leaderboard_dir, "panels", dataset, explainer, f"{teacher}__{student}-{images}.png")
+    registry.get("method", method)
+    out = out or path_inside(leaderboard_dir, "panels", dataset, explainer, f"{teacher}__{student}__{method}-{images}.png")
     check_writable(out.parent, "--out folder")
     runtime = resolve_runtime(device, "auto")
     with Store(path, readonly=True) as store:
         written = panel_from_store(registry, store, work_dir, dataset, teacher, student, explainer, images, out,
-                                   runtime, data_root, skip_bad=skip_bad)
+                                   runtime, data_root, skip_bad=skip_bad, method=method)
     console.print(f"wrote {written}")

@@ -23,6 +23,7 @@ from medkd_bench.cli.options import (
     FiniteFloat,
     bootstrap_option,
     parse_dataset_options,
+    parse_method_options,
     parse_weights,
     plugin_option,
     split_names,
@@ -66,6 +67,13 @@ class RichReporter:
 @click.option("--teachers", multiple=True, help="Only these teachers (comma-separated or repeated).")
 @click.option("--students", multiple=True, help="Only these students.")
 @click.option("--datasets", multiple=True, help="Only these datasets.")
+@click.option("--methods", multiple=True,
+              help="Distillation methods, or 'all' [default: every registered one; --matrix quick: kd].")
+@click.option("--method-option", "method_options", multiple=True, metavar="METHOD.KEY=VALUE",
+              help="Override a method option, e.g. dkd.beta=8 (see `medkd-bench plugins`).")
+@click.option("--teacher-cache-mb", type=FiniteFloat(0), default=2048, show_default=True,
+              help="Memory for a teacher's cached feature maps (feature methods); above it the teacher runs "
+                   "on every batch.")
 @plugin_option
 @work_dir_option
 @click.option("--data-root", type=click.Path(path_type=Path), default=None, envvar="MEDKD_DATA",
@@ -81,8 +89,8 @@ class RichReporter:
               help="Deterministic kernels (torch.use_deterministic_algorithms, CUBLAS_WORKSPACE_CONFIG): "
                    "repeatable CUDA runs, at some speed cost.")
 @click.option("--temperature", type=FiniteFloat(0, low_open=True), default=None,
-              help="KD temperature T > 0 [default: 4.0].")
-@click.option("--alpha", type=FiniteFloat(0, 1), default=None, help="KD weight on the label loss, 0-1 [default: 0.5].")
+              help="Shorthand for --method-option kd.temperature=T.")
+@click.option("--alpha", type=FiniteFloat(0, 1), default=None, help="Shorthand for --method-option kd.alpha=A.")
 @click.option("--pretrained", is_flag=True, help="Start from timm's ImageNet weights (needs a network).")
 @click.option("--weights", multiple=True, metavar="NAME=PATH",
               help="Start model NAME from a local weights file (.safetensors or torch checkpoint).")
@@ -114,29 +122,29 @@ class RichReporter:
 @click.option("--gpus-per-cell", type=FiniteFloat(0), default=None, help="Ray: GPUs each cell requests [default: 0].")
 @click.option("--max-retries", type=click.IntRange(0), default=None,
               help="Ray: retries of a cell whose task failed or whose worker died [default: 1].")
-def run(matrix, teachers, students, datasets, plugin_files, work_dir, leaderboard_dir, data_root,
+def run(matrix, teachers, students, datasets, methods, method_options, teacher_cache_mb, plugin_files, work_dir, leaderboard_dir, data_root,
         dataset_options, img_size, epochs, seed, seeds, deterministic, temperature, alpha, pretrained, weights,
         device, amp, explainers, explain_images, sanity_images, latency_runs, skip_bad, bootstrap,
         dry_run, executor, jobs, address, ray_cpus, cpus_per_cell, gpus_per_cell, max_retries) -> None:
-    """Train teachers, baselines and KD students, score them, write leaderboards."""
+    """Train teachers, baselines and distilled students, score them, write leaderboards."""
     from medkd_bench.report.leaderboard import render_all
     from medkd_bench.run.options import RunOptions, result_settings
     from medkd_bench.run.plan import plan
     from medkd_bench.run.runner import MatrixRunner
     from medkd_bench.run.store import Store
     from medkd_bench.system.runtime import resolve_runtime
-    from medkd_bench.train.losses import DEFAULT_ALPHA, DEFAULT_TEMPERATURE, KDSettings
 
     registry = load_cli_registry(plugin_files)
+    shorthand = [f"kd.{k}={v}" for k, v in (("temperature", temperature), ("alpha", alpha)) if v is not None]
+    parsed_method_options = parse_method_options([*shorthand, *method_options], registry)
     cells = plan(registry, matrix, split_names(teachers), split_names(students), split_names(datasets), seed,
-                 data_root=data_root, seeds=seeds)
+                 data_root=data_root, seeds=seeds, methods=split_names(methods))
     if not split_names(datasets):
         _print_unavailable(registry, data_root)
-    kd = KDSettings(DEFAULT_TEMPERATURE if temperature is None else temperature,
-                    DEFAULT_ALPHA if alpha is None else alpha)
     options = RunOptions(
         work_dir=work_dir, leaderboard_dir=leaderboard_dir, img_size=img_size, data_root=data_root,
-        dataset_options=parse_dataset_options(dataset_options, registry), epochs=epochs, kd=kd, pretrained=pretrained,
+        dataset_options=parse_dataset_options(dataset_options, registry), epochs=epochs,
+        method_options=parsed_method_options, teacher_cache_mb=teacher_cache_mb, pretrained=pretrained,
         weights=parse_weights(weights), explainers=tuple(split_names(explainers) or ()) or RunOptions.explainers,
         explain_images=explain_images, sanity_images=sanity_images, latency_runs=latency_runs, skip_bad=skip_bad,
     )

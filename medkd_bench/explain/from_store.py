@@ -31,9 +31,9 @@ def _load_finished(registry: Any, record: Any, data: PreparedData, device: torch
 def panel_from_store(
     registry: Any, store: Any, work_dir: Path, dataset: str, teacher: str, student: str, explainer: str,
     images_per_class: int, out: Path, runtime: Runtime, data_root: Path | None = None,
-    skip_bad: bool = False,
+    skip_bad: bool = False, method: str = "kd",
 ) -> Path:
-    """Render a teacher / label-only / KD panel from finished cells, without training.
+    """Render a teacher / label-only / distilled panel from finished cells, without training.
 
     The cells are found by name (the newest finished ones), and the data is
     rebuilt from the KD cell's own recorded config, so the panel shows exactly
@@ -50,13 +50,13 @@ def panel_from_store(
                 return r
         return None
 
-    kd = newest("kd", teacher, student)
+    kd = newest(method, teacher, student)
     if kd is None:
-        raise MedkdError(f"no finished KD cell {teacher} -> {student} on {dataset}: run the matrix first")
+        raise MedkdError(f"no finished {method} cell {teacher} -> {student} on {dataset}: run the matrix first")
     # The KD student's own teacher and baseline: the same training seed (``--seeds``).
     cells = [("teacher " + teacher, newest("teacher", teacher, "", kd.seed)),
              (f"{student} labels only", newest("label-only", "", student, kd.seed)),
-             (f"{student} KD", kd)]
+             (f"{student} {method}", kd)]
     spec = registry.get("dataset", dataset)
     cfg = kd.config["dataset"]
     data = prepare(spec, cfg["img_size"], data_root, {k: v for k, v in cfg["options"].items() if k in spec.options},
@@ -73,5 +73,5 @@ def panel_from_store(
         model_spec = registry.get(record.config["model"]["role"], record.config["model"]["name"])
         columns.append((title, compute_maps(model_spec, model, explainer_spec, data, indices,
                                             runtime.for_model(model_spec))))
-    return render_panel(out, data, indices, columns, title=f"{explainer}: {dataset}, {teacher} -> {student}",
+    return render_panel(out, data, indices, columns, title=f"{explainer}: {dataset}, {teacher} -> {student} ({method})",
                         mask_name=data.spec.localisation_mask)

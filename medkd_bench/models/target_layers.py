@@ -41,3 +41,25 @@ def ofa_stride16_block(model: nn.Module) -> list[nn.Module]:
     if not starts or starts[-1] == 0:
         return [blocks[-1]]
     return [blocks[starts[-1] - 1]]
+
+
+def ofa_head_split(model: nn.Module) -> tuple[Callable[[Any], Any], Callable[[Any], Any]]:
+    """``(forward_features, forward_head)`` of an OFA MobileNetV3 subnet, split at ``final_expand_layer``.
+
+    The head is global average pooling, ``feature_mix_layer`` (1x1 conv, h-swish)
+    and the linear classifier: not linear after pooling, so a class activation map
+    (``cat-kd``) applies the whole head at every location. The two halves compose
+    to exactly ``MobileNetV3.forward``.
+    """
+
+    def forward_features(x: Any) -> Any:
+        x = model.first_conv(x)
+        for block in model.blocks:
+            x = block(x)
+        return model.final_expand_layer(x)
+
+    def forward_head(x: Any) -> Any:
+        x = model.feature_mix_layer(model.global_avg_pool(x))
+        return model.classifier(x.view(x.size(0), -1))
+
+    return forward_features, forward_head

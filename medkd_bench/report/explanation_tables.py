@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
+
 from medkd_bench.explain.agreement import format_summary
 from medkd_bench.report.format import method_label
 from medkd_bench.run.store import CellRecord, ExplanationRecord
+from medkd_bench.specs import BASE_METHODS
 
 
 def _epg_vs_chance(loc: dict[str, Any]) -> str:
@@ -35,8 +38,10 @@ def explanation_tables(done: list[CellRecord], explanations: list[ExplanationRec
         n_images = n_sanity = 0
         mask = None
         other_masks: list[str] = []
-        order = sorted(done, key=lambda r: (r.method != "teacher", r.method != "label-only", r.teacher, r.student,
-                                            r.seed))
+        by_method: dict[str, dict[str, list[float]]] = {}
+        lowest_seed = min((r.seed for r in done), default=0)
+        order = sorted(done, key=lambda r: (r.method != "teacher", r.method != "label-only", r.student, r.method,
+                                            r.teacher, r.seed))
         for r in order:
             e = by_cell.get((r.hash, explainer))
             if e is None:
@@ -58,16 +63,46 @@ def explanation_tables(done: list[CellRecord], explanations: list[ExplanationRec
                 "road": format_summary(m.get("road"), 3),
                 "sanity": format_summary(m.get("sanity", {}).get("spearman")),
             })
-            if r.method == "kd":
+            if r.method != "teacher":
+                _collect(by_method.setdefault(r.method, {}), m, loc)
+            if r.method not in BASE_METHODS:
                 kd, base = m.get("agreement", {}), m.get("label_only_agreement", {})
+                _collect(by_method.setdefault("label-only", {}), {"agreement": base}, {})
                 agreement_rows.append({
-                    "teacher": r.teacher, "student": r.student + (f" (seed {r.seed})" if with_seed else ""),
+                    "teacher": r.teacher, "method": r.method,
+                    "student": r.student + (f" (seed {r.seed})" if with_seed else ""),
                     "sp_kd": format_summary(kd.get("spearman")), "sp_base": format_summary(base.get("spearman")),
                     "iou_kd": format_summary(kd.get("top20_iou")), "iou_base": format_summary(base.get("top20_iou")),
                 })
-                if e.artifacts.get("panel"):
-                    title = f"{r.teacher} -> {r.student}" + (f", seed {r.seed}" if with_seed else "")
+                if e.artifacts.get("panel") and r.seed == lowest_seed:
+                    title = f"{r.teacher} -> {r.student} ({r.method})" + (f", seed {r.seed}" if with_seed else "")
                     panels.append({"title": title, "path": e.artifacts["panel"]})
-        out.append({"name": explainer, "rows": rows, "agreement": agreement_rows, "panels": panels,
+        summary = [{"method": name, **{k: _mean_sd(v) for k, v in values.items()}}
+                   for name, values in sorted(by_method.items(), key=lambda kv: kv[0] != "label-only")]
+        out.append({"name": explainer, "rows": rows, "agreement": agreement_rows, "panels": panels, "by_method": summary,
                     "n_images": n_images, "n_sanity": n_sanity, "mask": mask, "other_masks": other_masks})
     return out
+
+
+#: The per-cell figures the by-method summary averages: agreement with the teacher, and localisation.
+_SUMMARISED = {"spearman": ("agreement", "spearman"), "iou": ("agreement", "top20_iou"),
+               "epg": ("localisation", "energy_pointing_game"), "pg": ("localisation", "pointing_game")}
+
+
+def _collect(into: dict[str, list[float]], metrics: dict[str, Any], loc: dict[str, Any]) -> None:
+    """Append one cell's mean figures (where present) to a method's lists."""
+    sources = {"agreement": metrics.get("agreement", {}), "localisation": loc}
+    for name, (where, key) in _SUMMARISED.items():
+        value = (sources[where].get(key) or {}).get("mean")
+        into.setdefault(name, [])
+        if value is not None and np.isfinite(value):
+            into[name].append(float(value))
+
+
+def _mean_sd(values: list[float]) -> str:
+    """``0.42 ± 0.05 (6)``: mean ± sample sd over cells (teachers and seeds), and how many."""
+    if not values:
+        return "-"
+    if len(values) == 1:
+        return f"{values[0]:.2f} (1)"
+    return f"{np.mean(values):.2f} ± {np.std(values, ddof=1):.2f} ({len(values)})"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from medkd_bench.run.store import CellRecord
+from medkd_bench.specs import BASE_METHODS
 
 
 def pct(x: float | None) -> str:
@@ -14,5 +15,5 @@ def num(x: float | None, fmt: str) -> str:
 
 
 def method_label(r: CellRecord, with_seed: bool = False) -> str:
-    label = f"kd from {r.teacher}" if r.method == "kd" else r.method
+    label = r.method if r.method in BASE_METHODS else f"{r.method} from {r.teacher}"
     return f"{label}, seed {r.seed}" if with_seed else label

@@ -18,10 +18,12 @@ from medkd_bench.evaluate import stats
 from medkd_bench.registry import Registry
 from medkd_bench.report.explanation_tables import explanation_tables, latest_explanations
 from medkd_bench.report.format import method_label, num, pct
+from medkd_bench.report.method_summary import method_summary, weak_teachers
 from medkd_bench.report.pages import DEFAULT_KEY, Page, pages_for
 from medkd_bench.report.provenance import checksums_text, reproduce_commands, versions_text
 from medkd_bench.report.row_stats import RowStats, gain_text, mcnemar_text
 from medkd_bench.run.store import CellRecord, ExplanationRecord, Store
+from medkd_bench.specs import BASE_METHODS
 from medkd_bench.system.files import atomic_write_text, path_inside
 from medkd_bench.system.messages import warn
 
@@ -67,11 +69,11 @@ class _Row:
         """The lowest seed's cell: source of the cost columns, which do not depend on training."""
         return self.records[0]
 
-    def fields(self, gain: dict[str, Any] | None = None, panel: str = "-") -> dict[str, Any]:
+    def fields(self, gain: dict[str, Any] | None = None, panel: str = "-", weak: bool = False) -> dict[str, Any]:
         m = self.rec.metrics
         train_s = [r.timings["train_s"] for r in self.records if "train_s" in r.timings]
         return {
-            "teacher": self.rec.teacher,
+            "teacher": self.rec.teacher + (" ‡" if weak else ""),
             "student": self.rec.student,
             "method": self.rec.method,
             "acc": stats.format_ci(self.scores["accuracy"]),
@@ -105,8 +107,13 @@ class _Board:
     def accuracy(self, key: Key) -> float:
         return self.scores[key]["accuracy"]["mean"]
 
-    def best(self, method: str) -> Key | None:
-        return max((k for k in self.groups if k[0] == method), key=self.accuracy, default=None)
+    def best(self, method: str | None) -> Key | None:
+        """The most accurate row of ``method`` (``None``: of any distillation method)."""
+        keys = (k for k in self.groups if (k[0] == method if method else k[0] not in BASE_METHODS))
+        return max(keys, key=self.accuracy, default=None)
+
+    def weak_teachers(self) -> dict[tuple[str, str], bool]:
+        return weak_teachers(list(self.groups), self.accuracy)
 
 
 def _board(registry: Registry, dataset: str, records: list[CellRecord], row_stats: RowStats) -> _Board:
@@ -119,7 +126,7 @@ def _board(registry: Registry, dataset: str, records: list[CellRecord], row_stat
         k = num_classes or len(recs[0].metrics.get("per_class_f1", {})) or 1
         scores[key] = row_stats.scores(recs, k)
     gains = {key: row_stats.gain(recs, groups.get(("label-only", "", key[2])))
-             for key, recs in groups.items() if key[0] == "kd"}
+             for key, recs in groups.items() if key[0] not in BASE_METHODS}
     return _Board(latest, groups, scores, gains)
 
 
@@ -130,7 +137,7 @@ def _seed_rows(board: _Board, row_stats: RowStats) -> list[dict[str, Any]]:
         for r in board.groups[key]:
             single = row_stats.scores([r], len(r.metrics.get("per_class_f1", {})) or 1)
             gain = (row_stats.gain([r], board.groups.get(("label-only", "", r.student)))
-                    if r.method == "kd" else None)
+                    if r.method not in BASE_METHODS else None)
             mc = (gain or {}).get("mcnemar") or [None]
             rows.append({
                 "name": r.teacher if r.method == "teacher" else r.student,
@@ -160,10 +167,12 @@ def render_dataset(registry: Registry, dataset: str, records: list[CellRecord],
     students: list[dict[str, Any]] = []
     student_keys = sorted((k for k in groups if k[0] != "teacher"),
                           key=lambda k: (k[2], k[0] != "label-only", -board.accuracy(k)))
+    weak = board.weak_teachers()
     for key in student_keys:
-        links = [link for r in groups[key] for link in panel_links.get(r.hash, [])]
+        links = [link for r in groups[key][:1] for link in panel_links.get(r.hash, [])]  # the lowest seed's
         students.append(_Row(groups[key], board.scores[key]).fields(gain=board.gains.get(key),
-                                                                    panel=" ".join(links) or "-"))
+                                                                    panel=" ".join(links) or "-",
+                                                                    weak=weak.get((key[1], key[2]), False)))
     classes = list(spec.classes) if spec else []
     # What each student is (its budget, for searched students): the table's rows are names only.
     student_notes = [{"name": n, "description": getattr(registry.students.get(n), "description", "")
@@ -180,8 +189,6 @@ def render_dataset(registry: Registry, dataset: str, records: list[CellRecord],
                "error": (r.error or "").replace("|", "/")}
               for r in board.latest.values() if r.status == "failed"]
     any_cfg = records[0].config if records else {}
-    kd_cfg = next((r.config.get("kd") for r in records if r.config.get("kd")), None)
-    kd_text = (f"T = {kd_cfg['temperature']}, alpha = {kd_cfg['alpha']}" if kd_cfg else "no KD cell yet")
     n_test = next((r.metrics.get("n_test") for r in done), 0)
     seeds = sorted({r.seed for r in done})
     return _env().get_template("dataset.md.j2").render(
@@ -189,7 +196,9 @@ def render_dataset(registry: Registry, dataset: str, records: list[CellRecord],
         img_size=any_cfg.get("dataset", {}).get("img_size", "-"),
         n_test=n_test,
         chance=1.0 / len(spec.classes) if spec else 0.0,
-        kd_text=kd_text,
+        methods=methods_used(registry, done),
+        method_summary=method_summary(list(groups), board.accuracy, board.gains, weak),
+        any_weak=any(weak.get((k[1], k[2])) for k in groups if k[0] not in BASE_METHODS),
         machine="; ".join(sorted({r.metrics.get("machine", "unrecorded") for r in done})) or "-",
         # Timed where the cost figures were taken: the driver of a worker pool, not the worker that trained.
         timing_machine="; ".join(sorted({r.metrics.get("timed_on", r.metrics.get("machine", "unrecorded"))
@@ -213,6 +222,20 @@ def render_dataset(registry: Registry, dataset: str, records: list[CellRecord],
                                     page.flags if page is not None and page.recorded else None),
         seed_rows=_seed_rows(board, row_stats),
     )
+
+
+def methods_used(registry: Registry, done: list[CellRecord]) -> list[dict[str, str]]:
+    """The distillation methods on a page, with the options and revision they ran with (from the cells' configs)."""
+    seen: dict[str, dict[str, str]] = {}
+    for r in sorted(done, key=lambda r: r.method):
+        cfg = r.config.get("distill")
+        if not cfg or r.method in seen:
+            continue
+        spec = registry.methods.get(r.method)
+        options = ", ".join(f"{k} = {v}" for k, v in cfg.get("options", {}).items()) or "no options"
+        seen[r.method] = {"name": r.method, "revision": str(cfg.get("revision", "-")), "options": options,
+                          "citation": spec.citation if spec else "(method plugin not installed)"}
+    return list(seen.values())
 
 
 @dataclass
@@ -248,14 +271,14 @@ def render_all(registry: Registry, store: Store, out_dir: Path, resamples: int =
         _write(path, render_dataset(registry, d, recs, [e for e in explanations if e.cell_hash in hashes],
                                     row_stats, board, page, others))
         written.append(path)
-        best_t, best_kd, base = board.best("teacher"), board.best("kd"), board.best("label-only")
+        best_t, best_kd, base = board.best("teacher"), board.best(None), board.best("label-only")
         gain = board.gains.get(best_kd) if best_kd else None
         gain_text = "" if gain is None else f", {100 * gain['mean']:+.1f} pp{'†' if gain.get('significant') else ''}"
         index_rows.append({
             "name": d if page.key == DEFAULT_KEY else f"{d} ({page.settings_text})",
             "file": path.name,
             "best_teacher": f"{best_t[1]} ({pct(board.accuracy(best_t))})" if best_t else "-",
-            "best_kd": (f"{best_kd[1]} -> {best_kd[2]} ({pct(board.accuracy(best_kd))}{gain_text})"
+            "best_kd": (f"{best_kd[1]} -> {best_kd[2]}, {best_kd[0]} ({pct(board.accuracy(best_kd))}{gain_text})"
                         if best_kd else "-"),
             "baseline": f"{base[2]} ({pct(board.accuracy(base))})" if base else "-",
             "done": len(board.done),

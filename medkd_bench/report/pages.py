@@ -73,9 +73,8 @@ def settings_flags(settings: dict[str, Any]) -> list[str]:
         flags.append("--pretrained")
     for name, digest in sorted(settings.get("weights", {}).items()):
         flags += ["--weights", f"{name}=<file with SHA-256 {digest}>"]
-    kd = settings.get("kd", {})
-    if "temperature" in kd:
-        flags += ["--temperature", str(kd["temperature"]), "--alpha", str(kd["alpha"])]
+    for method, options in sorted(settings.get("method_options", {}).items()):
+        flags += [f for key, value in sorted(options.items()) for f in ("--method-option", f"{method}.{key}={value}")]
     if "amp" in settings:
         flags += ["--amp", settings["amp"]]
     if settings.get("deterministic"):

@@ -17,8 +17,8 @@ from medkd_bench.evaluate.stats import RESAMPLES
 from medkd_bench.registry import Registry
 from medkd_bench.run.options import RunOptions
 from medkd_bench.run.store import CellRecord, ExplanationRecord
+from medkd_bench.specs import BASE_METHODS
 from medkd_bench.system.runtime import PROVENANCE_PACKAGES
-from medkd_bench.train.losses import DEFAULT_ALPHA, DEFAULT_TEMPERATURE
 
 #: The `run` defaults a recorded setting is compared with: one source, RunOptions (cli.py uses the same).
 DEFAULT_EXPLAIN_IMAGES = RunOptions.explain_images
@@ -93,11 +93,15 @@ def _model_flags(registry: Registry, records: Sequence[CellRecord]) -> list[str]
     for name, init in sorted(inits.items()):
         if init.startswith("file:"):
             flags += ["--weights", f"{name}=<file with digest {init.removeprefix('file:')}>"]
-    kd = next((r.config["kd"] for r in records if r.config.get("kd")), None)
-    if kd and kd.get("temperature") != DEFAULT_TEMPERATURE:
-        flags += ["--temperature", str(kd["temperature"])]
-    if kd and kd.get("alpha") != DEFAULT_ALPHA:
-        flags += ["--alpha", str(kd["alpha"])]
+    options: dict[str, dict[str, Any]] = {}
+    for r in records:
+        distill = r.config.get("distill") or {}
+        spec = registry.methods.get(distill.get("method", ""))
+        for key, value in sorted(distill.get("options", {}).items()):
+            if spec is None or spec.options.get(key, object()) != value:
+                options.setdefault(distill["method"], {})[key] = value
+    for method, given in sorted(options.items()):
+        flags += [f for key, value in given.items() for f in ("--method-option", f"{method}.{key}={value}")]
     return flags
 
 
@@ -119,6 +123,9 @@ def reproduce_commands(registry: Registry, dataset: str, records: Sequence[CellR
         base += ["--teachers", ",".join(teachers)]
     if students:
         base += ["--students", ",".join(students)]
+    methods = sorted({r.method for r in done if r.method not in BASE_METHODS})
+    if methods:
+        base += ["--methods", ",".join(methods)]
     if settings_flags is None:
         base += _dataset_flags(registry, done[0].config.get("dataset", {"name": dataset}))
         base += _model_flags(registry, done)

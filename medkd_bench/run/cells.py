@@ -1,15 +1,15 @@
 """A cell of the matrix: ``(dataset, method, teacher, student, seed)``.
 
 ``method`` is ``teacher`` (train a teacher on labels), ``label-only`` (train a
-student on labels: the baseline) or ``kd`` (distil the teacher into the
-student).
+student on labels: the baseline) or the name of a registered distillation
+method (``kd``, ``dkd``, ...: distil the teacher into the student that way).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-METHODS = ("teacher", "label-only", "kd")
+from medkd_bench.specs import BASE_METHODS
 
 
 @dataclass(frozen=True)
@@ -25,6 +25,11 @@ class Cell:
         return self.teacher if self.method == "teacher" else self.student
 
     @property
+    def distilled(self) -> bool:
+        """Whether this cell distils a teacher into a student (by the method it names)."""
+        return self.method not in BASE_METHODS
+
+    @property
     def role(self) -> str:
         return "teacher" if self.method == "teacher" else "student"
 
@@ -34,10 +39,10 @@ class Cell:
         elif self.method == "label-only":
             what = f"student {self.student} (labels only)"
         else:
-            what = f"{self.teacher} -> {self.student} (KD)"
+            what = f"{self.teacher} -> {self.student} ({self.method})"
         return f"{self.dataset} | {what} | seed {self.seed}"
 
 
 def teacher_cell_of(cell: Cell) -> Cell:
-    """The teacher cell a KD cell distils from."""
+    """The teacher cell a distilled cell distils from."""
     return Cell(cell.dataset, "teacher", teacher=cell.teacher, seed=cell.seed)

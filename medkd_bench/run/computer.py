@@ -4,8 +4,8 @@ Everything it needs comes from the registry, the options and the work dir,
 so a worker process (or a Ray node) can rebuild it from picklable parts and
 compute cells while the driver alone writes the store. The cell's config
 (dataset options and fingerprint, image size, model and revision, training
-settings, initial weights, precision, optimiser, KD settings and the teacher's
-own hash) is what :func:`~medkd_bench.run.config.config_hash` hashes.
+settings, initial weights, precision, optimiser, the distillation method with
+its revision and options, and the teacher's own hash) is what :func:`~medkd_bench.run.config.config_hash` hashes.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from medkd_bench.data.prepare import PreparedData, dataset_fingerprint, prepare
+from medkd_bench.distill.method import Distillation, bind_method, method_options
 from medkd_bench.errors import MedkdError, one_line
 from medkd_bench.evaluate.cost import size_metrics, timed_metrics
 from medkd_bench.evaluate.metrics import classification_metrics
@@ -32,7 +33,7 @@ from medkd_bench.system.messages import warn
 from medkd_bench.system.runtime import Runtime, machine_description, package_versions
 from medkd_bench.system.weights import file_digest, load_weights_file
 from medkd_bench.train.finite import require_finite
-from medkd_bench.train.loop import EpochCallback, TrainResult, fit
+from medkd_bench.train.loop import EpochCallback, TrainResult, fit, steps_per_epoch_of
 from medkd_bench.train.optim import adamw_implementation, grad_norm_implementation
 from medkd_bench.train.predict import eval_split_predictions, teacher_soft_targets
 
@@ -68,6 +69,8 @@ class CellComputer:
         for name in options.weights:
             if name not in registry.teachers and name not in registry.students:
                 raise MedkdError(f"--weights {name}=...: no teacher or student named {name!r}")
+        for name in options.method_options:
+            registry.get("method", name)
         for name, given in options.dataset_options.items():
             known = registry.get("dataset", name).options
             unknown = sorted(set(given) - set(known))
@@ -122,10 +125,16 @@ class CellComputer:
                       "optimizer": "adamw-" + adamw_implementation(self.runtime_for(spec).device),
                       "grad_norm": grad_norm_implementation(self.runtime_for(spec).device)},
         }
-        if cell.method == "kd":
+        if cell.distilled:
+            method = self.registry.get("method", cell.method)
             cfg["teacher"] = self.hash(teacher_cell_of(cell))
-            cfg["kd"] = asdict(self.options.kd)
+            cfg["distill"] = {"method": method.name, "revision": method.revision,
+                              "options": self.method_options(cell.method)}
         return cfg
+
+    def method_options(self, name: str) -> dict[str, Any]:
+        """A method's options for this run: its spec's defaults with the run's ``--method-option`` on top."""
+        return method_options(self.registry.get("method", name), self.options.method_options.get(name))
 
     def hash(self, cell: Cell) -> str:
         return config_hash(self.config(cell))
@@ -203,6 +212,22 @@ class CellComputer:
             self._soft_targets[h] = cached
         return self._soft_targets[h]
 
+    def distillation(self, cell: Cell, student: nn.Module, data: PreparedData,
+                     teacher_logits: torch.Tensor) -> Distillation:
+        """The cell's method bound to its student and teacher (loaded only for methods that need its maps)."""
+        method = self.registry.get("method", cell.method)
+        teacher_cell = teacher_cell_of(cell)
+        teacher_spec = self.model_spec(teacher_cell)
+        teacher = self.load_checkpoint(teacher_cell) if method.needs else None
+        spec = self.model_spec(cell)
+        settings = self.settings(spec)
+        return bind_method(method, self.method_options(cell.method), student=student, student_spec=spec,
+                           student_runtime=self.runtime_for(spec), teacher_logits=teacher_logits, teacher=teacher,
+                           teacher_spec=teacher_spec, teacher_runtime=self.runtime_for(teacher_spec), data=data,
+                           epochs=settings.epochs,
+                           steps_per_epoch=steps_per_epoch_of(len(data.splits["train"]), settings.batch_size),
+                           cache_mb=self.options.teacher_cache_mb)
+
     def cost_key(self, cell: Cell) -> tuple:
         """What cost metrics depend on: the architecture, the input size, the head's class count, the precision."""
         spec = self.model_spec(cell)
@@ -239,7 +264,7 @@ class CellComputer:
                 on_epoch: EpochCallback | None = None) -> CellResult:
         """Train and score ``cell``, save its checkpoint; raises on failure (``timings`` keeps what was measured).
 
-        A KD cell's teacher must be finished (its checkpoint on disk): the caller checks the store.
+        A distilled cell's teacher must be finished (its checkpoint on disk): the caller checks the store.
         """
         h = self.hash(cell)
         spec = self.model_spec(cell)
@@ -247,17 +272,18 @@ class CellComputer:
         t0 = time.perf_counter()
         data = self.data(cell.dataset)
         teacher_logits = None
-        if cell.method == "kd":
+        if cell.distilled:
             teacher_logits = self.soft_targets(teacher_cell_of(cell))
         # Seed the initial weights too: otherwise they depend on whatever ran earlier in the process.
         torch.manual_seed(cell.seed)
         model = self.build_model(spec, data)
-        timings["setup_s"] = time.perf_counter() - t0
         runtime = self.runtime_for(spec)
-        result: TrainResult = fit(
-            model, data, settings, runtime, seed=cell.seed, teacher_logits=teacher_logits,
-            kd=self.options.kd if cell.method == "kd" else None, on_epoch=on_epoch,
-        )
+        distill = None
+        if cell.distilled:
+            assert teacher_logits is not None
+            distill = self.distillation(cell, model, data, teacher_logits)
+        timings["setup_s"] = time.perf_counter() - t0
+        result: TrainResult = fit(model, data, settings, runtime, seed=cell.seed, distill=distill, on_epoch=on_epoch)
         timings["train_s"] = result.train_seconds
         timings["train_images_per_s"] = result.images_per_second
         checkpoint_sha256 = self.save_checkpoint(model, h)
@@ -277,6 +303,8 @@ class CellComputer:
         metrics["data_checksums"] = dict(data.checksums)
         metrics["versions"] = package_versions()
         metrics["deterministic"] = runtime.deterministic
+        if distill is not None:  # where the teacher's feature maps came from (both are exact; speed differs)
+            metrics["teacher_outputs"] = distill.teacher.path if distill.student_taps is not None else "logits"
         metrics.update(self.cost_of(cell, model, timed=self.measure_timings))
         timings["score_s"] = time.perf_counter() - t1
         timings["total_s"] = time.perf_counter() - t0

@@ -149,14 +149,15 @@ class CellExplanations:
         baseline = self.maps_for(baseline_cell, explainer)
         if baseline is not None:
             columns.append((f"{cell.student} labels only", baseline[rows]))
-        columns.append((f"{cell.student} KD", student_maps[rows]))
-        suffix = "" if cell.seed == 0 else f"__seed{cell.seed}"  # seed 0 keeps the historical name
+        columns.append((f"{cell.student} {cell.method}", student_maps[rows]))
+        suffix = "" if cell.seed == 0 else f"__seed{cell.seed}"
         board_dir = self.runner.options.leaderboard_dir
-        path = path_inside(board_dir, "panels", cell.dataset, explainer, f"{cell.teacher}__{cell.student}{suffix}.png")
+        path = path_inside(board_dir, "panels", cell.dataset, explainer,
+                           f"{cell.teacher}__{cell.student}__{cell.method}{suffix}.png")
         rel = path.relative_to(board_dir)
         render_panel(
             path, data, [sample[r] for r in rows], columns,
-            title=f"{explainer}: {cell.dataset}, {cell.teacher} -> {cell.student}",
+            title=f"{explainer}: {cell.dataset}, {cell.teacher} -> {cell.student} ({cell.method})",
             mask_name=data.spec.localisation_mask,
         )
         return rel
@@ -188,7 +189,7 @@ class CellExplanations:
         if n_sanity:
             metrics["sanity"] = agreement.agreement(maps[:n_sanity], self.random_maps_for(cell, explainer), seed)
         artifacts: dict[str, str] = {}
-        if cell.method == "kd":
+        if cell.distilled:
             teacher_maps = self.maps_for(Cell(cell.dataset, "teacher", teacher=cell.teacher, seed=seed), explainer)
             baseline_maps = self.maps_for(Cell(cell.dataset, "label-only", student=cell.student, seed=seed),
                                           explainer)

@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from medkd_bench.run.cells import Cell
-from medkd_bench.train.losses import KDSettings
 
 #: Where runs keep their store, checkpoints and caches unless ``--work-dir`` says otherwise.
 DEFAULT_WORK_DIR = Path(".medkd")
@@ -21,7 +20,11 @@ class RunOptions:
     data_root: Path | None = None
     dataset_options: dict[str, dict[str, Any]] = field(default_factory=dict)
     epochs: int | None = None
-    kd: KDSettings = field(default_factory=KDSettings)
+    #: Per-method option overrides, ``{"dkd": {"beta": 8.0}}``, parsed and checked against the specs.
+    method_options: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: Memory budget for a teacher's cached feature and class maps (feature methods); above it the
+    #: teacher runs on every batch instead.
+    teacher_cache_mb: float = 2048
     pretrained: bool = False
     weights: dict[str, Path] = field(default_factory=dict)
     #: Explainers to run; ``None`` or ``("all",)`` means every registered one. The default is the
@@ -61,8 +64,8 @@ def result_settings(options: RunOptions, amp: str = "auto", deterministic: bool 
         settings["pretrained"] = True
     if options.weights:
         settings["weights"] = {name: file_digest(path) for name, path in sorted(options.weights.items())}
-    if options.kd != KDSettings():
-        settings["kd"] = {"temperature": options.kd.temperature, "alpha": options.kd.alpha}
+    if any(options.method_options.values()):
+        settings["method_options"] = {m: dict(o) for m, o in sorted(options.method_options.items()) if o}
     if amp != "auto":
         settings["amp"] = amp
     if deterministic:

@@ -58,8 +58,12 @@ def plan(
     seed: int = 0,
     data_root: Path | None = None,
     seeds: int = 1,
+    methods: Sequence[str] | None = None,
 ) -> list[Cell]:
-    """Cells in run order: per dataset and seed, teachers first, then baselines, then KD.
+    """Cells in run order: per dataset and seed, teachers first, then baselines, then distilled students.
+
+    ``methods`` are the distillation methods (every registered one without it,
+    or with ``all``); each distils every teacher into every student.
 
     Without ``datasets``, real datasets whose local copy is missing are left
     out (:func:`unavailable_datasets` says which and why); a dataset named
@@ -74,6 +78,9 @@ def plan(
     ts = _check_names("teacher", teachers, registry.teachers)
     ss = _check_names("student", students, registry.students)
     ds = _check_names("dataset", datasets, registry.datasets)
+    ms = _check_names("method", None if methods and list(methods) == ["all"] else methods, registry.methods)
+    if not ms:
+        raise MedkdError("no distillation method is registered (medkd-bench's built-in methods are not installed?)")
     missing = unavailable_datasets(registry, data_root, ds)
     if datasets and missing:
         name, reason = next(iter(missing.items()))
@@ -83,6 +90,8 @@ def plan(
         if not datasets:  # a quick look should not start by decoding a real dataset
             ds = sorted(ds, key=lambda d: registry.datasets[d].needs_root)
         ts, ss, ds = ts[:1], ss[:1], ds[:1]
+        if not methods:  # Hinton KD, the method every other one is compared with
+            ms = ["kd"] if "kd" in ms else ms[:1]
     if not (ts and ss and ds):
         raise MedkdError("the matrix is empty: no teacher, student or dataset is registered or selected")
     cells: list[Cell] = []
@@ -90,5 +99,5 @@ def plan(
         for k in range(seed, seed + seeds):
             cells += [Cell(d, "teacher", teacher=t, seed=k) for t in ts]
             cells += [Cell(d, "label-only", student=s, seed=k) for s in ss]
-            cells += [Cell(d, "kd", teacher=t, student=s, seed=k) for t in ts for s in ss]
+            cells += [Cell(d, m, teacher=t, student=s, seed=k) for m in ms for t in ts for s in ss]
     return cells

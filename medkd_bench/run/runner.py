@@ -123,8 +123,8 @@ class MatrixRunner(CellComputer):
         return False
 
     def check_teacher(self, cell: Cell) -> None:
-        """A KD cell needs its teacher finished; raises with the teacher's own error otherwise."""
-        if cell.method != "kd":
+        """A distilled cell needs its teacher finished; raises with the teacher's own error otherwise."""
+        if not cell.distilled:
             return
         teacher_rec = self.store.get(self.hash(teacher_cell_of(cell)))
         if teacher_rec is None or teacher_rec.status != "done":

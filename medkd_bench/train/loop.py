@@ -14,6 +14,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
@@ -25,10 +26,13 @@ from medkd_bench.specs import TrainSettings
 from medkd_bench.system.runtime import Runtime
 from medkd_bench.train.batchnorm import has_batch_norm, recalibrate_batch_norm
 from medkd_bench.train.finite import NonFiniteError, require_finite_weights
-from medkd_bench.train.losses import DEFAULT_ALPHA, DEFAULT_TEMPERATURE, KDSettings, kd_loss
+from medkd_bench.train.losses import DEFAULT_ALPHA, DEFAULT_TEMPERATURE, kd_loss
 from medkd_bench.train.optim import clipped_step, make_adamw, param_groups
 from medkd_bench.train.predict import evaluate_accuracy, teacher_soft_targets
 from medkd_bench.train.schedule import warmup_cosine
+
+if TYPE_CHECKING:
+    from medkd_bench.distill.method import Distillation
 
 
 @dataclass
@@ -53,6 +57,11 @@ class TrainResult:
         return sum(n for n, _ in warm) / seconds if seconds else 0.0
 
 
+def steps_per_epoch_of(n_train: int, batch_size: int) -> int:
+    """Optimiser steps per epoch as the schedule counts them."""
+    return max(1, math.ceil(n_train / batch_size))
+
+
 EpochCallback = Callable[[int, int, dict[str, float]], None]
 
 
@@ -70,15 +79,17 @@ class Trainer:
         data: PreparedData,
         settings: TrainSettings,
         runtime: Runtime,
-        teacher_logits: torch.Tensor | None = None,
-        kd: KDSettings | None = None,
+        distill: Distillation | None = None,
     ) -> None:
         self.model, self.data, self.settings, self.runtime = model, data, settings, runtime
-        self.teacher_logits = teacher_logits
-        self.kd = kd or KDSettings()  # used only with teacher logits
+        self.distill = distill
         self.labels = data.splits["train"].labels
-        steps_per_epoch = max(1, math.ceil(len(self.labels) / settings.batch_size))
-        self.optimizer = make_adamw(param_groups(model, settings.weight_decay), settings.lr, runtime.device)
+        self.steps = 0
+        steps_per_epoch = steps_per_epoch_of(len(self.labels), settings.batch_size)
+        groups = param_groups(model, settings.weight_decay)
+        if distill is not None and distill.parameters():  # a method's own modules (FitNets' regressor)
+            groups += param_groups(distill.loss_module, settings.weight_decay)
+        self.optimizer = make_adamw(groups, settings.lr, runtime.device)
         self.schedule = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer,
             warmup_cosine(
@@ -92,10 +103,9 @@ class Trainer:
         x = runtime.to_model(self.data.normalise(images, runtime.device))
         y = self.labels[idx].to(runtime.device)
         with runtime.autocast():
+            if self.distill is not None:
+                return self.distill.loss(self.model, x, y, idx, flipped, images, self.steps)
             logits = self.model(x)
-            if self.teacher_logits is not None:
-                t = self.teacher_logits[flipped.long(), idx].to(runtime.device)
-                return kd_loss(logits, t, y, self.kd.temperature, self.kd.alpha)
             return F.cross_entropy(logits.float(), y, label_smoothing=self.settings.label_smoothing)
 
     def step(self, idx: torch.Tensor, flipped: torch.Tensor, images: torch.Tensor) -> float:
@@ -107,13 +117,14 @@ class Trainer:
             scaler.scale(loss).backward()
             scaler.unscale_(optimizer)
             if clip:
-                nn.utils.clip_grad_norm_(self.model.parameters(), clip, foreach=True)
+                nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]], clip, foreach=True)
             scaler.step(optimizer)
             scaler.update()
         else:
             loss.backward()
             clipped_step(optimizer, clip)
         self.schedule.step()
+        self.steps += 1
         return float(loss.detach())
 
 
@@ -123,8 +134,7 @@ def fit(
     settings: TrainSettings,
     runtime: Runtime,
     seed: int,
-    teacher_logits: torch.Tensor | None = None,
-    kd: KDSettings | None = None,
+    distill: Distillation | None = None,
     on_epoch: EpochCallback | None = None,
     bn_batches: int = 8,
 ) -> TrainResult:
@@ -132,12 +142,14 @@ def fit(
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
     runtime.prepare_model(model)
-    trainer = Trainer(model, data, settings, runtime, teacher_logits, kd)
+    trainer = Trainer(model, data, settings, runtime, distill)
     use_bn = has_batch_norm(model)
     result = TrainResult()
     best_state: dict[str, torch.Tensor] | None = None
     for epoch in range(1, settings.epochs + 1):
         model.train()
+        if distill is not None:
+            distill.train()
         started = time.perf_counter()
         loss_sum, seen = 0.0, 0
         for batch, (idx, flipped, images) in enumerate(train_batches(data, settings.batch_size, generator), 1):
@@ -171,10 +183,10 @@ def fit(
 __all__ = [
     "DEFAULT_ALPHA",
     "DEFAULT_TEMPERATURE",
-    "KDSettings",
     "TrainResult",
     "Trainer",
     "fit",
+    "steps_per_epoch_of",
     "kd_loss",
     "teacher_soft_targets",
 ]

@@ -7,7 +7,7 @@ downloads (and needs ``gdown``), which medkd-bench never does.
 """
 
 
-from medkd_bench import StudentSpec, TrainSettings, hookimpl, ofa_stride16_block
+from medkd_bench import StudentSpec, TrainSettings, hookimpl, ofa_head_split, ofa_stride16_block
 
 SUPERNET = dict(width_mult=1.2, ks_list=[3, 5, 7], expand_ratio_list=[3, 4, 6], depth_list=[2, 3, 4])
 DEPTHS = [3, 4, 4, 4, 4]
@@ -34,6 +34,7 @@ def register_students(register):
             name="ofa-595",
             build=build_ofa_595,
             target_layers=ofa_stride16_block,  # 136 channels at stride 16, like every built-in model
+            head_split=ofa_head_split,  # class activation maps for cat-kd
             revision="3",  # CAM target: final_expand_layer (1), last block (2), last stride-16 block (3)
             citation="Cai et al., Once-for-All: Train One Network and Specialize it for Efficient "
             "Deployment, ICLR 2020, arXiv:1908.09791 (subnet flops@595M_top1@80.0_finetune@75)",

@@ -14,7 +14,7 @@ cells that use it instead of reusing stale results.
 The plugin also adds the ``medkd-bench student search`` command (``register_commands``).
 """
 
-from medkd_bench import StudentSpec, TrainSettings, hookimpl, ofa_stride16_block
+from medkd_bench import StudentSpec, TrainSettings, hookimpl, ofa_head_split, ofa_stride16_block
 from medkd_bench.nas import iter_searched_students
 from medkd_bench.nas import student as student_command
 
@@ -30,6 +30,7 @@ def register_students(register):
                 name=student.name,
                 build=student.build,
                 target_layers=ofa_stride16_block,  # as for OFA-595
+                head_split=ofa_head_split,
                 citation=CITATION,
                 description=student.describe(),
                 # What OFA-595 trains with: same supernet family, size range and CPU fast path.

@@ -21,7 +21,7 @@ from medkd_bench.run.executors.worker import WorkerRecipe, worker_setup
 from medkd_bench.run.runner import MatrixRunner
 
 #: Scheduling order of ready cells in a pool: teachers first, since every KD cell waits for one.
-METHOD_PRIORITY = {"teacher": 0, "label-only": 1, "kd": 2}
+METHOD_PRIORITY = {"teacher": 0, "label-only": 1}  # then every distilled cell
 
 
 @dataclass
@@ -82,7 +82,7 @@ def cell_dependencies(cell: Cell, planned: set[Cell]) -> list[Cell]:
     baseline's maps for its panel and agreement: the same inputs the local
     executor's plan order gives it, so both executors write the same results.
     """
-    if cell.method != "kd":
+    if not cell.distilled:
         return []
     baseline = Cell(cell.dataset, "label-only", student=cell.student, seed=cell.seed)
     return [c for c in (teacher_cell_of(cell), baseline) if c in planned]
@@ -216,4 +216,4 @@ class _PoolSchedule:
 
     def cells_in_priority(self) -> list[Cell]:
         """Plan order, teachers first (stable): every dataset's teachers start before any KD cell waits."""
-        return sorted(self.cells, key=lambda c: METHOD_PRIORITY[c.method])
+        return sorted(self.cells, key=lambda c: METHOD_PRIORITY.get(c.method, 2))

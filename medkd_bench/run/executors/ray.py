@@ -134,7 +134,7 @@ class _RaySchedule:
         pending = {self.runner.hash(c) for _, c in waiting} | self.busy_hashes()
         still: list[tuple[int, Cell]] = []
         for index, cell in waiting:
-            if cell.method == "kd" and self.runner.hash(teacher_cell_of(cell)) in pending:
+            if cell.distilled and self.runner.hash(teacher_cell_of(cell)) in pending:
                 still.append((index, cell))
                 continue
             self.runner.begin(cell, index, self.total)
