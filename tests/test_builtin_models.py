@@ -10,7 +10,7 @@ from tests.helpers import TINY_DATA
 
 
 def test_full_matrix_over_every_builtin(run_cli, dirs, tmp_path):
-    result = run_cli(["run", "--matrix", "full", "--datasets", "synthetic-cxr", "--explainers", "all", *TINY_DATA, *dirs])
+    result = run_cli(["run", "--matrix", "full", "--datasets", "synthetic-cxr", "--methods", "kd", "--explainers", "all", *TINY_DATA, *dirs])
     assert result.exit_code == 0, result.out + result.err
     assert "7 trained, 0 already done, 0 failed; explanations: 28 computed, 0 failed" in result.out
     with Store(tmp_path / "work" / "runs.sqlite") as store:
@@ -26,7 +26,7 @@ def test_full_matrix_over_every_builtin(run_cli, dirs, tmp_path):
     assert gmacs["vgg19"] > gmacs["visformer-s"] > 0
     panels = sorted((tmp_path / "boards" / "panels" / "synthetic-cxr" / "score-cam").glob("*.png"))
     assert [p.name for p in panels] == [
-        "autoformer-v2-t__ofa-595.png", "vgg19__ofa-595.png", "visformer-s__ofa-595.png"]
+        "autoformer-v2-t__ofa-595__kd.png", "vgg19__ofa-595__kd.png", "visformer-s__ofa-595__kd.png"]
     board = (tmp_path / "boards" / "synthetic-cxr.md").read_text()
     for explainer in ("score-cam", "grad-cam", "grad-cam-plus-plus", "eigen-cam"):
         assert f"## Explanations: {explainer}" in board

@@ -37,7 +37,7 @@ def _one_line_error(result, *fragments: str) -> None:
 
 
 def test_a_nan_teacher_fails_its_cell_and_its_kd_student_names_it(run_cli, dirs, tmp_path):
-    result = run_cli(["run", "--plugin", plugin_fixture("nan_teacher"), "--plugin", plugin_fixture("str_builder"),
+    result = run_cli(["run", "--plugin", plugin_fixture("nan_teacher"), "--plugin", plugin_fixture("str_builder"), "--methods", "kd",
                       "--teachers", "nan-teacher,str-teacher", "--students", "ofa-595", "--datasets",
                       "synthetic-cxr", "--explainers", "grad-cam", *TINY_DATA, *dirs])
     assert result.exit_code == 1

@@ -1,4 +1,4 @@
-"""Leaderboard rendering from store rows: tables, KD gain, index, failures."""
+"""Leaderboard rendering from store rows: tables, gains over label-only, the method summary, index, failures."""
 
 from medkd_bench.registry import load_registry
 from medkd_bench.report.leaderboard import render_all
@@ -13,13 +13,36 @@ def _metrics(acc, f1, params, gmacs, latency):
 
 def _add(store, h, method, teacher, student, metrics=None, error=None, artifacts=None):
     config = {"dataset": {"img_size": 64}}
-    if method == "kd":
-        config["kd"] = {"temperature": 4.0, "alpha": 0.5}
+    if method not in ("teacher", "label-only"):
+        options = {"temperature": 4.0, "alpha": 0.5} if method == "kd" else {"at_weight": 1000.0}
+        config["distill"] = {"method": method, "revision": "1", "options": options}
     store.start(h, "synthetic-cxr", teacher, student, method, 0, config)
     if error:
         store.fail(h, error)
     else:
         store.finish(h, metrics, {"train_s": 12.0}, artifacts or {})
+
+
+def test_method_summary_ranks_methods_and_flags_weak_teachers(tmp_path):
+    with Store(tmp_path / "runs.sqlite") as store:
+        _add(store, "t1", "teacher", "vgg19", "", _metrics(0.70, 0.7, 139.6, 1.6, 20.0))  # below label-only
+        _add(store, "t2", "teacher", "visformer-s", "", _metrics(0.95, 0.95, 39.2, 0.4, 9.0))
+        _add(store, "s1", "label-only", "", "ofa-595", _metrics(0.80, 0.8, 7.6, 0.044, 6.0))
+        _add(store, "k1", "kd", "visformer-s", "ofa-595", _metrics(0.85, 0.85, 7.6, 0.044, 6.0))
+        _add(store, "k2", "kd", "vgg19", "ofa-595", _metrics(0.75, 0.75, 7.6, 0.044, 6.0))
+        _add(store, "a1", "at", "visformer-s", "ofa-595", _metrics(0.90, 0.9, 7.6, 0.044, 6.0))
+        _add(store, "a2", "at", "vgg19", "ofa-595", _metrics(0.75, 0.75, 7.6, 0.044, 6.0))
+        board = render_all(load_registry(), store, tmp_path / "boards")[0].read_text()
+    summary = board.split("## Methods: ofa-595")[1].split("## Per-class F1")[0]
+    assert "| method | vgg19 ‡ | visformer-s | mean gain (pp) | mean rank |" in summary
+    rows = [line for line in summary.splitlines() if line.startswith("| at") or line.startswith("| kd")]
+    # at: first with visformer-s, tied with kd on vgg19 (ranks 1 and 1.5); kd: 2 and 1.5.
+    assert rows[0] == "| at | -5.0 | +10.0 | +2.5 | 1.25 |"
+    assert rows[1] == "| kd | -5.0 | +5.0 | +0.0 | 1.75 |"
+    students = board.split("## Students")[1].split("## Methods")[0]
+    assert "| ofa-595 | vgg19 ‡ | kd |" in students and "| ofa-595 | visformer-s | kd |" in students
+    assert "‡ the teacher is less accurate than the label-only student" in students
+    assert "- `at` (revision 1): at_weight = 1000.0." in board
 
 
 def test_rendered_tables(tmp_path):
@@ -34,7 +57,7 @@ def test_rendered_tables(tmp_path):
                      "localisation": {"mask": "lesion", "energy_pointing_game": summary, "chance": summary},
                      "localisation_other": {"lung": {"mask": "lung", "energy_pointing_game": summary,
                                                      "chance": {"mean": 0.2, "ci": [0.19, 0.21], "n": 6}}}}
-        panel = {"panel": "panels/synthetic-cxr/score-cam/visformer-s__ofa-595.png"}
+        panel = {"panel": "panels/synthetic-cxr/score-cam/visformer-s__ofa-595__kd.png"}
         store.save_explanation("k1", "score-cam", 6, 0, "done", explained, panel)
         # A later --explain-images 64 run of the same explainer replaces the default sample everywhere.
         store.save_explanation("k1", "score-cam", 64, 0, "done", {**explained, "n_images": 64}, panel)
@@ -51,21 +74,21 @@ def test_rendered_tables(tmp_path):
     assert "| ofa-595 | - | label-only | 80.0 |" in students
     assert "| ofa-595 | visformer-s | kd | 87.5 | 87.0 | - | +7.5 | - |" in students
     assert "| ofa-595 | vgg19 | kd | 77.5 | 77.0 | - | -2.5 | - |" in students
-    assert students.count("[score-cam](panels/synthetic-cxr/score-cam/visformer-s__ofa-595.png)") == 1
+    assert students.count("[score-cam](panels/synthetic-cxr/score-cam/visformer-s__ofa-595__kd.png)") == 1
     explained = board.split("## Explanations: score-cam")[1]
     assert explained.lstrip().startswith("64 test images per model")
-    assert "| visformer-s | ofa-595 | 0.61 [0.55, 0.66] | - | 0.61 [0.55, 0.66] | - |" in explained
+    assert "| visformer-s | kd | ofa-595 | 0.61 [0.55, 0.66] | - | 0.61 [0.55, 0.66] | - |" in explained
     assert ("| ofa-595 | kd from visformer-s | 0.61 [0.55, 0.66] | - | 0.61 [0.55, 0.66] "
             "| 0.61 [0.55, 0.66] (chance 0.20) | - | - |") in explained
     assert "| chance level | `lung`: energy pointing game | ROAD |" in explained
-    assert "![score-cam: visformer-s -> ofa-595](panels/synthetic-cxr/score-cam/visformer-s__ofa-595.png)" in explained
-    assert "T = 4.0, alpha = 0.5" in board and "chance accuracy: 0.333" in board
+    assert "![score-cam: visformer-s -> ofa-595 (kd)](panels/synthetic-cxr/score-cam/visformer-s__ofa-595__kd.png)" in explained
+    assert "- `kd` (revision 1): alpha = 0.5, temperature = 4.0. Hinton" in board and "chance accuracy: 0.333" in board
     assert "| teacher autoformer-v2-t seed 0 | RuntimeError: boom / pipe |" in board
     # Cost figures name where they were timed (a pool's driver), training provenance where it trained.
     assert "- Latency: batch 1, median of timed runs after warm-up, on pool driver; test machine" in board
     assert "- Machine (training): test machine" in board
     index = written[1].read_text()
-    assert ("| [synthetic-cxr](synthetic-cxr.md) | visformer-s (95.0) | visformer-s -> ofa-595 (87.5, +7.5 pp) "
+    assert ("| [synthetic-cxr](synthetic-cxr.md) | visformer-s (95.0) | visformer-s -> ofa-595, kd (87.5, +7.5 pp) "
             "| ofa-595 (80.0) | 5 / 1 |") in index
 
 
@@ -104,7 +127,7 @@ def test_cis_seed_spread_and_significance_from_stored_predictions(tmp_path):
             cfg = {"dataset": dataset_cfg, "model": {"name": teacher or student, "init": "random",
                                                      "train": {"epochs": 99}}}
             if method == "kd":
-                cfg["kd"] = {"temperature": 4.0, "alpha": 0.5}
+                cfg["distill"] = {"method": "kd", "revision": "1", "options": {"temperature": 4.0, "alpha": 0.5}}
             store.start(h, "synthetic-cxr", teacher, student, method, seed, cfg)
             store.finish(h, _per_image(labels, preds), {"train_s": 10.0 + seed}, {})
 
@@ -134,4 +157,4 @@ def test_cis_seed_spread_and_significance_from_stored_predictions(tmp_path):
     assert provenance.count("| kd from visformer-s |") == 2 and "| `k1` |" in provenance
     assert "24 / 0, p = <0.001" in provenance  # seed 0: KD alone right on 24 images
     index = written[1].read_text()
-    assert "visformer-s -> ofa-595 (100.0, +35.0 pp†)" in index
+    assert "visformer-s -> ofa-595, kd (100.0, +35.0 pp†)" in index

@@ -46,7 +46,7 @@ def test_quick_matrix_trains_scores_and_resumes(run_cli, dirs, quick_run, tmp_pa
         assert img.format == "PNG" and img.width > 300
     board = (tmp_path / "boards" / "synthetic-cxr.md").read_text()
     assert "| visformer-s |" in board and "labels only" not in board.split("## Students")[0]
-    assert "[score-cam](panels/synthetic-cxr/score-cam/visformer-s__ofa-595.png)" in board
+    assert "[score-cam](panels/synthetic-cxr/score-cam/visformer-s__ofa-595__kd.png)" in board
     assert (tmp_path / "boards" / "README.md").read_text().count("synthetic-cxr") >= 1
 
     again = run_cli([*QUICK, *dirs])  # default explainers: score-cam, already stored
@@ -67,7 +67,7 @@ def test_quick_matrix_trains_scores_and_resumes(run_cli, dirs, quick_run, tmp_pa
 
 
 def test_a_failing_cell_is_recorded_and_the_matrix_goes_on(run_cli, dirs, tmp_path):
-    args = ["run", "--plugin", plugin_fixture("broken_teacher"), "--teachers", "broken,visformer-s", "--datasets", "synthetic-cxr",
+    args = ["run", "--plugin", plugin_fixture("broken_teacher"), "--methods", "kd", "--teachers", "broken,visformer-s", "--datasets", "synthetic-cxr",
             "--explainers", "grad-cam"]
     result = run_cli([*args, *TINY_DATA, *dirs])
     assert result.exit_code == 1
@@ -104,14 +104,14 @@ def test_leaderboard_command_rerenders_without_training(run_cli, dirs, quick_run
 def test_explain_needs_a_finished_kd_cell(run_cli, dirs, quick_run):
     result = run_cli(["explain", "--dataset", "synthetic-cxr", "--teacher", "vgg19", "--student", "ofa-595", *dirs])
     assert result.exit_code == 2
-    assert "no finished KD cell vgg19 -> ofa-595 on synthetic-cxr" in result.err
+    assert "no finished kd cell vgg19 -> ofa-595 on synthetic-cxr" in result.err
 
 
 def test_dry_run_lists_cells(run_cli, dirs):
     result = run_cli(["run", "--dry-run", *TINY_DATA, *dirs])
     assert result.exit_code == 0
-    assert "14 cells (full)" in result.out  # 2 embedded datasets x (3 teachers + 1 baseline + 3 KD)
-    assert result.out.count("new") == 14
+    assert "38 cells (full)" in result.out  # 2 embedded datasets x (3 teachers + 1 baseline + 3 x 5 methods)
+    assert result.out.count("new") == 38
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ from medkd_bench.run.executors.pool import cell_dependencies
 from medkd_bench.run.store import Store
 from tests.helpers import QUICK, TINY_DATA, plugin_fixture
 
-TWO_DATASETS = ["run", "--teachers", "visformer-s", "--students", "ofa-595", "--explainers", "grad-cam", *TINY_DATA]
+TWO_DATASETS = ["run", "--methods", "kd", "--teachers", "visformer-s", "--students", "ofa-595", "--explainers", "grad-cam", *TINY_DATA]
 
 
 def _cells(store_path: Path) -> dict[tuple, object]:
@@ -74,7 +74,7 @@ def test_pool_gives_the_local_executors_results(run_cli, tmp_path):
     assert len(kd_agreement) == 2 and all("label_only_agreement" in e.metrics for e in kd_agreement)
     for dataset in ("synthetic-cxr", "synthetic-histo"):
         board = (pool / "boards" / f"{dataset}.md").read_text()
-        assert "| visformer-s |" in board and f"panels/{dataset}/grad-cam/visformer-s__ofa-595.png" in board
+        assert "| visformer-s |" in board and f"panels/{dataset}/grad-cam/visformer-s__ofa-595__kd.png" in board
 
     again = run_cli([*TWO_DATASETS, "--jobs", "2", "--work-dir", str(pool / "work"),
                      "--leaderboard-dir", str(pool / "boards")])
@@ -83,7 +83,7 @@ def test_pool_gives_the_local_executors_results(run_cli, tmp_path):
 
 # What the kernel's out-of-memory killer does to a worker.
 def test_a_dying_worker_fails_only_its_own_cell(run_cli, dirs, tmp_path):
-    result = run_cli(["run", "--plugin", plugin_fixture("dying_teacher"), "--teachers", "dies,visformer-s", "--students", "ofa-595",
+    result = run_cli(["run", "--plugin", plugin_fixture("dying_teacher"), "--methods", "kd", "--teachers", "dies,visformer-s", "--students", "ofa-595",
                       "--datasets", "synthetic-cxr", "--explainers", "grad-cam", *TINY_DATA, "--jobs", "2", *dirs])
     assert result.exit_code == 1
     assert "3 trained, 0 already done, 2 failed" in result.out

@@ -102,7 +102,7 @@ def _fragile_run(run_cli, tmp_path: Path, name: str, *extra: str):
     plugin = tmp_path / f"{name}.py"
     plugin.write_text(FRAGILE.format(marker=str(marker), driver_pid=os.getpid()))
     dirs = ["--work-dir", str(tmp_path / name / "work"), "--leaderboard-dir", str(tmp_path / name / "boards")]
-    args = ["run", "--plugin", str(plugin), "--teachers", "fragile", "--students", "tiny", "--datasets",
+    args = ["run", "--plugin", str(plugin), "--methods", "kd", "--teachers", "fragile", "--students", "tiny", "--datasets",
             "synthetic-cxr", "--explainers", "grad-cam", "--executor", "ray", *TINY_DATA, *dirs, *extra]
     return marker, args, tmp_path / name / "work"
 

@@ -21,10 +21,11 @@ from torch import nn
 
 from medkd_bench.data.batches import train_batches
 from medkd_bench.data.prepare import prepare
+from medkd_bench.distill.method import bind_method
 from medkd_bench.registry import load_registry
 from medkd_bench.specs import TrainSettings
 from medkd_bench.system.runtime import Runtime
-from medkd_bench.train.loop import fit
+from medkd_bench.train.loop import fit, steps_per_epoch_of
 from medkd_bench.train.losses import kd_loss
 from medkd_bench.train.optim import param_groups
 from medkd_bench.train.predict import evaluate_accuracy, teacher_soft_targets
@@ -97,7 +98,13 @@ def test_fit_matches_the_textbook_loop(data, kd):
     teacher = small_net(data.num_classes, seed=7) if kd else None
     logits = teacher_soft_targets(teacher, data, CPU_FP32) if teacher is not None else None
     ours_model, theirs_model = small_net(data.num_classes, 1), small_net(data.num_classes, 1)
-    ours = fit(ours_model, data, SETTINGS, CPU_FP32, seed=3, teacher_logits=logits)
+    distill = None
+    if logits is not None:  # the built-in `kd` method plugin, as a matrix cell binds it
+        kd_spec = load_registry().methods["kd"]
+        distill = bind_method(kd_spec, kd_spec.options, teacher_logits=logits, data=data, student_runtime=CPU_FP32,
+                              epochs=SETTINGS.epochs,
+                              steps_per_epoch=steps_per_epoch_of(len(data.splits["train"]), SETTINGS.batch_size))
+    ours = fit(ours_model, data, SETTINGS, CPU_FP32, seed=3, distill=distill)
     theirs = reference_fit(theirs_model, data, SETTINGS, seed=3, teacher=teacher)
     assert_same_training(ours, theirs, ours_model, theirs_model)
     # training moved the weights and clipping was active, so the comparison means something

@@ -42,7 +42,7 @@ def every_installed_plugin(monkeypatch):
 REPO = Path(__file__).resolve().parents[1]
 CONTRIBUTING = REPO / "CONTRIBUTING.md"
 NAMES = {"teacher": "scaffold-teacher", "student": "scaffold-student", "dataset": "scaffold-data",
-         "explainer": "scaffold-cam"}
+         "explainer": "scaffold-cam", "method": "scaffold-kd"}
 MINIMAL_PYPROJECT = """\
 [project]
 name = "medkd-bench"
@@ -236,7 +236,8 @@ def test_standalone_plugins_run_a_quick_matrix(installed, run_cli, dirs, one_thr
     tiny = ["--dataset-option", "alone-dataset.n_train=24", "--dataset-option", "alone-dataset.n_val=9",
             "--dataset-option", "alone-dataset.n_test=9"]
     result = run_cli(["run", "--teachers", "alone-teacher", "--students", "alone-student", "--datasets",
-                      "alone-dataset", "--matrix", "quick", *TINY_DATA, *tiny, "--explain-images", "1", *dirs])
+                      "alone-dataset", "--methods", "alone-method", "--matrix", "quick", *TINY_DATA, *tiny,
+                      "--explain-images", "1", *dirs])
     assert result.exit_code == 0, result.out + result.err
     assert "3 trained, 0 already done, 0 failed" in result.out
 
@@ -248,7 +249,7 @@ def test_standalone_teacher_as_a_plugin_file_runs_with_builtins(standalone, run_
     result = run_cli(["run", "--plugin", str(plugin), "--teachers", "alone-teacher", "--students", "ofa-595",
                       "--matrix", "quick", *TINY_DATA, *dirs, "--dry-run"])
     assert result.exit_code == 0, result.out + result.err
-    assert "alone-teacher -> ofa-595 (KD)" in result.out
+    assert "alone-teacher -> ofa-595 (kd)" in result.out
 
 
 def test_standalone_cli_output(tmp_path, run_cli, monkeypatch):
@@ -502,7 +503,7 @@ def test_contributing_commands(full_checkout, run_cli, monkeypatch, one_thread, 
     # The guide's teacher is registered, tested, smoke-run and planned into the full matrix;
     # the standalone dataset is installed and listed.
     assert "resnet34" in (checkout / "pyproject.toml").read_text()
-    assert "resnet34 -> ofa-595 (KD)" in everything and "0 failed" in everything
+    assert "resnet34 -> ofa-595 (kd)" in everything and "0 failed" in everything
     assert commands[-1] == "medkd-bench plugins" and "ward-cxr" in guide.outputs[-1]
     assert (checkout / ".medkd" / "smoke" / "runs.sqlite").is_file()
     assert (checkout / "leaderboards" / "README.md").is_file()

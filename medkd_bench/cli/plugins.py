@@ -40,7 +40,7 @@ def plugins_cmd(plugin_files, as_json) -> None:
 @click.option("--repo-root", type=click.Path(path_type=Path), default=None, metavar="DIR",
               help="The medkd-bench checkout to add to [default: the one the current directory is in].")
 def add_plugin(kind, name, standalone_dir, timm_model, target_layer, repo_root) -> None:
-    """Scaffold a plugin and its conformance test. KIND: teacher, student, dataset or explainer.
+    """Scaffold a plugin and its conformance test. KIND: teacher, student, dataset, explainer or method.
 
     By default the plugin goes into this repository (plugins/KINDs/, tests/plugins/ and an entry
     point in pyproject.toml); with --standalone it becomes a package of its own.

@@ -33,7 +33,8 @@ def leaderboard(plugin_files, work_dir, leaderboard_dir, bootstrap) -> None:
 @click.option("--teacher", required=True)
 @click.option("--student", required=True)
 @click.option("--explainer", default="score-cam", show_default=True)
-@click.option("--method", default="kd", show_default=True, help="The distillation method of the student shown.")
+@click.option("--method", default="kd", show_default=True,
+              help="The distillation method of the student shown.")
 @click.option("--images", type=click.IntRange(1), default=2, show_default=True, help="Images per class.")
 @click.option("--out", type=click.Path(path_type=Path), default=None,
               help="PNG path [default: <leaderboard-dir>/panels/<dataset>/<explainer>/<teacher>__<student>__<method>-N.png].")

@@ -163,6 +163,9 @@ def run(matrix, teachers, students, datasets, methods, method_options, teacher_c
                                   gpus_per_cell, max_retries, deterministic, jobs=n_jobs)
     runtime = (driver_runtime(device, amp, deterministic) if executor == "ray"
                else resolve_runtime(device, amp, deterministic))
+    from medkd_bench.run.computer import CellComputer
+
+    CellComputer(registry, options, runtime).check_method_layers(cells)  # before anything is written
     store_path = work_dir / "runs.sqlite"
     if dry_run:  # writes nothing: not the store, not the folders
         _print_plan(registry, options, runtime, cells, matrix, store_path)

@@ -63,23 +63,26 @@ def _shapes(outputs: ModelOutputs) -> tuple[tuple[tuple[int, ...], ...], tuple[i
     return features, maps
 
 
-def bind_method(spec: MethodSpec, options: Mapping[str, Any], *, student: nn.Module, student_spec: ModelSpec,
-                student_runtime: Runtime, teacher_logits: torch.Tensor, teacher: nn.Module | None,
-                teacher_spec: ModelSpec, teacher_runtime: Runtime, data: PreparedData, epochs: int,
-                steps_per_epoch: int, cache_mb: float = DEFAULT_CACHE_MB) -> Distillation:
+def bind_method(spec: MethodSpec, options: Mapping[str, Any], *, teacher_logits: torch.Tensor, data: PreparedData,
+                student_runtime: Runtime, epochs: int, steps_per_epoch: int, student: nn.Module | None = None,
+                student_spec: ModelSpec | None = None, teacher: nn.Module | None = None,
+                teacher_spec: ModelSpec | None = None, teacher_runtime: Runtime | None = None,
+                cache_mb: float = DEFAULT_CACHE_MB) -> Distillation:
     """Build ``spec``'s loss for one cell: probe the shapes its modules need, set up both models' taps.
 
     A logits-only method touches neither model here: the run's cached soft
-    targets serve it, and the student's RNG stream is the same as without it.
-    ``teacher`` is needed only by methods with ``needs``.
+    targets (``(2, N, classes)``, plain and flipped) serve it, and the student's
+    RNG stream is the same as without it. The models, their specs and the
+    teacher's runtime are needed only by methods with ``needs``.
     """
     needs = tuple(spec.needs)
     who = f"method {spec.name!r}"
     student_taps = teacher_taps = None
     context_shapes: dict[str, Any] = {}
+    teacher_runtime = teacher_runtime or student_runtime
     if needs:
-        if teacher is None:
-            raise MedkdError(f"{who} needs the teacher model, which was not loaded")
+        if student is None or student_spec is None or teacher is None or teacher_spec is None:
+            raise MedkdError(f"{who} needs the student and teacher models and their specs")
         student_taps = OutputTaps(student, student_spec, needs, str(options.get("student_layer", TARGET_LAYERS)),
                                   f"{who} (option student_layer)")
         teacher_taps = OutputTaps(teacher, teacher_spec, needs, str(options.get("teacher_layer", TARGET_LAYERS)),

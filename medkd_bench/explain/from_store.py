@@ -36,7 +36,7 @@ def panel_from_store(
     """Render a teacher / label-only / distilled panel from finished cells, without training.
 
     The cells are found by name (the newest finished ones), and the data is
-    rebuilt from the KD cell's own recorded config, so the panel shows exactly
+    rebuilt from the distilled cell's own recorded config, so the panel shows exactly
     the models and images the leaderboard describes.
     """
     from medkd_bench.data.prepare import prepare

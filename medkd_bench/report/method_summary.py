@@ -48,13 +48,15 @@ def method_summary(keys: list[Key], accuracy: Callable[[Key], float], gains: Map
             cells = []
             for t in teachers:
                 gain = gains.get((m, t, student))
-                cells.append("-" if (m, t, student) not in ranks else
-                             f"{gain_text(gain)} (p {mcnemar_text(gain)})" if gain else "-")
+                p = mcnemar_text(gain)
+                cells.append("-" if (m, t, student) not in ranks or not gain else
+                             gain_text(gain) + ("" if p == "-" else f" (p {p})"))
             mine_ranks = [ranks[(m, t, student)] for t in teachers if (m, t, student) in ranks]
             mine_gains = [g["mean"] for t in teachers if (g := gains.get((m, t, student)))]
             rows.append({
                 "method": m, "cells": cells,
-                "mean_gain": f"{100 * sum(mine_gains) / len(mine_gains):+.1f}" if mine_gains else "-",
+                # + 0.0 turns a rounded -0.0 into 0.0: no "-0.0" for gains that cancel out.
+                "mean_gain": f"{round(100 * sum(mine_gains) / len(mine_gains), 1) + 0.0:+.1f}" if mine_gains else "-",
                 "mean_rank": f"{sum(mine_ranks) / len(mine_ranks):.2f}" if mine_ranks else "-",
                 "n_teachers": len(mine_ranks),
             })

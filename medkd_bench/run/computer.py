@@ -20,6 +20,7 @@ from torch import nn
 
 from medkd_bench.data.prepare import PreparedData, dataset_fingerprint, prepare
 from medkd_bench.distill.method import Distillation, bind_method, method_options
+from medkd_bench.distill.taps import TARGET_LAYERS, feature_layers
 from medkd_bench.errors import MedkdError, one_line
 from medkd_bench.evaluate.cost import size_metrics, timed_metrics
 from medkd_bench.evaluate.metrics import classification_metrics
@@ -227,6 +228,28 @@ class CellComputer:
                            epochs=settings.epochs,
                            steps_per_epoch=steps_per_epoch_of(len(data.splits["train"]), settings.batch_size),
                            cache_mb=self.options.teacher_cache_mb)
+
+    def check_method_layers(self, cells: list[Cell]) -> None:
+        """A method option naming a layer a planned model lacks is an error before any work starts.
+
+        Only layers other than the models' own target layers are checked (those
+        the conformance kit guarantees); each model is built once, untrained.
+        """
+        checked: set[tuple[str, str, str]] = set()
+        for cell in cells:
+            if not cell.distilled:
+                continue
+            options = self.method_options(cell.method)
+            for option, role, name in (("student_layer", "student", cell.student),
+                                       ("teacher_layer", "teacher", cell.teacher)):
+                layer = str(options.get(option, TARGET_LAYERS))
+                if layer == TARGET_LAYERS or (role, name, layer) in checked:
+                    continue
+                checked.add((role, name, layer))
+                spec = self.registry.get(role, name)
+                classes = self.registry.get("dataset", cell.dataset).num_classes
+                model = built(spec, spec.build(classes, self.dataset_config(cell.dataset)["img_size"]))
+                feature_layers(model, spec, layer, f"--method-option {cell.method}.{option}={layer}")
 
     def cost_key(self, cell: Cell) -> tuple:
         """What cost metrics depend on: the architecture, the input size, the head's class count, the precision."""

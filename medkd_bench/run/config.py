@@ -1,6 +1,6 @@
 """Config hashes: a cell's whole configuration, hashed, keys its store row and its artifacts.
 
-So a rerun skips what is finished, a KD cell finds its teacher, and a changed
+So a rerun skips what is finished, a distilled cell finds its teacher, and a changed
 setting trains anew instead of reusing stale results.
 """
 

@@ -163,7 +163,7 @@ class CellExplanations:
         return rel
 
     def explanation_metrics(self, cell: Cell, explainer: str, model: nn.Module) -> tuple[dict, dict]:
-        """Localisation, faithfulness and sanity for any cell; agreement with the teacher for KD cells."""
+        """Localisation, faithfulness and sanity for any cell; agreement with the teacher for distilled cells."""
         data = self.runner.data(cell.dataset)
         indices = self.sample(cell)
         maps = self.maps_for(cell, explainer, model)

@@ -68,7 +68,7 @@ def plan(
     Without ``datasets``, real datasets whose local copy is missing are left
     out (:func:`unavailable_datasets` says which and why); a dataset named
     in ``datasets`` must be there. ``quick`` prefers generated datasets.
-    ``seeds`` runs every cell with seeds ``seed .. seed + seeds - 1``; a KD cell
+    ``seeds`` runs every cell with seeds ``seed .. seed + seeds - 1``; a distilled cell
     distils the teacher trained with its own seed, so seeds stay independent.
     """
     if seeds < 1:

@@ -3,7 +3,8 @@
 A contributor's first plugin should run before they change a line of it, so
 the scaffold is a complete plugin (a timm model whose target layer was
 checked on a real forward pass, a real synthetic dataset, a real grad-cam
-explainer) plus a test that runs the conformance kit on it.
+explainer, a Hinton-KD-shaped distillation method) plus a test that runs the
+conformance kit on it.
 
 Two modes:
 

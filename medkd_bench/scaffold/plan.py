@@ -24,11 +24,13 @@ STANDALONE_DEPENDENCIES = {
     "student": ["timm>=1.0.9"],
     "dataset": ["numpy>=1.26", "torch>=2.4"],
     "explainer": ["grad-cam>=1.5.4"],
+    "method": ["torch>=2.4"],
 }
 
 
 #: ``run``'s option that selects each kind: the next step a scaffold prints (the CLI tests check they exist).
-RUN_OPTIONS = {"teacher": "--teachers", "student": "--students", "dataset": "--datasets", "explainer": "--explainers"}
+RUN_OPTIONS = {"teacher": "--teachers", "student": "--students", "dataset": "--datasets", "explainer": "--explainers",
+               "method": "--methods"}
 
 
 def _run_option(kind: str, slug: str) -> str:

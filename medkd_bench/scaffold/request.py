@@ -11,7 +11,7 @@ from pathlib import Path
 from medkd_bench.errors import MedkdError
 from medkd_bench.testing import NAME_PATTERN
 
-KINDS = ("teacher", "student", "dataset", "explainer")
+KINDS = ("teacher", "student", "dataset", "explainer", "method")
 
 
 #: Small timm models that run at any input size (and fast on CPU): the defaults for ``--timm-model``.

@@ -1,6 +1,6 @@
 """Where cells run: in this process, in worker processes on this machine, or as tasks on a Ray cluster.
 
-Cells are independent apart from one edge: a KD cell needs its teacher's
+Cells are independent apart from one edge: a distilled cell needs its teacher's
 checkpoint. :mod:`.local` runs the plan in order in this process.
 :mod:`.pool` (``--jobs N``) runs whole cells in N worker processes on this
 machine. :mod:`.ray` submits every cell as a Ray task with its resource

@@ -20,7 +20,7 @@ from medkd_bench.run.cells import Cell, teacher_cell_of
 from medkd_bench.run.executors.worker import WorkerRecipe, worker_setup
 from medkd_bench.run.runner import MatrixRunner
 
-#: Scheduling order of ready cells in a pool: teachers first, since every KD cell waits for one.
+#: Scheduling order of ready cells in a pool: teachers first, since every distilled cell waits for one.
 METHOD_PRIORITY = {"teacher": 0, "label-only": 1}  # then every distilled cell
 
 
@@ -78,7 +78,7 @@ def run_cell_in_worker(cell: Cell, index: int, total: int) -> PoolOutcome:
 def cell_dependencies(cell: Cell, planned: set[Cell]) -> list[Cell]:
     """Planned cells that must finish (trained and explained) before ``cell`` starts.
 
-    A KD cell needs its teacher's checkpoint and maps, and the label-only
+    A distilled cell needs its teacher's checkpoint and maps, and the label-only
     baseline's maps for its panel and agreement: the same inputs the local
     executor's plan order gives it, so both executors write the same results.
     """
@@ -215,5 +215,5 @@ class _PoolSchedule:
             self.pool = None
 
     def cells_in_priority(self) -> list[Cell]:
-        """Plan order, teachers first (stable): every dataset's teachers start before any KD cell waits."""
+        """Plan order, teachers first (stable): every dataset's teachers start before any distilled cell waits."""
         return sorted(self.cells, key=lambda c: METHOD_PRIORITY.get(c.method, 2))

@@ -1,6 +1,6 @@
 """Cells as Ray tasks; the driver schedules them and alone writes the store.
 
-Teachers and label-only baselines start at once, and each KD cell is
+Teachers and label-only baselines start at once, and each distilled cell is
 submitted the moment its own teacher finishes. Workers train, write the
 checkpoint (and the teacher's soft targets) into the shared work dir with
 atomic renames, and return the cell's record, so a lost worker or node can
@@ -175,7 +175,7 @@ class _RaySchedule:
                 if result.status == "done":
                     self.runner.record_done(cell, result.metrics, result.timings, result.artifacts)
                     self.summary["done"] += 1
-                    waiting = self.start_ready(waiting)  # its KD cells may start now
+                    waiting = self.start_ready(waiting)  # its distilled cells may start now
                     self.runner.explain_finished(cell)
                 else:
                     self.runner.record_failed(cell, result.error, result.timings, result.traceback)

@@ -1,0 +1,208 @@
+"""Distillation methods: each built-in loss against an independent formulation, the host's taps, bad input.
+
+Every loss is checked against its paper's formula computed another way (by
+hand, element by element) and, where torchdistill implements it (KD, AT),
+against torchdistill's own loss module on random inputs.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from medkd_bench.distill.outputs import MethodContext, ModelOutputs
+from medkd_bench.distill.taps import head_at_locations, head_split
+from medkd_bench.registry import load_registry
+from medkd_bench.testing import check_method_spec
+from tests.helpers import TINY_DATA, plugin_fixture
+
+REGISTRY = load_registry()
+BUILTIN = ("at", "cat-kd", "dkd", "fitnet", "kd")
+
+
+def _loss(name: str, **context) -> torch.nn.Module:
+    spec = REGISTRY.methods[name]
+    ctx = MethodContext(options=dict(spec.options), num_classes=context.pop("num_classes", 5), epochs=4,
+                        steps_per_epoch=10, **context)
+    return spec.build(ctx)
+
+
+def _random(seed: int, *shape: int) -> torch.Tensor:
+    return torch.randn(*shape, generator=torch.Generator().manual_seed(seed)) * 3
+
+
+def test_the_five_builtin_methods_are_registered():
+    assert set(BUILTIN) <= set(REGISTRY.methods)
+    for name in BUILTIN:
+        assert REGISTRY.methods[name].citation
+
+
+@pytest.mark.parametrize("name", BUILTIN)
+def test_builtin_method_passes_the_conformance_kit(name):
+    check_method_spec(REGISTRY.methods[name])
+
+
+def test_kd_equals_torchdistill_kdloss():
+    from torchdistill.losses.mid_level import KDLoss
+
+    s, t, y = _random(0, 16, 5), _random(1, 16, 5), torch.arange(16) % 5
+    ours = _loss("kd")(ModelOutputs(s), ModelOutputs(t), y, 0.0)
+    theirs = KDLoss("fc", "output", "fc", "output", temperature=4.0, alpha=0.5)(
+        {"fc": {"output": s}}, {"fc": {"output": t}}, y)
+    torch.testing.assert_close(ours, theirs)
+
+
+def test_at_equals_torchdistill_atloss_plus_cross_entropy():
+    from torchdistill.losses.mid_level import ATLoss
+
+    fs, ft = _random(2, 4, 8, 4, 4), _random(3, 4, 16, 4, 4)
+    logits, y = _random(4, 4, 5), torch.tensor([0, 1, 2, 3])
+    ours = _loss("at")(ModelOutputs(logits, (fs,)), ModelOutputs(logits, (ft,)), y, 0.0)
+    pairs = {"p": {"student": {"path": "l", "io": "output"}, "teacher": {"path": "l", "io": "output"}, "weight": 1}}
+    at = ATLoss(pairs, mode="code")({"l": {"output": fs}}, {"l": {"output": ft}})
+    torch.testing.assert_close(ours, F.cross_entropy(logits, y) + 1000.0 * at)
+
+
+def _kl(p: list[float], q: list[float]) -> float:
+    return sum(a * math.log(a / b) for a, b in zip(p, q, strict=True) if a > 0)
+
+
+def test_dkd_equals_the_papers_formula_by_hand():
+    """Zhao et al. (2022) Eq. 1-7: TCKD = KL(b_t || b_s), NCKD = KL(p^_t || p^_s) over non-target classes."""
+    s, t, y = _random(5, 6, 4), _random(6, 6, 4), torch.tensor([0, 1, 2, 3, 0, 1])
+    temp, alpha, beta = 4.0, 1.0, 8.0
+    total = 0.0
+    for row_s, row_t, target in zip(s.tolist(), t.tolist(), y.tolist(), strict=True):
+        ps = [math.exp(v / temp) for v in row_s]
+        pt = [math.exp(v / temp) for v in row_t]
+        ps, pt = [v / sum(ps) for v in ps], [v / sum(pt) for v in pt]
+        b_s, b_t = [ps[target], 1 - ps[target]], [pt[target], 1 - pt[target]]
+        hat_s = [v / (1 - ps[target]) for k, v in enumerate(ps) if k != target]
+        hat_t = [v / (1 - pt[target]) for k, v in enumerate(pt) if k != target]
+        total += alpha * _kl(b_t, b_s) + beta * _kl(hat_t, hat_s)
+    dkd = temp * temp * total / len(y)
+    ce = F.cross_entropy(s, y)
+    loss = _loss("dkd", num_classes=4)
+    # Past the warm-up (1 epoch) the KD term has full weight; halfway through it, half.
+    torch.testing.assert_close(loss(ModelOutputs(s), ModelOutputs(t), y, 2.0), ce + dkd)
+    torch.testing.assert_close(loss(ModelOutputs(s), ModelOutputs(t), y, 0.5), ce + 0.5 * dkd)
+
+
+def test_dkd_stays_finite_for_extreme_logits():
+    s = torch.tensor([[80.0, -80.0, 0.0]])
+    t = torch.tensor([[-90.0, 90.0, 0.0]])
+    loss = _loss("dkd", num_classes=3)(ModelOutputs(s), ModelOutputs(t), torch.tensor([0]), 3.0)
+    assert torch.isfinite(loss)
+
+
+def test_fitnet_is_the_regressed_hint_mse_by_hand():
+    loss = _loss("fitnet", student_features=((3, 2, 2),), teacher_features=((2, 2, 2),))
+    (reg,) = loss.regressors
+    with torch.no_grad():
+        reg.weight.copy_(torch.tensor([[1.0, 0.0, 2.0], [0.0, -1.0, 0.0]]).view(2, 3, 1, 1))
+        reg.bias.copy_(torch.tensor([0.5, 0.0]))
+    fs, ft = _random(7, 2, 3, 2, 2), _random(8, 2, 2, 2, 2)
+    logits, y = _random(9, 2, 5), torch.tensor([1, 4])
+    regressed = torch.stack([fs[:, 0] + 2 * fs[:, 2] + 0.5, -fs[:, 1]], dim=1)
+    expected = F.cross_entropy(logits, y) + 100.0 * ((regressed - ft) ** 2).mean()
+    torch.testing.assert_close(loss(ModelOutputs(logits, (fs,)), ModelOutputs(logits, (ft,)), y, 0.0), expected)
+
+
+def test_cat_kd_is_the_pooled_normalised_class_map_mse_by_hand():
+    ms, mt = _random(10, 2, 3, 4, 4), _random(11, 2, 3, 4, 4)
+    logits, y = _random(12, 2, 3), torch.tensor([0, 2])
+
+    def pooled_unit(maps: torch.Tensor) -> torch.Tensor:  # 2x2 block means, then each class map scaled to norm 1
+        blocks = maps.reshape(2, 3, 2, 2, 2, 2).mean(dim=(3, 5))
+        return blocks / blocks.pow(2).sum(dim=(2, 3), keepdim=True).sqrt()
+
+    expected = F.cross_entropy(logits, y) + 400.0 * ((pooled_unit(ms) - pooled_unit(mt)) ** 2).mean()
+    got = _loss("cat-kd", num_classes=3)(ModelOutputs(logits, class_maps=ms), ModelOutputs(logits, class_maps=mt),
+                                          y, 0.0)
+    torch.testing.assert_close(got, expected)
+
+
+def test_class_maps_of_a_linear_head_average_to_the_logits():
+    """Visformer's head is pooling then linear: the per-location maps are the CAM, whose mean is the logits."""
+    spec = REGISTRY.teachers["visformer-s"]
+    torch.manual_seed(0)
+    model = spec.build(3, 32).eval()
+    x = torch.randn(2, 3, 32, 32)
+    forward_features, forward_head = head_split(model, spec, "test")
+    with torch.no_grad():
+        maps = head_at_locations(forward_head, forward_features(x), channels_last=False)
+        torch.testing.assert_close(maps.mean(dim=(2, 3)), model(x), rtol=1e-4, atol=1e-5)
+
+
+def test_ofa_head_split_composes_to_the_models_forward():
+    spec = REGISTRY.students["ofa-595"]
+    torch.manual_seed(0)
+    model = spec.build(3, 32).eval()
+    x = torch.randn(2, 3, 32, 32)
+    forward_features, forward_head = head_split(model, spec, "test")
+    with torch.no_grad():
+        features = forward_features(x)
+        torch.testing.assert_close(forward_head(features), model(x))
+        assert head_at_locations(forward_head, features, channels_last=False).shape == (2, 3, *features.shape[2:])
+
+
+@pytest.mark.parametrize("args, named", [
+    (["--methods", "nope"], "unknown method(s) 'nope' in --methods"),
+    (["--method-option", "dkd.gamma=1"], "--method-option dkd.gamma=1: method 'dkd' has no option 'gamma'"),
+    (["--method-option", "dkd.beta=abc"], "--method-option dkd.beta=abc: expected a number"),
+    (["--method-option", "nope.beta=1"], "--method-option nope.beta=1: no method 'nope'"),
+    (["--method-option", "kd.alpha=2"], "--method-option kd.alpha=2: 2 is out of range"),
+    (["--methods", "fitnet", "--method-option", "fitnet.student_layer=blocks.99"],
+     "--method-option fitnet.student_layer=blocks.99: 'ofa-595' has no layer 'blocks.99'"),
+])
+def test_bad_method_input_is_a_one_line_error_and_writes_nothing(run_cli, tmp_path, args, named):
+    work = tmp_path / "work"
+    result = run_cli(["run", "--matrix", "quick", "--teachers", "visformer-s", *TINY_DATA, "--work-dir", str(work),
+                      "--leaderboard-dir", str(tmp_path / "boards"), *args])
+    assert result.exit_code == 2, result.err
+    assert named in result.err and len(result.err.strip().splitlines()) == 1, result.err
+    assert not work.exists() and not (tmp_path / "boards").exists()
+
+
+def test_a_method_may_not_take_a_base_cell_name(run_cli, tmp_path):
+    plugin = tmp_path / "label_only_method.py"
+    plugin.write_text("from medkd_bench import MethodSpec, hookimpl\n\n@hookimpl\ndef register_methods(register):\n"
+                      "    register(MethodSpec(name='label-only', build=lambda ctx: None))\n")
+    result = run_cli(["plugins", "--plugin", str(plugin)])
+    assert result.exit_code == 2 and "method name 'label-only' is reserved" in result.err
+
+
+def test_a_nan_method_fails_only_its_own_cells(run_cli, tmp_path):
+    dirs = ["--work-dir", str(tmp_path / "work"), "--leaderboard-dir", str(tmp_path / "boards")]
+    result = run_cli(["run", "--matrix", "quick", "--teachers", "visformer-s", "--methods", "kd,nan-loss",
+                      "--plugin", plugin_fixture("nan_method"), "--explainers", "grad-cam", *TINY_DATA, *dirs])
+    assert result.exit_code == 1
+    from medkd_bench.run.store import Store
+
+    with Store(tmp_path / "work" / "runs.sqlite", readonly=True) as store:
+        cells = {c.method: c for c in store.cells()}
+    assert cells["nan-loss"].status == "failed" and cells["nan-loss"].error.startswith("training loss is nan")
+    assert {m: c.status for m, c in cells.items() if m != "nan-loss"} == {
+        "teacher": "done", "label-only": "done", "kd": "done"}
+    board = (tmp_path / "boards" / "synthetic-cxr.md").read_text()
+    assert "## Failed cells" in board and "nan-loss visformer-s ofa-595 seed 0" in board
+
+
+def test_quick_matrix_with_every_method(run_cli, tmp_path):
+    """`run --matrix quick --methods all`: one cell per method, the method summary, explanations by method."""
+    dirs = ["--work-dir", str(tmp_path / "work"), "--leaderboard-dir", str(tmp_path / "boards")]
+    result = run_cli(["run", "--matrix", "quick", "--teachers", "visformer-s", "--methods", "all",
+                      "--method-option", "dkd.beta=6", *TINY_DATA, *dirs])
+    assert result.exit_code == 0, result.err
+    board = (tmp_path / "boards" / "synthetic-cxr.md").read_text()
+    summary = board.split("## Methods: ofa-595")[1].split("##")[0]
+    for name in BUILTIN:
+        assert f"| {name} |" in summary
+        assert f"panels/synthetic-cxr/score-cam/visformer-s__ofa-595__{name}.png" in board
+    assert "- `dkd` (revision 1): alpha = 1.0, beta = 6.0" in board
+    assert "--methods at,cat-kd,dkd,fitnet,kd" in board and "--method-option dkd.beta=6.0" in board
+    by_method = board.split("| method | Spearman vs teacher |")[1].split("\n\n")[0]
+    assert all(f"| {name} |" in by_method for name in (*BUILTIN, "label-only"))
