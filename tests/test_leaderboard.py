@@ -158,3 +158,20 @@ def test_cis_seed_spread_and_significance_from_stored_predictions(tmp_path):
     assert "24 / 0, p = <0.001" in provenance  # seed 0: KD alone right on 24 images
     index = written[1].read_text()
     assert "visformer-s -> ofa-595, kd (100.0, +35.0 pp†)" in index
+
+
+def test_explanations_by_method_count_each_baseline_once(tmp_path):
+    """Two methods distilled from one teacher: the label-only agreement is one cell, not one per method."""
+    summary = {"mean": 0.5, "ci": [0.4, 0.6], "n": 6}
+    with Store(tmp_path / "runs.sqlite") as store:
+        _add(store, "t1", "teacher", "visformer-s", "", _metrics(0.95, 0.95, 39.2, 0.4, 9.0))
+        _add(store, "s1", "label-only", "", "ofa-595", _metrics(0.80, 0.8, 7.6, 0.044, 6.0))
+        for h, method, value in (("k1", "kd", 0.7), ("a1", "at", 0.3)):
+            _add(store, h, method, "visformer-s", "ofa-595", _metrics(0.85, 0.85, 7.6, 0.044, 6.0))
+            store.save_explanation(h, "score-cam", 6, 0, "done", {
+                "n_images": 6, "agreement": {"spearman": {**summary, "mean": value}, "top20_iou": summary},
+                "label_only_agreement": {"spearman": summary, "top20_iou": summary}})
+        board = render_all(load_registry(), store, tmp_path / "boards")[0].read_text()
+    by_method = board.split("| method | Spearman vs teacher |")[1].split("\n\n")[0]
+    assert "| label-only | 0.50 (1) | 0.50 (1) | - | - |" in by_method
+    assert "| at | 0.30 (1) |" in by_method and "| kd | 0.70 (1) |" in by_method

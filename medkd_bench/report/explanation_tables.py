@@ -39,6 +39,7 @@ def explanation_tables(done: list[CellRecord], explanations: list[ExplanationRec
         mask = None
         other_masks: list[str] = []
         by_method: dict[str, dict[str, list[float]]] = {}
+        baselines_seen: set[tuple[str, str, int]] = set()
         lowest_seed = min((r.seed for r in done), default=0)
         order = sorted(done, key=lambda r: (r.method != "teacher", r.method != "label-only", r.student, r.method,
                                             r.teacher, r.seed))
@@ -67,7 +68,9 @@ def explanation_tables(done: list[CellRecord], explanations: list[ExplanationRec
                 _collect(by_method.setdefault(r.method, {}), m, loc)
             if r.method not in BASE_METHODS:
                 kd, base = m.get("agreement", {}), m.get("label_only_agreement", {})
-                _collect(by_method.setdefault("label-only", {}), {"agreement": base}, {})
+                if (r.teacher, r.student, r.seed) not in baselines_seen:  # once per teacher, not per method
+                    baselines_seen.add((r.teacher, r.student, r.seed))
+                    _collect(by_method.setdefault("label-only", {}), {"agreement": base}, {})
                 agreement_rows.append({
                     "teacher": r.teacher, "method": r.method,
                     "student": r.student + (f" (seed {r.seed})" if with_seed else ""),
