@@ -184,7 +184,8 @@ def test_quick_matrix_with_every_method_and_a_nan_one(run_cli, tmp_path):
 
     dirs = ["--work-dir", str(tmp_path / "work"), "--leaderboard-dir", str(tmp_path / "boards")]
     result = run_cli(["run", "--matrix", "quick", "--teachers", "visformer-s", "--methods", "all",
-                      "--plugin", plugin_fixture("nan_method"), "--method-option", "dkd.beta=6", *TINY_DATA, *dirs])
+                      "--plugin", plugin_fixture("nan_method"), "--method-option", "dkd.beta=6", "--explainers",
+                      "grad-cam", *TINY_DATA, *dirs])
     assert result.exit_code == 1, result.err
     with Store(tmp_path / "work" / "runs.sqlite", readonly=True) as store:
         cells = {c.method: c for c in store.cells()}
@@ -196,7 +197,7 @@ def test_quick_matrix_with_every_method_and_a_nan_one(run_cli, tmp_path):
     summary = board.split("## Methods: ofa-595")[1].split("##")[0]
     for name in BUILTIN:
         assert f"| {name} |" in summary
-        assert f"panels/synthetic-cxr/score-cam/visformer-s__ofa-595__{name}.png" in board
+        assert f"panels/synthetic-cxr/grad-cam/visformer-s__ofa-595__{name}.png" in board
     assert "- `dkd` (revision 1): alpha = 1.0, beta = 6.0" in board
     assert "--methods at,cat-kd,dkd,fitnet,kd" in board and "--method-option dkd.beta=6.0" in board
     by_method = board.split("| method | Spearman vs teacher |")[1].split("\n\n")[0]
