@@ -225,3 +225,45 @@ def test_a_methods_own_modules_train_with_the_student():
     regressor = distill.loss_module.regressors[0].weight.detach().clone()
     fit(student, data, TrainSettings(epochs=1, batch_size=8, warmup_epochs=0.0), runtime, seed=0, distill=distill)
     assert float((distill.loss_module.regressors[0].weight - regressor).abs().max()) > 0
+
+
+@pytest.mark.parametrize("build, message", [
+    (lambda ctx: 1 / 0, "method 'broken': build() failed: ZeroDivisionError: division by zero"),
+    (lambda ctx: "not a module", "method 'broken': build() returned str, expected torch.nn.Module"),
+])
+def test_a_broken_method_build_is_named(build, message):
+    from medkd_bench.distill.method import bind_method
+    from medkd_bench.errors import MedkdError
+    from medkd_bench.specs import MethodSpec
+    from medkd_bench.system.runtime import Runtime
+    from medkd_bench.testing.methods import _probe_data
+
+    data = _probe_data(3, 32)
+    with pytest.raises(MedkdError) as raised:
+        bind_method(MethodSpec(name="broken", build=build), {}, teacher_logits=torch.zeros(2, 8, 3), data=data,
+                    student_runtime=Runtime(torch.device("cpu")), epochs=1, steps_per_epoch=1)
+    assert str(raised.value) == message
+
+
+def test_a_loss_that_is_not_a_scalar_is_named():
+    from torch import nn
+
+    from medkd_bench.distill.method import bind_method
+    from medkd_bench.errors import MedkdError
+    from medkd_bench.specs import MethodSpec
+    from medkd_bench.system.runtime import Runtime
+    from medkd_bench.testing.methods import _probe_data
+
+    class PerSample(nn.Module):
+        def forward(self, student, teacher, targets, epoch):
+            return F.cross_entropy(student.logits, targets, reduction="none")
+
+    data = _probe_data(3, 32)
+    distill = bind_method(MethodSpec(name="per-sample", build=lambda ctx: PerSample()), {},
+                          teacher_logits=torch.zeros(2, 8, 3), data=data, student_runtime=Runtime(torch.device("cpu")),
+                          epochs=1, steps_per_epoch=1)
+    model = nn.Sequential(nn.Flatten(), nn.LazyLinear(3))
+    idx, flipped = torch.arange(4), torch.zeros(4, dtype=torch.bool)
+    images = data.splits["train"].images[idx]
+    with pytest.raises(MedkdError, match=r"method 'per-sample': the loss module returned \(4,\), expected a scalar"):
+        distill.loss(model, data.normalise(images), data.splits["train"].labels[idx], idx, flipped, images, step=0)
