@@ -47,7 +47,8 @@ class TeacherSide:
         self.logits, self.teacher, self.taps = logits, teacher, taps
         self.data, self.runtime, self.device, self.budget_mb = data, runtime, device, budget_mb
         self.cached: list[ModelOutputs] | None = None  # [plain, flipped], each over the whole train split
-        self.path = "cached"
+        #: Where a batch's teacher maps come from: "logits" (none needed), "cached" or "per-batch".
+        self.path = "logits"
         if taps is not None:
             self._prepare()
 
@@ -65,6 +66,7 @@ class TeacherSide:
         if outputs_nbytes(probe) * 2 * len(images) > self.budget_mb * 2**20:
             self.path = "per-batch"
             return
+        self.path = "cached"
         self.cached = [self._cache_split(images), self._cache_split(images.flip(-1))]
 
     def _cache_split(self, images: torch.Tensor, batch_size: int = 128) -> ModelOutputs:

@@ -213,21 +213,18 @@ class CellComputer:
             self._soft_targets[h] = cached
         return self._soft_targets[h]
 
-    def distillation(self, cell: Cell, student: nn.Module, data: PreparedData,
-                     teacher_logits: torch.Tensor) -> Distillation:
+    def distillation(self, cell: Cell, student: nn.Module, spec: ModelSpec, settings: TrainSettings,
+                     data: PreparedData) -> Distillation:
         """The cell's method bound to its student and teacher (loaded only for methods that need its maps)."""
         method = self.registry.get("method", cell.method)
         teacher_cell = teacher_cell_of(cell)
         teacher_spec = self.model_spec(teacher_cell)
         teacher = self.load_checkpoint(teacher_cell) if method.needs else None
-        spec = self.model_spec(cell)
-        settings = self.settings(spec)
-        return bind_method(method, self.method_options(cell.method), student=student, student_spec=spec,
-                           student_runtime=self.runtime_for(spec), teacher_logits=teacher_logits, teacher=teacher,
-                           teacher_spec=teacher_spec, teacher_runtime=self.runtime_for(teacher_spec), data=data,
-                           epochs=settings.epochs,
+        return bind_method(method, self.method_options(cell.method), teacher_logits=self.soft_targets(teacher_cell),
+                           data=data, student_runtime=self.runtime_for(spec), epochs=settings.epochs,
                            steps_per_epoch=steps_per_epoch_of(len(data.splits["train"]), settings.batch_size),
-                           cache_mb=self.options.teacher_cache_mb)
+                           student=student, student_spec=spec, teacher=teacher, teacher_spec=teacher_spec,
+                           teacher_runtime=self.runtime_for(teacher_spec), cache_mb=self.options.teacher_cache_mb)
 
     def check_method_layers(self, cells: list[Cell]) -> None:
         """A method option naming a layer a planned model lacks is an error before any work starts.
@@ -294,17 +291,13 @@ class CellComputer:
         settings = self.settings(spec)
         t0 = time.perf_counter()
         data = self.data(cell.dataset)
-        teacher_logits = None
-        if cell.distilled:
-            teacher_logits = self.soft_targets(teacher_cell_of(cell))
+        if cell.distilled:  # the teacher's soft targets first: they may run the teacher (cached after)
+            self.soft_targets(teacher_cell_of(cell))
         # Seed the initial weights too: otherwise they depend on whatever ran earlier in the process.
         torch.manual_seed(cell.seed)
         model = self.build_model(spec, data)
         runtime = self.runtime_for(spec)
-        distill = None
-        if cell.distilled:
-            assert teacher_logits is not None
-            distill = self.distillation(cell, model, data, teacher_logits)
+        distill = self.distillation(cell, model, spec, settings, data) if cell.distilled else None
         timings["setup_s"] = time.perf_counter() - t0
         result: TrainResult = fit(model, data, settings, runtime, seed=cell.seed, distill=distill, on_epoch=on_epoch)
         timings["train_s"] = result.train_seconds
@@ -327,7 +320,7 @@ class CellComputer:
         metrics["versions"] = package_versions()
         metrics["deterministic"] = runtime.deterministic
         if distill is not None:  # where the teacher's feature maps came from (both are exact; speed differs)
-            metrics["teacher_outputs"] = distill.teacher.path if distill.student_taps is not None else "logits"
+            metrics["teacher_outputs"] = distill.teacher.path
         metrics.update(self.cost_of(cell, model, timed=self.measure_timings))
         timings["score_s"] = time.perf_counter() - t1
         timings["total_s"] = time.perf_counter() - t0
