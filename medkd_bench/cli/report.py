@@ -29,6 +29,32 @@ def leaderboard(plugin_files, work_dir, leaderboard_dir, bootstrap) -> None:
 
 
 @cli.command()
+@click.option("--format", "fmt", type=click.Choice(["csv", "json"]), default="csv", show_default=True,
+              help="csv: one row per cell, nested figures as JSON text; json: an array of row objects.")
+@click.option("--out", type=click.Path(path_type=Path, dir_okay=False), default=None,
+              help="File to write [default: standard output].")
+@plugin_option
+@work_dir_option
+@bootstrap_option
+def export(fmt, out, plugin_files, work_dir, leaderboard_dir, bootstrap) -> None:
+    """Every stored cell as one row of CSV or JSON, with stable column names (see README, "Exports")."""
+    from medkd_bench.report.export import export_text, write_export
+    from medkd_bench.report.row_stats import RowStats
+    from medkd_bench.run.store import Store
+
+    registry = load_cli_registry(plugin_files)
+    if out is not None:
+        check_writable(out.parent if str(out.parent) else Path("."), "--out")
+    with Store(work_dir / "runs.sqlite", readonly=True) as store:
+        text = export_text(registry, store, fmt, RowStats(registry, bootstrap))
+    if out is None:
+        click.echo(text, nl=False)
+    else:
+        write_export(out, text)
+        console.print(f"wrote {out}")
+
+
+@cli.command()
 @click.option("--dataset", required=True)
 @click.option("--teacher", required=True)
 @click.option("--student", required=True)

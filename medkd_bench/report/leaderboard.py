@@ -16,10 +16,13 @@ import numpy as np
 
 from medkd_bench.evaluate import stats
 from medkd_bench.registry import Registry
+from medkd_bench.report.clinical_tables import clinical_rows, confusion_tables
 from medkd_bench.report.explanation_tables import explanation_tables, latest_explanations
+from medkd_bench.report.export import export_rows, to_csv
 from medkd_bench.report.format import method_label, num, pct
 from medkd_bench.report.method_summary import method_summary, weak_teachers
-from medkd_bench.report.pages import DEFAULT_KEY, Page, pages_for
+from medkd_bench.report.pages import DEFAULT_KEY, Page, latest_records, pages_for
+from medkd_bench.report.plots import Point, render_pareto
 from medkd_bench.report.provenance import checksums_text, reproduce_commands, versions_text
 from medkd_bench.report.row_stats import RowStats, gain_text, mcnemar_text
 from medkd_bench.run.store import CellRecord, ExplanationRecord, Store
@@ -39,16 +42,6 @@ def _env() -> jinja2.Environment:
 
 
 Key = tuple[str, str, str]  # (method, teacher, student): one leaderboard row, all seeds
-
-
-def _latest(records: Iterable[CellRecord]) -> dict[tuple[str, str, str, int], CellRecord]:
-    """One record per (method, teacher, student, seed): the newest finished one wins."""
-    out: dict[tuple[str, str, str, int], CellRecord] = {}
-    for r in sorted(records, key=lambda r: r.finished_at or 0.0):
-        key = (r.method, r.teacher, r.student, r.seed)
-        if r.status == "done" or key not in out or out[key].status != "done":
-            out[key] = r
-    return out
 
 
 def _groups(done: Iterable[CellRecord]) -> dict[Key, list[CellRecord]]:
@@ -99,6 +92,8 @@ class _Board:
     groups: dict[Key, list[CellRecord]]
     scores: dict[Key, dict[str, dict[str, Any]]]
     gains: dict[Key, dict[str, Any] | None]
+    #: ROC AUC, ECE, sensitivity and specificity per row (None without per-image predictions).
+    clinical: dict[Key, dict[str, Any] | None]
 
     @property
     def done(self) -> list[CellRecord]:
@@ -118,7 +113,7 @@ class _Board:
 
 def _board(registry: Registry, dataset: str, records: list[CellRecord], row_stats: RowStats) -> _Board:
     spec = registry.datasets.get(dataset)
-    latest = _latest(records)
+    latest = latest_records(records)
     groups = _groups(r for r in latest.values() if r.status == "done")
     num_classes = len(spec.classes) if spec else 0
     scores = {}
@@ -127,7 +122,9 @@ def _board(registry: Registry, dataset: str, records: list[CellRecord], row_stat
         scores[key] = row_stats.scores(recs, k)
     gains = {key: row_stats.gain(recs, groups.get(("label-only", "", key[2])))
              for key, recs in groups.items() if key[0] not in BASE_METHODS}
-    return _Board(latest, groups, scores, gains)
+    clinical = {key: row_stats.clinical(recs, num_classes or len(recs[0].metrics.get("per_class_f1", {})) or 1)
+                for key, recs in groups.items()}
+    return _Board(latest, groups, scores, gains, clinical)
 
 
 def _seed_rows(board: _Board, row_stats: RowStats) -> list[dict[str, Any]]:
@@ -153,7 +150,7 @@ def _seed_rows(board: _Board, row_stats: RowStats) -> list[dict[str, Any]]:
 def render_dataset(registry: Registry, dataset: str, records: list[CellRecord],
                    explanations: list[ExplanationRecord], row_stats: RowStats | None = None,
                    board: _Board | None = None, page: Page | None = None,
-                   other_pages: Sequence[Page] = ()) -> str:
+                   other_pages: Sequence[Page] = (), plot: str | None = None) -> str:
     row_stats = row_stats or RowStats(registry)
     spec = registry.datasets.get(dataset)
     board = board or _board(registry, dataset, records, row_stats)
@@ -178,12 +175,13 @@ def render_dataset(registry: Registry, dataset: str, records: list[CellRecord],
     student_notes = [{"name": n, "description": getattr(registry.students.get(n), "description", "")
                       or "(student plugin not installed)"}
                      for n in sorted({r.student for r in done if r.method != "teacher"})]
+    row_keys = teacher_keys + sorted((k for k in groups if k[0] != "teacher"), key=lambda k: (k[2], k[0]))
     per_class = [
         {"name": k[1] if k[0] == "teacher" else k[2],
          "method": method_label(groups[k][0]),
          "scores": [pct(float(np.mean([r.metrics["per_class_f1"].get(c, np.nan) for r in groups[k]])))
                     for c in classes]}
-        for k in teacher_keys + sorted((k for k in groups if k[0] != "teacher"), key=lambda k: (k[2], k[0]))
+        for k in row_keys
     ]
     failed = [{"label": f"{r.method} {r.teacher} {r.student} seed {r.seed}".replace("  ", " "),
                "error": (r.error or "").replace("|", "/")}
@@ -207,6 +205,8 @@ def render_dataset(registry: Registry, dataset: str, records: list[CellRecord],
         students=students,
         student_notes=student_notes,
         per_class=per_class,
+        clinical=clinical_rows(row_keys, groups, board.clinical, len(classes)),
+        confusion=confusion_tables(row_keys, groups, classes),
         failed=failed,
         explanations=explanation_tables(done, explanations),
         resamples=row_stats.resamples,
@@ -221,7 +221,28 @@ def render_dataset(registry: Registry, dataset: str, records: list[CellRecord],
         commands=reproduce_commands(registry, dataset, done, explanations, row_stats.resamples,
                                     page.flags if page is not None and page.recorded else None),
         seed_rows=_seed_rows(board, row_stats),
+        plot=plot,
     )
+
+
+def pareto_plot(registry: Registry, board: _Board, out_dir: Path, page: Page) -> str | None:
+    """Render the page's accuracy-vs-cost plot; its path relative to the page (None with no costed rows)."""
+    points = []
+    for key, recs in board.groups.items():
+        m, score = recs[0].metrics, board.scores[key]["accuracy"]
+        method, teacher, student = key
+        label = (teacher if method == "teacher" else student if method == "label-only"
+                 else f"{student}, {method} from {teacher}")
+        points.append(Point(label, method, score["mean"], tuple(score["ci"]) if score.get("ci") else None,
+                            m.get("latency_ms"), m.get("params_m")))
+    if not any(p.latency_ms or p.params_m for p in points):
+        return None
+    spec = registry.datasets.get(page.dataset)
+    relative = f"plots/{Path(page.file).stem}.pareto.png"
+    render_pareto(path_inside(out_dir, relative), points,
+                  f"{page.dataset}: test accuracy against cost ({page.settings_text})",
+                  1.0 / spec.num_classes if spec else None)
+    return relative
 
 
 def methods_used(registry: Registry, done: list[CellRecord]) -> list[dict[str, str]]:
@@ -249,7 +270,7 @@ class _FallbackDataset:
 
 
 def render_all(registry: Registry, store: Store, out_dir: Path, resamples: int = stats.RESAMPLES) -> list[Path]:
-    """Write ``<dataset>.md`` per dataset in the store and ``README.md`` as the index.
+    """Write ``<dataset>.md`` per dataset in the store, ``results.csv`` (one row per cell) and ``README.md``.
 
     ``resamples``: bootstrap resamples per confidence interval (``--bootstrap``).
     """
@@ -268,8 +289,9 @@ def render_all(registry: Registry, store: Store, out_dir: Path, resamples: int =
         hashes = {r.hash for r in recs}
         board = _board(registry, d, recs, row_stats)
         others = [p for p in pages if p.dataset == d and p is not page]
+        plot = pareto_plot(registry, board, out_dir, page)
         _write(path, render_dataset(registry, d, recs, [e for e in explanations if e.cell_hash in hashes],
-                                    row_stats, board, page, others))
+                                    row_stats, board, page, others, plot))
         written.append(path)
         best_t, best_kd, base = board.best("teacher"), board.best(None), board.best("label-only")
         gain = board.gains.get(best_kd) if best_kd else None
@@ -284,11 +306,18 @@ def render_all(registry: Registry, store: Store, out_dir: Path, resamples: int =
             "done": len(board.done),
             "failed": sum(1 for r in board.latest.values() if r.status == "failed"),
         })
+    results = out_dir / RESULTS_CSV  # the same rows as `medkd-bench export --format csv`
+    _write(results, to_csv(export_rows(registry, records, explanations, runs, row_stats)))
+    written.append(results)
     index = out_dir / "README.md"
     stale = _pages_not_in_store(out_dir, {p.name for p in written}, store.path)
     _write(index, _env().get_template("index.md.j2").render(rows=index_rows, store=store.path.name, stale=stale))
     written.append(index)
     return written
+
+
+#: The tidy export every run and ``leaderboard`` writes next to the pages.
+RESULTS_CSV = "results.csv"
 
 
 def _pages_not_in_store(out_dir: Path, written: set[str], store_path: Path) -> list[str]:

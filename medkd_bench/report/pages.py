@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -102,3 +103,13 @@ def pages_for(dataset: str, records: list[CellRecord],
         suffix = "" if i == 0 else "." + hashlib.sha256(key.encode()).hexdigest()[:8]
         pages.append(Page(dataset, key, settings, f"{dataset}{suffix}.md", recs, latest))
     return pages
+
+
+def latest_records(records: Iterable[CellRecord]) -> dict[tuple[str, str, str, int], CellRecord]:
+    """One record per (method, teacher, student, seed): the newest finished one wins."""
+    out: dict[tuple[str, str, str, int], CellRecord] = {}
+    for r in sorted(records, key=lambda r: r.finished_at or 0.0):
+        key = (r.method, r.teacher, r.student, r.seed)
+        if r.status == "done" or key not in out or out[key].status != "done":
+            out[key] = r
+    return out

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from medkd_bench.evaluate import stats
+from medkd_bench.evaluate import clinical, stats
 from medkd_bench.registry import Registry
 from medkd_bench.run.store import CellRecord
 
@@ -84,6 +84,21 @@ class RowStats:
             out[metric] = {"mean": float(v.mean()), "ci": None, "sd": float(v.std(ddof=1)) if len(v) > 1 else None,
                            "n_seeds": len(v)}
         return out
+
+    def clinical(self, records: list[CellRecord], num_classes: int) -> dict[str, Any] | None:
+        """ROC AUC, ECE and per-class sensitivity and specificity of a row (see :mod:`~medkd_bench.evaluate.clinical`).
+
+        AUC and ECE need every seed's stored test probabilities; sensitivity and
+        specificity only the predictions. None without per-image predictions.
+        """
+        per_image = self._per_image(records)
+        if per_image is None:
+            return None
+        probs = [r.metrics.get("test_probabilities") for r in records]
+        shape = (len(per_image[0]), num_classes)
+        stacked = (np.asarray(probs, dtype=np.float64)
+                   if all(p is not None and np.shape(p) == shape for p in probs) else None)
+        return clinical.clinical_summary(*per_image, stacked, num_classes, self.seed, self.resamples)
 
     def gain(self, kd: list[CellRecord], baseline: list[CellRecord] | None) -> dict[str, Any] | None:
         """KD minus label-only accuracy over the seeds both have, paired by seed and by image."""

@@ -36,7 +36,7 @@ from medkd_bench.system.weights import file_digest, load_weights_file
 from medkd_bench.train.finite import require_finite
 from medkd_bench.train.loop import EpochCallback, TrainResult, fit, steps_per_epoch_of
 from medkd_bench.train.optim import adamw_implementation, grad_norm_implementation
-from medkd_bench.train.predict import eval_split_predictions, teacher_soft_targets
+from medkd_bench.train.predict import split_outputs, teacher_soft_targets
 
 
 @dataclass
@@ -305,9 +305,10 @@ class CellComputer:
         checkpoint_sha256 = self.save_checkpoint(model, h)
         t1 = time.perf_counter()
         test = data.splits["test"]
-        preds = eval_split_predictions(model, data, "test", runtime)
-        metrics: dict[str, Any] = classification_metrics(test.labels.tolist(), preds.tolist(), data.spec.classes)
-        metrics["test_predictions"] = preds.tolist()  # for paired comparisons between cells
+        preds, probs = split_outputs(model, data, "test", runtime)
+        metrics: dict[str, Any] = classification_metrics(test.labels.tolist(), preds, data.spec.classes)
+        metrics["test_predictions"] = preds  # for paired comparisons between cells
+        metrics["test_probabilities"] = probs  # ROC AUC and calibration, re-rendered without the model
         metrics["test_labels"] = test.labels.tolist()  # with the predictions: CIs re-rendered without data
         metrics["best_epoch"] = result.best_epoch
         metrics["val_accuracy"] = result.best_val_accuracy

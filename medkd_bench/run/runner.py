@@ -65,6 +65,7 @@ class MatrixRunner(CellComputer):
         self.load_real_data(cells)
         summary = executor.run(self, cells) if executor is not None else self.run_in_order(cells)
         self.measure_missing_costs(cells)
+        self.fill_missing_probabilities(cells)
         return {**summary, **self.explain_counts}
 
     def load_real_data(self, cells: Sequence[Cell]) -> None:
@@ -98,6 +99,36 @@ class MatrixRunner(CellComputer):
                 continue
             model = None if self.has_cost(cell) else self.load_checkpoint(cell)  # one load per architecture
             self.store.update_metrics(h, self.cost_of(cell, model))
+            filled += 1
+        return filled
+
+    def fill_missing_probabilities(self, cells: Sequence[Cell]) -> int:
+        """Test-split class probabilities for finished cells stored before they were recorded; how many.
+
+        ROC AUC and calibration need them. They are recomputed from the cell's
+        checksummed checkpoint and kept only if their argmax reproduces every
+        stored test prediction: otherwise the checkpoint does not give the
+        stored numbers, which is said once, and those scores stay missing.
+        """
+        from medkd_bench.train.predict import split_outputs
+
+        filled = 0
+        for cell in cells:
+            h = self.hash(cell)
+            rec = self.store.get(h)
+            if (rec is None or rec.status != "done" or "test_probabilities" in rec.metrics
+                    or "test_predictions" not in rec.metrics or not self.is_finished(h)):
+                continue
+            model = self.load_checkpoint(cell)
+            preds, probs = split_outputs(model, self.data(cell.dataset), "test",
+                                         self.runtime_for(self.model_spec(cell)))
+            if preds != rec.metrics["test_predictions"]:
+                differ = sum(a != b for a, b in zip(preds, rec.metrics["test_predictions"], strict=False))
+                warn(f"{cell.label()}: its checkpoint predicts {differ} test image(s) differently from the "
+                     "stored predictions; ROC AUC and calibration are left out for it (rerun in a fresh "
+                     "--work-dir to recompute the cell)")
+                continue
+            self.store.update_metrics(h, {"test_probabilities": probs})
             filled += 1
         return filled
 

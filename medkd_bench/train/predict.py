@@ -43,5 +43,17 @@ def teacher_soft_targets(teacher: nn.Module, data: PreparedData, runtime: Runtim
                         predict_logits(teacher, data, images.flip(-1), runtime, what=what)])
 
 
-def eval_split_predictions(model: nn.Module, data: PreparedData, split: str, runtime: Runtime) -> torch.Tensor:
-    return predict_logits(model, data, data.splits[split].images, runtime, what=f"logits on the {split} split").argmax(1)
+#: Significant digits of stored class probabilities: float32 holds about 7, so nothing real is lost.
+PROBABILITY_DIGITS = 7
+
+
+def split_outputs(model: nn.Module, data: PreparedData, split: str, runtime: Runtime) -> tuple[list[int], list[list[float]]]:
+    """Predicted classes and class probabilities (softmax, 7 significant digits) on ``split``.
+
+    The probabilities are what ROC AUC and calibration are computed from;
+    predictions come from the same logits, so the two always agree.
+    """
+    logits = predict_logits(model, data, data.splits[split].images, runtime, what=f"logits on the {split} split")
+    probs = torch.softmax(logits.double(), dim=1)
+    rounded = [[float(f"{v:.{PROBABILITY_DIGITS}g}") for v in row] for row in probs.tolist()]
+    return logits.argmax(1).tolist(), rounded
