@@ -18,6 +18,7 @@ from medkd_bench.data.imagefiles import (
     read_samples,
     require_folder,
 )
+from medkd_bench.data.splits import split_class
 from medkd_bench.distill.outputs import MethodContext, ModelOutputs
 from medkd_bench.errors import MedkdError
 from medkd_bench.explain.cams import grad_cam_builder
@@ -75,6 +76,7 @@ __all__ = [
     "pair_masks",
     "read_samples",
     "require_folder",
+    "split_class",
     "timm_builder",
     "timm_pretrained_builder",
 ]
