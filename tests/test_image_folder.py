@@ -302,3 +302,13 @@ def test_a_seeded_split_option_changes_the_split_and_is_range_checked(tmp_path, 
     assert not torch.equal(one.images, other.images)
     wrong = run_cli(["datasets", "check", "mine", "--dataset-option", "mine.val_fraction=2"])
     assert wrong.exit_code == 2 and "mine.val_fraction" in wrong.err
+
+
+def test_a_quick_look_still_starts_from_generated_data(tmp_path, specs, run_cli, dirs):
+    class_tree(tmp_path / "imgs", per_class=4, classes=("a", "b"))
+    assert add(run_cli, tmp_path, "aaa-first", "--folder", str(tmp_path / "imgs"), "--val", "0.25",
+               "--test", "0.25").exit_code == 0
+    quick = run_cli(["run", "--matrix", "quick", "--dry-run", *dirs])
+    assert quick.exit_code == 0 and "synthetic-cxr | teacher" in quick.out and "aaa-first |" not in quick.out
+    full = run_cli(["run", "--matrix", "full", "--dry-run", "--students", "ofa-595", *dirs])
+    assert "aaa-first | teacher vgg19" in full.out  # no --data-root needed: the spec names the folder
