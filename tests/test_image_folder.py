@@ -312,3 +312,56 @@ def test_a_quick_look_still_starts_from_generated_data(tmp_path, specs, run_cli,
     assert quick.exit_code == 0 and "synthetic-cxr | teacher" in quick.out and "aaa-first |" not in quick.out
     full = run_cli(["run", "--matrix", "full", "--dry-run", "--students", "ofa-595", *dirs])
     assert "aaa-first | teacher vgg19" in full.out  # no --data-root needed: the spec names the folder
+
+
+@pytest.mark.parametrize(("csv_text", "message"), [
+    ("path,label\n", "m.csv: no rows below the header"),
+    ("path,label\nimg/a/a_0.png,\n", "m.csv row 2: path and label must not be empty"),
+    ("path,label\nimg/a/a_0.png,a\nimg/a/a_0.png,b\n", "m.csv row 3: img/a/a_0.png is listed again (first in row 2)"),
+    ("path,label\nimg/a/a_0.png,a\nimg/a/a_1.png,a\n", "m.csv: one label ('a'); a classifier needs at least two"),
+    ("path,label,mask\nimg/a/a_0.png,a,\nimg/b/b_0.png,b,x.png\n", "m.csv row 2: empty mask"),
+    ("path,label,split\nimg/a/a_0.png,a,train\nimg/b/b_0.png,b,train\nimg/a/a_1.png,a,test\n",
+     "m.csv: no row in split 'val'"),
+    ("path,label\n" + "".join(f"img/{c}/{c}_{i}.png,{c}\n" for c in "ab" for i in range(2)),
+     "class 'a' has 2 file(s), too few for train, val and test"),
+])
+def test_manifest_problems_are_one_line_naming_the_file_and_row(tmp_path, specs, run_cli, csv_text, message):
+    class_tree(tmp_path / "img", per_class=3, classes=("a", "b"))
+    (tmp_path / "m.csv").write_text(csv_text)
+    result = add(run_cli, tmp_path, "bad", "--csv", str(tmp_path / "m.csv"))
+    assert result.exit_code == 2 and message in result.err and list(specs.iterdir()) == []
+
+
+def test_an_empty_class_folder_and_a_missing_mask_root_are_errors(tmp_path, specs, run_cli):
+    class_tree(tmp_path / "imgs", per_class=4, classes=("a", "b"))
+    (tmp_path / "imgs" / "c").mkdir()
+    empty = add(run_cli, tmp_path, "bad", "--folder", str(tmp_path / "imgs"))
+    assert empty.exit_code == 2 and f"empty class folder {tmp_path / 'imgs' / 'c'}" in empty.err
+    (tmp_path / "imgs" / "c").rmdir()
+    no_masks = add(run_cli, tmp_path, "bad", "--folder", str(tmp_path / "imgs"), "--masks", str(tmp_path / "none"))
+    assert no_masks.exit_code == 2 and "missing bad mask folder" in no_masks.err
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    ({"format": "other"}, "not a medkd-bench dataset"),
+    ({"version": 2}, "version 2 not supported"),
+    ({"name": "Bad Name"}, "name 'Bad Name' is not a valid dataset name"),
+    ({"layout": "zip"}, "layout 'zip' must be one of"),
+    ({"classes": ["a"]}, "'classes' must be two or more distinct names"),
+    ({"img_size": "64"}, "missing or malformed 'img_size'"),
+    ({"split": {}}, "'split' must be empty exactly for the split-folders layout"),
+    ({"split": {"seed": 0}}, "'split' needs seed, val_fraction and test_fraction"),
+    ({"mask_root": 3}, "malformed 'mask_root'"),
+    ({"has_masks": 1}, "missing or malformed 'has_masks'"),
+])
+def test_every_spec_file_key_is_checked(tmp_path, change, message):
+    from medkd_bench import MedkdError
+    from medkd_bench.data.dataset_files import SPEC_FORMAT, from_document
+
+    doc = {"format": SPEC_FORMAT, "version": 1, "name": "ok", "layout": "class-folders", "source": "/x",
+           "mask_root": None, "has_masks": False, "classes": ["a", "b"], "channels": 1, "img_size": 64,
+           "split": {"seed": 0, "val_fraction": 0.1, "test_fraction": 0.1}}
+    assert from_document(doc, tmp_path / "ok.json").name == "ok"
+    with pytest.raises(MedkdError, match="dataset spec file .*ok.json: ") as err:
+        from_document({**doc, **change}, tmp_path / "ok.json")
+    assert message in str(err.value)

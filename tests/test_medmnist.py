@@ -92,3 +92,20 @@ def test_not_an_npz_and_a_missing_file_are_one_line_errors(tmp_path, run_cli):
     assert bad.exit_code == 2 and "octmnist.npz: not a readable .npz file" in bad.err
     gone = run_cli(["datasets", "check", "medmnist-octmnist-64", "--root", str(tmp_path)])
     assert gone.exit_code == 2 and "no MedMNIST file for it in --data-root" in gone.err
+
+
+def test_a_single_array_non_square_images_and_no_root_are_one_line_errors(tmp_path, run_cli):
+    with open(tmp_path / "breastmnist.npz", "wb") as f:
+        np.save(f, np.zeros((2, 28, 28), np.uint8))
+    single = run_cli(["datasets", "check", "medmnist-breastmnist", "--root", str(tmp_path)])
+    assert single.exit_code == 2 and "breastmnist.npz: a single array, not an .npz archive" in single.err
+    medmnist_npz(tmp_path / "retinamnist.npz", channels=3, classes=5, per_split={"train": 5, "val": 2, "test": 2},
+                 val_images=np.zeros((2, 28, 20, 3), np.uint8))
+    wide = run_cli(["datasets", "check", "medmnist-retinamnist", "--root", str(tmp_path),
+                    "--work-dir", str(tmp_path / "work")])
+    assert wide.exit_code == 2 and "key 'val_images': expected uint8 (N, H, W) or (N, H, W, 3) square" in wide.err
+    spec = REGISTRY.datasets["medmnist-retinamnist"]
+    with pytest.raises(Exception, match="needs a local copy"):
+        spec.load("train", 32, None, {})
+    with pytest.raises(Exception, match="is not a folder"):
+        spec.locate(tmp_path / "retinamnist.npz")
