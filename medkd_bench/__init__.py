@@ -6,6 +6,8 @@ from here, from :mod:`medkd_bench.testing` (the conformance kit) and from
 :mod:`medkd_bench.nas` (the OFA student search); everything else is internal.
 """
 
+from medkd_bench.data.dataset_files import iter_folder_datasets
+from medkd_bench.data.folder_dataset import FolderDataset
 from medkd_bench.data.imagefiles import (
     ImageSample,
     bad_file,
@@ -18,6 +20,7 @@ from medkd_bench.data.imagefiles import (
     read_samples,
     require_folder,
 )
+from medkd_bench.data.splits import split_class
 from medkd_bench.distill.outputs import MethodContext, ModelOutputs
 from medkd_bench.errors import MedkdError
 from medkd_bench.explain.cams import grad_cam_builder
@@ -47,6 +50,7 @@ __version__ = "0.1.0"
 __all__ = [
     "DatasetSpec",
     "ExplainerSpec",
+    "FolderDataset",
     "ImageSample",
     "MedkdError",
     "MethodContext",
@@ -63,6 +67,7 @@ __all__ = [
     "folder_digest",
     "grad_cam_builder",
     "hookimpl",
+    "iter_folder_datasets",
     "iter_searched_students",
     "kd_loss",
     "keep_images",
@@ -75,6 +80,7 @@ __all__ = [
     "pair_masks",
     "read_samples",
     "require_folder",
+    "split_class",
     "timm_builder",
     "timm_pretrained_builder",
 ]

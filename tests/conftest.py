@@ -1,7 +1,8 @@
 """Shared fixtures: a CLI runner, scratch folders and one finished quick matrix per session.
 
 The environment is set in :func:`pytest_configure`, before any test imports
-the registry: searched students come from nowhere (``MEDKD_STUDENTS=""``), and
+the registry: searched students and added datasets come from nowhere (``MEDKD_STUDENTS=""``,
+``MEDKD_DATASETS=""``), and
 only medkd-bench's own entry points are loaded (``MEDKD_BENCH_LOAD_PLUGINS``),
 so a third-party plugin in the developer's environment cannot change results.
 Only the discovery tests (``tests/test_plugins.py``) lift that restriction.
@@ -24,6 +25,8 @@ def pytest_configure(config: pytest.Config) -> None:
     # Searched students (`medkd-bench student search`) are registered from $MEDKD_STUDENTS, else from
     # .medkd/students/ in the current folder; an empty value registers none.
     os.environ["MEDKD_STUDENTS"] = ""
+    # Datasets added with `medkd-bench datasets add`: from $MEDKD_DATASETS, else .medkd/datasets/; none here.
+    os.environ["MEDKD_DATASETS"] = ""
     builtins = [ep.name for ep in importlib.metadata.distribution("medkd-bench").entry_points
                 if ep.group == "medkd_bench"]
     os.environ["MEDKD_BENCH_LOAD_PLUGINS"] = ",".join(builtins)

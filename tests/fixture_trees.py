@@ -73,3 +73,26 @@ def lc_tree(root: Path, per_class: int = 10, size: int = SIZE) -> Path:
         for i in range(per_class):
             Image.fromarray(colour_image(label, i, size)).save(folder / f"{cls}{i + 1}.jpeg", quality=90)
     return base
+
+
+def medmnist_npz(path: Path, size: int = 28, channels: int = 1, classes: int = 2,
+                 per_split: dict[str, int] | None = None, **replace: np.ndarray) -> Path:
+    """A file in MedMNIST's format: ``{split}_images`` uint8 (N, H, W[, 3]), ``{split}_labels`` (N, 1).
+
+    Labels cycle through the classes; ``replace`` swaps in (or, with None, drops) any key.
+    """
+    per_split = per_split or {"train": 6, "val": 3, "test": 3}
+    arrays: dict[str, np.ndarray] = {}
+    for k, (split, n) in enumerate(per_split.items()):
+        labels = np.arange(n) % classes
+        images = np.stack([grey_image(int(label), k * 100 + i, size) if channels == 1 else
+                           colour_image(int(label), k * 100 + i, size) for i, label in enumerate(labels)])
+        arrays[f"{split}_images"], arrays[f"{split}_labels"] = images, labels.reshape(-1, 1).astype(np.uint8)
+    for key, value in replace.items():
+        if value is None:
+            arrays.pop(key)
+        else:
+            arrays[key] = value
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(path, **arrays)
+    return path

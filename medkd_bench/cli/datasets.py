@@ -1,19 +1,20 @@
-"""``medkd-bench datasets ...``: inspect a local copy of a dataset before a run."""
+"""``medkd-bench datasets ...``: add the user's own images as a dataset; inspect a local copy before a run."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import click
 
 from medkd_bench.cli.app import DEFAULT_WORK_DIR, cli, console, load_cli_registry
-from medkd_bench.cli.options import IMG_SIZE, parse_dataset_options, plugin_option
+from medkd_bench.cli.options import IMG_SIZE, FiniteFloat, parse_dataset_options, plugin_option
 from medkd_bench.errors import MedkdError
 
 
 @cli.group("datasets")
 def datasets_cmd() -> None:
-    """Inspect datasets: check a local copy of a real dataset before a run."""
+    """Datasets: add your own image folder or CSV manifest; check a local copy of a real dataset before a run."""
 
 
 @datasets_cmd.command("check")
@@ -43,3 +44,76 @@ def datasets_check(name, root, img_size, dataset_options, skip_bad, work_dir, pl
         raise MedkdError(f"--dataset-option {others[0]}...: this check is of dataset {name!r}")
     check_writable(work_dir, "--work-dir")
     check_dataset(spec, root, img_size, options.get(name, {}), skip_bad, work_dir, console)
+
+
+@datasets_cmd.command("add")
+@click.argument("name")
+@click.option("--folder", type=click.Path(path_type=Path), default=None,
+              help="Image root: ROOT/{train,val,test}/<class>/* (official split) or ROOT/<class>/* (seeded split).")
+@click.option("--csv", "manifest", type=click.Path(path_type=Path), default=None,
+              help="CSV manifest with a header path,label[,split][,mask]; relative paths are relative to its folder.")
+@click.option("--masks", type=click.Path(path_type=Path), default=None,
+              help="Mask root mirroring --folder: the mask of ROOT/<rel>/<file> is MASKROOT/<rel>/<file>.")
+@click.option("--val", type=FiniteFloat(0, 1, low_open=True), default=None,
+              help="Fraction of each class for validation, when there is no official split [default: 0.1].")
+@click.option("--test", type=FiniteFloat(0, 1, low_open=True), default=None,
+              help="Fraction of each class for test, when there is no official split [default: 0.1].")
+@click.option("--seed", type=int, default=None, help="Seed of the split, when there is no official split [default: 0].")
+@click.option("--channels", type=click.Choice(["grey", "rgb"]), default=None,
+              help="Read images as grey or RGB [default: grey if every sampled image is grey].")
+@click.option("--img-size", type=IMG_SIZE, default=64, show_default=True,
+              help="The dataset's default image size (a run's --img-size overrides it).")
+@click.option("--skip-bad", is_flag=True, help="Add the dataset even if some files are bad (runs then need --skip-bad).")
+@click.option("--out", type=click.Path(path_type=Path), default=None,
+              help="Spec file to write [default: <work-dir>/datasets/<name>.json].")
+@click.option("--work-dir", type=click.Path(path_type=Path), default=DEFAULT_WORK_DIR, show_default=True,
+              help="By default the spec file goes into its datasets/ folder.")
+def datasets_add(name, folder, manifest, masks, val, test, seed, channels, img_size, skip_bad, out, work_dir) -> None:
+    """Register your own images as dataset NAME: list and check every file, then write a small spec file.
+
+    The built-in image-folder plugin registers every spec file found in $MEDKD_DATASETS (files or
+    folders), else in .medkd/datasets/. Nothing is decoded except a few images to tell grey from RGB;
+    `datasets check NAME` reads every file. Exits 2, writing nothing, on a folder with one class, a
+    class too small for the split, a manifest row whose file is missing, a mask without its image.
+    """
+    from medkd_bench.data.dataset_files import dataset_spec_files, new_dataset, write_dataset_spec
+    from medkd_bench.data.folder_dataset import SPLITS
+    from medkd_bench.data.imagefiles import bad_file_policy
+    from medkd_bench.registry import NAME_RULE, NAME_RULE_TEXT
+
+    if not NAME_RULE.match(name):
+        raise MedkdError(f"dataset name {name!r}: use {NAME_RULE_TEXT} (it names files and folders)")
+    if (folder is None) == (manifest is None):
+        raise MedkdError("datasets add: give exactly one of --folder ROOT and --csv MANIFEST")
+    if manifest is not None and masks is not None:
+        raise MedkdError("--masks: a manifest names its masks in a mask column; --masks goes with --folder")
+    split = {"seed": 0 if seed is None else seed, "val_fraction": 0.1 if val is None else val,
+             "test_fraction": 0.1 if test is None else test}
+    if split["val_fraction"] + split["test_fraction"] >= 1:
+        raise MedkdError(f"--val {split['val_fraction']:g} + --test {split['test_fraction']:g} must be below 1")
+    registry = load_cli_registry(())
+    if name in registry.datasets:
+        raise MedkdError(f"dataset {name!r} is already registered by plugin {registry.owners[('dataset', name)]!r}; "
+                         "choose another name (or remove its spec file first)")
+    target = out if out is not None else work_dir / "datasets" / f"{name}.json"
+    if target.exists():
+        raise MedkdError(f"--out {target}: exists; remove it to add the dataset again")
+    with bad_file_policy(skip_bad) as bad:
+        dataset, doc = new_dataset(name, target, folder=folder, manifest=manifest, mask_root=masks, split=split,
+                                   channels={"grey": 1, "rgb": 3}.get(channels), img_size=img_size)
+    if dataset.layout == "split-folders" and (val, test, seed) != (None, None, None):
+        console.print("note: --val, --test and --seed are not used: the folder keeps its official split")
+    write_dataset_spec(doc, target)
+    entries = dataset.entries(dataset.split)
+    counts = ", ".join(f"{s} {len(entries[s])}" for s in SPLITS)
+    console.print(f"added dataset {name}: {len(dataset.classes)} classes ({', '.join(dataset.classes)}), "
+                  f"{dataset.layout}, {'grey' if dataset.channels == 1 else 'RGB'}"
+                  f"{', with masks' if dataset.has_masks else ''}; files: {counts}", highlight=False, markup=False)
+    if bad.problems:
+        console.print(f"warning: {len(bad.problems)} bad file(s), first {bad.problems[0][0]}: "
+                      f"{bad.problems[0][1]}; runs need --skip-bad", highlight=False, markup=False)
+    console.print(f"spec file: {target}", highlight=False, markup=False)
+    if target.resolve() not in {p.resolve() for p in dataset_spec_files()}:
+        console.print(f"note: it is not where datasets are looked for; add it to $MEDKD_DATASETS "
+                      f"(now {os.environ.get('MEDKD_DATASETS', 'unset: .medkd/datasets/')})",
+                      highlight=False, markup=False)

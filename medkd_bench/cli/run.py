@@ -227,11 +227,24 @@ def _print_failures(store: Any, hashes: list[str]) -> None:
             err_console.print(escape(rec.traceback), highlight=False)
 
 
+#: A plugin with more unavailable datasets than this gets one line, not one each.
+GROUP_SKIPPED = 3
+
+
 def _print_unavailable(registry, data_root: Path | None) -> None:
     """Name the real datasets a run leaves out because their local copy is missing."""
     from rich.markup import escape
 
     from medkd_bench.run.plan import unavailable_datasets
 
+    alike: dict[tuple[str, str], list[tuple[str, str]]] = {}  # (plugin, reason less the name) -> datasets
     for name, reason in unavailable_datasets(registry, data_root).items():
-        console.print(f"[yellow]skipped dataset[/] {escape(name)}: {escape(reason)}", highlight=False)
+        alike.setdefault((registry.owners[("dataset", name)], reason.replace(name, "*")), []).append((name, reason))
+    for (plugin, _), missing in alike.items():
+        if len(missing) > GROUP_SKIPPED:  # one line for a plugin of many files (medmnist: one per file)
+            (name, reason), others = missing[0], len(missing) - 1
+            console.print(f"[yellow]skipped {len(missing)} datasets of plugin[/] {escape(plugin)}, "
+                          f"{escape(name)} and {others} more alike: {escape(reason)}", highlight=False)
+            continue
+        for name, reason in missing:
+            console.print(f"[yellow]skipped dataset[/] {escape(name)}: {escape(reason)}", highlight=False)

@@ -60,9 +60,10 @@ def check_dataset(spec: DatasetSpec, root: Path | None, img_size: int | None, op
             raise MedkdError(f"dataset {spec.name!r} needs a local copy: pass --root or set MEDKD_DATA")
         if spec.locate is not None:
             console.print(f"{spec.name}: reading {escape(str(spec.locate(Path(root))))}", highlight=False)
-        fingerprint = dataset_fingerprint(spec, root, {**spec.options, **options})
-        if fingerprint:
-            console.print("fingerprint: " + ", ".join(f"{k} {v}" for k, v in fingerprint.items()), highlight=False)
+    # Datasets whose spec names their own files (``datasets add``) have a fingerprint and no root.
+    fingerprint = dataset_fingerprint(spec, root, {**spec.options, **options})
+    if fingerprint:
+        console.print("fingerprint: " + ", ".join(f"{k} {v}" for k, v in fingerprint.items()), highlight=False)
     data = prepare(spec, img_size, root, options, cache_dir=work_dir / "cache", skip_bad=True, warn_skipped=False)
     console.print(counts_table(data))
     if data.skipped:

@@ -97,8 +97,9 @@ def prepare(
 ) -> PreparedData:
     """Load a dataset's three splits at one image size and measure the train split's statistics.
 
-    Datasets read from a root are decoded once into ``cache_dir`` (when given)
-    and read from there afterwards, provided they have a ``fingerprint``:
+    Datasets read from files (from a root, or from folders their spec names)
+    are decoded once into ``cache_dir`` (when given) and read from there
+    afterwards, provided they have a ``fingerprint``:
     without one a changed copy of the data could not be told from the
     cached one. Generated datasets are not cached (the default synthetic-cxr
     takes about a second to generate). ``skip_bad``
@@ -119,7 +120,7 @@ def prepare(
         )
     opts = {**spec.options, **options}
     cache = None
-    if cache_dir is not None and spec.needs_root and spec.fingerprint is not None:
+    if cache_dir is not None and spec.fingerprint is not None:  # files are read: decode them once
         cache = SplitCache(cache_dir, spec, size, root, opts, dataset_fingerprint(spec, root, opts))
     splits: dict[str, SplitData] = {}
     with bad_file_policy(skip_bad) as bad:

@@ -9,6 +9,7 @@ from typing import Any
 from medkd_bench.errors import MedkdError
 from medkd_bench.registry import Registry
 from medkd_bench.run.cells import Cell
+from medkd_bench.specs import DatasetSpec
 
 MATRICES = ("full", "quick")
 
@@ -23,6 +24,11 @@ def _check_names(kind: str, wanted: Sequence[str] | None, known: dict[str, Any])
             f"(registered: {', '.join(sorted(known)) or 'none'})"
         )
     return list(dict.fromkeys(wanted))
+
+
+def reads_files(spec: DatasetSpec) -> bool:
+    """Whether a dataset is read from files (a root, or folders its spec names) rather than generated."""
+    return spec.needs_root or spec.fingerprint is not None
 
 
 def unavailable_datasets(registry: Registry, data_root: Path | None,
@@ -88,7 +94,7 @@ def plan(
     ds = [d for d in ds if d not in missing]
     if matrix == "quick":  # one of each: the first (alphabetically, or as filtered) after filters
         if not datasets:  # a quick look should not start by decoding a real dataset
-            ds = sorted(ds, key=lambda d: registry.datasets[d].needs_root)
+            ds = sorted(ds, key=lambda d: reads_files(registry.datasets[d]))
         ts, ss, ds = ts[:1], ss[:1], ds[:1]
         if not methods:  # Hinton KD, the method every other one is compared with
             ms = ["kd"] if "kd" in ms else ms[:1]

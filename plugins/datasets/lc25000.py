@@ -7,11 +7,11 @@ class, extracted as::
     lung_colon_image_set/colon_image_sets/{colon_aca,colon_n}/*.jpeg
 
 It has no official split, so each class is split on its own (stratified)
-by a seeded hash of each file's class and name: sort a class's files by
-``sha256(f"{seed}/{class}/{file name}")``, then the first ``test_fraction``
-go to test, the next ``val_fraction`` to val, the rest to train. The result
-depends only on the file names and the options, never on the machine or on
-the order the file system lists files, and adding a file moves no other
+by the host's seeded hash of each file's class and name (:func:`medkd_bench.split_class`:
+sort a class's files by ``sha256(f"{seed}/{class}/{file name}")``, then the first
+``test_fraction`` go to test, the next ``val_fraction`` to val, the rest to train).
+The result depends only on the file names and the options, never on the machine
+or on the order the file system lists files, and adding a file moves no other
 file between splits. The split's checksum is part of the dataset's
 fingerprint, so it is stored in every cell's config and config hash.
 
@@ -40,6 +40,7 @@ from medkd_bench import (
     list_files,
     read_samples,
     require_folder,
+    split_class,
 )
 
 ROOT_FOLDER = "lung_colon_image_set"
@@ -63,34 +64,6 @@ DESCRIPTIONS = {
 
 def locate(name: str, root: Path) -> Path:
     return find_folder(root, ROOT_FOLDER, name)
-
-
-def _fractions(name: str, options: Mapping[str, Any]) -> tuple[int, float, float]:
-    seed, val, test = options["seed"], options["val_fraction"], options["test_fraction"]
-    for key, value in (("val_fraction", val), ("test_fraction", test)):
-        if not isinstance(value, int | float) or not 0 < value < 1:
-            raise MedkdError(f"dataset {name!r}: option {key}={value!r} must be a number between 0 and 1")
-    if val + test >= 1:
-        raise MedkdError(f"dataset {name!r}: val_fraction + test_fraction must be below 1 (got {val + test})")
-    if not isinstance(seed, int):
-        raise MedkdError(f"dataset {name!r}: option seed={seed!r} must be a whole number")
-    return seed, float(val), float(test)
-
-
-def split_class(name: str, cls: str, files: list[Path], options: Mapping[str, Any]) -> dict[str, list[Path]]:
-    """One class's files divided into train/val/test by a seeded hash of the file name.
-
-    Every split gets at least one file, so each class can be trained, tuned and tested.
-    """
-    seed, val, test = _fractions(name, options)
-    n = len(files)
-    n_test, n_val = max(1, round(n * test)), max(1, round(n * val))
-    if n - n_test - n_val < 1:
-        raise MedkdError(f"dataset {name!r}: class {cls!r} has {n} file(s), too few for train, val and test "
-                         f"({files[0].parent if files else cls})")
-    order = sorted(files, key=lambda p: hashlib.sha256(f"{seed}/{cls}/{p.name}".encode()).hexdigest())
-    return {"test": sorted(order[:n_test]), "val": sorted(order[n_test:n_test + n_val]),
-            "train": sorted(order[n_test + n_val:])}
 
 
 def assignment(name: str, root: Path, options: Mapping[str, Any]) -> list[dict[str, list[Path]]]:
