@@ -166,3 +166,15 @@ def test_probabilities_missing_from_an_older_store_are_recomputed_and_checked(ru
         assert np.allclose(after[method].metrics["test_probabilities"], before[method].metrics["test_probabilities"],
                            atol=1e-6)
     assert "test_probabilities" not in after["label-only"].metrics
+
+
+def test_every_export_column_is_documented_in_the_readme():
+    from pathlib import Path
+
+    section = (Path(__file__).resolve().parents[1] / "README.md").read_text().split("### Exports")[1]
+    section = section.split("\n## ")[0]
+    for column in COLUMNS:
+        base = column.removesuffix("_ci_low").removesuffix("_ci_high")
+        assert f"`{base}`" in section, column
+    for figure in EXPLAINER_FIGURES:
+        assert f"`{figure}`" in section, figure
