@@ -7,6 +7,7 @@ the class-folder layout (to its leaderboard page); the other layouts are checked
 
 from __future__ import annotations
 
+import csv
 import json
 import sqlite3
 from pathlib import Path
@@ -82,6 +83,11 @@ def test_class_folders_with_masks_run_a_quick_matrix_to_their_leaderboard(tmp_pa
     assert "3 trained" in result.out
     board = (tmp_path / "boards" / "my-xray.md").read_text()
     assert "tiny-resnet" in board and "ofa-595" in board
+    assert "](plots/my-xray.pareto.png)" in board and (tmp_path / "boards" / "plots" / "my-xray.pareto.png").is_file()
+    with open(tmp_path / "boards" / "results.csv", newline="") as f:
+        rows = [r for r in csv.DictReader(f) if r["dataset"] == "my-xray"]
+    assert sorted(r["method"] for r in rows) == ["kd", "label-only", "teacher"]
+    assert all(r["status"] == "done" and r["accuracy"] and r["roc_auc"] for r in rows)
     with sqlite3.connect(tmp_path / "work" / "runs.sqlite") as db:
         configs = [json.loads(row[0]) for row in db.execute("SELECT config FROM cells")]
     files = {json.dumps(c["dataset"]["files"], sort_keys=True) for c in configs}
