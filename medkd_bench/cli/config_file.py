@@ -109,7 +109,10 @@ def _strings(value: Any, key: str, exp: ExperimentFile) -> list[str]:
 def _keyed(param: click.Option, value: Any, key: str, exp: ExperimentFile) -> list[str]:
     """A ``NAME.KEY=VALUE`` or ``NAME=VALUE`` option given as a table: the flag strings it stands for."""
     if not isinstance(value, dict):
-        return _strings(value, key, exp)
+        if isinstance(value, list) and all(isinstance(v, str) for v in value):
+            return list(value)  # the flag's own form: ["dkd.beta=8"]
+        form = "NAME=PATH" if param.name in NAMED_OPTIONS else "NAME.KEY=VALUE"
+        raise exp.error(key, f"expected a table, or a list of {form} strings, got {_describe(value)}")
     out: list[str] = []
     for name, inner in value.items():
         if param.name in NAMED_OPTIONS:
