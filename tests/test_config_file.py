@@ -195,3 +195,16 @@ def test_a_bad_flag_next_to_a_file_names_the_flag_not_the_file(run_cli, dirs, tm
     bad = _write(tmp_path, SMALL_TOML.replace("n_test", "n_tst"), "bad.toml")
     _one_line_error(run_cli(["run", "--config", bad, "--dataset-option", "synthetic-cxr.n_val=4", *dirs]),
                     f"{bad}: key 'dataset-options': --dataset-option synthetic-cxr.n_tst=9")
+
+
+def test_medkd_data_beats_the_files_data_root(run_cli, dirs, tmp_path, monkeypatch):
+    """Where the data lies is the machine's business: the environment variable wins over the experiment file."""
+    path = _write(tmp_path, 'data-root = "/no/such/root"\ndatasets = "lc25000"\n')
+    monkeypatch.delenv("MEDKD_DATA", raising=False)
+    _one_line_error(run_cli(["run", "--config", path, *dirs, "--dry-run"]),
+                    f"{path}: key 'data-root':", "--data-root /no/such/root is not a folder")
+    (tmp_path / "env").mkdir()
+    monkeypatch.setenv("MEDKD_DATA", str(tmp_path / "env"))
+    result = run_cli(["run", "--config", path, *dirs, "--dry-run"])
+    _one_line_error(result, f"--data-root {tmp_path / 'env'}")
+    assert path not in result.err
