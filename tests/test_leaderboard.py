@@ -1,5 +1,7 @@
 """Leaderboard rendering from store rows: tables, gains over label-only, the method summary, index, failures."""
 
+import re
+
 from medkd_bench.registry import load_registry
 from medkd_bench.report.leaderboard import render_all
 from medkd_bench.run.store import Store
@@ -156,6 +158,8 @@ def test_cis_seed_spread_and_significance_from_stored_predictions(tmp_path):
     assert "train `aa`, val `bb`, test `cc`" in provenance
     assert provenance.count("| kd from visformer-s |") == 2 and "| `k1` |" in provenance
     assert "24 / 0, p = <0.001" in provenance  # seed 0: KD alone right on 24 images
+    (toml,) = _toml_blocks(board)  # inferred from the cells' configs: no run recorded its settings here
+    assert 'teachers = ["vgg19", "visformer-s"]' in toml and "epochs = 99" in toml and "seeds = 2" in toml
     index = written[1].read_text()
     assert "visformer-s -> ofa-595, kd (100.0, +35.0 pp†)" in index
 
@@ -175,3 +179,71 @@ def test_explanations_by_method_count_each_baseline_once(tmp_path):
     by_method = board.split("| method | Spearman vs teacher |")[1].split("\n\n")[0]
     assert "| label-only | 0.50 (1) | 0.50 (1) | - | - |" in by_method
     assert "| at | 0.30 (1) |" in by_method and "| kd | 0.70 (1) |" in by_method
+
+
+# ---- provenance: the experiment file next to the command ------------------------------------------------------
+
+
+def _toml_blocks(page: str) -> list[str]:
+    provenance = page.split("## Provenance")[1].split("</details>")[0]
+    return re.findall(r"```toml\n(.*?)```", provenance, flags=re.S)
+
+
+def test_provenance_toml_and_command_plan_the_pages_cells(run_cli, quick_run):
+    """The page's TOML block, run with ``--config --dry-run``, plans exactly the cells of the page's rows."""
+    import shlex
+
+    page = (quick_run / "boards" / "synthetic-cxr.md").read_text()
+    hashes = re.findall(r"\| `([0-9a-f]{16})` \|", page.split("## Provenance")[1])
+    assert len(hashes) == 3
+    (toml,) = _toml_blocks(page)
+    assert "[dataset-options.synthetic-cxr]" in toml and "n_train = 24" in toml
+    experiment = quick_run / "experiment.toml"
+    experiment.write_text(toml)
+    work = ["--work-dir", str(quick_run / "work"), "--dry-run"]
+    by_file = run_cli(["run", "--config", str(experiment), *work])
+    assert by_file.exit_code == 0, by_file.err
+    assert sorted(re.findall(r"\b[0-9a-f]{16}\b", by_file.out)) == sorted(hashes)
+    assert by_file.out.count("done") == 3 and "new" not in by_file.out
+    (command,) = [line for line in page.splitlines() if line.startswith("medkd-bench run")]
+    by_flags = run_cli([*shlex.split(command)[1:], *work])
+    assert sorted(re.findall(r"\b[0-9a-f]{16}\b", by_flags.out)) == sorted(hashes)
+
+
+def test_provenance_toml_gives_run_the_same_options_as_the_command(tmp_path):
+    """Every kind of setting a page can state: the TOML and the flags parse to the same ``run`` parameters."""
+    from medkd_bench.cli.run import run
+    from medkd_bench.report.experiment import command_flags, experiment_toml
+    from medkd_bench.report.pages import settings_entries
+    from medkd_bench.report.provenance import _seed_entries
+
+    settings = {"epochs": 3, "img_size": 48, "dataset_options": {"synthetic-cxr": {"n_train": 2000, "seed": 3}},
+                "pretrained": True, "weights": {"ofa-595": "ab12"}, "amp": "bf16", "deterministic": True,
+                "method_options": {"dkd": {"beta": 6.5, "warmup_epochs": 2.0},
+                                   "cat-kd": {"normalise": False}, "fitnet": {"student_layer": "layer \"3\" é"}}}
+    registry = load_registry()
+    for seeds in ([2, 3, 4], [1, 4]):
+        for entries in _seed_entries(seeds):
+            entries = [("datasets", ["synthetic-cxr"]), ("teachers", ["vgg19", "visformer-s"]),
+                       *settings_entries(settings), ("data-root", "/data/my \"cxr\""), ("explain-images", 4),
+                       ("bootstrap", 300), *entries]
+            path = tmp_path / "experiment.toml"
+            path.write_text(experiment_toml(entries))
+            by_flags = _parsed(run.make_context("run", command_flags(entries)).params, registry)
+            by_file = _parsed(run.make_context("run", ["--config", str(path)]).params, registry)
+            assert by_file == by_flags
+            assert by_file["dataset_options"] == settings["dataset_options"]
+            assert by_file["method_options"] == settings["method_options"]
+            assert by_file["seed"] == (seeds[0] if len(seeds) == 3 else entries[-1][1])
+
+
+def _parsed(params: dict, registry) -> dict:
+    """``run``'s parameters as its body reads them: names split at commas, KEY=VALUE options parsed."""
+    from medkd_bench.cli.options import parse_dataset_options, parse_method_options, split_names
+
+    out = dict(params)
+    for name in ("datasets", "teachers", "students", "methods", "explainers"):
+        out[name] = split_names(params[name])
+    out["dataset_options"] = parse_dataset_options(params["dataset_options"], registry)
+    out["method_options"] = parse_method_options(params["method_options"], registry)
+    return out

@@ -18,6 +18,7 @@ from rich.table import Table
 
 from medkd_bench import __version__
 from medkd_bench.cli.app import cli, console, err_console, is_debug, load_cli_registry
+from medkd_bench.cli.config_file import ExperimentCommand, config_option
 from medkd_bench.cli.options import (
     IMG_SIZE,
     FiniteFloat,
@@ -62,7 +63,8 @@ class RichReporter:
         self.progress.update(self.epochs, visible=False)
 
 
-@cli.command()
+@cli.command(cls=ExperimentCommand)
+@config_option
 @click.option("--matrix", default="full", show_default=True, help="full | quick")
 @click.option("--teachers", multiple=True, help="Only these teachers (comma-separated or repeated).")
 @click.option("--students", multiple=True, help="Only these students.")
@@ -126,7 +128,10 @@ def run(matrix, teachers, students, datasets, methods, method_options, teacher_c
         dataset_options, img_size, epochs, seed, seeds, deterministic, temperature, alpha, pretrained, weights,
         device, amp, explainers, explain_images, sanity_images, latency_runs, skip_bad, bootstrap,
         dry_run, executor, jobs, address, ray_cpus, cpus_per_cell, gpus_per_cell, max_retries) -> None:
-    """Train teachers, baselines and distilled students, score them, write leaderboards."""
+    """Train teachers, baselines and distilled students, score them, write leaderboards.
+
+    Every option can also come from a TOML experiment file (--config); flags given here override it.
+    """
     from medkd_bench.report.leaderboard import render_all
     from medkd_bench.run.options import RunOptions, result_settings
     from medkd_bench.run.plan import plan

@@ -17,13 +17,14 @@ import numpy as np
 from medkd_bench.evaluate import stats
 from medkd_bench.registry import Registry
 from medkd_bench.report.clinical_tables import clinical_rows, confusion_tables
+from medkd_bench.report.experiment import command_line, experiment_toml
 from medkd_bench.report.explanation_tables import explanation_tables, latest_explanations
 from medkd_bench.report.export import export_rows, to_csv
 from medkd_bench.report.format import method_label, num, pct
 from medkd_bench.report.method_summary import method_summary, weak_teachers
 from medkd_bench.report.pages import DEFAULT_KEY, Page, latest_records, pages_for
 from medkd_bench.report.plots import Point, render_pareto
-from medkd_bench.report.provenance import checksums_text, reproduce_commands, versions_text
+from medkd_bench.report.provenance import checksums_text, reproduce_entries, versions_text
 from medkd_bench.report.row_stats import RowStats, gain_text, mcnemar_text
 from medkd_bench.run.store import CellRecord, ExplanationRecord, Store
 from medkd_bench.specs import BASE_METHODS
@@ -189,6 +190,8 @@ def render_dataset(registry: Registry, dataset: str, records: list[CellRecord],
     any_cfg = records[0].config if records else {}
     n_test = next((r.metrics.get("n_test") for r in done), 0)
     seeds = sorted({r.seed for r in done})
+    reproduce = reproduce_entries(registry, dataset, done, explanations, row_stats.resamples,
+                                  page.settings if page is not None and page.recorded else None)
     return _env().get_template("dataset.md.j2").render(
         dataset=spec or _FallbackDataset(dataset),
         img_size=any_cfg.get("dataset", {}).get("img_size", "-"),
@@ -218,8 +221,8 @@ def render_dataset(registry: Registry, dataset: str, records: list[CellRecord],
                        else "no" if not any(r.metrics.get("deterministic") for r in done) else "mixed"),
         settings_text=page.settings_text if page else "defaults",
         other_pages=[{"file": p.file, "settings": p.settings_text} for p in other_pages],
-        commands=reproduce_commands(registry, dataset, done, explanations, row_stats.resamples,
-                                    page.flags if page is not None and page.recorded else None),
+        commands=[command_line(e) for e in reproduce],
+        experiments=[experiment_toml(e) for e in reproduce],
         seed_rows=_seed_rows(board, row_stats),
         plot=plot,
     )

@@ -20,6 +20,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from medkd_bench.report.experiment import Entry, command_flags
 from medkd_bench.run.store import CellRecord
 
 #: The settings key of cells no recorded run planned (stores older than the runs table).
@@ -60,27 +61,34 @@ def dataset_settings(settings: dict[str, Any], dataset: str) -> dict[str, Any]:
     return out
 
 
+def settings_entries(settings: dict[str, Any]) -> list[Entry]:
+    """The ``run`` options that give these settings, as entries (:mod:`medkd_bench.report.experiment`)."""
+    entries: list[Entry] = []
+    if "epochs" in settings:
+        entries.append(("epochs", settings["epochs"]))
+    if "img_size" in settings:
+        entries.append(("img-size", settings["img_size"]))
+    dataset_options = {d: dict(sorted(o.items())) for d, o in sorted(settings.get("dataset_options", {}).items()) if o}
+    if dataset_options:
+        entries.append(("dataset-options", dataset_options))
+    if settings.get("pretrained"):
+        entries.append(("pretrained", True))
+    if settings.get("weights"):
+        entries.append(("weights", {name: f"<file with SHA-256 {digest}>"
+                                    for name, digest in sorted(settings["weights"].items())}))
+    method_options = {m: dict(sorted(o.items())) for m, o in sorted(settings.get("method_options", {}).items()) if o}
+    if method_options:
+        entries.append(("method-options", method_options))
+    if "amp" in settings:
+        entries.append(("amp", settings["amp"]))
+    if settings.get("deterministic"):
+        entries.append(("deterministic", True))
+    return entries
+
+
 def settings_flags(settings: dict[str, Any]) -> list[str]:
     """The ``run`` flags that give these settings (the reproduce command and the page header say them)."""
-    flags: list[str] = []
-    if "epochs" in settings:
-        flags += ["--epochs", str(settings["epochs"])]
-    if "img_size" in settings:
-        flags += ["--img-size", str(settings["img_size"])]
-    for dataset, options in sorted(settings.get("dataset_options", {}).items()):
-        flags += [f for key, value in sorted(options.items())
-                  for f in ("--dataset-option", f"{dataset}.{key}={value}")]
-    if settings.get("pretrained"):
-        flags.append("--pretrained")
-    for name, digest in sorted(settings.get("weights", {}).items()):
-        flags += ["--weights", f"{name}=<file with SHA-256 {digest}>"]
-    for method, options in sorted(settings.get("method_options", {}).items()):
-        flags += [f for key, value in sorted(options.items()) for f in ("--method-option", f"{method}.{key}={value}")]
-    if "amp" in settings:
-        flags += ["--amp", settings["amp"]]
-    if settings.get("deterministic"):
-        flags.append("--deterministic")
-    return flags
+    return command_flags(settings_entries(settings))
 
 
 def pages_for(dataset: str, records: list[CellRecord],

@@ -4,17 +4,19 @@ Everything here is read back from the stored cells (config and metrics), so a
 re-rendered leaderboard states what its rows were trained with, not what is
 installed at render time. The reproduce command is rebuilt from the recorded
 configs by comparing them with the plugins' defaults: only non-default
-options appear, so the command is short and exact.
+options appear, so the command is short and exact. The same options are
+also given as a TOML experiment file (``run --config``), from the same entries.
 """
 
 from __future__ import annotations
 
-import shlex
 from collections.abc import Sequence
 from typing import Any
 
 from medkd_bench.evaluate.stats import RESAMPLES
 from medkd_bench.registry import Registry
+from medkd_bench.report.experiment import Entry, command_flags
+from medkd_bench.report.pages import settings_entries
 from medkd_bench.run.options import RunOptions
 from medkd_bench.run.store import CellRecord, ExplanationRecord
 from medkd_bench.specs import BASE_METHODS
@@ -51,33 +53,39 @@ def checksums_text(records: Sequence[CellRecord]) -> str:
     return "; ".join(seen) or "-"
 
 
-def _seed_flags(seeds: Sequence[int]) -> list[list[str]]:
-    """``--seed K --seeds N`` for a contiguous range, else one flag set per seed."""
+def _seed_entries(seeds: Sequence[int]) -> list[list[Entry]]:
+    """``seed K, seeds N`` for a contiguous range, else one entry set (one run) per seed."""
     s = sorted(set(seeds))
     if not s:
         return [[]]
     if s == list(range(s[0], s[0] + len(s))):
-        flags = [] if s[0] == 0 else ["--seed", str(s[0])]
-        return [flags + ([] if len(s) == 1 else ["--seeds", str(len(s))])]
-    return [["--seed", str(k)] for k in s]
+        entries: list[Entry] = [] if s[0] == 0 else [("seed", s[0])]
+        return [entries + ([] if len(s) == 1 else [("seeds", len(s))])]
+    return [[("seed", k)] for k in s]
 
 
-def _dataset_flags(registry: Registry, cfg: dict[str, Any]) -> list[str]:
+def _seed_flags(seeds: Sequence[int]) -> list[list[str]]:
+    """``--seed K --seeds N`` for a contiguous range, else one flag set per seed."""
+    return [command_flags(entries) for entries in _seed_entries(seeds)]
+
+
+def _dataset_entries(registry: Registry, cfg: dict[str, Any]) -> list[Entry]:
     spec = registry.datasets.get(cfg.get("name", ""))
-    flags: list[str] = []
+    entries: list[Entry] = []
     if "img_size" in cfg and (spec is None or cfg["img_size"] != spec.img_size):
-        flags += ["--img-size", str(cfg["img_size"])]
+        entries.append(("img-size", cfg["img_size"]))
     defaults = dict(spec.options) if spec else {}
-    for key, value in sorted(cfg.get("options", {}).items()):
-        if defaults.get(key, object()) != value:
-            flags += ["--dataset-option", f"{cfg['name']}.{key}={value}"]
+    options = {key: value for key, value in sorted(cfg.get("options", {}).items())
+               if defaults.get(key, object()) != value}
+    if options:
+        entries.append(("dataset-options", {cfg["name"]: options}))
     if cfg.get("root"):
-        flags += ["--data-root", cfg["root"]]
-    return flags
+        entries.append(("data-root", cfg["root"]))
+    return entries
 
 
-def _model_flags(registry: Registry, records: Sequence[CellRecord]) -> list[str]:
-    flags: list[str] = []
+def _model_entries(registry: Registry, records: Sequence[CellRecord]) -> list[Entry]:
+    entries: list[Entry] = []
     epochs = {r.config["model"]["train"]["epochs"] for r in records if "model" in r.config}
     differs = False
     for r in records:
@@ -86,13 +94,14 @@ def _model_flags(registry: Registry, records: Sequence[CellRecord]) -> list[str]
         if spec is None or spec.train.epochs != model.get("train", {}).get("epochs"):
             differs = True
     if len(epochs) == 1 and differs:
-        flags += ["--epochs", str(epochs.pop())]
+        entries.append(("epochs", epochs.pop()))
     inits = {r.config["model"]["name"]: r.config["model"].get("init", "random") for r in records if "model" in r.config}
     if "timm-imagenet" in inits.values():
-        flags.append("--pretrained")
-    for name, init in sorted(inits.items()):
-        if init.startswith("file:"):
-            flags += ["--weights", f"{name}=<file with digest {init.removeprefix('file:')}>"]
+        entries.append(("pretrained", True))
+    weights = {name: f"<file with digest {init.removeprefix('file:')}>"
+               for name, init in sorted(inits.items()) if init.startswith("file:")}
+    if weights:
+        entries.append(("weights", weights))
     options: dict[str, dict[str, Any]] = {}
     for r in records:
         distill = r.config.get("distill") or {}
@@ -100,49 +109,50 @@ def _model_flags(registry: Registry, records: Sequence[CellRecord]) -> list[str]
         for key, value in sorted(distill.get("options", {}).items()):
             if spec is None or spec.options.get(key, object()) != value:
                 options.setdefault(distill["method"], {})[key] = value
-    for method, given in sorted(options.items()):
-        flags += [f for key, value in given.items() for f in ("--method-option", f"{method}.{key}={value}")]
-    return flags
+    if options:
+        entries.append(("method-options", dict(sorted(options.items()))))
+    return entries
 
 
-def reproduce_commands(registry: Registry, dataset: str, records: Sequence[CellRecord],
-                       explanations: Sequence[ExplanationRecord], resamples: int = RESAMPLES,
-                       settings_flags: Sequence[str] | None = None) -> list[str]:
-    """The ``medkd-bench run`` command(s) that retrain exactly these rows (usually one).
+def reproduce_entries(registry: Registry, dataset: str, records: Sequence[CellRecord],
+                      explanations: Sequence[ExplanationRecord], resamples: int = RESAMPLES,
+                      settings: dict[str, Any] | None = None) -> list[list[Entry]]:
+    """The options of the ``medkd-bench run``(s) that retrain exactly these rows (usually one run).
 
-    ``settings_flags``: the flags of the settings the page's runs recorded; without them
-    (cells stored before runs were recorded) they are inferred from the cells' configs.
+    ``settings``: the settings the page's runs recorded; without them (cells
+    stored before runs were recorded) they are inferred from the cells' configs.
     """
     done = [r for r in records if r.status == "done"]
     if not done:
         return []
     teachers = sorted({r.teacher for r in done if r.teacher})
     students = sorted({r.student for r in done if r.student})
-    base = ["medkd-bench", "run", "--datasets", dataset]
+    base: list[Entry] = [("datasets", [dataset])]
     if teachers:
-        base += ["--teachers", ",".join(teachers)]
+        base.append(("teachers", teachers))
     if students:
-        base += ["--students", ",".join(students)]
+        base.append(("students", students))
     methods = sorted({r.method for r in done if r.method not in BASE_METHODS})
     if methods:
-        base += ["--methods", ",".join(methods)]
-    if settings_flags is None:
-        base += _dataset_flags(registry, done[0].config.get("dataset", {"name": dataset}))
-        base += _model_flags(registry, done)
+        base.append(("methods", methods))
+    if settings is None:
+        base += _dataset_entries(registry, done[0].config.get("dataset", {"name": dataset}))
+        base += _model_entries(registry, done)
         if any(r.metrics.get("deterministic") for r in done):
-            base.append("--deterministic")
+            base.append(("deterministic", True))
     else:
-        base += list(settings_flags)
+        base += settings_entries(settings)
         root = done[0].config.get("dataset", {}).get("root")
         if root:
-            base += ["--data-root", root]
+            base.append(("data-root", root))
     n_images = max((e.n_images for e in explanations if e.status == "done"), default=DEFAULT_EXPLAIN_IMAGES)
     if n_images != DEFAULT_EXPLAIN_IMAGES:
-        base += ["--explain-images", str(n_images)]
+        base.append(("explain-images", n_images))
     n_sanity = max((e.metrics.get("n_sanity", 0) for e in explanations if e.status == "done"),
                    default=DEFAULT_SANITY_IMAGES)
     if explanations and n_sanity != min(DEFAULT_SANITY_IMAGES, n_images):
-        base += ["--sanity-images", str(n_sanity)]
+        base.append(("sanity-images", n_sanity))
     if resamples != RESAMPLES:
-        base += ["--bootstrap", str(resamples)]
-    return [shlex.join(base + seeds) for seeds in _seed_flags([r.seed for r in done])]
+        base.append(("bootstrap", resamples))
+    return [base + seeds for seeds in _seed_entries([r.seed for r in done])]
+
