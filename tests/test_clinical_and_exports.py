@@ -14,10 +14,11 @@ from sklearn.metrics import multilabel_confusion_matrix, roc_auc_score
 
 from medkd_bench.evaluate.clinical import (
     clinical_summary,
-    ece_rows,
+    ece_weighted,
+    resample_counts,
     roc_auc_point,
-    roc_auc_rows,
-    sensitivity_specificity_rows,
+    roc_auc_weighted,
+    sensitivity_specificity_weighted,
 )
 from medkd_bench.report.export import COLUMNS, EXPLAINER_FIGURES
 from medkd_bench.report.plots import pareto_front
@@ -35,16 +36,22 @@ def _probs(n: int, k: int, seed: int = 0, decimals: int | None = None) -> tuple[
 
 @pytest.mark.parametrize("k", [2, 3, 5])
 @pytest.mark.parametrize("decimals", [None, 1])  # 1 decimal: many tied scores
-def test_roc_auc_equals_scikit_learn(k, decimals):
+def test_roc_auc_equals_scikit_learn_on_the_sample_and_on_resamples(k, decimals):
     y, p = _probs(60, k, decimals=decimals)
     expected = (roc_auc_score(y, p[:, 1]) if k == 2 else
                 np.mean([roc_auc_score(y == c, p[:, c]) for c in range(k)]))
-    assert roc_auc_rows(y, p) == pytest.approx(expected, abs=1e-12)
+    assert roc_auc_weighted(y, p, np.ones((1, 60)))[0] == pytest.approx(expected, abs=1e-12)
     assert roc_auc_point(y, p) == pytest.approx(expected, abs=1e-12)
     if decimals is None:  # rows summing to 1: scikit-learn's own multi-class call agrees
         sk = roc_auc_score(y, p[:, 1]) if k == 2 else roc_auc_score(y, p, multi_class="ovr", average="macro")
         assert roc_auc_point(y, p) == pytest.approx(sk, abs=1e-12)
     assert roc_auc_point(y[y != 0], p[y != 0]) is None  # a class missing: undefined, not a number
+    # A bootstrap resample is its image counts: scikit-learn's sample_weight gives the same AUC.
+    counts = resample_counts(np.random.default_rng(k).integers(0, 60, size=(4, 60)), 60)
+    for row, w in zip(roc_auc_weighted(y, p, counts), counts, strict=True):
+        assert row == pytest.approx(np.mean([roc_auc_score(y == c, p[:, c], sample_weight=w) for c in range(k)]),
+                                    abs=1e-12)
+    assert np.isnan(roc_auc_weighted(y, p, np.where(y == 0, 0.0, 1.0)[None]))[0]  # no image of class 0
 
 
 def test_ece_is_the_binned_confidence_gap_by_hand():
@@ -56,17 +63,20 @@ def test_ece_is_the_binned_confidence_gap_by_hand():
         inside = (conf >= lo) & (conf < hi) if hi < 1 else (conf >= lo)
         if inside.any():
             expected += inside.mean() * abs(correct[inside].mean() - conf[inside].mean())
-    assert ece_rows(y, p) == pytest.approx(expected, abs=1e-12)
-    confident_and_right = np.eye(3)[y]
-    assert ece_rows(y, confident_and_right) == 0.0
+    assert ece_weighted(y, p, np.ones((1, 50)))[0] == pytest.approx(expected, abs=1e-12)
+    assert ece_weighted(y, np.eye(3)[y], np.ones((1, 50)))[0] == 0.0  # confident and right
+    twice = np.r_[y, y], np.r_[p, p]  # counts of 2 are the images repeated
+    assert ece_weighted(y, p, np.full((1, 50), 2.0))[0] == pytest.approx(ece_weighted(*twice, np.ones((1, 100)))[0])
 
 
 def test_sensitivity_and_specificity_equal_the_one_vs_rest_confusion_matrices():
     rng = np.random.default_rng(2)
     y, pred = rng.integers(0, 4, 80), rng.integers(0, 4, 80)
-    sens, spec = sensitivity_specificity_rows(y, pred, 4)
-    for c, ((tn, fp), (fn, tp)) in enumerate(multilabel_confusion_matrix(y, pred, labels=range(4))):
-        assert sens[c] == pytest.approx(tp / (tp + fn)) and spec[c] == pytest.approx(tn / (tn + fp))
+    w = resample_counts(rng.integers(0, 80, size=(1, 80)), 80)
+    sens, spec = sensitivity_specificity_weighted(y, pred, w, 4)
+    matrices = multilabel_confusion_matrix(y, pred, labels=range(4), sample_weight=w[0])
+    for c, ((tn, fp), (fn, tp)) in enumerate(matrices):
+        assert sens[0, c] == pytest.approx(tp / (tp + fn)) and spec[0, c] == pytest.approx(tn / (tn + fp))
 
 
 def test_clinical_summary_over_seeds_has_cis_around_the_means():

@@ -4,8 +4,8 @@
   from the predicted class probabilities; for two classes the macro average
   equals the binary AUC. Point estimates come from scikit-learn's
   ``roc_auc_score``; bootstrap resamples use the Mann-Whitney form of the same
-  statistic (average ranks for ties, as scikit-learn), vectorised over
-  resamples, and are cross-checked against scikit-learn in the tests.
+  statistic with each resample's image counts as weights, vectorised over
+  resamples, and cross-checked against scikit-learn's ``sample_weight`` in the tests.
 * **Sensitivity and specificity per class**: one-vs-rest recall of the class
   and of "not the class", from the predicted labels (so they exist for every
   stored cell, also those stored before probabilities were).
@@ -23,7 +23,6 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
-from scipy.stats import rankdata
 
 from medkd_bench.evaluate.stats import BATCH, CONFIDENCE, RESAMPLES
 
@@ -46,49 +45,67 @@ def roc_auc_point(labels: np.ndarray, probs: np.ndarray) -> float | None:
     return float(np.mean([roc_auc_score(labels == c, probs[:, c]) for c in range(k)]))
 
 
-def roc_auc_rows(labels: np.ndarray, probs: np.ndarray) -> np.ndarray:
-    """Macro one-vs-rest AUC for every leading index: ``labels`` ``(..., n)``, ``probs`` ``(..., n, k)``.
+def _onehot(values: np.ndarray, width: int) -> np.ndarray:
+    return (values[:, None] == np.arange(width)[None, :]).astype(np.float64)
 
-    ``AUC_k = (rank-sum of the positives - P(P+1)/2) / (P N)``, the
-    Mann-Whitney statistic with average ranks for ties; NaN where a class is
-    absent from a resample (scikit-learn refuses those).
+
+def resample_counts(idx: np.ndarray, n: int) -> np.ndarray:
+    """How often each of ``n`` images is drawn in each resample: index arrays ``(B, m)`` to counts ``(B, n)``.
+
+    Every clinical figure is a weighted sum over images, so a resample is its
+    counts: no image is copied and no score is re-ranked per resample.
     """
-    k = probs.shape[-1]
-    total = 0.0
-    for c in range(k):
-        pos = labels == c
-        ranks = rankdata(probs[..., c], axis=-1)
-        n_pos = pos.sum(-1)
-        n_neg = pos.shape[-1] - n_pos
+    b = idx.shape[0]
+    flat = (np.arange(b)[:, None] * n + idx).ravel()
+    return np.bincount(flat, minlength=b * n).reshape(b, n).astype(np.float64)
+
+
+def roc_auc_weighted(labels: np.ndarray, probs: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """Macro one-vs-rest AUC per row of image weights ``(B, n)``; ``probs`` ``(n, K)``.
+
+    ``AUC_k`` is the weighted share of (positive, negative) pairs the class-k
+    score orders correctly, ties counting one half (the Mann-Whitney form, as
+    scikit-learn's ``roc_auc_score`` with ``sample_weight``). Scores are
+    grouped by value once; each row then needs only group sums and a cumulative
+    sum. NaN where a row has no positive or no negative image of a class.
+    """
+    b, n = weights.shape
+    total = np.zeros(b)
+    for c in range(probs.shape[1]):
+        values, group = np.unique(probs[:, c], return_inverse=True)
+        u = len(values)
+        sums = []
+        for mask in (labels == c, labels != c):
+            flat = (np.arange(b)[:, None] * u + group[mask][None, :]).ravel()
+            sums.append(np.bincount(flat, weights=weights[:, mask].ravel(), minlength=b * u).reshape(b, u))
+        pos, neg = sums
+        below = np.cumsum(neg, axis=1) - neg  # negative weight with a lower score than each group
+        pairs = pos.sum(1) * neg.sum(1)
         with np.errstate(invalid="ignore", divide="ignore"):
-            auc = ((ranks * pos).sum(-1) - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)
-        total = total + np.where((n_pos > 0) & (n_neg > 0), auc, np.nan)
-    return total / k
+            total = total + np.where(pairs > 0, (pos * (below + 0.5 * neg)).sum(1) / pairs, np.nan)
+    return total / probs.shape[1]
 
 
-def ece_rows(labels: np.ndarray, probs: np.ndarray, bins: int = ECE_BINS) -> np.ndarray:
-    """Expected calibration error (top label, equal-width bins) for every leading index."""
-    conf = probs.max(-1)
-    correct = (probs.argmax(-1) == labels).astype(float)
+def ece_weighted(labels: np.ndarray, probs: np.ndarray, weights: np.ndarray, bins: int = ECE_BINS) -> np.ndarray:
+    """Expected calibration error (top label, equal-width bins) per row of image weights ``(B, n)``."""
+    conf = probs.max(1)
+    gap = conf - (probs.argmax(1) == labels)
     which = np.minimum((conf * bins).astype(np.int64), bins - 1)  # confidence 1.0 goes in the last bin
-    gap = conf - correct
-    lead = gap.shape[:-1]
-    flat = (np.arange(int(np.prod(lead, dtype=np.int64))).reshape(*lead, 1) * bins + which).ravel()
-    sums = np.bincount(flat, weights=gap.ravel(), minlength=int(np.prod(lead, dtype=np.int64)) * bins)
-    return np.abs(sums.reshape(*lead, bins)).sum(-1) / gap.shape[-1]
+    return np.abs(weights @ (_onehot(which, bins) * gap[:, None])).sum(1) / weights.sum(1)
 
 
-def sensitivity_specificity_rows(labels: np.ndarray, preds: np.ndarray, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
-    """Per-class sensitivity and specificity, shape ``(..., num_classes)``; NaN where undefined."""
-    sens, spec = [], []
-    for c in range(num_classes):
-        true_c, pred_c = labels == c, preds == c
-        tp, fn = (true_c & pred_c).sum(-1), (true_c & ~pred_c).sum(-1)
-        tn, fp = (~true_c & ~pred_c).sum(-1), (~true_c & pred_c).sum(-1)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            sens.append(np.where(tp + fn > 0, tp / np.maximum(tp + fn, 1), np.nan))
-            spec.append(np.where(tn + fp > 0, tn / np.maximum(tn + fp, 1), np.nan))
-    return np.stack(sens, -1), np.stack(spec, -1)
+def sensitivity_specificity_weighted(labels: np.ndarray, preds: np.ndarray, weights: np.ndarray,
+                                     num_classes: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per-class sensitivity and specificity per row of image weights: two ``(B, K)``; NaN where undefined."""
+    truth, said = _onehot(labels, num_classes), _onehot(preds, num_classes)
+    positives = weights @ truth
+    negatives = weights.sum(1, keepdims=True) - positives
+    tp = weights @ (truth * said)
+    fp = weights @ ((1 - truth) * said)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        sens = np.where(positives > 0, tp / positives, np.nan)
+        spec = np.where(negatives > 0, (negatives - fp) / negatives, np.nan)
+    return sens, spec
 
 
 def _summary(per_seed: np.ndarray, ci: tuple[float, float] | None, n: int) -> dict[str, Any]:
@@ -99,44 +116,59 @@ def _summary(per_seed: np.ndarray, ci: tuple[float, float] | None, n: int) -> di
             "sd": float(np.std(finite, ddof=1)) if len(finite) > 1 else None, "n_seeds": len(per_seed), "n": n}
 
 
-def resampled_cis(n: int, statistic: Callable[[np.ndarray], np.ndarray], seed: int = 0,
+def resampled_cis(n: int, statistic: Callable[[np.ndarray], np.ndarray], point: np.ndarray, seed: int = 0,
                   resamples: int = RESAMPLES) -> list[tuple[float, float] | None]:
-    """Percentile-bootstrap 95% CIs over ``n`` images of statistics that may be undefined (NaN) on a resample.
+    """Bias-corrected percentile-bootstrap 95% CIs over ``n`` images, for statistics that may be undefined.
 
     ``statistic`` maps index arrays ``(B, n)`` to ``(B, m)``: m statistics on
-    the same resamples. A resample that draws no image of some class leaves
-    that class's AUC, sensitivity or specificity undefined; such resamples are
-    dropped for that statistic (scikit-learn would raise), and with fewer than
-    half of them left there is no honest interval (None).
+    the same resamples; ``point`` holds their m estimates on all images.
+    The bias correction (Efron's BC: percentiles shifted by ``z0``, the normal
+    quantile of the share of resamples below the estimate) matters for ECE:
+    binning makes a resample's calibration error larger than the sample's, so
+    a plain percentile interval sits above the estimate; for AUC, sensitivity
+    and specificity it changes little. A resample that draws no image of some
+    class leaves that class's figures undefined; such resamples are dropped
+    (scikit-learn would raise), and with fewer than half left there is no
+    honest interval (None).
     """
+    from scipy.stats import norm
+
     if n < 2 or resamples < 1:
         return []
     rng = np.random.default_rng(seed)
     v = np.concatenate([statistic(rng.integers(0, n, size=(min(BATCH, resamples - start), n)))
                         for start in range(0, resamples, BATCH)])
     out: list[tuple[float, float] | None] = []
-    for column in v.T:
+    z = norm.ppf([(1 - CONFIDENCE) / 2, (1 + CONFIDENCE) / 2])
+    for column, estimate in zip(v.T, point, strict=True):
         finite = column[np.isfinite(column)]
-        if len(finite) < max(2, resamples // 2):
+        if len(finite) < max(2, resamples // 2) or not np.isfinite(estimate):
             out.append(None)
             continue
-        lo, hi = np.percentile(finite, [100 * (1 - CONFIDENCE) / 2, 100 * (1 + CONFIDENCE) / 2])
+        below = (np.sum(finite < estimate) + 0.5 * np.sum(finite == estimate)) / len(finite)
+        z0 = norm.ppf(np.clip(below, 1 / len(finite), 1 - 1 / len(finite)))
+        lo, hi = np.percentile(finite, 100 * norm.cdf(2 * z0 + z))
         out.append((float(lo), float(hi)))
     return out
 
 
-def _per_seed(labels: np.ndarray, preds: np.ndarray, probs: np.ndarray | None, num_classes: int) -> np.ndarray:
-    """``(..., seeds, 4 + 2K)``: AUC, ECE, mean sensitivity and specificity, then each class's, per seed.
+def _per_seed(labels: np.ndarray, preds: np.ndarray, probs: np.ndarray | None, weights: np.ndarray,
+              num_classes: int) -> np.ndarray:
+    """``(B, seeds, 4 + 2K)``: AUC, ECE, mean sensitivity and specificity, then each class's.
 
-    ``labels`` ``(..., n)``; ``preds`` ``(seeds, ..., n)``; ``probs`` ``(seeds, ..., n, K)`` or None (NaN AUC, ECE).
+    ``labels`` ``(n,)``; ``preds`` ``(seeds, n)``; ``probs`` ``(seeds, n, K)`` or None (NaN AUC and ECE);
+    ``weights`` ``(B, n)``: one row per resample (ones for the sample itself).
     """
-    sens, spec = sensitivity_specificity_rows(labels, preds, num_classes)  # (seeds, ..., K)
-    if probs is None:
-        auc = ece = np.full(sens.shape[:-1], np.nan)
-    else:
-        auc, ece = roc_auc_rows(labels, probs), ece_rows(labels, probs)
-    macro = [sens.mean(-1, keepdims=True), spec.mean(-1, keepdims=True)]  # NaN if a class is undefined
-    return np.moveaxis(np.concatenate([auc[..., None], ece[..., None], *macro, sens, spec], -1), 0, -2)
+    rows = []
+    for s in range(len(preds)):
+        sens, spec = sensitivity_specificity_weighted(labels, preds[s], weights, num_classes)
+        if probs is None:
+            auc = ece = np.full(len(weights), np.nan)
+        else:
+            auc, ece = roc_auc_weighted(labels, probs[s], weights), ece_weighted(labels, probs[s], weights)
+        macro = [sens.mean(1, keepdims=True), spec.mean(1, keepdims=True)]  # NaN if a class is undefined
+        rows.append(np.concatenate([auc[:, None], ece[:, None], *macro, sens, spec], 1))
+    return np.stack(rows, 1)
 
 
 def clinical_summary(labels: Sequence[int] | np.ndarray, preds: np.ndarray | Sequence,
@@ -156,13 +188,15 @@ def clinical_summary(labels: Sequence[int] | np.ndarray, preds: np.ndarray | Seq
     if q is not None and q.ndim == 2:
         q = q[None]
     n, k = len(y), num_classes
-    point = _per_seed(y, p, q, k)  # (seeds, 4 + 2K)
+    point = _per_seed(y, p, q, np.ones((1, n)), k)[0]  # (seeds, 4 + 2K)
     if q is not None:  # the AUC's point estimate from scikit-learn itself
         point[:, 0] = [np.nan if a is None else a for a in (roc_auc_point(y, qs) for qs in q)]
     def resampled(idx: np.ndarray) -> np.ndarray:  # (B, n) -> (B, 4 + 2K), the mean over seeds
-        return _per_seed(y[idx], p[:, idx], None if q is None else q[:, idx], k).mean(-2)
+        return _per_seed(y, p, q, resample_counts(idx, n), k).mean(1)
 
-    cis = resampled_cis(n, resampled, seed, resamples) or [None] * (4 + 2 * k)
+    finite = np.isfinite(point)  # the estimates the intervals are centred on: means over the defined seeds
+    estimate = np.where(finite.any(0), np.where(finite, point, 0).sum(0) / np.maximum(finite.sum(0), 1), np.nan)
+    cis = resampled_cis(n, resampled, estimate, seed, resamples) or [None] * (4 + 2 * k)
     summaries = [_summary(point[:, j], cis[j], n) for j in range(4 + 2 * k)]
     return {"roc_auc": summaries[0] if q is not None else None, "ece": summaries[1] if q is not None else None,
             # Mean sensitivity over classes is balanced accuracy.
