@@ -371,3 +371,30 @@ def test_every_spec_file_key_is_checked(tmp_path, change, message):
     with pytest.raises(MedkdError, match="dataset spec file .*ok.json: ") as err:
         from_document({**doc, **change}, tmp_path / "ok.json")
     assert message in str(err.value)
+
+
+def test_a_manifest_and_a_medmnist_file_run_to_their_pages_rows_and_plots(tmp_path, specs, run_cli, dirs):
+    """The issue's other two layouts end to end, in one run: a CSV manifest (seeded split) and a MedMNIST .npz."""
+    from tests.fixture_trees import medmnist_npz
+
+    class_tree(tmp_path / "files" / "img", per_class=6, classes=("a", "b"))
+    rows = ["path,label"] + [f"img/{c}/{c}_{i}.png,{c}" for c in ("a", "b") for i in range(6)]
+    (tmp_path / "files" / "list.csv").write_text("\n".join(rows) + "\n")
+    assert add(run_cli, tmp_path, "listed", "--csv", str(tmp_path / "files" / "list.csv")).exit_code == 0
+    medmnist_npz(tmp_path / "data" / "pneumoniamnist.npz", per_split={"train": 8, "val": 4, "test": 4})
+    plugin = tmp_path / "tiny_teacher.py"
+    plugin.write_text(TINY_TEACHER)
+    result = run_cli(["run", "--plugin", str(plugin), "--teachers", "tiny-resnet", "--methods", "kd",
+                      "--datasets", "listed,medmnist-pneumoniamnist", "--data-root", str(tmp_path / "data"),
+                      "--explainers", "grad-cam", *TINY_DATA, *dirs])
+    assert result.exit_code == 0, result.out + result.err
+    assert "6 trained" in result.out
+    boards = tmp_path / "boards"
+    with open(boards / "results.csv", newline="") as f:
+        done = [(r["dataset"], r["method"]) for r in csv.DictReader(f) if r["status"] == "done" and r["accuracy"]]
+    for dataset in ("listed", "medmnist-pneumoniamnist"):
+        page = (boards / f"{dataset}.md").read_text()
+        assert "tiny-resnet" in page and f"](plots/{dataset}.pareto.png)" in page
+        assert (boards / "plots" / f"{dataset}.pareto.png").is_file()
+        assert sorted(m for d, m in done if d == dataset) == ["kd", "label-only", "teacher"]
+    assert "normal | pneumonia" in (boards / "medmnist-pneumoniamnist.md").read_text()  # MedMNIST's class names
