@@ -107,6 +107,9 @@ class RichReporter:
               help="Images of that sample used for the model-randomisation sanity check.")
 @click.option("--latency-runs", type=click.IntRange(1), default=10, show_default=True,
               help="Timed batch-1 runs per model, at least; timing goes on until 1 s has been timed.")
+@click.option("--onnx", is_flag=True,
+              help="Export every trained student to ONNX, check it with ONNX Runtime on the test split and time "
+                   "it there (needs medkd-bench[onnx]).")
 @click.option("--skip-bad", is_flag=True,
               help="Leave out bad files of a real dataset (corrupt, stray, unpaired) with a warning.")
 @bootstrap_option
@@ -126,7 +129,7 @@ class RichReporter:
               help="Ray: retries of a cell whose task failed or whose worker died [default: 1].")
 def run(matrix, teachers, students, datasets, methods, method_options, teacher_cache_mb, plugin_files, work_dir, leaderboard_dir, data_root,
         dataset_options, img_size, epochs, seed, seeds, deterministic, temperature, alpha, pretrained, weights,
-        device, amp, explainers, explain_images, sanity_images, latency_runs, skip_bad, bootstrap,
+        device, amp, explainers, explain_images, sanity_images, latency_runs, onnx, skip_bad, bootstrap,
         dry_run, executor, jobs, address, ray_cpus, cpus_per_cell, gpus_per_cell, max_retries) -> None:
     """Train teachers, baselines and distilled students, score them, write leaderboards.
 
@@ -139,6 +142,10 @@ def run(matrix, teachers, students, datasets, methods, method_options, teacher_c
     from medkd_bench.run.store import Store
     from medkd_bench.system.runtime import resolve_runtime
 
+    if onnx:  # missing packages are bad input: before any work
+        from medkd_bench.deploy.onnx import require_onnx
+
+        require_onnx()
     registry = load_cli_registry(plugin_files)
     shorthand = [f"kd.{k}={v}" for k, v in (("temperature", temperature), ("alpha", alpha)) if v is not None]
     parsed_method_options = parse_method_options([*shorthand, *method_options], registry)
@@ -152,6 +159,7 @@ def run(matrix, teachers, students, datasets, methods, method_options, teacher_c
         method_options=parsed_method_options, teacher_cache_mb=teacher_cache_mb, pretrained=pretrained,
         weights=parse_weights(weights), explainers=tuple(split_names(explainers) or ()) or RunOptions.explainers,
         explain_images=explain_images, sanity_images=sanity_images, latency_runs=latency_runs, skip_bad=skip_bad,
+        onnx=onnx,
     )
     from medkd_bench.cli.executors import make_executor, resolve_jobs
     from medkd_bench.run.executors.pool import PoolExecutor

@@ -42,7 +42,8 @@ COLUMNS: tuple[str, ...] = (
     *_with_ci("accuracy"), *_with_ci("macro_f1"), *_with_ci("roc_auc"), *_with_ci("ece"),
     *_with_ci("sensitivity_mean"), *_with_ci("specificity_mean"), "sensitivity_by_class", "specificity_by_class",
     *_with_ci("kd_gain"), "mcnemar_p", "mcnemar_mid_p",
-    "params_m", "gmacs", "latency_ms", "latency_iqr_ms", "throughput_img_s", "precision", "machine", "timed_on",
+    "params_m", "gmacs", "latency_ms", "latency_iqr_ms", "throughput_img_s",
+    "onnx_latency_ms", "onnx_latency_iqr_ms", "onnx_max_abs_logit_diff", "precision", "machine", "timed_on",
     "train_s", "best_epoch", "val_accuracy",
 )
 
@@ -109,6 +110,8 @@ def cell_row(r: CellRecord, settings: str, classes: Sequence[str], row_stats: Ro
     if done:
         row.update({"params_m": m.get("params_m"), "gmacs": m.get("gmacs"), "latency_ms": m.get("latency_ms"),
                     "latency_iqr_ms": m.get("latency_iqr_ms"), "throughput_img_s": m.get("throughput"),
+                    "onnx_latency_ms": m.get("onnx_latency_ms"), "onnx_latency_iqr_ms": m.get("onnx_latency_iqr_ms"),
+                    "onnx_max_abs_logit_diff": m.get("onnx_max_abs_logit_diff"),
                     "precision": m.get("precision"), "machine": m.get("machine"),
                     "timed_on": m.get("timed_on", m.get("machine")), "train_s": r.timings.get("train_s"),
                     "best_epoch": m.get("best_epoch"), "val_accuracy": m.get("val_accuracy")})

@@ -17,3 +17,11 @@ def num(x: float | None, fmt: str) -> str:
 def method_label(r: CellRecord, with_seed: bool = False) -> str:
     label = r.method if r.method in BASE_METHODS else f"{r.method} from {r.teacher}"
     return f"{label}, seed {r.seed}" if with_seed else label
+
+
+def latency_text(metrics: dict, key: str) -> str:
+    """``11.58 (IQR 0.98)``: a stored batch-1 latency's median and inter-quartile range in ms, or ``-``."""
+    median, iqr = metrics.get(f"{key}_ms"), metrics.get(f"{key}_iqr_ms")
+    if median is None:
+        return "-"
+    return f"{median:.2f}" + (f" (IQR {iqr:.2f})" if iqr is not None else "")

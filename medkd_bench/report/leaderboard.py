@@ -20,7 +20,7 @@ from medkd_bench.report.clinical_tables import clinical_rows, confusion_tables
 from medkd_bench.report.experiment import command_line, experiment_toml
 from medkd_bench.report.explanation_tables import explanation_tables, latest_explanations
 from medkd_bench.report.export import export_rows, to_csv
-from medkd_bench.report.format import method_label, num, pct
+from medkd_bench.report.format import latency_text, method_label, num, pct
 from medkd_bench.report.method_summary import method_summary, weak_teachers
 from medkd_bench.report.pages import DEFAULT_KEY, Page, latest_records, pages_for
 from medkd_bench.report.plots import Point, render_pareto
@@ -75,7 +75,8 @@ class _Row:
             "seeds": stats.format_sd(self.scores["accuracy"]),
             "params": num(m.get("params_m"), ".2f"),
             "gmacs": num(m.get("gmacs"), ".3f"),
-            "latency": num(m.get("latency_ms"), ".2f"),
+            "latency": latency_text(m, "latency"),
+            "onnx_latency": latency_text(m, "onnx_latency"),
             "throughput": num(m.get("throughput"), ".0f"),
             "best_epoch": " / ".join(str(r.metrics.get("best_epoch", "-")) for r in self.records),
             "train_s": num(sum(train_s) / len(train_s) if train_s else None, ".0f"),

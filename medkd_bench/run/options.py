@@ -42,6 +42,9 @@ class RunOptions:
     latency_runs: int = 10
     #: Leave out bad files of a real dataset (with a warning) instead of stopping at the first.
     skip_bad: bool = False
+    #: Export every trained student to ONNX, check it with ONNX Runtime on the test split and time it
+    #: there (:mod:`medkd_bench.deploy.onnx`); adds figures, changes none, so it is not a setting.
+    onnx: bool = False
 
 
 def result_settings(options: RunOptions, amp: str = "auto", deterministic: bool = False) -> dict[str, Any]:

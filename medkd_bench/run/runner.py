@@ -66,6 +66,8 @@ class MatrixRunner(CellComputer):
         summary = executor.run(self, cells) if executor is not None else self.run_in_order(cells)
         self.measure_missing_costs(cells)
         self.fill_missing_probabilities(cells)
+        if self.options.onnx:
+            self.deploy_onnx(cells)
         return {**summary, **self.explain_counts}
 
     def load_real_data(self, cells: Sequence[Cell]) -> None:
@@ -131,6 +133,47 @@ class MatrixRunner(CellComputer):
             self.store.update_metrics(h, {"test_probabilities": probs})
             filled += 1
         return filled
+
+    def deploy_onnx(self, cells: Sequence[Cell]) -> int:
+        """Export each finished student to ONNX, check it on the test split, time it on ONNX Runtime; how many.
+
+        Runs after the cells, when nothing else trains (the latency is timed). A
+        student whose export fails or whose ONNX Runtime predictions differ from
+        PyTorch's is named in one warning and gets no ONNX figures; the next
+        ``--onnx`` run tries again. The latency is taken once per architecture.
+        """
+        from medkd_bench.deploy.onnx import check_onnx, export_onnx, onnx_latency
+
+        latencies: dict[tuple, dict[str, float]] = {}
+        done = 0
+        for cell in cells:
+            h = self.hash(cell)
+            rec = self.store.get(h)
+            if (cell.method == "teacher" or rec is None or rec.status != "done" or "onnx_latency_ms" in rec.metrics
+                    or not self.is_finished(h)):
+                continue
+            size = self.dataset_config(cell.dataset)["img_size"]
+            path = self.options.work_dir / "onnx" / f"{h}.onnx"
+            data = self.data(cell.dataset)
+            try:
+                model = self.load_checkpoint(cell)
+                export_onnx(model, size, path)
+                check = check_onnx(path, model, data.normalise(data.splits["test"].images))
+            except Exception as exc:  # the exporter's failures are many and deep: one line, the run goes on
+                warn(f"{cell.label()}: ONNX export failed ({one_line(exc)}); no ONNX figures for it")
+                continue
+            if not check.ok:
+                warn(f"{cell.label()}: {check.problem()}; no ONNX figures for it")
+                continue
+            key = self.cost_key(cell)
+            if key not in latencies:
+                latencies[key] = onnx_latency(path, size, self.options.latency_runs)
+            self.store.update_metrics(h, {**latencies[key], "onnx_max_abs_logit_diff": check.max_abs_diff,
+                                          "onnx_tolerance": check.tolerance, "onnx_tied_predictions": check.ties,
+                                          "onnx_file": str(path.relative_to(self.options.work_dir)),
+                                          "onnx_sha256": sha256_file(path)})
+            done += 1
+        return done
 
     def is_finished(self, cell_hash: str) -> bool:
         """Done in the store, and its checkpoint on disk with the SHA-256 the store recorded.

@@ -1,0 +1,1 @@
+"""Deployment formats: trained students exported and checked as a clinic would run them (ONNX Runtime)."""
