@@ -66,7 +66,7 @@ def test_rendered_tables(tmp_path):
         _add(store, "k2", "kd", "vgg19", "ofa-595", _metrics(0.775, 0.77, 7.6, 0.044, 6.0))
         _add(store, "t3", "teacher", "autoformer-v2-t", "", error="RuntimeError: boom | pipe")
         written = render_all(load_registry(), store, tmp_path / "boards")
-    assert [p.name for p in written] == ["synthetic-cxr.md", "README.md"]
+    assert [p.name for p in written] == ["synthetic-cxr.md", "results.csv", "README.md"]
     board = written[0].read_text()
     teachers = board.split("## Teachers")[1].split("## Students")[0]
     assert teachers.index("visformer-s") < teachers.index("vgg19")  # sorted by accuracy
@@ -89,7 +89,7 @@ def test_rendered_tables(tmp_path):
     # Cost figures name where they were timed (a pool's driver), training provenance where it trained.
     assert "- Latency: batch 1, median of timed runs after warm-up, on pool driver; test machine" in board
     assert "- Machine (training): test machine" in board
-    index = written[1].read_text()
+    index = written[-1].read_text()
     assert ("| [synthetic-cxr](synthetic-cxr.md) | visformer-s (95.0) | visformer-s -> ofa-595, kd (87.5, +7.5 pp) "
             "| ofa-595 (80.0) | 5 / 1 |") in index
 
@@ -160,7 +160,7 @@ def test_cis_seed_spread_and_significance_from_stored_predictions(tmp_path):
     assert "24 / 0, p = <0.001" in provenance  # seed 0: KD alone right on 24 images
     (toml,) = _toml_blocks(board)  # inferred from the cells' configs: no run recorded its settings here
     assert 'teachers = ["vgg19", "visformer-s"]' in toml and "epochs = 99" in toml and "seeds = 2" in toml
-    index = written[1].read_text()
+    index = written[-1].read_text()
     assert "visformer-s -> ofa-595, kd (100.0, +35.0 pp†)" in index
 
 
