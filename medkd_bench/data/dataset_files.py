@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
@@ -37,6 +36,7 @@ from medkd_bench.data.imagefiles import require_folder
 from medkd_bench.errors import MedkdError
 from medkd_bench.registry import NAME_RULE
 from medkd_bench.system.files import atomic_write_text
+from medkd_bench.system.spec_files import read_json_spec, spec_files, unique_specs
 
 SPEC_FORMAT = "medkd-bench/image-folder-dataset"
 SPEC_VERSION = 1
@@ -148,13 +148,7 @@ def from_document(doc: dict[str, Any], path: Path) -> FolderDataset:
 def read_dataset_spec(path: Path) -> FolderDataset:
     """Parse and check a spec file; any problem is one MedkdError naming the file."""
     path = Path(path)
-    try:
-        doc = json.loads(path.read_text())
-    except OSError as exc:
-        raise MedkdError(f"dataset spec file {path}: cannot be read ({exc.strerror or exc})") from exc
-    except ValueError as exc:
-        raise MedkdError(f"dataset spec file {path}: not valid JSON ({exc})") from exc
-    return from_document(doc, path)
+    return from_document(read_json_spec(path, "dataset spec file"), path)
 
 
 def dataset_spec_files() -> list[Path]:
@@ -162,25 +156,9 @@ def dataset_spec_files() -> list[Path]:
 
     An empty ``MEDKD_DATASETS`` registers none (tests use that to stay independent of the checkout).
     """
-    env = os.environ.get(DATASETS_ENV)
-    entries = [Path(p) for p in env.split(os.pathsep) if p] if env is not None else [DEFAULT_DATASETS_DIR]
-    files: list[Path] = []
-    for entry in entries:
-        if entry.is_dir():
-            files += sorted(entry.glob("*.json"))
-        elif entry.is_file():
-            files.append(entry)
-        elif env is not None:
-            raise MedkdError(f"{DATASETS_ENV} entry {entry}: no such file or folder")
-    return list(dict.fromkeys(files))
+    return spec_files(DATASETS_ENV, DEFAULT_DATASETS_DIR)
 
 
 def iter_folder_datasets() -> Iterator[FolderDataset]:
     """Every discovered spec file, read; two files with one name is an error naming both."""
-    seen: dict[str, Path] = {}
-    for path in dataset_spec_files():
-        dataset = read_dataset_spec(path)
-        if dataset.name in seen:
-            raise MedkdError(f"dataset spec files {seen[dataset.name]} and {path} both name {dataset.name!r}")
-        seen[dataset.name] = path
-        yield dataset
+    yield from unique_specs(dataset_spec_files(), read_dataset_spec, lambda spec: spec.name, "dataset spec file")

@@ -9,7 +9,6 @@ file fails with one line naming it.
 from __future__ import annotations
 
 import json
-import os
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -23,6 +22,7 @@ from medkd_bench.errors import MedkdError
 from medkd_bench.nas.evolution import OBJECTIVE, Budget, SearchResult
 from medkd_bench.nas.space import DEPTHS, EXPAND_RATIOS, KERNEL_SIZES, SubnetSettings, build_subnet
 from medkd_bench.system.files import atomic_write_text
+from medkd_bench.system.spec_files import read_json_spec, spec_files, unique_specs
 
 SPEC_FORMAT = "medkd-bench/ofa-student"
 
@@ -145,12 +145,7 @@ def require(doc: dict[str, Any], key: str, kind: type | tuple[type, ...], path: 
 def read_searched_student(path: Path) -> SearchedStudent:
     """Parse and check a spec file; any problem is one MedkdError naming the file."""
     path = Path(path)
-    try:
-        doc = json.loads(path.read_text())
-    except OSError as exc:
-        raise MedkdError(f"student spec file {path}: cannot be read ({exc.strerror or exc})") from exc
-    except ValueError as exc:
-        raise MedkdError(f"student spec file {path}: not valid JSON ({exc})") from exc
+    doc = read_json_spec(path, "student spec file")
     if not isinstance(doc, dict) or doc.get("format") != SPEC_FORMAT:
         raise MedkdError(f"student spec file {path}: not a medkd-bench OFA student (format must be {SPEC_FORMAT!r})")
     if doc.get("version") != SPEC_VERSION:
@@ -191,25 +186,9 @@ def searched_student_files() -> list[Path]:
 
     An empty ``MEDKD_STUDENTS`` registers none (tests use that to stay independent of the checkout).
     """
-    env = os.environ.get(STUDENTS_ENV)
-    entries = [Path(p) for p in env.split(os.pathsep) if p] if env is not None else [DEFAULT_STUDENTS_DIR]
-    files: list[Path] = []
-    for entry in entries:
-        if entry.is_dir():
-            files += sorted(entry.glob("*.json"))
-        elif entry.is_file():
-            files.append(entry)
-        elif env is not None:
-            raise MedkdError(f"{STUDENTS_ENV} entry {entry}: no such file or folder")
-    return list(dict.fromkeys(files))
+    return spec_files(STUDENTS_ENV, DEFAULT_STUDENTS_DIR)
 
 
 def iter_searched_students() -> Iterator[SearchedStudent]:
     """Every discovered spec file, read; two files with one name is an error naming both."""
-    seen: dict[str, Path] = {}
-    for path in searched_student_files():
-        student = read_searched_student(path)
-        if student.name in seen:
-            raise MedkdError(f"student spec files {seen[student.name]} and {path} both name {student.name!r}")
-        seen[student.name] = path
-        yield student
+    yield from unique_specs(searched_student_files(), read_searched_student, lambda spec: spec.name, "student spec file")
