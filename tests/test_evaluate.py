@@ -64,3 +64,30 @@ def test_latency_keeps_timing_until_the_minimum_time():
     elapsed = time.perf_counter() - start
     assert short["latency_runs"] == 3
     assert timed["latency_runs"] > 3 and elapsed >= 0.05  # the timed runs alone add up to 50 ms
+
+
+def test_a_latency_timed_beside_other_work_is_timed_again_and_flagged():
+    from medkd_bench.evaluate.cost import QUIET_CPU_SHARE, quietest
+    from medkd_bench.report.format import latency_text
+
+    shares = iter([0.55, 0.95, 0.3])
+    first_quiet = quietest(lambda: {"latency_ms": 6.0, "latency_cpu_share": next(shares)}, pause_s=0)
+    assert first_quiet["latency_cpu_share"] == 0.95 and first_quiet["latency_attempts"] == 2
+    shares = iter([0.5, 0.7, 0.6])
+    busy = quietest(lambda: {"latency_ms": 9.0, "latency_iqr_ms": 1.0, "latency_cpu_share": next(shares)},
+                    pause_s=0)
+    assert busy["latency_cpu_share"] == 0.7 and busy["latency_attempts"] == 3  # the best of three, flagged
+    assert latency_text(busy, "latency") == "9.00 (IQR 1.00, busy: 70% CPU ⚠)"
+    assert latency_text({**busy, "latency_cpu_share": QUIET_CPU_SHARE}, "latency") == "9.00 (IQR 1.00)"
+    assert latency_text({}, "latency") == "-"
+
+
+def test_measured_cpu_latency_records_the_cpu_share_it_got():
+    from torch import nn
+
+    from medkd_bench.evaluate.cost import measure_latency
+    from medkd_bench.system.runtime import resolve_runtime
+
+    model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 2))
+    timed = measure_latency(model, 32, resolve_runtime("cpu", "off", False), warmup=2, runs=20)
+    assert timed["latency_runs"] == 20 and 0 < timed["latency_cpu_share"] <= 1.0

@@ -116,18 +116,31 @@ def check_onnx(path: Path, model: nn.Module, images: torch.Tensor, batch_size: i
 
 def onnx_latency(path: Path, img_size: int, runs: int = 50, min_seconds: float = 1.0,
                  warmup: int = 10) -> dict[str, float]:
-    """Batch-1 latency on ONNX Runtime's CPU provider: median and IQR in ms, and how many runs."""
+    """Batch-1 latency on ONNX Runtime's CPU provider: median and IQR in ms, runs, and the CPU share it got.
+
+    Timed again while another process held the CPU, as PyTorch's latency is
+    (:func:`~medkd_bench.evaluate.cost.quietest`).
+    """
+    from medkd_bench.evaluate.cost import cpu_share, quietest
+
     ort_session = session(path)
     x = np.random.default_rng(0).standard_normal((1, 3, img_size, img_size)).astype(np.float32)
-    times: list[float] = []
-    total, i = 0.0, 0
-    while i < warmup + runs or total < min_seconds * 1000.0:
-        start = time.perf_counter()
-        ort_session.run(["logits"], {"images": x})
-        if i >= warmup:
-            times.append((time.perf_counter() - start) * 1000.0)
-            total += times[-1]
-        i += 1
-    q = statistics.quantiles(times, n=4)
-    return {"onnx_latency_ms": statistics.median(times), "onnx_latency_iqr_ms": q[2] - q[0],
-            "onnx_latency_runs": len(times), "onnx_threads": torch.get_num_threads()}
+
+    def measure() -> dict[str, float]:
+        times: list[float] = []
+        total, i = 0.0, 0
+        cpu0, wall0 = time.process_time(), time.perf_counter()
+        while i < warmup + runs or total < min_seconds * 1000.0:
+            start = time.perf_counter()
+            ort_session.run(["logits"], {"images": x})
+            if i >= warmup:
+                times.append((time.perf_counter() - start) * 1000.0)
+                total += times[-1]
+            i += 1
+        share = cpu_share(time.process_time() - cpu0, time.perf_counter() - wall0, torch.get_num_threads())
+        q = statistics.quantiles(times, n=4)
+        return {"onnx_latency_ms": statistics.median(times), "onnx_latency_iqr_ms": q[2] - q[0],
+                "onnx_latency_runs": len(times), "onnx_threads": torch.get_num_threads(),
+                "onnx_latency_cpu_share": share}
+
+    return quietest(measure, "onnx_latency_cpu_share")

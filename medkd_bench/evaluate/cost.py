@@ -10,6 +10,7 @@ from __future__ import annotations
 import statistics
 import time
 import warnings
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -57,21 +58,63 @@ def timed_runs_ms(
     return times
 
 
+#: A CPU latency is trusted when the process got at least this share of its threads' CPU time while
+#: timing. Below it another process took cores: with 2 threads on 2 cores one busy neighbour makes
+#: OFA-595 2.6x slower (every parallel region waits for the descheduled thread), and timings of the
+#: same checkpoint moved between 7.8 and 11.8 ms that way.
+QUIET_CPU_SHARE = 0.9
+
+#: Attempts at a quiet timing before the best one is kept (flagged when still below the share).
+LATENCY_ATTEMPTS = 3
+
+
 @torch.inference_mode()
 def measure_latency(
     model: nn.Module, img_size: int, runtime: Runtime, warmup: int = 10, runs: int = 50,
     min_seconds: float = 0.0,
 ) -> dict[str, float]:
-    """Batch-1 forward latency in ms: median and inter-quartile spread.
+    """Batch-1 forward latency in ms: median and inter-quartile spread, and on CPU the CPU share it got.
 
     Times at least ``runs`` calls and, with ``min_seconds``, keeps going until
     that much time has been timed: a 7 ms model's 30 runs last 0.2 s, short
     enough for one burst of background work to move the median by 10%.
+    ``latency_cpu_share`` is the process's CPU time over wall time times
+    threads while timing: near 1 on a quiet machine, lower when other work
+    took cores (see :data:`QUIET_CPU_SHARE`).
     """
     x = runtime.to_model(torch.randn(1, 3, img_size, img_size, device=runtime.device))
+    cpu0, wall0 = time.process_time(), time.perf_counter()
     times = timed_runs_ms(model, x, runtime, warmup, runs, min_seconds)
+    share = cpu_share(time.process_time() - cpu0, time.perf_counter() - wall0, torch.get_num_threads())
     q = statistics.quantiles(times, n=4)
-    return {"latency_ms": statistics.median(times), "latency_iqr_ms": q[2] - q[0], "latency_runs": len(times)}
+    out = {"latency_ms": statistics.median(times), "latency_iqr_ms": q[2] - q[0], "latency_runs": len(times)}
+    if runtime.device.type == "cpu":
+        out["latency_cpu_share"] = share
+    return out
+
+
+def quietest(measure: Callable[[], dict[str, float]], share_key: str = "latency_cpu_share",
+             attempts: int = LATENCY_ATTEMPTS, pause_s: float = 1.0) -> dict[str, float]:
+    """``measure()`` again (after a pause) while another process held the CPU during it.
+
+    Keeps the first quiet attempt, else the one with the largest CPU share
+    (the leaderboard flags it); ``<share_key minus _cpu_share>_attempts`` says how many it took.
+    """
+    best: dict[str, float] = {}
+    attempts_key = share_key.replace("_cpu_share", "_attempts")
+    for attempt in range(1, attempts + 1):
+        timed = {**measure(), attempts_key: attempt}
+        if not best or timed.get(share_key, 1.0) > best.get(share_key, 1.0):
+            best = timed
+        if timed.get(share_key, 1.0) >= QUIET_CPU_SHARE:
+            return timed
+        time.sleep(pause_s)
+    return {**best, attempts_key: attempts}
+
+
+def cpu_share(cpu_s: float, wall_s: float, threads: int) -> float:
+    """The share of ``threads`` cores' time the process got: its CPU seconds over wall seconds times threads."""
+    return min(1.0, cpu_s / max(wall_s * threads, 1e-9))
 
 
 @torch.inference_mode()
@@ -106,6 +149,7 @@ def timed_metrics(model: nn.Module, img_size: int, runtime: Runtime, latency_run
     the driver, not the worker that trained the model.
     """
     metrics: dict[str, Any] = {"throughput": measure_throughput(model, img_size, runtime)}
-    metrics.update(measure_latency(model, img_size, runtime, runs=latency_runs, min_seconds=latency_seconds))
+    metrics.update(quietest(lambda: measure_latency(model, img_size, runtime, runs=latency_runs,
+                                                    min_seconds=latency_seconds)))
     metrics["timed_on"] = machine_description(runtime)
     return metrics

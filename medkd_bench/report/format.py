@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from medkd_bench.evaluate.cost import QUIET_CPU_SHARE
 from medkd_bench.run.store import CellRecord
 from medkd_bench.specs import BASE_METHODS
 
@@ -20,8 +21,13 @@ def method_label(r: CellRecord, with_seed: bool = False) -> str:
 
 
 def latency_text(metrics: dict, key: str) -> str:
-    """``11.58 (IQR 0.98)``: a stored batch-1 latency's median and inter-quartile range in ms, or ``-``."""
+    """``6.12 (IQR 0.14)``: a stored batch-1 latency's median and inter-quartile range in ms, or ``-``.
+
+    A CPU latency timed while other work held cores (after every retry) says so: ``busy: 59% CPU ⚠``.
+    """
     median, iqr = metrics.get(f"{key}_ms"), metrics.get(f"{key}_iqr_ms")
     if median is None:
         return "-"
-    return f"{median:.2f}" + (f" (IQR {iqr:.2f})" if iqr is not None else "")
+    share = metrics.get(f"{key}_cpu_share")
+    busy = f", busy: {100 * share:.0f}% CPU ⚠" if share is not None and share < QUIET_CPU_SHARE else ""
+    return f"{median:.2f}" + (f" (IQR {iqr:.2f}{busy})" if iqr is not None else "")
