@@ -5,14 +5,24 @@ two-thread process. Each worker runs whole cells (training, scoring and
 explanations) exactly as the runner does in process and writes the SQLite
 store itself (WAL serialises the writes); the driver measures cost metrics
 afterwards, when nothing else runs.
+
+Ctrl-C is the driver's business alone. Workers ignore SIGINT, and the driver
+turns it into a flag its scheduling loop reads, so the interrupt never lands
+inside ``concurrent.futures`` or ``multiprocessing`` code holding a lock. On
+that flag the driver terminates its workers, marks their cells interrupted and
+exits: ``kill -INT`` of the driver alone (a supervisor, ``timeout -s INT``)
+stops the run as promptly as a terminal's Ctrl-C to the whole process group.
 """
 
 from __future__ import annotations
 
 import multiprocessing
-from collections.abc import Sequence
+import signal
+import threading
+from collections.abc import Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from medkd_bench.errors import MedkdError, one_line
@@ -22,6 +32,11 @@ from medkd_bench.run.runner import MatrixRunner
 
 #: Scheduling order of ready cells in a pool: teachers first, since every distilled cell waits for one.
 METHOD_PRIORITY = {"teacher": 0, "label-only": 1}  # then every distilled cell
+
+#: How often the driver's scheduling loop looks at the Ctrl-C flag while cells run (seconds).
+INTERRUPT_POLL_S = 0.2
+#: How long terminated workers get to exit before they are killed (seconds).
+TERMINATE_GRACE_S = 5.0
 
 
 @dataclass
@@ -54,6 +69,7 @@ _POOL_RUNNER: list[MatrixRunner] = []  # the worker process's runner, built once
 
 
 def _pool_worker_init(recipe: WorkerRecipe) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the driver stops its workers itself (module docstring)
     from medkd_bench.run.store import Store
 
     registry, runtime = worker_setup(recipe)
@@ -129,6 +145,7 @@ class _PoolSchedule:
         self.pool: ProcessPoolExecutor | None = None
         self.in_flight: dict[Future, tuple[int, Cell, int]] = {}  # future -> (index, cell, attempt)
         self.settled: set[Cell] = set()
+        self.ctrl_c = threading.Event()
 
     def _pool(self) -> ProcessPoolExecutor:
         # spawn, not fork: a forked copy of a process that already runs OpenMP threads can deadlock.
@@ -188,26 +205,47 @@ class _PoolSchedule:
             else:
                 waiting.append((index, cell, 1))
         try:
-            waiting = self.start_ready(waiting)
-            while self.in_flight:
-                finished, _ = wait(list(self.in_flight), return_when=FIRST_COMPLETED)
-                broken = False
-                for future in finished:
-                    broken |= self.settle(future, *self.in_flight.pop(future), waiting)
-                if broken:  # the pool is gone: the other cells in flight finished or died with it
-                    rest, self.in_flight = self.in_flight, {}
-                    wait(list(rest))
-                    for future, entry in rest.items():
-                        self.settle(future, *entry, waiting)
-                    self._drop_pool()
-                waiting = self.start_ready(waiting)
+            with _ctrl_c_sets(self.ctrl_c):
+                self._schedule(waiting)
         except KeyboardInterrupt:
+            self._terminate_workers()  # before marking: a worker could otherwise still write its cell
             for _, cell, _ in self.in_flight.values():
                 self.runner.store.fail(self.runner.hash(cell), "interrupted")
             raise
         finally:
             self._drop_pool(cancel=True)
         return self.summary
+
+    def _schedule(self, waiting: list[tuple[int, Cell, int]]) -> None:
+        waiting = self.start_ready(waiting)
+        while self.in_flight:
+            finished, _ = wait(list(self.in_flight), timeout=INTERRUPT_POLL_S, return_when=FIRST_COMPLETED)
+            if self.ctrl_c.is_set():  # before settling: a worker killed by the same Ctrl-C is no broken pool
+                raise KeyboardInterrupt
+            broken = False
+            for future in finished:
+                broken |= self.settle(future, *self.in_flight.pop(future), waiting)
+            if broken:  # the pool is gone: the other cells in flight finished or died with it
+                rest, self.in_flight = self.in_flight, {}
+                wait(list(rest))
+                for future, entry in rest.items():
+                    self.settle(future, *entry, waiting)
+                self._drop_pool()
+            waiting = self.start_ready(waiting)
+
+    def _terminate_workers(self) -> None:
+        """SIGTERM every worker, SIGKILL the ones still alive after a grace period; wait for all."""
+        if self.pool is None:
+            return
+        # ProcessPoolExecutor offers no public handle on its processes before Python 3.14's terminate_workers().
+        processes = list((getattr(self.pool, "_processes", None) or {}).values())
+        for process in processes:
+            process.terminate()
+        for process in processes:
+            process.join(TERMINATE_GRACE_S)
+            if process.is_alive():
+                process.kill()
+                process.join()
 
     def _drop_pool(self, cancel: bool = False) -> None:
         if self.pool is not None:
@@ -217,3 +255,16 @@ class _PoolSchedule:
     def cells_in_priority(self) -> list[Cell]:
         """Plan order, teachers first (stable): every dataset's teachers start before any distilled cell waits."""
         return sorted(self.cells, key=lambda c: METHOD_PRIORITY.get(c.method, 2))
+
+
+@contextmanager
+def _ctrl_c_sets(flag: threading.Event) -> Iterator[None]:
+    """While the pool runs, SIGINT sets ``flag`` instead of raising wherever the main thread happens to be."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signal handlers can only be installed from the main thread
+        return
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: flag.set())
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
