@@ -76,6 +76,15 @@ class ModelSpec:
     #: (Score-CAM, soft targets) 1.6x faster and Visformer-S's training 1.1x.
     cpu_bf16: bool = False
     cpu_channels_last: bool = False
+    #: GPU fast path under ``--amp auto`` on CUDA: ``"fp32"`` (TF32 off), ``"tf32"`` (float32 tensors,
+    #: TF32 tensor-core matmuls and convolutions), ``"bf16"`` (autocast; fp16 on GPUs without bf16) or
+    #: ``"fp16"`` (autocast with a gradient scaler), and the memory format. Measured per architecture
+    #: by ``benchmarks/bench_gpu.py``; the default is the tensor-core choice for dense networks.
+    gpu_precision: str = "bf16"
+    gpu_channels_last: bool = True
+    #: The dtype batch-1 latency "as deployed" converts the weights to on a GPU (``"fp16"``,
+    #: ``"bf16"`` or ``"fp32"``): half precision unless the architecture loses accuracy in it.
+    gpu_deploy_dtype: str = "fp16"
     #: For distillation methods that need class activation maps (``cat-kd``): where the forward
     #: splits into features and head. ``None`` means timm's convention, the model's own
     #: ``forward_features`` and ``forward_head`` (with ``output_fmt`` saying NCHW or NHWC).

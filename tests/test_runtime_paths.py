@@ -47,7 +47,9 @@ def test_cuda_runtime_without_a_gpu():
     fp16 = resolve_runtime("cuda", "auto", cuda_available=True, bf16_supported=False)
     assert fp16.device.type == "cuda" and fp16.amp_dtype == torch.float16 and fp16.channels_last
     assert fp16.needs_grad_scaler and isinstance(fp16.grad_scaler(), torch.amp.GradScaler)
-    assert fp16.describe() == "cuda (float16, channels-last)"
+    assert fp16.describe() == "cuda (per-model fast path: fp32/tf32/bf16/fp16, channels-last)"
+    forced = resolve_runtime("cuda", "fp16", cuda_available=True, bf16_supported=True)
+    assert forced.describe() == "cuda (float16, channels-last)" and not forced.gpu_auto
     bf16 = resolve_runtime("cuda:1", "auto", cuda_available=True, bf16_supported=True)
     assert bf16.device == torch.device("cuda", 1) and bf16.amp_dtype == torch.bfloat16
     assert not bf16.needs_grad_scaler and bf16.grad_scaler() is None  # bf16 has float32's range
@@ -112,3 +114,51 @@ def test_training_uses_the_runtime_layout_and_precision(tiny_data, amp_dtype, ch
     assert rt.syncs, "training time must be taken after the device finished"
     assert model.seen == {(channels_last, amp_dtype or torch.float32)}
     assert model.conv.weight.is_contiguous(memory_format=torch.channels_last) == channels_last
+
+
+def _spec(**gpu):
+    from medkd_bench.specs import StudentSpec
+
+    return StudentSpec(name="m", build=lambda c, s: torch.nn.Linear(1, c), target_layers=lambda m: [m], **gpu)
+
+
+@pytest.mark.parametrize(("choice", "channels_last", "bf16", "amp_dtype", "tf32", "precision"), [
+    ("fp32", False, True, None, False, "fp32"),
+    ("tf32", False, True, None, True, "tf32"),
+    ("bf16", True, True, torch.bfloat16, False, "bf16+cl"),
+    ("bf16", True, False, torch.float16, False, "fp16+cl"),  # a GPU without bf16 falls back to fp16
+    ("fp16", False, True, torch.float16, False, "fp16"),
+])
+def test_gpu_auto_follows_each_spec(choice, channels_last, bf16, amp_dtype, tf32, precision):
+    """``--amp auto`` on CUDA: each architecture's measured GPU choice, hashed through ``precision``."""
+    auto = resolve_runtime("cuda", "auto", cuda_available=True, bf16_supported=bf16)
+    rt = auto.for_model(_spec(gpu_precision=choice, gpu_channels_last=channels_last))
+    assert (rt.amp_dtype, rt.tf32, rt.channels_last, rt.precision) == (amp_dtype, tf32, channels_last, precision)
+    assert not rt.gpu_auto and rt.needs_grad_scaler == (amp_dtype == torch.float16)
+    # An explicit --amp overrides every spec; --amp off is float32 without TF32.
+    off = resolve_runtime("cuda", "off", cuda_available=True, bf16_supported=bf16).for_model(_spec(gpu_precision=choice))
+    assert (off.amp_dtype, off.tf32, off.precision) == (None, False, "fp32+cl")
+
+
+def test_gpu_precision_typo_and_compile_mode_are_named():
+    auto = resolve_runtime("cuda", "auto", cuda_available=True, bf16_supported=True)
+    with pytest.raises(MedkdError, match="model 'm': gpu_precision 'bfloat16' is not one of fp32, tf32, bf16, fp16"):
+        auto.for_model(_spec(gpu_precision="bfloat16"))
+    with pytest.raises(MedkdError, match="--compile fast: expected one of off, default, reduce-overhead"):
+        resolve_runtime("cpu", "auto", compile_mode="fast")
+    compiled = resolve_runtime("cpu", "off", compile_mode="default")
+    assert compiled.precision == "fp32+compile:default" and "torch.compile default" in compiled.describe()
+    assert resolve_runtime("cpu", "off").precision == "fp32"  # eager strings unchanged: stored cells stay valid
+
+
+def test_tf32_flags_are_set_for_the_model_and_restored():
+    """TF32 is process-wide in PyTorch: the runtime sets it around each model's work and puts it back."""
+    from medkd_bench.system.runtime import tf32_enabled
+
+    before = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+    with tf32_enabled(True):
+        assert torch.backends.cuda.matmul.allow_tf32 and torch.backends.cudnn.allow_tf32
+        with tf32_enabled(False):
+            assert not torch.backends.cuda.matmul.allow_tf32 and not torch.backends.cudnn.allow_tf32
+        assert torch.backends.cudnn.allow_tf32
+    assert (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32) == before

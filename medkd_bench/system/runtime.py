@@ -1,14 +1,20 @@
 """Device and mixed-precision choice, made once per run and refined per model.
 
-On CUDA, automatic mixed precision (bf16 where supported, else fp16 with a
-gradient scaler) and channels-last memory format are on by default. On CPU,
-``--amp auto`` follows each model spec's measured fast path: bf16 autocast for
-architectures that gain from it, on CPUs with native bf16 matrix units (AMX),
-channels-last for those that gain from that; everything else runs in float32.
-The precision each model ran in is part of its cell's config hash, so results
-from different precisions are never mixed up. ``--amp off`` forces float32.
+``--amp auto`` follows each model spec's measured fast path. On CPU: bf16
+autocast for architectures that gain from it, on CPUs with native bf16 matrix
+units (AMX), channels-last for those that gain from that; everything else runs
+in float32. On CUDA: the spec's ``gpu_precision`` (fp32, TF32, bf16 or fp16
+autocast) and ``gpu_channels_last``; a depthwise-separable student that is
+launch-bound at small batches runs faster in plain float32 than in bf16. TF32
+is set explicitly for every CUDA model (PyTorch's defaults differ between
+matmuls and convolutions), so ``fp32`` means float32 throughout. The precision
+each model ran in is part of its cell's config hash, so results from different
+precisions are never mixed up. ``--amp off`` forces float32 (TF32 off), and
+``--amp bf16``/``fp16`` force that autocast for every model (channels-last on CUDA).
 CUDA results are not bit-repeatable unless ``--deterministic`` asks for
 deterministic kernels (:func:`enable_determinism`), at some speed cost.
+``--compile`` (off by default) runs each model through ``torch.compile``; its
+mode is hashed with the precision, since compiled kernels round differently.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import os
 import platform
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
@@ -29,6 +36,10 @@ if TYPE_CHECKING:
 
 
 AMP_CHOICES = ("auto", "off", "bf16", "fp16")
+#: What a spec may declare as ``gpu_precision``.
+GPU_PRECISIONS = ("fp32", "tf32", "bf16", "fp16")
+#: ``--compile`` modes: ``reduce-overhead`` replays CUDA graphs, which removes per-kernel launch cost.
+COMPILE_MODES = ("off", "default", "reduce-overhead", "max-autotune")
 
 
 @dataclass(frozen=True)
@@ -39,22 +50,52 @@ class Runtime:
     deterministic: bool = False
     #: ``--amp auto`` on CPU: each model's spec picks its fast path (``for_model``).
     cpu_auto: bool = False
+    #: ``--amp auto`` on CUDA: each model's spec picks its GPU fast path (``for_model``).
+    gpu_auto: bool = False
+    #: Whether the GPU may use bf16 (Ampere and later): a spec's ``bf16`` becomes fp16 elsewhere.
+    bf16_supported: bool = False
+    #: TF32 tensor-core arithmetic for float32 matmuls and convolutions (CUDA only).
+    tf32: bool = False
+    #: ``--compile`` mode, ``"off"`` for eager PyTorch.
+    compile_mode: str = "off"
 
     def for_model(self, spec: ModelSpec) -> Runtime:
         """This runtime as it applies to one architecture."""
-        if not self.cpu_auto:
-            return self
-        bf16 = spec.cpu_bf16 and cpu_has_native_bf16()
-        return replace(self, amp_dtype=torch.bfloat16 if bf16 else None,
-                       channels_last=spec.cpu_channels_last, cpu_auto=False)
+        if self.cpu_auto:
+            bf16 = spec.cpu_bf16 and cpu_has_native_bf16()
+            return replace(self, amp_dtype=torch.bfloat16 if bf16 else None,
+                           channels_last=spec.cpu_channels_last, cpu_auto=False)
+        if self.gpu_auto:
+            return replace(self, amp_dtype=gpu_amp_dtype(spec, self.bf16_supported), tf32=spec.gpu_precision == "tf32",
+                           channels_last=spec.gpu_channels_last, gpu_auto=False)
+        return self
 
     @property
     def precision(self) -> str:
-        """Numerics that change results (recorded in config hashes): e.g. ``fp32``, ``bf16+cl``."""
+        """Numerics that change results (recorded in config hashes): e.g. ``fp32``, ``tf32``, ``bf16+cl``.
+
+        A compiled model adds its mode (``bf16+cl+compile:default``); eager runs keep the
+        strings they always had, so their stored results stay valid.
+        """
         amp = str(self.amp_dtype).removeprefix("torch.").replace("bfloat16", "bf16").replace("float16", "fp16")
-        return (amp if self.amp_dtype else "fp32") + ("+cl" if self.channels_last else "")
+        base = amp if self.amp_dtype else ("tf32" if self.tf32 else "fp32")
+        compiled = f"+compile:{self.compile_mode}" if self.compile_mode != "off" else ""
+        return base + ("+cl" if self.channels_last else "") + compiled
+
+    def numerics(self) -> contextlib.AbstractContextManager:
+        """TF32 on or off for this model's kernels, forward and backward (CUDA only; restored after)."""
+        if self.device.type != "cuda":
+            return contextlib.nullcontext()
+        return tf32_enabled(self.tf32)
 
     def autocast(self) -> contextlib.AbstractContextManager:
+        """The forward pass's numerics: autocast to ``amp_dtype`` and, on CUDA, TF32 as chosen."""
+        if self.device.type == "cuda":
+            stack = contextlib.ExitStack()
+            stack.enter_context(self.numerics())
+            if self.amp_dtype is not None:
+                stack.enter_context(torch.autocast(self.device.type, dtype=self.amp_dtype))
+            return stack
         if self.amp_dtype is None:
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=self.amp_dtype)
@@ -79,16 +120,40 @@ class Runtime:
         return model
 
     def describe(self) -> str:
+        compiled = f", torch.compile {self.compile_mode}" if self.compile_mode != "off" else ""
         if self.cpu_auto:
-            return f"{self.device.type} (per-model fast path: fp32, bf16 where native, channels-last)"
-        amp = str(self.amp_dtype).removeprefix("torch.") if self.amp_dtype else "fp32"
+            return f"{self.device.type} (per-model fast path: fp32, bf16 where native, channels-last{compiled})"
+        if self.gpu_auto:
+            return f"{self.device.type} (per-model fast path: fp32/tf32/bf16/fp16, channels-last{compiled})"
+        amp = str(self.amp_dtype).removeprefix("torch.") if self.amp_dtype else ("tf32" if self.tf32 else "fp32")
         extras = (", channels-last" if self.channels_last else "") + (", deterministic" if self.deterministic else "")
-        return f"{self.device.type} ({amp}{extras})"
+        return f"{self.device.type} ({amp}{extras}{compiled})"
 
     def synchronize(self) -> None:
         """Wait for queued GPU work, so wall-clock timings measure it (a no-op on CPU)."""
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
+
+
+def gpu_amp_dtype(spec: ModelSpec, bf16_supported: bool) -> torch.dtype | None:
+    """The autocast dtype of a spec's ``gpu_precision``: None for fp32 and tf32; fp16 for bf16 on older GPUs."""
+    choice = spec.gpu_precision
+    if choice not in GPU_PRECISIONS:
+        raise MedkdError(f"model {spec.name!r}: gpu_precision {choice!r} is not one of {', '.join(GPU_PRECISIONS)}")
+    if choice in ("fp32", "tf32"):
+        return None
+    return torch.bfloat16 if choice == "bf16" and bf16_supported else torch.float16
+
+
+@contextlib.contextmanager
+def tf32_enabled(enabled: bool) -> Iterator[None]:
+    """TF32 for cuBLAS matmuls and cuDNN convolutions, restored after (both are process-wide flags)."""
+    matmul, cudnn = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = enabled
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = matmul, cudnn
 
 
 def cpu_has_native_bf16() -> bool:
@@ -134,8 +199,9 @@ def amp_dtype_for(device_type: str, amp: str, bf16_supported: bool) -> torch.dty
 
 
 def resolve_runtime(device: str = "auto", amp: str = "auto", deterministic: bool = False, *,
-                    cuda_available: bool | None = None, bf16_supported: bool | None = None) -> Runtime:
-    """The runtime for ``--device``, ``--amp`` and ``--deterministic``.
+                    cuda_available: bool | None = None, bf16_supported: bool | None = None,
+                    compile_mode: str = "off") -> Runtime:
+    """The runtime for ``--device``, ``--amp``, ``--deterministic`` and ``--compile``.
 
     ``cuda_available`` and ``bf16_supported`` default to what torch reports;
     passing them lets tests check the CUDA choices on a machine without a GPU.
@@ -157,11 +223,16 @@ def resolve_runtime(device: str = "auto", amp: str = "auto", deterministic: bool
     dtype = amp_dtype_for(dev.type, amp, bf16_supported)  # validates --amp
     if deterministic:
         enable_determinism()
+    if compile_mode not in COMPILE_MODES:
+        raise MedkdError(f"--compile {compile_mode}: expected one of {', '.join(COMPILE_MODES)}")
     if amp == "auto" and dev.type == "cpu":
-        return Runtime(dev, None, channels_last=False, cpu_auto=True, deterministic=deterministic)
+        return Runtime(dev, None, channels_last=False, cpu_auto=True, deterministic=deterministic,
+                       compile_mode=compile_mode)
     # Channels-last speeds up convolutions on tensor cores; on CPU only some architectures gain
     # (their specs opt in under --amp auto), so an explicit CPU choice keeps the default layout.
-    return Runtime(dev, dtype, channels_last=dev.type == "cuda", deterministic=deterministic)
+    return Runtime(dev, dtype, channels_last=dev.type == "cuda", deterministic=deterministic,
+                   gpu_auto=amp == "auto" and dev.type == "cuda", bf16_supported=bf16_supported,
+                   compile_mode=compile_mode)
 
 
 def machine_description(runtime: Runtime | None = None) -> str:

@@ -110,6 +110,10 @@ class Trainer:
 
     def step(self, idx: torch.Tensor, flipped: torch.Tensor, images: torch.Tensor) -> float:
         """One optimiser update on a batch (the model must be in train mode); returns the batch's mean loss."""
+        with self.runtime.numerics():  # TF32 as chosen for the backward pass too, not only the forward
+            return self._step(idx, flipped, images)
+
+    def _step(self, idx: torch.Tensor, flipped: torch.Tensor, images: torch.Tensor) -> float:
         loss = self.loss(idx, flipped, images)
         optimizer, scaler, clip = self.optimizer, self.scaler, self.settings.grad_clip
         optimizer.zero_grad(set_to_none=True)

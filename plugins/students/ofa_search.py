@@ -33,8 +33,11 @@ def register_students(register):
                 head_split=ofa_head_split,
                 citation=CITATION,
                 description=student.describe(),
-                # What OFA-595 trains with: same supernet family, size range and CPU fast path.
+                # What OFA-595 trains with: same supernet family, size range and CPU fast path,
                 cpu_channels_last=True,
+                # and OFA-595's GPU choice (see its spec).
+                gpu_precision="tf32",
+                gpu_channels_last=False,
                 train=TrainSettings(epochs=6, lr=2e-3, weight_decay=0.05, warmup_epochs=1.0),
                 revision=student.revision,
             )
