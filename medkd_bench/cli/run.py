@@ -99,6 +99,9 @@ class RichReporter:
 @click.option("--device", default="auto", show_default=True, help="auto | cpu | cuda[:N]")
 @click.option("--amp", default="auto", show_default=True,
               help="auto (CUDA: on; CPU: each model's measured fast path) | off | bf16 | fp16")
+@click.option("--compile", "compile_mode", default="off", show_default=True,
+              help="torch.compile every model for training and scoring: off | default | reduce-overhead (CUDA "
+                   "graphs) | max-autotune. Compilation is timed as warm-up, apart from training.")
 @click.option("--explainers", multiple=True,
               help="Explainers to run, or 'all' for every registered one [default: score-cam].")
 @click.option("--explain-images", type=click.IntRange(1), default=6, show_default=True,
@@ -129,7 +132,7 @@ class RichReporter:
               help="Ray: retries of a cell whose task failed or whose worker died [default: 1].")
 def run(matrix, teachers, students, datasets, methods, method_options, teacher_cache_mb, plugin_files, work_dir, leaderboard_dir, data_root,
         dataset_options, img_size, epochs, seed, seeds, deterministic, temperature, alpha, pretrained, weights,
-        device, amp, explainers, explain_images, sanity_images, latency_runs, onnx, skip_bad, bootstrap,
+        device, amp, compile_mode, explainers, explain_images, sanity_images, latency_runs, onnx, skip_bad, bootstrap,
         dry_run, executor, jobs, address, ray_cpus, cpus_per_cell, gpus_per_cell, max_retries) -> None:
     """Train teachers, baselines and distilled students, score them, write leaderboards.
 
@@ -159,7 +162,7 @@ def run(matrix, teachers, students, datasets, methods, method_options, teacher_c
         method_options=parsed_method_options, teacher_cache_mb=teacher_cache_mb, pretrained=pretrained,
         weights=parse_weights(weights), explainers=tuple(split_names(explainers) or ()) or RunOptions.explainers,
         explain_images=explain_images, sanity_images=sanity_images, latency_runs=latency_runs, skip_bad=skip_bad,
-        onnx=onnx,
+        onnx=onnx, compile_mode=compile_mode,
     )
     from medkd_bench.cli.executors import make_executor, resolve_jobs
     from medkd_bench.run.executors.pool import PoolExecutor
@@ -174,8 +177,12 @@ def run(matrix, teachers, students, datasets, methods, method_options, teacher_c
     n_jobs = resolve_jobs(jobs, device, len(cells)) if executor == "local" else 1
     cell_executor = make_executor(executor, options, plugin_files, device, amp, address, ray_cpus, cpus_per_cell,
                                   gpus_per_cell, max_retries, deterministic, jobs=n_jobs)
-    runtime = (driver_runtime(device, amp, deterministic) if executor == "ray"
-               else resolve_runtime(device, amp, deterministic))
+    runtime = (driver_runtime(device, amp, deterministic, compile_mode) if executor == "ray"
+               else resolve_runtime(device, amp, deterministic, compile_mode=compile_mode))
+    if compile_mode != "off" and not dry_run:  # a missing compiler is bad input: before any work
+        from medkd_bench.system.compiler import require_compiler
+
+        require_compiler(runtime, compile_mode)
     from medkd_bench.run.computer import CellComputer
 
     CellComputer(registry, options, runtime).check_method_layers(cells)  # before anything is written

@@ -83,6 +83,8 @@ def settings_entries(settings: dict[str, Any]) -> list[Entry]:
         entries.append(("amp", settings["amp"]))
     if settings.get("deterministic"):
         entries.append(("deterministic", True))
+    if "compile" in settings:
+        entries.append(("compile", settings["compile"]))
     return entries
 
 

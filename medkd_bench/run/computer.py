@@ -10,7 +10,9 @@ its revision and options, and the teacher's own hash) is what :func:`~medkd_benc
 
 from __future__ import annotations
 
+import contextlib
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -299,13 +301,17 @@ class CellComputer:
         runtime = self.runtime_for(spec)
         distill = self.distillation(cell, model, spec, settings, data) if cell.distilled else None
         timings["setup_s"] = time.perf_counter() - t0
-        result: TrainResult = fit(model, data, settings, runtime, seed=cell.seed, distill=distill, on_epoch=on_epoch)
+        with out_of_memory_named(cell, settings, runtime):
+            result: TrainResult = fit(model, data, settings, runtime, seed=cell.seed, distill=distill,
+                                      on_epoch=on_epoch)
+        timings["warmup_s"] = result.warmup_seconds
         timings["train_s"] = result.train_seconds
         timings["train_images_per_s"] = result.images_per_second
         checkpoint_sha256 = self.save_checkpoint(model, h)
         t1 = time.perf_counter()
         test = data.splits["test"]
-        preds, probs = split_outputs(model, data, "test", runtime)
+        with out_of_memory_named(cell, settings, runtime, "scoring"):
+            preds, probs = split_outputs(model if result.forward is None else result.forward, data, "test", runtime)
         metrics: dict[str, Any] = classification_metrics(test.labels.tolist(), preds, data.spec.classes)
         metrics["test_predictions"] = preds  # for paired comparisons between cells
         metrics["test_probabilities"] = probs  # ROC AUC and calibration, re-rendered without the model
@@ -328,6 +334,21 @@ class CellComputer:
         artifacts = {"checkpoint": str(self.checkpoint_path(h).relative_to(self.options.work_dir)),
                      "checkpoint_sha256": checkpoint_sha256}
         return CellResult(model, metrics, timings, artifacts)
+
+
+@contextlib.contextmanager
+def out_of_memory_named(cell: Cell, settings: TrainSettings, runtime: Runtime, doing: str = "training") -> Iterator[None]:
+    """An out-of-memory error as one line naming the cell and the batch size; the device's cache freed.
+
+    The cell fails alone: the freed cache lets the next cells run.
+    """
+    try:
+        yield
+    except torch.OutOfMemoryError as exc:
+        if runtime.device.type == "cuda":
+            torch.cuda.empty_cache()
+        raise MedkdError(f"out of {runtime.device.type.upper()} memory {doing} {cell.label()} at batch size "
+                         f"{settings.batch_size} ({(str(exc).splitlines() or [''])[0][:120]}); try a smaller --img-size") from None
 
 
 def built(spec: ModelSpec, model: Any, builder: str = "build()") -> nn.Module:

@@ -45,6 +45,9 @@ class RunOptions:
     #: Export every trained student to ONNX, check it with ONNX Runtime on the test split and time it
     #: there (:mod:`medkd_bench.deploy.onnx`); adds figures, changes none, so it is not a setting.
     onnx: bool = False
+    #: ``--compile`` mode (``"off"``: eager PyTorch). A setting: compiled kernels round differently,
+    #: so it is in every config hash (through the runtime's precision) and in the run's settings.
+    compile_mode: str = "off"
 
 
 def result_settings(options: RunOptions, amp: str = "auto", deterministic: bool = False) -> dict[str, Any]:
@@ -73,6 +76,8 @@ def result_settings(options: RunOptions, amp: str = "auto", deterministic: bool 
         settings["amp"] = amp
     if deterministic:
         settings["deterministic"] = True
+    if options.compile_mode != "off":
+        settings["compile"] = options.compile_mode
     return settings
 
 

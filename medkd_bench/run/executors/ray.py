@@ -189,7 +189,7 @@ class _RaySchedule:
         return self.summary
 
 
-def driver_runtime(device: str, amp: str, deterministic: bool = False) -> Runtime:
+def driver_runtime(device: str, amp: str, deterministic: bool = False, compile_mode: str = "off") -> Runtime:
     """The runtime for the driver's own work (explanations) under Ray.
 
     ``--device cuda`` names the workers' device: a head node without a GPU
@@ -198,5 +198,5 @@ def driver_runtime(device: str, amp: str, deterministic: bool = False) -> Runtim
     import torch
 
     if device.startswith("cuda") and not torch.cuda.is_available():
-        return resolve_runtime("cpu", "auto", deterministic)
-    return resolve_runtime(device, amp, deterministic)
+        return resolve_runtime("cpu", "auto", deterministic, compile_mode=compile_mode)
+    return resolve_runtime(device, amp, deterministic, compile_mode=compile_mode)

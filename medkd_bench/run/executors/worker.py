@@ -62,7 +62,8 @@ def worker_setup(recipe: WorkerRecipe) -> tuple[Any, Runtime]:
     keep_freed_memory()
     quiet_dependency_warnings()
     registry = load_registry([Path(p) for p in recipe.plugin_files])
-    return registry, resolve_runtime(recipe.device, recipe.amp, recipe.deterministic)
+    return registry, resolve_runtime(recipe.device, recipe.amp, recipe.deterministic,
+                                       compile_mode=recipe.options.compile_mode)
 
 
 _COMPUTERS: dict[str, CellComputer] = {}
