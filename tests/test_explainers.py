@@ -91,3 +91,26 @@ def test_batched_road_equals_grad_cams_road_combined():
     ours = road_faithfulness(model, data, list(range(4)), maps, resolve_runtime("cpu", "off"), seed=3, batch_size=5)
     np.testing.assert_allclose(ours, reference, atol=1e-6)
     assert np.abs(ours).max() > 1e-4  # the maps moved the class probability: the comparison is not 0 == 0
+
+
+def test_score_cam_batches_on_a_gpu_halve_until_they_fit():
+    """On a GPU Score-CAM batches every channel at once (512), halving on out-of-memory down to the CPU's 128."""
+    from medkd_bench.explain.cams import gpu_batch_sizes, halving_on_oom
+
+    assert gpu_batch_sizes(512, 128) == [512, 256, 128]
+    assert gpu_batch_sizes(None, 128) == [None] and gpu_batch_sizes(64, 128) == [None]
+    tried = []
+
+    def call(size):
+        tried.append(size)
+        if size > 128:
+            raise torch.OutOfMemoryError("CUDA out of memory")
+        return np.zeros(1)
+
+    assert halving_on_oom(call, [512, 256, 128]).shape == (1,) and tried == [512, 256, 128]
+
+    def never_fits(size):
+        raise torch.OutOfMemoryError(f"CUDA out of memory at {size}")
+
+    with pytest.raises(torch.OutOfMemoryError, match="at 128"):  # the last size's error reaches the cell
+        halving_on_oom(never_fits, [512, 256, 128])

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import functools
 import types
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -28,11 +28,15 @@ def _silence_grad_cam_progress() -> None:
         score_cam.tqdm = types.SimpleNamespace(tqdm=functools.partial(tqdm.tqdm, disable=True), medkd_quiet=True)
 
 
-def grad_cam_builder(class_name: str, **attributes: Any) -> ExplainerBuilder:
+def grad_cam_builder(class_name: str, gpu_batch_size: int | None = None, **attributes: Any) -> ExplainerBuilder:
     """A builder for ``pytorch_grad_cam.<class_name>`` (e.g. ``"GradCAM"``, ``"ScoreCAM"``).
 
     ``attributes`` are set on the CAM object, e.g. ``batch_size`` for ScoreCAM's
-    masked forward passes.
+    masked forward passes. ``gpu_batch_size`` replaces ``batch_size`` for images
+    on a GPU, where one large batch costs about as much as one small one: with
+    a batch at least the target layer's channel count, Score-CAM makes one
+    masked forward pass per image instead of several. Out of memory, the batch
+    is halved (down to ``batch_size``) and the call repeated.
     """
 
     def build(model: nn.Module, target_layers: Sequence[nn.Module],
@@ -43,15 +47,42 @@ def grad_cam_builder(class_name: str, **attributes: Any) -> ExplainerBuilder:
         _silence_grad_cam_progress()
         cam_class = getattr(pytorch_grad_cam, class_name)
 
-        def explain(images: torch.Tensor, targets: Sequence[int]) -> np.ndarray:
+        def explain_with(images: torch.Tensor, targets: Sequence[int], batch: dict[str, Any]) -> np.ndarray:
             with cam_class(model=model, target_layers=list(target_layers),
                            reshape_transform=reshape_transform) as cam:
-                for key, value in attributes.items():
+                for key, value in {**attributes, **batch}.items():
                     setattr(cam, key, value)
                 maps = cam(input_tensor=images, targets=[ClassifierOutputTarget(int(t)) for t in targets])
             return np.asarray(maps, dtype=np.float32)
+
+        def explain(images: torch.Tensor, targets: Sequence[int]) -> np.ndarray:
+            sizes = gpu_batch_sizes(gpu_batch_size, attributes.get("batch_size")) if images.is_cuda else [None]
+            return halving_on_oom(lambda size: explain_with(images, targets, {} if size is None else
+                                                            {"batch_size": size}), sizes)
 
         return explain
 
     build.__qualname__ = f"grad_cam_builder({class_name!r})"
     return build
+
+
+def gpu_batch_sizes(gpu_batch_size: int | None, batch_size: int | None) -> list[int | None]:
+    """The batch sizes to try on a GPU, largest first: ``gpu_batch_size`` halved down to ``batch_size``."""
+    if gpu_batch_size is None or batch_size is None or gpu_batch_size <= batch_size:
+        return [None]
+    sizes: list[int | None] = []
+    size = gpu_batch_size
+    while size > batch_size:
+        sizes.append(size)
+        size //= 2
+    return [*sizes, batch_size]
+
+
+def halving_on_oom(call: Callable[[int | None], np.ndarray], sizes: Sequence[int | None]) -> np.ndarray:
+    """``call(size)`` with the first batch size that fits in memory; the last one's error if none does."""
+    for size in sizes[:-1]:
+        try:
+            return call(size)
+        except torch.OutOfMemoryError:
+            torch.cuda.empty_cache()
+    return call(sizes[-1])
