@@ -27,6 +27,7 @@ from medkd_bench.specs import (
     DatasetSpec,
     ExplainerSpec,
     MethodSpec,
+    ModelSpec,
     StudentSpec,
     TeacherSpec,
 )
@@ -216,6 +217,8 @@ def collect(pm: pluggy.PluginManager) -> Registry:
                                      f"{NAME_RULE_TEXT} (they name files and folders)")
                 if _kind == "method":
                     _check_method(_owner, spec)
+                if _kind in ("teacher", "student"):
+                    _check_model(_owner, _kind, spec)
                 key = (_kind, spec.name)
                 if key in registry.owners:
                     raise MedkdError(
@@ -234,6 +237,21 @@ def collect(pm: pluggy.PluginManager) -> Registry:
                 raise MedkdError(f"plugin {owner!r} failed in {hook_name}: {type(exc).__name__}: {exc}") from exc
     registry.plugins = sorted(infos.values(), key=lambda p: p.name)
     return registry
+
+
+#: What a model spec's ``gpu_deploy_dtype`` may say.
+DEPLOY_DTYPES = ("fp16", "bf16", "fp32")
+
+
+def _check_model(owner: str, kind: str, spec: ModelSpec) -> None:
+    """A model's GPU choices are checked when it registers, on every machine, not first on a GPU."""
+    from medkd_bench.system.runtime import GPU_PRECISIONS
+
+    for field_name, allowed in (("gpu_precision", GPU_PRECISIONS), ("gpu_deploy_dtype", DEPLOY_DTYPES)):
+        value = getattr(spec, field_name)
+        if value not in allowed:
+            raise MedkdError(f"plugin {owner!r}: {kind} {spec.name!r}: {field_name} {value!r} is not one of "
+                             f"{', '.join(allowed)}")
 
 
 def _check_method(owner: str, spec: MethodSpec) -> None:

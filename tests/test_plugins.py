@@ -181,3 +181,23 @@ def test_student_search_is_a_command_the_ofa_search_plugin_adds(run_cli, monkeyp
     cli.commands.pop("student", None)
     result = run_cli(["student", "search", "--help"])
     assert result.exit_code == 2 and "No such command 'student'" in (result.err + result.out)
+
+
+@pytest.mark.parametrize(("field", "value", "allowed"), [
+    ("gpu_precision", "bfloat16", "fp32, tf32, bf16, fp16"),
+    ("gpu_deploy_dtype", "int8", "fp16, bf16, fp32"),
+])
+def test_a_gpu_choice_typo_is_refused_at_registration_on_any_machine(tmp_path, field, value, allowed):
+    """Checked when the plugin registers, so a CPU-only CI catches what would fail first on a GPU."""
+    path = tmp_path / "typo.py"
+    path.write_text(textwrap.dedent(f"""
+        from medkd_bench import TeacherSpec, hookimpl, last_module, timm_builder
+
+        @hookimpl
+        def register_teachers(register):
+            register(TeacherSpec(name="x", build=timm_builder("resnet10t"), target_layers=last_module("layer4"),
+                                 {field}={value!r}))
+    """))
+    with pytest.raises(MedkdError, match=rf"plugin 'file:.*typo.py': teacher 'x': {field} '{value}' is not one of "
+                                         rf"{allowed}"):
+        load_registry([path])
