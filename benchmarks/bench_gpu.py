@@ -526,6 +526,10 @@ def bare_loop(model: nn.Module, data: Any, rt: Runtime, settings: Any, clip: flo
     scaler = rt.grad_scaler()
 
     def step(batch: tuple[torch.Tensor, torch.Tensor, torch.Tensor]) -> None:
+        with rt.numerics():  # TF32 as Trainer.step sets it: around the backward pass too, not only the forward
+            body(batch)
+
+    def body(batch: tuple[torch.Tensor, torch.Tensor, torch.Tensor]) -> None:
         idx, _, images = batch
         x = rt.to_model(data.normalise(images, device))
         y = labels[idx].to(device, non_blocking=True)
@@ -998,7 +1002,7 @@ def on_sigterm(signum: int, frame: Any) -> None:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(CHILD.pid, signal.SIGKILL)
     with contextlib.suppress(Exception):  # the signal may have come in the middle of a write
-        print(f"\n[{elapsed():6.1f}s] SIGTERM: stopped here (figures so far are in the log and bench_gpu.json)",
+        print(f"\n[{elapsed():6.1f}s] SIGTERM: stopped here (figures so far are in the log and the JSON next to it)",
               flush=True)
         faulthandler.dump_traceback(file=LOG or sys.__stderr__, all_threads=True)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
