@@ -169,6 +169,7 @@ def step(name: str, plan: Plan, what: str, targets: list[str]) -> Iterator[float
         yield -1.0
         return
     bg.say(f"== {name}: {what} (may take {allowed:.0f} s)")
+    save()
     start = time.perf_counter()
     try:
         yield allowed
@@ -446,6 +447,7 @@ def main(argv: list[str] | None = None) -> int:
         pending(key, text, target)
     for name in bargs.models:
         pending(f"harness {name}", f"training at {bargs.img_size} px, harness / bare loop, {name}", ">= 0.9x")
+    save()
     size, n224 = mode.m224_size, args.n_train_224 or mode.m224_n_train
     matrix("quick", plan, mode.quick, f"run --matrix quick, {mode.scale}")
     matrix("full", plan, mode.full, f"run --matrix full, {mode.scale}")
