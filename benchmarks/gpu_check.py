@@ -341,7 +341,7 @@ def harness_and_util(plan: Plan, bargs: argparse.Namespace, registry: Any, devic
         return data if data is not None else prepare(registry.datasets["synthetic-cxr"], bargs.img_size, None,
                                {"n_train": bargs.n_train, "n_val": 8, "n_test": 8})
 
-    with step("harness", plan, f"harness vs bare loop, {bargs.img_size} px, each model's GPU precision",
+    with step("harness", plan, f"harness vs bare loop, {bargs.img_size} px, each model in its precision for the device",
               [f"harness {m}" for m in bargs.models]) as allowed:
         if allowed >= 0:
             data = training_data()
