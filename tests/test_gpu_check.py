@@ -1,9 +1,10 @@
-"""benchmarks/gpu_check.py (issue 20's GPU check) in its CPU smoke mode.
+"""benchmarks/gpu_check.py (issue 20's GPU check) in its CPU smoke mode, and its GPU mode's plan.
 
 The GPU itself is not here: these runs check that every step's code path that needs no CUDA
 works (matrices as child processes, store reading, the rerun, CPU latency, bench_gpu's
 harness section), that the budget skips rather than overruns, and that every target gets a
-PASS or MISS line in the log and an entry in the JSON.
+PASS or MISS line in the log and an entry in the JSON; and, without running them, that the
+GPU mode's budget arithmetic and matrix commands are sound.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from pathlib import Path
 
 import pytest
 import torch
+
+from tests.helpers import run_main
 
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_check.py"
 TARGETS = {"full", "rerun", "latency", "util", "warmup", "harness ofa-595"}
@@ -73,3 +76,30 @@ def test_cuda_without_a_gpu_is_a_one_line_error(tmp_path):
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == ["gpu_check: --device cuda: CUDA is not available on this machine"]
+
+
+@pytest.fixture
+def gpu_check(monkeypatch):
+    """The script as a module (benchmarks/ scripts import each other by plain name)."""
+    monkeypatch.syspath_prepend(str(SCRIPT.parent))
+    import gpu_check
+
+    return gpu_check
+
+
+def test_gpu_budget_keeps_the_later_steps_least(gpu_check, monkeypatch):
+    plan = gpu_check.Plan(gpu_check.GPU, 440)
+    monkeypatch.setattr(gpu_check.bg, "elapsed", lambda: 0.0)
+    assert plan.allowance("quick") == 110  # its cap: 440 s less the later steps' 178 s leaves more
+    monkeypatch.setattr(gpu_check.bg, "elapsed", lambda: 300.0)
+    assert plan.allowance("harness") == 440 - 300 - 20 - 40  # util's and the 224 px matrix's least kept
+    monkeypatch.setattr(gpu_check.bg, "elapsed", lambda: 401.0)
+    assert plan.allowance("m224") is None  # 39 s left, it needs 40: skipped, not overrun
+
+
+def test_gpu_matrices_are_valid_run_commands(gpu_check, tmp_path):
+    """The GPU mode's matrices, planned on this machine: options a GPU run would reject fail here too."""
+    gpu = gpu_check.GPU
+    for name, extra in (("quick", gpu.quick), ("full", gpu.full), ("m224", (*gpu.m224, "--img-size", "224"))):
+        args = ["run", *extra, "--device", "cpu", "--dry-run", "--work-dir", str(tmp_path / name)]
+        assert run_main(args) == 0, name
