@@ -828,6 +828,12 @@ def section_compile(args: argparse.Namespace, device: torch.device, budget: Budg
 # ---------------------------------------------------------------- summary
 
 
+def spec_choice(variant: str) -> str:
+    """A variant name as the model spec fields that select it under ``--amp auto`` on CUDA."""
+    precision, _, layout = variant.partition("+")
+    return f"gpu_precision={precision!r}, gpu_channels_last={layout == 'cl'}"
+
+
 def summary(args: argparse.Namespace) -> None:
     print("\nSummary against issue 20's targets", flush=True)
     harness = RESULTS.get("harness", {})
@@ -864,6 +870,7 @@ def summary(args: argparse.Namespace) -> None:
             fast = min(v["step_ms"], key=v["step_ms"].get)
             print(f"  training {name:<16} fastest {fast} {v['step_ms'][fast]:.1f} ms/step; slowest first step "
                   f"{slow} {firsts[slow]:.2f} s")
+            print(f"    spec choice for {name}: {spec_choice(fast)}")
     print(f"\nDone in {elapsed():.0f} s", flush=True)
 
 
