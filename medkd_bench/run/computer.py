@@ -24,7 +24,8 @@ from medkd_bench.data.prepare import PreparedData, dataset_fingerprint, prepare
 from medkd_bench.distill.method import Distillation, bind_method, method_options
 from medkd_bench.distill.taps import TARGET_LAYERS, feature_layers
 from medkd_bench.errors import MedkdError, one_line
-from medkd_bench.evaluate.cost import size_metrics, timed_metrics
+from medkd_bench.evaluate.cost import timed_metrics
+from medkd_bench.evaluate.count_cache import cached_size_metrics
 from medkd_bench.evaluate.metrics import classification_metrics
 from medkd_bench.registry import Registry
 from medkd_bench.run.cells import Cell, teacher_cell_of
@@ -272,7 +273,8 @@ class CellComputer:
             if model is None:
                 raise ValueError(f"{cell.label()}: no model to measure")
             if not cost:
-                cost.update(size_metrics(model, size, runtime.device))
+                # Counted once per architecture and input size, then read from the work dir.
+                cost.update(cached_size_metrics(self.options.work_dir, key[:4], model, size, runtime.device))
             if timed:
                 cost.update(timed_metrics(model, size, runtime, self.options.latency_runs))
         return dict(cost)
