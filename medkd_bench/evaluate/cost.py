@@ -11,12 +11,15 @@ import statistics
 import time
 import warnings
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
 from medkd_bench.system.runtime import Runtime, machine_description
+
+if TYPE_CHECKING:
+    from medkd_bench.specs import ModelSpec
 
 
 def count_params(model: nn.Module) -> int:
@@ -43,19 +46,41 @@ def timed_runs_ms(
 ) -> list[float]:
     """Milliseconds of each forward pass after ``warmup``: at least ``runs`` and ``min_seconds`` in all."""
     model.eval()
+
+    def forward() -> None:
+        with runtime.autocast():
+            model(x)
+
+    return timed_calls_ms(forward, runtime.synchronize, warmup, runs, min_seconds)
+
+
+def timed_calls_ms(call: Callable[[], object], synchronize: Callable[[], None], warmup: int, runs: int,
+                   min_seconds: float = 0.0) -> list[float]:
+    """Milliseconds of each ``call()`` after ``warmup``, the device synchronised before and after each one.
+
+    At least ``runs`` timed calls and at least ``min_seconds`` of them; one loop for
+    eager forwards and CUDA-graph replays alike, so both figures mean the same thing.
+    """
     times: list[float] = []
     total_ms, i = 0.0, 0
     while i < warmup + runs or total_ms < min_seconds * 1000.0:
-        runtime.synchronize()
+        synchronize()
         start = time.perf_counter()
-        with runtime.autocast():
-            model(x)
-        runtime.synchronize()
+        call()
+        synchronize()
         if i >= warmup:
             times.append((time.perf_counter() - start) * 1000.0)
             total_ms += times[-1]
         i += 1
     return times
+
+
+def median_iqr(times: list[float]) -> tuple[float, float]:
+    """The median and inter-quartile range of timed runs (the IQR is 0 for fewer than two runs)."""
+    if len(times) < 2:
+        return statistics.median(times), 0.0
+    q = statistics.quantiles(times, n=4)
+    return statistics.median(times), q[2] - q[0]
 
 
 #: A CPU latency is trusted when the process got at least this share of its threads' CPU time while
@@ -86,8 +111,8 @@ def measure_latency(
     cpu0, wall0 = time.process_time(), time.perf_counter()
     times = timed_runs_ms(model, x, runtime, warmup, runs, min_seconds)
     share = cpu_share(time.process_time() - cpu0, time.perf_counter() - wall0, torch.get_num_threads())
-    q = statistics.quantiles(times, n=4)
-    out = {"latency_ms": statistics.median(times), "latency_iqr_ms": q[2] - q[0], "latency_runs": len(times)}
+    median, iqr = median_iqr(times)
+    out = {"latency_ms": median, "latency_iqr_ms": iqr, "latency_runs": len(times)}
     if runtime.device.type == "cpu":
         out["latency_cpu_share"] = share
     return out
@@ -142,14 +167,21 @@ def size_metrics(model: nn.Module, img_size: int, device: torch.device | str = "
 
 
 def timed_metrics(model: nn.Module, img_size: int, runtime: Runtime, latency_runs: int = 50,
-                  latency_seconds: float = 1.0) -> dict[str, Any]:
+                  latency_seconds: float = 1.0, spec: ModelSpec | None = None) -> dict[str, Any]:
     """Throughput and batch-1 latency: timed, so they need a machine with nothing else running.
 
     ``timed_on`` says where and with how many threads: in a worker pool that is
-    the driver, not the worker that trained the model.
+    the driver, not the worker that trained the model. With the model's ``spec``,
+    a CUDA run also times batch 1 as a deployment would run it
+    (:func:`medkd_bench.evaluate.deployed.deployed_latency`): the eager figure is
+    launch-bound on a GPU.
     """
+    from medkd_bench.evaluate.deployed import deployed_latency
+
     metrics: dict[str, Any] = {"throughput": measure_throughput(model, img_size, runtime)}
     metrics.update(quietest(lambda: measure_latency(model, img_size, runtime, runs=latency_runs,
                                                     min_seconds=latency_seconds)))
+    if spec is not None:
+        metrics.update(deployed_latency(model, spec, img_size, runtime, latency_runs, latency_seconds))
     metrics["timed_on"] = machine_description(runtime)
     return metrics

@@ -91,7 +91,8 @@ class MatrixRunner(CellComputer):
         """Timed cost metrics for finished cells stored without them (pool workers leave them out); how many.
 
         CPU figures stored before the CPU share was recorded are timed again: without
-        it nobody can tell a quiet timing from one taken beside other work.
+        it nobody can tell a quiet timing from one taken beside other work. CUDA figures
+        stored before latency as deployed was measured are timed again for it.
 
         Runs after the cells, when nothing else trains, from each cell's checkpoint.
         A run interrupted before this point leaves them missing; the next run fills them in.
@@ -102,9 +103,8 @@ class MatrixRunner(CellComputer):
             rec = self.store.get(h)
             if rec is None or rec.status != "done" or not self.is_finished(h):
                 continue
-            if "latency_ms" in rec.metrics and (self.runtime.device.type != "cpu"
-                                                or "latency_cpu_share" in rec.metrics):
-                continue  # timed (on CPU, with the CPU share: older stores' figures are timed again once)
+            if not needs_timing(rec.metrics, self.runtime.device.type):
+                continue
             model = None if self.has_cost(cell) else self.load_checkpoint(cell)  # one load per architecture
             self.store.update_metrics(h, self.cost_of(cell, model))
             filled += 1
@@ -264,3 +264,14 @@ class MatrixRunner(CellComputer):
             return None, "failed"
         self.record_done(cell, result.metrics, result.timings, result.artifacts)
         return result.model, "done"
+
+
+#: What a stored timing must carry to count as done, per device: on CPU the CPU share it got
+#: (without it a quiet timing looks like a busy one), on CUDA latency as deployed (or why it has none).
+TIMING_COMPLETE = {"cpu": "latency_cpu_share", "cuda": "latency_deployed_method"}
+
+
+def needs_timing(metrics: dict[str, Any], device_type: str) -> bool:
+    """Whether a finished cell's stored cost metrics lack a timing this device records; older stores' are redone once."""
+    required = TIMING_COMPLETE.get(device_type)
+    return "latency_ms" not in metrics or (required is not None and required not in metrics)

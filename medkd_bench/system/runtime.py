@@ -38,6 +38,8 @@ if TYPE_CHECKING:
 AMP_CHOICES = ("auto", "off", "bf16", "fp16")
 #: What a spec may declare as ``gpu_precision``.
 GPU_PRECISIONS = ("fp32", "tf32", "bf16", "fp16")
+#: What a spec may declare as ``gpu_deploy_dtype``: the weights' dtype of batch-1 latency as deployed.
+GPU_DEPLOY_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
 #: ``--compile`` modes: ``reduce-overhead`` replays CUDA graphs, which removes per-kernel launch cost.
 COMPILE_MODES = ("off", "default", "reduce-overhead", "max-autotune")
 
@@ -60,7 +62,9 @@ class Runtime:
     compile_mode: str = "off"
 
     def for_model(self, spec: ModelSpec) -> Runtime:
-        """This runtime as it applies to one architecture."""
+        """This runtime as it applies to one architecture (on CUDA, its deployment dtype is checked first)."""
+        if self.device.type == "cuda":  # a typo fails before training, not when the trained model is timed
+            gpu_deploy_dtype(spec, self.bf16_supported)
         if self.cpu_auto:
             bf16 = spec.cpu_bf16 and cpu_has_native_bf16()
             return replace(self, amp_dtype=torch.bfloat16 if bf16 else None,
@@ -143,6 +147,15 @@ def gpu_amp_dtype(spec: ModelSpec, bf16_supported: bool) -> torch.dtype | None:
     if choice in ("fp32", "tf32"):
         return None
     return torch.bfloat16 if choice == "bf16" and bf16_supported else torch.float16
+
+
+def gpu_deploy_dtype(spec: ModelSpec, bf16_supported: bool) -> torch.dtype:
+    """The weights' dtype of a spec's ``gpu_deploy_dtype``; fp16 for bf16 on GPUs without bf16."""
+    choice = spec.gpu_deploy_dtype
+    if choice not in GPU_DEPLOY_DTYPES:
+        raise MedkdError(f"model {spec.name!r}: gpu_deploy_dtype {choice!r} is not one of "
+                         f"{', '.join(GPU_DEPLOY_DTYPES)}")
+    return torch.float16 if choice == "bf16" and not bf16_supported else GPU_DEPLOY_DTYPES[choice]
 
 
 @contextlib.contextmanager
