@@ -94,6 +94,32 @@ def test_rendered_tables(tmp_path):
             "| ofa-595 (80.0) | 5 / 1 |") in index
 
 
+def test_gpu_pages_show_latency_as_deployed_with_its_method(tmp_path):
+    """Only pages with CUDA timings get the column (CPU pages render as before: ``test_rendered_tables``)."""
+    deployed = {"latency_deployed_ms": 0.4123, "latency_deployed_iqr_ms": 0.0041,
+                "latency_deployed_method": "CUDA graph, fp16, channels-last", "latency_deployed_max_abs_logit_diff": 0.002}
+    refused = {"latency_deployed_method": "not published: fp16 gave non-finite logits; fp32 | x ⚠"}
+    with Store(tmp_path / "runs.sqlite") as store:
+        _add(store, "t1", "teacher", "vgg19", "", {**_metrics(0.9, 0.89, 139.6, 1.6, 20.0), **deployed})
+        _add(store, "s1", "label-only", "", "ofa-595", {**_metrics(0.80, 0.79, 7.6, 0.044, 6.0), **refused})
+        written = render_all(load_registry(), store, tmp_path / "boards")
+    board = written[0].read_text()
+    teachers = board.split("## Teachers")[1].split("## Students")[0]
+    students = board.split("## Students")[1].split("## Per-class F1")[0]
+    assert ("| latency (ms), median (IQR) | latency as deployed (ms), median (IQR; method) | throughput (img/s) |"
+            in teachers)
+    assert ("| vgg19 | 90.0 | 89.0 | - | 139.60 | 1.600 | 20.00 "
+            "| 0.412 (IQR 0.004; CUDA graph, fp16, channels-last) | 100 | 3 | 12 |") in teachers
+    assert ("| 6.00 | - (not published: fp16 gave non-finite logits; fp32 / x ⚠) | - | 100 |") in students
+    for table in (teachers, students):  # every row has as many cells as the header
+        lines = [line for line in table.splitlines() if line.startswith("|")]
+        assert len({line.count(" | ") + line.count("|---") for line in lines[:1] + lines[2:]}) == 1
+        assert lines[1].count("|") == lines[0].count("|")
+    assert "as deployed: the weights converted to the model's deployment dtype" in board
+    csv_text = written[1].read_text()
+    assert "latency_deployed_method" in csv_text.splitlines()[0] and "CUDA graph, fp16, channels-last" in csv_text
+
+
 def test_a_later_success_replaces_an_earlier_failure(tmp_path):
     with Store(tmp_path / "runs.sqlite") as store:
         _add(store, "t1", "teacher", "vgg19", "", error="RuntimeError: first try")

@@ -43,6 +43,8 @@ COLUMNS: tuple[str, ...] = (
     *_with_ci("sensitivity_mean"), *_with_ci("specificity_mean"), "sensitivity_by_class", "specificity_by_class",
     *_with_ci("kd_gain"), "mcnemar_p", "mcnemar_mid_p",
     "params_m", "gmacs", "latency_ms", "latency_iqr_ms", "throughput_img_s",
+    "latency_deployed_ms", "latency_deployed_iqr_ms", "latency_deployed_method",
+    "latency_deployed_max_abs_logit_diff",
     "onnx_latency_ms", "onnx_latency_iqr_ms", "onnx_max_abs_logit_diff", "precision", "machine", "timed_on",
     "train_s", "best_epoch", "val_accuracy",
 )
@@ -110,6 +112,8 @@ def cell_row(r: CellRecord, settings: str, classes: Sequence[str], row_stats: Ro
     if done:
         row.update({"params_m": m.get("params_m"), "gmacs": m.get("gmacs"), "latency_ms": m.get("latency_ms"),
                     "latency_iqr_ms": m.get("latency_iqr_ms"), "throughput_img_s": m.get("throughput"),
+                    **{c: m.get(c) for c in ("latency_deployed_ms", "latency_deployed_iqr_ms",
+                                             "latency_deployed_method", "latency_deployed_max_abs_logit_diff")},
                     "onnx_latency_ms": m.get("onnx_latency_ms"), "onnx_latency_iqr_ms": m.get("onnx_latency_iqr_ms"),
                     "onnx_max_abs_logit_diff": m.get("onnx_max_abs_logit_diff"),
                     "precision": m.get("precision"), "machine": m.get("machine"),

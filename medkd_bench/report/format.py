@@ -31,3 +31,20 @@ def latency_text(metrics: dict, key: str) -> str:
     share = metrics.get(f"{key}_cpu_share")
     busy = f", busy: {100 * share:.0f}% CPU ⚠" if share is not None and share < QUIET_CPU_SHARE else ""
     return f"{median:.2f}" + (f" (IQR {iqr:.2f}{busy})" if iqr is not None else "")
+
+
+def deployed_latency_text(metrics: dict) -> str:
+    """``0.412 (IQR 0.004; CUDA graph, fp16, channels-last)``: latency as deployed with its method, or ``-``.
+
+    Only CUDA runs measure it (:mod:`medkd_bench.evaluate.deployed`). A cell whose
+    conversion failed the float32 check shows the method alone, which says why;
+    GPU figures are often below a millisecond, hence three decimals.
+    """
+    method = metrics.get("latency_deployed_method")
+    if method is None:
+        return "-"
+    method = str(method).replace("|", "/")  # an error message must not split the table's row
+    median, iqr = metrics.get("latency_deployed_ms"), metrics.get("latency_deployed_iqr_ms")
+    if median is None:
+        return f"- ({method})"
+    return f"{median:.3f} (" + (f"IQR {iqr:.3f}; " if iqr is not None else "") + f"{method})"

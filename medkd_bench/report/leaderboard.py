@@ -20,7 +20,7 @@ from medkd_bench.report.clinical_tables import clinical_rows, confusion_tables
 from medkd_bench.report.experiment import command_line, experiment_toml
 from medkd_bench.report.explanation_tables import explanation_tables, latest_explanations
 from medkd_bench.report.export import export_rows, to_csv
-from medkd_bench.report.format import latency_text, method_label, num, pct
+from medkd_bench.report.format import deployed_latency_text, latency_text, method_label, num, pct
 from medkd_bench.report.method_summary import method_summary, weak_teachers
 from medkd_bench.report.pages import DEFAULT_KEY, Page, latest_records, pages_for
 from medkd_bench.report.plots import Point, render_pareto
@@ -76,6 +76,7 @@ class _Row:
             "params": num(m.get("params_m"), ".2f"),
             "gmacs": num(m.get("gmacs"), ".3f"),
             "latency": latency_text(m, "latency"),
+            "deployed_latency": deployed_latency_text(m),
             "onnx_latency": latency_text(m, "onnx_latency"),
             "throughput": num(m.get("throughput"), ".0f"),
             "best_epoch": " / ".join(str(r.metrics.get("best_epoch", "-")) for r in self.records),
@@ -205,6 +206,8 @@ def render_dataset(registry: Registry, dataset: str, records: list[CellRecord],
         # Timed where the cost figures were taken: the driver of a worker pool, not the worker that trained.
         timing_machine="; ".join(sorted({r.metrics.get("timed_on", r.metrics.get("machine", "unrecorded"))
                                          for r in done})) or "-",
+        # Latency as deployed: CUDA runs only, so CPU pages keep their columns.
+        deployed=any("latency_deployed_method" in r.metrics for r in done),
         teachers=[_Row(groups[k], board.scores[k]).fields() for k in teacher_keys],
         students=students,
         student_notes=student_notes,
