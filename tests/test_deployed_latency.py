@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from medkd_bench.errors import MedkdError
-from medkd_bench.evaluate.cost import median_iqr, timed_metrics
+from medkd_bench.evaluate.cost import timed_metrics
 from medkd_bench.evaluate.deployed import (
     CHECK_INPUTS,
     WARMUP,
@@ -27,6 +27,7 @@ from medkd_bench.evaluate.deployed import (
     deployed_latency,
     measure_deployed,
 )
+from medkd_bench.evaluate.timing import median_iqr
 from medkd_bench.specs import StudentSpec
 from medkd_bench.system.runtime import Runtime, gpu_deploy_dtype, resolve_runtime
 

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
+from medkd_bench.evaluate.timing import median_iqr, timed_calls_ms
 from medkd_bench.system.runtime import Runtime, machine_description
 
 if TYPE_CHECKING:
@@ -52,35 +53,6 @@ def timed_runs_ms(
             model(x)
 
     return timed_calls_ms(forward, runtime.synchronize, warmup, runs, min_seconds)
-
-
-def timed_calls_ms(call: Callable[[], object], synchronize: Callable[[], None], warmup: int, runs: int,
-                   min_seconds: float = 0.0) -> list[float]:
-    """Milliseconds of each ``call()`` after ``warmup``, the device synchronised before and after each one.
-
-    At least ``runs`` timed calls and at least ``min_seconds`` of them; one loop for
-    eager forwards and CUDA-graph replays alike, so both figures mean the same thing.
-    """
-    times: list[float] = []
-    total_ms, i = 0.0, 0
-    while i < warmup + runs or total_ms < min_seconds * 1000.0:
-        synchronize()
-        start = time.perf_counter()
-        call()
-        synchronize()
-        if i >= warmup:
-            times.append((time.perf_counter() - start) * 1000.0)
-            total_ms += times[-1]
-        i += 1
-    return times
-
-
-def median_iqr(times: list[float]) -> tuple[float, float]:
-    """The median and inter-quartile range of timed runs (the IQR is 0 for fewer than two runs)."""
-    if len(times) < 2:
-        return statistics.median(times), 0.0
-    q = statistics.quantiles(times, n=4)
-    return statistics.median(times), q[2] - q[0]
 
 
 #: A CPU latency is trusted when the process got at least this share of its threads' CPU time while

@@ -7,8 +7,9 @@ deployment converts the weights to half precision, fixes the input shape and
 replays a captured CUDA graph, so that is what is timed here: a deep copy in
 eval mode, its weights in the spec's ``gpu_deploy_dtype``, channels-last if the
 spec trains so, TF32 as the runtime sets it, one static input, and PyTorch's
-CUDA-graph recipe (warm-up on a side stream, capture, replay), synchronised
-around every timed replay. A model that cannot be captured (a host sync in its
+CUDA-graph recipe (warm-up on a side stream, capture, replay). Each timed call
+serves one request: a float32 image already on the GPU is copied (and cast)
+into the static input and the graph replayed, synchronised around each call. A model that cannot be captured (a host sync in its
 forward, say) is timed eagerly in the same dtype and the method says why.
 
 A number is only published for a conversion that keeps the model's answers:
@@ -31,13 +32,14 @@ import contextlib
 import copy
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import torch
 from torch import nn
 
 from medkd_bench.errors import one_line
-from medkd_bench.evaluate.cost import median_iqr, timed_calls_ms
+from medkd_bench.evaluate.timing import median_iqr, timed_calls_ms
 from medkd_bench.specs import ModelSpec
 from medkd_bench.system.messages import warn
 from medkd_bench.system.runtime import Runtime, gpu_deploy_dtype, tf32_enabled
@@ -115,7 +117,8 @@ def measure_deployed(model: nn.Module, img_size: int, runtime: Runtime, dtype: t
             if not check.ok:
                 rejected.append(check.problem(_DTYPE_NAMES[candidate]))
                 continue
-            times = timed_calls_ms(deployed.forward, runtime.synchronize, WARMUP, runs, min_seconds)
+            request = torch.randn(1, 3, img_size, img_size, device=runtime.device)
+            times = timed_calls_ms(partial(deployed.serve, request), runtime.synchronize, WARMUP, runs, min_seconds)
         median, iqr = median_iqr(times)
         return {"latency_deployed_ms": median, "latency_deployed_iqr_ms": iqr, "latency_deployed_runs": len(times),
                 "latency_deployed_method": deployed.method(rejected),
@@ -175,13 +178,14 @@ class Deployed:
                 torch.cuda.synchronize(device)
             return cls(lambda: module(x), x, dtype, channels_last, graph=False, failure=one_line(exc))
 
+    def serve(self, image: torch.Tensor) -> torch.Tensor:
+        """One request: ``image`` (float32, batch 1) copied and cast into the static input, then the forward."""
+        self.x.copy_(image)
+        return self.forward()
+
     def logits(self, inputs: torch.Tensor) -> torch.Tensor:
-        """Each input through the timed forward alone (copied into the static input), as float32 logits."""
-        out = []
-        for i in range(len(inputs)):
-            self.x.copy_(inputs[i:i + 1])
-            out.append(self.forward().float().clone())
-        return torch.cat(out)
+        """Each input served alone, through exactly what is timed, as float32 logits."""
+        return torch.cat([self.serve(inputs[i:i + 1]).float().clone() for i in range(len(inputs))])
 
     def method(self, rejected: Sequence[str] = ()) -> str:
         """``CUDA graph, fp16, channels-last``, or the eager fallback and any rejected dtype, said plainly."""
