@@ -16,14 +16,27 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
 import torch
+from torch import nn
 
+from medkd_bench.data.prepare import PreparedData
+from medkd_bench.specs import TrainSettings
+from medkd_bench.system.runtime import Runtime
 from medkd_bench.train.predict import predict_logits
 
-if TYPE_CHECKING:
-    from medkd_bench.train.loop import Trainer
+
+class Trainer(Protocol):
+    """What a warm-up needs of :class:`medkd_bench.train.loop.Trainer` (named here, not imported: no cycle)."""
+
+    model: nn.Module
+    data: PreparedData
+    settings: TrainSettings
+    runtime: Runtime
+    distill: Any  # a Distillation or None
+
+    def step(self, idx: torch.Tensor, flipped: torch.Tensor, images: torch.Tensor) -> float: ...
 
 
 def epoch_batch_sizes(n_train: int, batch_size: int) -> list[int]:
