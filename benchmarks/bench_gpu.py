@@ -64,7 +64,7 @@ import tempfile
 import threading
 import time
 import traceback
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -80,7 +80,7 @@ from medkd_bench.registry import load_registry
 
 # Every name this script takes from medkd_bench, in one block (remap here if modules move).
 from medkd_bench.system.allocator import keep_freed_memory
-from medkd_bench.system.runtime import Runtime, resolve_runtime
+from medkd_bench.system.runtime import Runtime, resolve_runtime, tf32_enabled
 from medkd_bench.train.loop import Trainer
 
 #: The two with targets first (ofa-595: latency, warm-up; vgg19: utilisation), so a short budget keeps them.
@@ -198,18 +198,9 @@ def synchronizer(device: torch.device) -> Callable[[], None]:
     return lambda: None
 
 
-@contextlib.contextmanager
-def tf32_mode(enabled: bool | None) -> Iterator[None]:
+def tf32_mode(enabled: bool | None) -> contextlib.AbstractContextManager:
     """TF32 for matmuls and cuDNN on (True) or off (False) inside, restored after; None leaves them."""
-    if enabled is None:
-        yield
-        return
-    matmul, cudnn = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = enabled
-    try:
-        yield
-    finally:
-        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = matmul, cudnn
+    return contextlib.nullcontext() if enabled is None else tf32_enabled(enabled)
 
 
 def under_tf32(fn: Callable[[Any], object], enabled: bool | None) -> Callable[[Any], object]:
