@@ -239,15 +239,11 @@ def collect(pm: pluggy.PluginManager) -> Registry:
     return registry
 
 
-#: What a model spec's ``gpu_deploy_dtype`` may say.
-DEPLOY_DTYPES = ("fp16", "bf16", "fp32")
-
-
 def _check_model(owner: str, kind: str, spec: ModelSpec) -> None:
     """A model's GPU choices are checked when it registers, on every machine, not first on a GPU."""
-    from medkd_bench.system.runtime import GPU_PRECISIONS
+    from medkd_bench.system.runtime import GPU_DEPLOY_DTYPES, GPU_PRECISIONS
 
-    for field_name, allowed in (("gpu_precision", GPU_PRECISIONS), ("gpu_deploy_dtype", DEPLOY_DTYPES)):
+    for field_name, allowed in (("gpu_precision", GPU_PRECISIONS), ("gpu_deploy_dtype", tuple(GPU_DEPLOY_DTYPES))):
         value = getattr(spec, field_name)
         if value not in allowed:
             raise MedkdError(f"plugin {owner!r}: {kind} {spec.name!r}: {field_name} {value!r} is not one of "
