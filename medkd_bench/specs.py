@@ -30,13 +30,20 @@ HeadSplit = Callable[[nn.Module], "tuple[Callable[[torch.Tensor], torch.Tensor],
 
 @dataclass(frozen=True)
 class TrainSettings:
-    """Optimiser and schedule for one model: AdamW, linear warm-up, cosine decay.
+    """Optimiser, schedule and stopping rule for one model.
 
-    Defaults are per model because architectures trained from random weights
-    differ a lot in what learning rate and warm-up they survive.
+    AdamW with a linear warm-up. With ``early_stopping`` (the default) the model
+    trains until its validation accuracy plateaus: a constant rate until it has
+    not improved by ``min_delta`` for ``patience`` epochs, then a linear cool-down
+    over ``cooldown_fraction`` of the epochs run, with ``epochs`` as the cap
+    (:class:`~medkd_bench.train.schedule.PlateauStop`). Without it (``--epochs N``)
+    it trains exactly ``epochs`` epochs with a cosine decay. Defaults are per
+    model because architectures trained from random weights differ a lot in
+    what learning rate and warm-up they survive.
     """
 
-    epochs: int = 10
+    #: The epoch cap under early stopping; the exact length without it.
+    epochs: int = 60
     batch_size: int = 32
     lr: float = 1e-3
     weight_decay: float = 0.05
@@ -44,6 +51,11 @@ class TrainSettings:
     min_lr_ratio: float = 0.01
     label_smoothing: float = 0.0
     grad_clip: float | None = 1.0
+    early_stopping: bool = True
+    #: Epochs without a validation-accuracy gain above ``min_delta`` before the cool-down starts.
+    patience: int = 5
+    min_delta: float = 0.005
+    cooldown_fraction: float = 0.2
 
     def replace(self, **changes: Any) -> TrainSettings:
         from dataclasses import replace

@@ -32,7 +32,8 @@ from medkd_bench.train.predict import evaluate_accuracy, teacher_soft_targets
 from medkd_bench.train.schedule import warmup_cosine
 
 CPU_FP32 = Runtime(torch.device("cpu"), None, channels_last=False)
-SETTINGS = TrainSettings(epochs=3, batch_size=8, lr=3e-3, warmup_epochs=1, label_smoothing=0.1, grad_clip=0.5)
+SETTINGS = TrainSettings(epochs=3, batch_size=8, lr=3e-3, warmup_epochs=1, label_smoothing=0.1, grad_clip=0.5,
+                         early_stopping=False)
 
 
 def small_net(num_classes: int, seed: int) -> nn.Module:

@@ -87,6 +87,10 @@ class RichReporter:
 @click.option("--seed", type=click.IntRange(0, 2**31 - 1), default=0, show_default=True)
 @click.option("--seeds", type=click.IntRange(1), default=1, show_default=True,
               help="Run every cell with seeds SEED .. SEED+N-1; leaderboards report mean ± sd across seeds.")
+@click.option("--teacher-seeds", type=click.IntRange(1), default=1, show_default=True,
+              help="Teachers trained per dataset: 1 = one fixed teacher (seed SEED) that every student seed "
+                   "distils from; N = teachers with seeds SEED.. SEED+N-1, student seed k distils from teacher "
+                   "seed SEED + (k-SEED) mod N (N >= --seeds: a teacher per seed).")
 @click.option("--deterministic", is_flag=True,
               help="Deterministic kernels (torch.use_deterministic_algorithms, CUBLAS_WORKSPACE_CONFIG): "
                    "repeatable CUDA runs, at some speed cost.")
@@ -131,7 +135,7 @@ class RichReporter:
 @click.option("--max-retries", type=click.IntRange(0), default=None,
               help="Ray: retries of a cell whose task failed or whose worker died [default: 1].")
 def run(matrix, teachers, students, datasets, methods, method_options, teacher_cache_mb, plugin_files, work_dir, leaderboard_dir, data_root,
-        dataset_options, img_size, epochs, seed, seeds, deterministic, temperature, alpha, pretrained, weights,
+        dataset_options, img_size, epochs, seed, seeds, teacher_seeds, deterministic, temperature, alpha, pretrained, weights,
         device, amp, compile_mode, explainers, explain_images, sanity_images, latency_runs, onnx, skip_bad, bootstrap,
         dry_run, executor, jobs, address, ray_cpus, cpus_per_cell, gpus_per_cell, max_retries) -> None:
     """Train teachers, baselines and distilled students, score them, write leaderboards.
@@ -153,7 +157,8 @@ def run(matrix, teachers, students, datasets, methods, method_options, teacher_c
     shorthand = [f"kd.{k}={v}" for k, v in (("temperature", temperature), ("alpha", alpha)) if v is not None]
     parsed_method_options = parse_method_options([*shorthand, *method_options], registry)
     cells = plan(registry, matrix, split_names(teachers), split_names(students), split_names(datasets), seed,
-                 data_root=data_root, seeds=seeds, methods=split_names(methods))
+                 data_root=data_root, seeds=seeds, methods=split_names(methods),
+                 teacher_seeds=teacher_seeds)
     if not split_names(datasets):
         _print_unavailable(registry, data_root)
     options = RunOptions(
@@ -162,7 +167,7 @@ def run(matrix, teachers, students, datasets, methods, method_options, teacher_c
         method_options=parsed_method_options, teacher_cache_mb=teacher_cache_mb, pretrained=pretrained,
         weights=parse_weights(weights), explainers=tuple(split_names(explainers) or ()) or RunOptions.explainers,
         explain_images=explain_images, sanity_images=sanity_images, latency_runs=latency_runs, skip_bad=skip_bad,
-        onnx=onnx, compile_mode=compile_mode,
+        onnx=onnx, compile_mode=compile_mode, teacher_seeds=min(teacher_seeds, seeds),
     )
     from medkd_bench.cli.executors import make_executor, resolve_jobs
     from medkd_bench.run.executors.pool import PoolExecutor

@@ -53,8 +53,10 @@ def panel_from_store(
     kd = newest(method, teacher, student)
     if kd is None:
         raise MedkdError(f"no finished {method} cell {teacher} -> {student} on {dataset}: run the matrix first")
-    # The KD student's own teacher and baseline: the same training seed (``--seeds``).
-    cells = [("teacher " + teacher, newest("teacher", teacher, "", kd.seed)),
+    # The KD student's own teacher (found by the config hash it distilled from: one fixed teacher may
+    # serve every seed) and its baseline, trained with the same seed.
+    teacher_rec = next((r for r in reversed(done) if r.hash == kd.config.get("teacher")), None)
+    cells = [("teacher " + teacher, teacher_rec or newest("teacher", teacher, "", kd.seed)),
              (f"{student} labels only", newest("label-only", "", student, kd.seed)),
              (f"{student} {method}", kd)]
     spec = registry.get("dataset", dataset)

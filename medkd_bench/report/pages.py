@@ -85,6 +85,8 @@ def settings_entries(settings: dict[str, Any]) -> list[Entry]:
         entries.append(("deterministic", True))
     if "compile" in settings:
         entries.append(("compile", settings["compile"]))
+    if "teacher_seeds" in settings:
+        entries.append(("teacher-seeds", settings["teacher_seeds"]))
     return entries
 
 

@@ -91,7 +91,10 @@ def _model_entries(registry: Registry, records: Sequence[CellRecord]) -> list[En
     for r in records:
         model = r.config.get("model", {})
         spec = registry.teachers.get(model.get("name")) or registry.students.get(model.get("name"))
-        if spec is None or spec.train.epochs != model.get("train", {}).get("epochs"):
+        train = model.get("train", {})
+        # A fixed schedule (``--epochs N``) where the spec stops on a plateau needs the flag even when N is its cap.
+        if spec is None or (spec.train.epochs, spec.train.early_stopping) != (train.get("epochs"),
+                                                                            train.get("early_stopping", False)):
             differs = True
     if len(epochs) == 1 and differs:
         entries.append(("epochs", epochs.pop()))

@@ -19,6 +19,10 @@ class Cell:
     teacher: str = ""
     student: str = ""
     seed: int = 0
+    #: For a distilled cell: the seed of the teacher cell it distils from. By default one teacher per
+    #: dataset (the run's first seed) serves every student seed, as mdistiller and torchdistill ship one
+    #: trained teacher; ``None`` means the cell's own seed (``--teacher-seeds``: a teacher per seed).
+    teacher_seed: int | None = None
 
     @property
     def model_name(self) -> str:
@@ -40,9 +44,17 @@ class Cell:
             what = f"student {self.student} (labels only)"
         else:
             what = f"{self.teacher} -> {self.student} ({self.method})"
+            if self.teacher_seed is not None and self.teacher_seed != self.seed:
+                what += f", teacher seed {self.teacher_seed}"
         return f"{self.dataset} | {what} | seed {self.seed}"
 
 
 def teacher_cell_of(cell: Cell) -> Cell:
     """The teacher cell a distilled cell distils from."""
-    return Cell(cell.dataset, "teacher", teacher=cell.teacher, seed=cell.seed)
+    seed = cell.seed if cell.teacher_seed is None else cell.teacher_seed
+    return Cell(cell.dataset, "teacher", teacher=cell.teacher, seed=seed)
+
+
+def baseline_cell_of(cell: Cell) -> Cell:
+    """The label-only cell a distilled cell's gain is measured against: same student, same seed."""
+    return Cell(cell.dataset, "label-only", student=cell.student, seed=cell.seed)

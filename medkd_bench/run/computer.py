@@ -93,7 +93,10 @@ class CellComputer:
         return self.runtime.for_model(spec)
 
     def settings(self, spec: ModelSpec) -> TrainSettings:
-        return spec.train.replace(epochs=self.options.epochs)
+        """The spec's training settings; ``--epochs N`` makes it exactly N epochs, without early stopping."""
+        if self.options.epochs is None:
+            return spec.train
+        return spec.train.replace(epochs=self.options.epochs, early_stopping=False)
 
     def _init(self, name: str) -> str:
         if name in self.options.weights:
@@ -320,6 +323,8 @@ class CellComputer:
         metrics["test_probabilities"] = probs  # ROC AUC and calibration, re-rendered without the model
         metrics["test_labels"] = test.labels.tolist()  # with the predictions: CIs re-rendered without data
         metrics["best_epoch"] = result.best_epoch
+        metrics["epochs_run"] = result.epochs_run
+        metrics["stopped"] = result.stopped
         metrics["val_accuracy"] = result.best_val_accuracy
         metrics["history"] = result.history
         metrics["n_test"] = len(test)

@@ -28,7 +28,7 @@ from medkd_bench.explain.faithfulness import road_faithfulness
 from medkd_bench.explain.maps import compute_maps, explanation_sample
 from medkd_bench.explain.panels import panel_rows, render_panel
 from medkd_bench.registry import Registry
-from medkd_bench.run.cells import Cell
+from medkd_bench.run.cells import Cell, baseline_cell_of, teacher_cell_of
 from medkd_bench.run.computer import built
 from medkd_bench.run.config import SCHEMA_VERSION, config_hash
 from medkd_bench.run.options import Reporter, RunOptions
@@ -138,8 +138,7 @@ class CellExplanations:
 
     def panel_for(self, cell: Cell, explainer: str, student_maps: np.ndarray) -> Path:
         data = self.runner.data(cell.dataset)
-        teacher_cell = Cell(cell.dataset, "teacher", teacher=cell.teacher, seed=cell.seed)
-        baseline_cell = Cell(cell.dataset, "label-only", student=cell.student, seed=cell.seed)
+        teacher_cell, baseline_cell = teacher_cell_of(cell), baseline_cell_of(cell)
         sample = self.sample(cell)
         rows = panel_rows(data, sample, self.runner.options.panel_per_class)
         columns = []
@@ -190,9 +189,8 @@ class CellExplanations:
             metrics["sanity"] = agreement.agreement(maps[:n_sanity], self.random_maps_for(cell, explainer), seed)
         artifacts: dict[str, str] = {}
         if cell.distilled:
-            teacher_maps = self.maps_for(Cell(cell.dataset, "teacher", teacher=cell.teacher, seed=seed), explainer)
-            baseline_maps = self.maps_for(Cell(cell.dataset, "label-only", student=cell.student, seed=seed),
-                                          explainer)
+            teacher_maps = self.maps_for(teacher_cell_of(cell), explainer)
+            baseline_maps = self.maps_for(baseline_cell_of(cell), explainer)
             if teacher_maps is not None:
                 metrics["agreement"] = agreement.agreement(teacher_maps, maps, seed)
                 if baseline_maps is not None:

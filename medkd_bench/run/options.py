@@ -48,6 +48,9 @@ class RunOptions:
     #: ``--compile`` mode (``"off"``: eager PyTorch). A setting: compiled kernels round differently,
     #: so it is in every config hash (through the runtime's precision) and in the run's settings.
     compile_mode: str = "off"
+    #: Teachers per dataset (``--teacher-seeds``, capped at ``--seeds``): 1 is one fixed teacher every
+    #: student seed distils from. A setting: with more, seeds above the first distil other teachers.
+    teacher_seeds: int = 1
 
 
 def result_settings(options: RunOptions, amp: str = "auto", deterministic: bool = False) -> dict[str, Any]:
@@ -78,6 +81,8 @@ def result_settings(options: RunOptions, amp: str = "auto", deterministic: bool 
         settings["deterministic"] = True
     if options.compile_mode != "off":
         settings["compile"] = options.compile_mode
+    if options.teacher_seeds != 1:
+        settings["teacher_seeds"] = options.teacher_seeds
     return settings
 
 

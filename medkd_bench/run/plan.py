@@ -65,6 +65,7 @@ def plan(
     data_root: Path | None = None,
     seeds: int = 1,
     methods: Sequence[str] | None = None,
+    teacher_seeds: int = 1,
 ) -> list[Cell]:
     """Cells in run order: per dataset and seed, teachers first, then baselines, then distilled students.
 
@@ -74,11 +75,16 @@ def plan(
     Without ``datasets``, real datasets whose local copy is missing are left
     out (:func:`unavailable_datasets` says which and why); a dataset named
     in ``datasets`` must be there. ``quick`` prefers generated datasets.
-    ``seeds`` runs every cell with seeds ``seed .. seed + seeds - 1``; a distilled cell
-    distils the teacher trained with its own seed, so seeds stay independent.
+    ``seeds`` runs every student cell with seeds ``seed .. seed + seeds - 1``. Teachers
+    are trained with the first ``teacher_seeds`` of them (default one: a fixed teacher
+    per dataset, as KD practice ships one trained teacher) and student seed ``k``
+    distils from teacher seed ``seed + (k - seed) % teacher_seeds``; with
+    ``teacher_seeds >= seeds`` every seed has its own teacher, fully independent.
     """
     if seeds < 1:
         raise MedkdError(f"--seeds {seeds}: expected at least 1")
+    if teacher_seeds < 1:
+        raise MedkdError(f"--teacher-seeds {teacher_seeds}: expected at least 1")
     if matrix not in MATRICES:
         raise MedkdError(f"unknown --matrix {matrix!r} (choose from: {', '.join(MATRICES)})")
     ts = _check_names("teacher", teachers, registry.teachers)
@@ -100,10 +106,13 @@ def plan(
             ms = ["kd"] if "kd" in ms else ms[:1]
     if not (ts and ss and ds):
         raise MedkdError("the matrix is empty: no teacher, student or dataset is registered or selected")
+    n_teachers = min(teacher_seeds, seeds)
     cells: list[Cell] = []
     for d in ds:
         for k in range(seed, seed + seeds):
-            cells += [Cell(d, "teacher", teacher=t, seed=k) for t in ts]
+            if k < seed + n_teachers:
+                cells += [Cell(d, "teacher", teacher=t, seed=k) for t in ts]
             cells += [Cell(d, "label-only", student=s, seed=k) for s in ss]
-            cells += [Cell(d, m, teacher=t, student=s, seed=k) for m in ms for t in ts for s in ss]
+            tk = seed + (k - seed) % n_teachers
+            cells += [Cell(d, m, teacher=t, student=s, seed=k, teacher_seed=tk) for m in ms for t in ts for s in ss]
     return cells

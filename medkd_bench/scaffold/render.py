@@ -13,8 +13,8 @@ SPEC_CLASSES = {"teacher": "TeacherSpec", "student": "StudentSpec"}
 
 #: Starting points for training from random weights on the embedded data (as the built-ins do).
 TRAIN_SETTINGS = {
-    "teacher": {"epochs": 6, "lr": 5e-4, "weight_decay": 0.05, "warmup_epochs": 1.0},
-    "student": {"epochs": 10, "lr": 2e-3, "weight_decay": 0.05, "warmup_epochs": 1.0},
+    "teacher": {"epochs": 40, "lr": 5e-4, "weight_decay": 0.05, "warmup_epochs": 1.0},
+    "student": {"epochs": 60, "lr": 2e-3, "weight_decay": 0.05, "warmup_epochs": 1.0},
 }
 
 

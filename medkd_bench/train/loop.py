@@ -29,7 +29,7 @@ from medkd_bench.train.finite import NonFiniteError, require_finite_weights
 from medkd_bench.train.losses import DEFAULT_ALPHA, DEFAULT_TEMPERATURE, kd_loss
 from medkd_bench.train.optim import clipped_step, make_adamw, param_groups
 from medkd_bench.train.predict import evaluate_accuracy, teacher_soft_targets
-from medkd_bench.train.schedule import warmup_cosine
+from medkd_bench.train.schedule import PlateauStop, warmup_cosine
 from medkd_bench.train.warmup import warm_up
 
 if TYPE_CHECKING:
@@ -49,6 +49,12 @@ class TrainResult:
     forward: nn.Module | None = field(default=None, repr=False)
     #: Per epoch: (images, seconds) of the training loop alone.
     epoch_times: list[tuple[int, float]] = field(default_factory=list)
+    #: ``plateau``, ``epoch-cap`` or ``fixed`` (:data:`~medkd_bench.train.schedule.STOP_REASONS`).
+    stopped: str = "fixed"
+
+    @property
+    def epochs_run(self) -> int:
+        return len(self.history)
 
     @property
     def images_per_second(self) -> float:
@@ -110,12 +116,16 @@ class Trainer:
         if distill is not None and distill.parameters():  # a method's own modules (FitNets' regressor)
             groups += param_groups(distill.loss_module, settings.weight_decay)
         self.optimizer = make_adamw(groups, settings.lr, runtime.device)
-        self.schedule = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer,
-            warmup_cosine(
-                settings.epochs * steps_per_epoch, int(settings.warmup_epochs * steps_per_epoch), settings.min_lr_ratio
-            ),
-        )
+        #: Under early stopping: reads each validation accuracy and shapes the learning rate (warmup-stable-decay).
+        self.plateau: PlateauStop | None = None
+        if settings.early_stopping:
+            self.plateau = PlateauStop(settings.epochs, steps_per_epoch, settings.warmup_epochs, settings.min_lr_ratio,
+                                       settings.patience, settings.min_delta, settings.cooldown_fraction)
+            factor = self.plateau.factor
+        else:
+            factor = warmup_cosine(settings.epochs * steps_per_epoch, int(settings.warmup_epochs * steps_per_epoch),
+                                   settings.min_lr_ratio)
+        self.schedule = torch.optim.lr_scheduler.LambdaLR(self.optimizer, factor)
         self.scaler = runtime.grad_scaler()
 
     def loss(self, idx: torch.Tensor, flipped: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
@@ -165,6 +175,10 @@ def fit(
 ) -> TrainResult:
     """Train ``model`` in place on the train split; keep the best validation epoch.
 
+    With ``settings.early_stopping`` training ends once validation accuracy has
+    plateaued and the learning rate has cooled down (or at the epoch cap), and
+    ``result.stopped`` says which; otherwise it runs exactly ``settings.epochs``.
+
     ``warm`` (default: on a GPU or under ``--compile``, where first calls are
     slow) pays the one-time costs first and reports them as ``warmup_seconds``,
     outside ``train_seconds``; the trained weights are the same either way.
@@ -206,6 +220,12 @@ def fit(
             best_state = copy.deepcopy({k: v.detach().cpu() for k, v in model.state_dict().items()})
         if on_epoch is not None:
             on_epoch(epoch, settings.epochs, row)
+        if trainer.plateau is not None:
+            trainer.plateau.end_epoch(epoch, val_acc)
+            if trainer.plateau.done:
+                break
+    if trainer.plateau is not None:
+        result.stopped = trainer.plateau.reason or "epoch-cap"
     if best_state is not None:
         model.load_state_dict(best_state)
     require_finite_weights(model, f"weights after training (best epoch {result.best_epoch})")

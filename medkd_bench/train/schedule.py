@@ -1,9 +1,28 @@
-"""The learning-rate schedule: a linear warm-up, then a cosine decay to a floor."""
+"""Learning-rate schedules and the early-stopping rule that ends a run on a validation plateau.
+
+Two schedules, chosen by :class:`~medkd_bench.specs.TrainSettings.early_stopping`:
+
+* a **fixed** length (``--epochs N``): linear warm-up, then a cosine decay to a floor over
+  exactly N epochs, as before;
+* **until a plateau** (the default): the length is not known in advance, so a cosine that
+  needs it cannot be used. Warm-up, then a constant rate while validation accuracy still
+  improves; once it has not improved by ``min_delta`` for ``patience`` epochs (or the epoch
+  cap is near), a linear cool-down to the floor over 20% of the epochs run so far, then stop.
+  This is the warmup-stable-decay schedule (Zhai et al., 2022, arXiv:2106.04560; Hägele
+  et al., 2024, arXiv:2405.18392, who show that a cool-down of about 20% matches a cosine
+  of the same length), with the decay triggered by early stopping instead of a budget.
+  The weights of the best validation epoch are kept either way (:func:`~medkd_bench.train.loop.fit`).
+"""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
+
+#: Why a model stopped training: its validation accuracy plateaued; it reached its epoch cap
+#: while still improving; or it ran a fixed number of epochs (``--epochs``), convergence unknown.
+STOP_REASONS = ("plateau", "epoch-cap", "fixed")
 
 
 def warmup_cosine(total_steps: int, warmup_steps: int, min_ratio: float) -> Callable[[int], float]:
@@ -14,3 +33,67 @@ def warmup_cosine(total_steps: int, warmup_steps: int, min_ratio: float) -> Call
         return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
     return factor
+
+
+def cooldown_epochs(epochs_run: int, fraction: float) -> int:
+    """Length of the cool-down that follows ``epochs_run`` epochs: ``fraction`` of them, at least one."""
+    return max(1, math.ceil(fraction * epochs_run - 1e-9))
+
+
+@dataclass
+class PlateauStop:
+    """Early stopping on validation accuracy, driving a warmup-stable-decay learning rate.
+
+    :meth:`factor` is the learning-rate multiplier per optimiser step (a ``LambdaLR``
+    function); :meth:`end_epoch` reads each epoch's validation accuracy and decides
+    when the cool-down starts; :attr:`done` says when training ends and
+    :attr:`reason` why (``plateau`` or ``epoch-cap``).
+    """
+
+    max_epochs: int
+    steps_per_epoch: int
+    warmup_epochs: float
+    min_ratio: float
+    patience: int
+    min_delta: float
+    cooldown_fraction: float = 0.2
+    best: float = -math.inf
+    last_improved: int = 0
+    #: Set once the cool-down has begun: its first and last epoch, and why it began.
+    cooldown: tuple[int, int] | None = None
+    reason: str | None = None
+    epoch: int = 0
+
+    def factor(self, step: int) -> float:
+        warmup_steps = int(self.warmup_epochs * self.steps_per_epoch)
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        if self.cooldown is None:
+            return 1.0
+        first, last = self.cooldown
+        start, end = (first - 1) * self.steps_per_epoch, last * self.steps_per_epoch
+        progress = min(1.0, (step - start + 1) / max(1, end - start))
+        return 1.0 - (1.0 - self.min_ratio) * progress
+
+    def end_epoch(self, epoch: int, val_accuracy: float) -> None:
+        """Record epoch ``epoch``'s validation accuracy; start the cool-down on a plateau or near the cap."""
+        self.epoch = epoch
+        if val_accuracy > self.best + self.min_delta:
+            self.best, self.last_improved = val_accuracy, epoch
+        elif val_accuracy > self.best:  # a gain below min_delta moves the best, not the patience clock
+            self.best = val_accuracy
+        if self.cooldown is not None:
+            return
+        length = cooldown_epochs(epoch, self.cooldown_fraction)
+        warmed_up = epoch >= math.ceil(self.warmup_epochs)
+        if warmed_up and epoch - self.last_improved >= self.patience and epoch < self.max_epochs:
+            self.cooldown = (epoch + 1, min(self.max_epochs, epoch + length))
+            self.reason = "plateau"
+        elif epoch + length >= self.max_epochs:
+            self.cooldown = (epoch + 1, self.max_epochs)
+            self.reason = "epoch-cap"
+
+    @property
+    def done(self) -> bool:
+        """Whether training ends after the epoch last passed to :meth:`end_epoch`."""
+        return self.epoch >= self.max_epochs or (self.cooldown is not None and self.epoch >= self.cooldown[1])

@@ -26,7 +26,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from medkd_bench.errors import MedkdError, one_line
-from medkd_bench.run.cells import Cell, teacher_cell_of
+from medkd_bench.run.cells import Cell, baseline_cell_of, teacher_cell_of
 from medkd_bench.run.executors.worker import WorkerRecipe, worker_setup
 from medkd_bench.run.runner import MatrixRunner
 
@@ -100,8 +100,7 @@ def cell_dependencies(cell: Cell, planned: set[Cell]) -> list[Cell]:
     """
     if not cell.distilled:
         return []
-    baseline = Cell(cell.dataset, "label-only", student=cell.student, seed=cell.seed)
-    return [c for c in (teacher_cell_of(cell), baseline) if c in planned]
+    return [c for c in (teacher_cell_of(cell), baseline_cell_of(cell)) if c in planned]
 
 
 @dataclass

@@ -1,0 +1,113 @@
+"""Training to convergence: early stopping on a validation plateau, a fixed --epochs, fixed teachers."""
+
+import pytest
+import torch
+from torch import nn
+
+import medkd_bench.train.loop as loop
+from medkd_bench.data.prepare import prepare
+from medkd_bench.registry import load_registry
+from medkd_bench.run.cells import Cell, teacher_cell_of
+from medkd_bench.run.plan import plan
+from medkd_bench.specs import TrainSettings
+from medkd_bench.system.runtime import resolve_runtime
+from medkd_bench.train.loop import fit
+from medkd_bench.train.schedule import PlateauStop, cooldown_epochs
+
+
+def _scripted(curve, **settings):
+    """Feed a scripted validation curve to the stopping rule; the epochs it ran and why it stopped."""
+    rule = PlateauStop(max_epochs=settings.pop("max_epochs", 50), steps_per_epoch=10, warmup_epochs=1.0,
+                       min_ratio=0.01, patience=settings.pop("patience", 3), min_delta=settings.pop("min_delta", 0.0))
+    for epoch, acc in enumerate(curve, 1):
+        rule.end_epoch(epoch, acc)
+        if rule.done:
+            return epoch, rule
+    raise AssertionError(f"did not stop within {len(curve)} scripted epochs")
+
+
+def test_stops_on_a_plateau_after_patience_and_a_cool_down_and_not_before():
+    # Improves every epoch up to epoch 10, then flat: 3 epochs of patience (11-13) start a cool-down of
+    # ceil(0.2 * 13) = 3 epochs (14-16), then it stops.
+    curve = [0.3 + 0.05 * e for e in range(10)] + [0.75] * 30
+    epochs, rule = _scripted(curve)
+    assert rule.reason == "plateau" and rule.cooldown == (14, 16) and epochs == 16
+    # A late gain resets the patience clock: the same curve with a new best at epoch 12 stops 2 epochs later.
+    late = curve[:11] + [0.8] + [0.8] * 30
+    epochs_late, _ = _scripted(late)
+    assert epochs_late == 12 + 3 + cooldown_epochs(15, 0.2)
+
+
+def test_a_gain_below_min_delta_does_not_count_as_improving():
+    curve = [0.5, 0.6, 0.7, 0.701, 0.702, 0.703] + [0.703] * 20
+    with_delta, rule = _scripted(curve, min_delta=0.005)
+    without, _ = _scripted(curve, min_delta=0.0)
+    assert rule.last_improved == 3 and without > with_delta
+
+
+def test_a_model_still_improving_cools_down_into_its_epoch_cap():
+    curve = [0.01 * e for e in range(1, 100)]  # improves every epoch
+    epochs, rule = _scripted(curve, max_epochs=20)
+    # The cool-down is planned once 20% of the epochs run would reach the cap: after epoch 16 (ceil(3.2) = 4).
+    assert epochs == 20 and rule.reason == "epoch-cap" and rule.cooldown == (17, 20)
+
+
+def test_learning_rate_warms_up_holds_then_cools_down_to_the_floor():
+    rule = PlateauStop(max_epochs=50, steps_per_epoch=10, warmup_epochs=1.0, min_ratio=0.01, patience=2, min_delta=0.0)
+    assert rule.factor(0) == pytest.approx(0.1) and rule.factor(9) == pytest.approx(1.0)
+    assert rule.factor(55) == 1.0  # constant while no plateau has been seen
+    for epoch, acc in enumerate([0.5, 0.6, 0.6, 0.6], 1):
+        rule.end_epoch(epoch, acc)
+    assert rule.cooldown == (5, 5)  # ceil(0.2 * 4) = 1 epoch of cool-down
+    assert rule.factor(40) < 1.0 and rule.factor(49) == pytest.approx(0.01)
+
+
+class TinyNet(nn.Module):
+    def __init__(self, num_classes: int):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.head = nn.Linear(4, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(torch.relu(self.conv(x)).mean((2, 3)))
+
+
+@pytest.fixture(scope="module")
+def tiny_data():
+    spec = load_registry().get("dataset", "synthetic-cxr")
+    return prepare(spec, 32, None, {"n_train": 16, "n_val": 6, "n_test": 6})
+
+
+def test_fit_stops_on_the_scripted_plateau_and_keeps_the_best_epoch(tiny_data, monkeypatch):
+    """Real training, a scripted validation curve: fit() runs exactly the epochs the rule asks for."""
+    curve = iter([0.2, 0.4, 0.6, 0.5, 0.6, 0.55] + [0.1] * 50)
+    monkeypatch.setattr(loop, "evaluate_accuracy", lambda *args, **kwargs: next(curve))
+    settings = TrainSettings(epochs=40, batch_size=8, patience=3, warmup_epochs=1.0)
+    result = fit(TinyNet(tiny_data.num_classes), tiny_data, settings, resolve_runtime("cpu", "off"), seed=0)
+    # Best 0.6 at epoch 3 (epoch 5's equal score is no gain); patience ends at epoch 6; cool-down ceil(1.2) = 2.
+    assert result.stopped == "plateau" and result.epochs_run == 8
+    assert result.best_epoch == 5 and result.best_val_accuracy == 0.6  # ties keep the later weights, as before
+
+
+def test_fixed_epochs_run_exactly_n_whatever_the_curve(tiny_data, monkeypatch):
+    monkeypatch.setattr(loop, "evaluate_accuracy", lambda *args, **kwargs: 0.5)  # flat from the start
+    settings = TrainSettings(epochs=4, batch_size=8, patience=1, early_stopping=False)
+    result = fit(TinyNet(tiny_data.num_classes), tiny_data, settings, resolve_runtime("cpu", "off"), seed=0)
+    assert result.stopped == "fixed" and result.epochs_run == 4
+
+
+def test_one_fixed_teacher_serves_every_student_seed_unless_asked_otherwise():
+    registry = load_registry()
+    fixed = plan(registry, "quick", ["visformer-s"], ["ofa-595"], ["synthetic-cxr"], seed=3, seeds=3)
+    assert [c.seed for c in fixed if c.method == "teacher"] == [3]
+    kd = [c for c in fixed if c.method == "kd"]
+    assert [c.seed for c in kd] == [3, 4, 5] and {teacher_cell_of(c) for c in kd} == {fixed[0]}
+    per_seed = plan(registry, "quick", ["visformer-s"], ["ofa-595"], ["synthetic-cxr"], seed=3, seeds=3,
+                    teacher_seeds=3)
+    teachers = [c for c in per_seed if c.method == "teacher"]
+    assert [c.seed for c in teachers] == [3, 4, 5]
+    assert [teacher_cell_of(c).seed for c in per_seed if c.method == "kd"] == [3, 4, 5]
+    two = plan(registry, "quick", ["visformer-s"], ["ofa-595"], ["synthetic-cxr"], seeds=3, teacher_seeds=2)
+    assert [teacher_cell_of(c).seed for c in two if c.method == "kd"] == [0, 1, 0]
+    # A teacher per seed is today's design: its distilled cells are the ones planned before fixed teachers.
+    assert teacher_cell_of(Cell("synthetic-cxr", "kd", "visformer-s", "ofa-595", seed=4)).seed == 4
