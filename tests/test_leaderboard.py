@@ -10,7 +10,9 @@ from medkd_bench.run.store import Store
 def _metrics(acc, f1, params, gmacs, latency):
     return {"accuracy": acc, "macro_f1": f1, "params_m": params, "gmacs": gmacs, "latency_ms": latency,
             "throughput": 100.0, "best_epoch": 3, "n_test": 240, "machine": "test machine",
-            "per_class_f1": {"COVID-19": f1, "Non-COVID": f1, "Normal": f1}}
+            "per_class_f1": {"COVID-19": f1, "Non-COVID": f1, "Normal": f1},
+            # Converged (the training loop's record): test_trust_section_* covers cells that did not.
+            "stopped": "plateau", "epochs_run": 5}
 
 
 def _add(store, h, method, teacher, student, metrics=None, error=None, artifacts=None):
@@ -176,7 +178,8 @@ def test_cis_seed_spread_and_significance_from_stored_predictions(tmp_path):
     assert gain and 0 < float(gain[1]) < 35 < float(gain[2])
     assert "| 100.0 [100.0, 100.0] |" in kd_row
     same_row = next(line for line in students.splitlines() if "| vgg19 | kd |" in line)
-    assert "| +0.0 [+0.0, +0.0] | 1.000 / 1.000 |" in same_row and "†" not in same_row
+    # No discordant image: no gain is detectable, so even +0.0 is flagged as indistinguishable from noise.
+    assert "| +0.0 [+0.0, +0.0]≈ | 1.000 / 1.000 |" in same_row and "†" not in same_row
     provenance = board.split("## Provenance")[1].split("</details>")[0]
     assert "medkd-bench run --datasets synthetic-cxr --teachers vgg19,visformer-s --students ofa-595" in provenance
     assert "--epochs 99" in provenance and "--seeds 2" in provenance and "--bootstrap 300" in provenance
@@ -273,3 +276,149 @@ def _parsed(params: dict, registry) -> dict:
     out["dataset_options"] = parse_dataset_options(params["dataset_options"], registry)
     out["method_options"] = parse_method_options(params["method_options"], registry)
     return out
+
+
+# ---- "Can these comparisons be trusted?": convergence, teacher margins, the smallest detectable gain ------------
+
+
+def _right_on(labels, n_right):
+    """Predictions right on the first ``n_right`` images, wrong on the rest."""
+    return [y if i < n_right else (y + 1) % 3 for i, y in enumerate(labels)]
+
+
+def test_trust_section_margins_detectable_gain_and_flags(tmp_path):
+    """One teacher cell per dataset serving three student seeds; a teacher stopped at its cap; a tiny gain."""
+    import csv
+
+    import pytest
+
+    from medkd_bench.evaluate import power, stats
+
+    labels = [i % 3 for i in range(120)]
+    right = {0: 80, 1: 84, 2: 78}  # label-only images right, per seed
+    base = {seed: _right_on(labels, n) for seed, n in right.items()}
+    # vgg19's students: the baseline with its first 10 images wrong and its next 12 wrong images right (+2).
+    tiny = {seed: [(y + 1) % 3 if i < 10 else p for i, (y, p) in enumerate(zip(labels, _right_on(labels, n + 12),
+                                                                                  strict=True))]
+            for seed, n in right.items()}
+    teachers = {"visformer-s": (_right_on(labels, 110), "epoch-cap", 30, 30),
+                "vgg19": (_right_on(labels, 82), "plateau", 17, 12)}
+    with Store(tmp_path / "runs.sqlite") as store:
+        def add(h, method, teacher, student, seed, preds, stopped, epochs_run, best_epoch, teacher_hash=None):
+            cfg = {"dataset": {"img_size": 64}}
+            if method == "kd":
+                cfg["distill"] = {"method": "kd", "revision": "1", "options": {"temperature": 4.0, "alpha": 0.5}}
+                cfg["teacher"] = teacher_hash
+            store.start(h, "synthetic-cxr", teacher, student, method, seed, cfg)
+            store.finish(h, {**_per_image(labels, preds), "stopped": stopped, "epochs_run": epochs_run,
+                             "best_epoch": best_epoch}, {"train_s": 10.0}, {})
+
+        for name, (preds, stopped, epochs_run, best_epoch) in teachers.items():
+            add(f"t-{name}", "teacher", name, "", 0, preds, stopped, epochs_run, best_epoch)
+        for seed in base:
+            add(f"s{seed}", "label-only", "", "ofa-595", seed, base[seed], "plateau", 12, 9)
+            add(f"kv{seed}", "kd", "visformer-s", "ofa-595", seed, _right_on(labels, 110), "plateau", 14, 10,
+                "t-visformer-s")
+            add(f"kg{seed}", "kd", "vgg19", "ofa-595", seed, tiny[seed], "fixed" if seed == 1 else "plateau", 12, 12,
+                "t-vgg19")
+        written = render_all(load_registry(), store, tmp_path / "boards", resamples=300)
+    page = written[0].read_text()
+    assert page.index("## Can these comparisons be trusted?") < page.index("## Teachers")
+    trust = page.split("## Can these comparisons be trusted?")[1].split("## Teachers")[0]
+
+    # The margin is the KD-gain computation with the one teacher cell paired with every label-only seed.
+    margin = stats.paired_difference(labels, [teachers["visformer-s"][0]] * 3, [base[s] for s in base], 0, 300)
+    lo, hi = margin["ci"]
+    assert (f"- visformer-s: not shown to have converged: hit its epoch cap while still improving (epochs run 30, "
+            f"best epoch 30). Margin over the label-only ofa-595: {100 * margin['mean']:+.1f} pp "
+            f"[{100 * lo:+.1f}, {100 * hi:+.1f}] (teacher seed 0 against label-only seeds 0, 1, 2). Verdict: worth "
+            "distilling from: beats the label-only student, CI above zero.") in trust
+    assert 0 < lo and margin["mean"] == pytest.approx((110 - (80 + 84 + 78) / 3) / 120)
+    assert ("- vgg19: converged: stopped on a validation plateau (epochs run 17, best epoch 12). Margin over the "
+            "label-only ofa-595: +1.1 pp [") in trust
+    assert "Verdict: not shown to beat the label-only student (CI includes zero)." in trust
+    assert ("- ofa-595: converged: stopped on a validation plateau (seeds 0 / 1 / 2: epochs run 12 / 12 / 12, "
+            "best epoch 9 / 9 / 9).") in trust
+    assert ("**Distilled students**: 6 cells in 2 rows; stopped: 5 on a plateau, 1 on a fixed schedule; rows flagged "
+            "in the students table (not converged, or gain below detectable): 2 of 2.") in trust
+
+    # The smallest detectable gain: pooled discordance over the six distilled cells, on one seed's 120 images.
+    discordant = sum(110 - n for n in right.values()) + 3 * 22
+    rate = discordant / (6 * 120)
+    mde = power.detectable_difference(120, rate)
+    assert mde is not None
+    assert (f"With 120 test images and a discordance rate of {100 * rate:.1f}%, a gain smaller than "
+            f"{100 * mde:.1f} pp cannot be told from noise (80% power, alpha 0.05).") in trust
+    assert "for one seed's test set" in trust
+
+    teachers_table = page.split("## Teachers")[1].split("## Students")[0]
+    assert "| visformer-s § | 91.7 [" in teachers_table and "| vgg19 | 68.3 [" in teachers_table
+    assert "§ the teacher is not shown to have converged" in teachers_table
+    students = page.split("## Students")[1].split("## Methods")[0]
+    rows = {line.split(" | ")[1]: line for line in students.splitlines() if "| kd |" in line}
+    assert rows["visformer-s §"].startswith("| ofa-595 | visformer-s § | kd |")  # its teacher hit the cap
+    assert "≈" not in rows["visformer-s §"]  # +24 pp: far above what the test can detect
+    assert rows["vgg19"].startswith("| ofa-595 § | vgg19 | kd |")  # seed 1 ran a fixed schedule
+    assert re.search(r"\| \+1\.7 \[[^]]+\]≈ \|", rows["vgg19"])  # 2 of 120 images: below detectable
+    assert "| ofa-595 | - | label-only |" in students
+    assert "≈ the gain is smaller than the smallest gain this row's McNemar test detects" in students
+    assert "§ beside a model's name" in students
+
+    cells = {(r["method"], r["teacher"], r["seed"]): r for r in csv.DictReader(written[1].read_text().splitlines())}
+    assert [cells[("teacher", "visformer-s", "0")][c] for c in ("stopped", "epochs_run", "detectable_gain")] == \
+        ["epoch-cap", "30", ""]
+    kd = cells[("kd", "visformer-s", "0")]
+    assert (kd["stopped"], kd["epochs_run"]) == ("plateau", "14")
+    assert float(kd["detectable_gain"]) == power.detectable_difference(120, 30 / 120)
+    assert float(cells[("kd", "vgg19", "1")]["detectable_gain"]) == power.detectable_difference(120, 22 / 120)
+    assert cells[("kd", "vgg19", "1")]["stopped"] == "fixed"
+
+
+def test_cells_stored_before_convergence_was_recorded_read_unknown(tmp_path):
+    """No ``stopped`` or ``epochs_run``: "unknown", epochs run from the history, the rows flagged, CSV fields empty."""
+    import csv
+
+    old = {"history": [{"epoch": e, "loss": 1.0, "val_accuracy": 0.5} for e in (1, 2, 3, 4)]}
+    with Store(tmp_path / "runs.sqlite") as store:
+        def metrics(acc):
+            m = {**_metrics(acc, acc, 7.6, 0.044, 6.0), **old}
+            del m["stopped"], m["epochs_run"]
+            return m
+
+        _add(store, "t1", "teacher", "visformer-s", "", metrics(0.95))
+        _add(store, "s1", "label-only", "", "ofa-595", metrics(0.80))
+        _add(store, "k1", "kd", "visformer-s", "ofa-595", metrics(0.85))
+        written = render_all(load_registry(), store, tmp_path / "boards")
+    page = written[0].read_text()
+    trust = page.split("## Can these comparisons be trusted?")[1].split("## Teachers")[0]
+    assert ("- visformer-s: not shown to have converged: convergence not recorded (stored before it was) "
+            "(epochs run 4, best epoch 3). Margin over the label-only ofa-595: +15.0 pp. Verdict: not tested "
+            "(no per-image test predictions stored).") in trust
+    assert "1 cells in 1 rows; stopped: 1 unrecorded" in trust
+    assert "the smallest detectable gain cannot be computed" in trust
+    assert "| ofa-595 § | visformer-s § | kd |" in page and "| ofa-595 § | - | label-only |" in page
+    row = next(r for r in csv.DictReader(written[1].read_text().splitlines()) if r["method"] == "kd")
+    assert (row["stopped"], row["epochs_run"], row["detectable_gain"]) == ("", "4", "")
+
+
+def test_teacher_margin_pairs_each_label_only_seed_with_its_teacher_cell():
+    """Same seed where the teacher has it (``--teacher-seeds``), else the teacher's lowest seed (trained once)."""
+    from medkd_bench.evaluate import stats
+    from medkd_bench.report.row_stats import RowStats
+    from medkd_bench.run.store import CellRecord
+
+    labels = [i % 3 for i in range(90)]
+
+    def cell(method, seed, n_right):
+        m = {"accuracy": n_right / 90, "test_labels": labels, "test_predictions": _right_on(labels, n_right)}
+        return CellRecord(f"{method}{seed}", "synthetic-cxr", "", "", method, seed, "done", {}, m, {}, {}, None,
+                          None, None)
+
+    teacher = [cell("teacher", 1, 85), cell("teacher", 0, 80)]
+    base = [cell("label-only", s, n) for s, n in ((0, 60), (1, 66), (2, 63))]
+    margin = RowStats(load_registry(), resamples=200).margin(teacher, base)
+    assert margin["seeds"] == [0, 1, 2] and margin["teacher_seeds"] == [0, 1, 0]
+    expected = stats.paired_difference(labels, [_right_on(labels, n) for n in (80, 85, 80)],
+                                       [_right_on(labels, n) for n in (60, 66, 63)], 0, 200)
+    assert margin["mean"] == expected["mean"] and margin["ci"] == expected["ci"]
+    assert [m["b"] for m in margin["mcnemar"]] == [20, 19, 17]

@@ -22,8 +22,10 @@ from pathlib import Path
 from typing import Any
 
 from medkd_bench.registry import Registry
+from medkd_bench.report.convergence import epochs_run
 from medkd_bench.report.pages import latest_records, pages_for
 from medkd_bench.report.row_stats import RowStats
+from medkd_bench.report.trust import detectable_gain
 from medkd_bench.run.store import CellRecord, ExplanationRecord, Store
 from medkd_bench.specs import BASE_METHODS
 from medkd_bench.system.files import atomic_write_text
@@ -46,7 +48,7 @@ COLUMNS: tuple[str, ...] = (
     "latency_deployed_ms", "latency_deployed_iqr_ms", "latency_deployed_method",
     "latency_deployed_max_abs_logit_diff",
     "onnx_latency_ms", "onnx_latency_iqr_ms", "onnx_max_abs_logit_diff", "precision", "machine", "timed_on",
-    "train_s", "warmup_s", "best_epoch", "val_accuracy",
+    "train_s", "warmup_s", "best_epoch", "val_accuracy", "stopped", "epochs_run", "detectable_gain",
 )
 
 #: Per explainer, the cell's mean figures (columns ``<explainer>.<figure>``), from its stored explanation.
@@ -119,7 +121,9 @@ def cell_row(r: CellRecord, settings: str, classes: Sequence[str], row_stats: Ro
                     "precision": m.get("precision"), "machine": m.get("machine"),
                     "timed_on": m.get("timed_on", m.get("machine")), "train_s": r.timings.get("train_s"),
                     "warmup_s": r.timings.get("warmup_s"),
-                    "best_epoch": m.get("best_epoch"), "val_accuracy": m.get("val_accuracy")})
+                    "best_epoch": m.get("best_epoch"), "val_accuracy": m.get("val_accuracy"),
+                    # Stored by the training loop; cells stored before it have no `stopped` (empty here).
+                    "stopped": m.get("stopped"), "epochs_run": epochs_run(r), "detectable_gain": detectable_gain(gain)})
     row.update(_explainer_fields(explanations))
     return row
 

@@ -23,9 +23,10 @@ from medkd_bench.report.export import export_rows, to_csv
 from medkd_bench.report.format import deployed_latency_text, latency_text, method_label, num, pct
 from medkd_bench.report.method_summary import method_summary, weak_teachers
 from medkd_bench.report.pages import DEFAULT_KEY, Page, latest_records, pages_for
-from medkd_bench.report.plots import Point, render_pareto
+from medkd_bench.report.plots import pareto_plot
 from medkd_bench.report.provenance import checksums_text, reproduce_entries, versions_text
 from medkd_bench.report.row_stats import RowStats, gain_text, mcnemar_text
+from medkd_bench.report.trust import UNCONVERGED, UNDETECTABLE, Trust
 from medkd_bench.run.store import CellRecord, ExplanationRecord, Store
 from medkd_bench.specs import BASE_METHODS
 from medkd_bench.system.files import atomic_write_text, path_inside
@@ -63,12 +64,15 @@ class _Row:
         """The lowest seed's cell: source of the cost columns, which do not depend on training."""
         return self.records[0]
 
-    def fields(self, gain: dict[str, Any] | None = None, panel: str = "-", weak: bool = False) -> dict[str, Any]:
+    def fields(self, gain: dict[str, Any] | None = None, panel: str = "-", weak: bool = False,
+               flags: tuple[bool, bool, bool] = (False, False, False)) -> dict[str, Any]:
+        """The row's table cells; ``flags``: student, teacher not converged; gain below detectable (:mod:`.trust`)."""
         m = self.rec.metrics
+        student_flag, teacher_flag = (f" {UNCONVERGED}" if f else "" for f in flags[:2])
         train_s = [r.timings["train_s"] for r in self.records if "train_s" in r.timings]
         return {
-            "teacher": self.rec.teacher + (" ‡" if weak else ""),
-            "student": self.rec.student,
+            "teacher": self.rec.teacher + (" ‡" if weak else "") + teacher_flag,
+            "student": self.rec.student + student_flag,
             "method": self.rec.method,
             "acc": stats.format_ci(self.scores["accuracy"]),
             "f1": stats.format_ci(self.scores["macro_f1"]),
@@ -81,7 +85,7 @@ class _Row:
             "throughput": num(m.get("throughput"), ".0f"),
             "best_epoch": " / ".join(str(r.metrics.get("best_epoch", "-")) for r in self.records),
             "train_s": num(sum(train_s) / len(train_s) if train_s else None, ".0f"),
-            "gain": gain_text(gain),
+            "gain": gain_text(gain) + (UNDETECTABLE if flags[2] else ""),
             "p": mcnemar_text(gain),
             "panel": panel,
         }
@@ -168,11 +172,16 @@ def render_dataset(registry: Registry, dataset: str, records: list[CellRecord],
     student_keys = sorted((k for k in groups if k[0] != "teacher"),
                           key=lambda k: (k[2], k[0] != "label-only", -board.accuracy(k)))
     weak = board.weak_teachers()
+    trust = Trust(groups, board.gains, row_stats)
     for key in student_keys:
         links = [link for r in groups[key][:1] for link in panel_links.get(r.hash, [])]  # the lowest seed's
+        flags = (not trust.model_converged(key), not trust.teacher_converged(key), trust.below_detectable(key))
         students.append(_Row(groups[key], board.scores[key]).fields(gain=board.gains.get(key),
                                                                     panel=" ".join(links) or "-",
-                                                                    weak=weak.get((key[1], key[2]), False)))
+                                                                    weak=weak.get((key[1], key[2]), False),
+                                                                    flags=flags))
+    teachers = [_Row(groups[k], board.scores[k]).fields(flags=(False, not trust.model_converged(k), False))
+                for k in teacher_keys]
     classes = list(spec.classes) if spec else []
     # What each student is (its budget, for searched students): the table's rows are names only.
     student_notes = [{"name": n, "description": getattr(registry.students.get(n), "description", "")
@@ -208,8 +217,13 @@ def render_dataset(registry: Registry, dataset: str, records: list[CellRecord],
                                          for r in done})) or "-",
         # Latency as deployed: CUDA runs only, so CPU pages keep their columns.
         deployed=any("latency_deployed_method" in r.metrics for r in done),
-        teachers=[_Row(groups[k], board.scores[k]).fields() for k in teacher_keys],
+        teachers=teachers,
         students=students,
+        trust=trust.section(n_test),
+        # Legends name only the flags a table shows.
+        unconverged_teachers=any(r["teacher"].endswith(UNCONVERGED) for r in teachers),
+        unconverged_students=any(UNCONVERGED in r["student"] + r["teacher"] for r in students),
+        undetectable=any(r["gain"].endswith(UNDETECTABLE) for r in students),
         student_notes=student_notes,
         per_class=per_class,
         clinical=clinical_rows(row_keys, groups, board.clinical, len(classes)),
@@ -230,26 +244,6 @@ def render_dataset(registry: Registry, dataset: str, records: list[CellRecord],
         seed_rows=_seed_rows(board, row_stats),
         plot=plot,
     )
-
-
-def pareto_plot(registry: Registry, board: _Board, out_dir: Path, page: Page) -> str | None:
-    """Render the page's accuracy-vs-cost plot; its path relative to the page (None with no costed rows)."""
-    points = []
-    for key, recs in board.groups.items():
-        m, score = recs[0].metrics, board.scores[key]["accuracy"]
-        method, teacher, student = key
-        label = (teacher if method == "teacher" else student if method == "label-only"
-                 else f"{student}, {method} from {teacher}")
-        points.append(Point(label, method, score["mean"], tuple(score["ci"]) if score.get("ci") else None,
-                            m.get("latency_ms"), m.get("params_m")))
-    if not any(p.latency_ms or p.params_m for p in points):
-        return None
-    spec = registry.datasets.get(page.dataset)
-    relative = f"plots/{Path(page.file).stem}.pareto.png"
-    render_pareto(path_inside(out_dir, relative), points,
-                  f"{page.dataset}: test accuracy against cost ({page.settings_text})",
-                  1.0 / spec.num_classes if spec else None)
-    return relative
 
 
 def methods_used(registry: Registry, done: list[CellRecord]) -> list[dict[str, str]]:
@@ -296,7 +290,7 @@ def render_all(registry: Registry, store: Store, out_dir: Path, resamples: int =
         hashes = {r.hash for r in recs}
         board = _board(registry, d, recs, row_stats)
         others = [p for p in pages if p.dataset == d and p is not page]
-        plot = pareto_plot(registry, board, out_dir, page)
+        plot = pareto_plot(registry, board.groups, board.scores, out_dir, page)
         _write(path, render_dataset(registry, d, recs, [e for e in explanations if e.cell_hash in hashes],
                                     row_stats, board, page, others, plot))
         written.append(path)

@@ -12,11 +12,15 @@ saliency panels, and written atomically.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from medkd_bench.system.files import atomic_write
+from medkd_bench.registry import Registry
+from medkd_bench.report.pages import Page
+from medkd_bench.run.store import CellRecord
+from medkd_bench.system.files import atomic_write, path_inside
 
 
 @dataclass(frozen=True)
@@ -122,3 +126,28 @@ def render_pareto(path: Path, points: Sequence[Point], title: str, chance: float
         return atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=90, format="png", metadata={"Software": None}))
     finally:
         plt.close(fig)
+
+
+def pareto_plot(registry: Registry, groups: Mapping[tuple[str, str, str], list[CellRecord]],
+                scores: Mapping[tuple[str, str, str], dict[str, dict[str, Any]]], out_dir: Path,
+                page: Page) -> str | None:
+    """Render a page's accuracy-vs-cost plot from its rows and their scores; its path relative to the page.
+
+    ``None`` when no row has a cost figure.
+    """
+    points = []
+    for key, recs in groups.items():
+        m, score = recs[0].metrics, scores[key]["accuracy"]
+        method, teacher, student = key
+        label = (teacher if method == "teacher" else student if method == "label-only"
+                 else f"{student}, {method} from {teacher}")
+        points.append(Point(label, method, score["mean"], tuple(score["ci"]) if score.get("ci") else None,
+                            m.get("latency_ms"), m.get("params_m")))
+    if not any(p.latency_ms or p.params_m for p in points):
+        return None
+    spec = registry.datasets.get(page.dataset)
+    relative = f"plots/{Path(page.file).stem}.pareto.png"
+    render_pareto(path_inside(out_dir, relative), points,
+                  f"{page.dataset}: test accuracy against cost ({page.settings_text})",
+                  1.0 / spec.num_classes if spec else None)
+    return relative

@@ -105,7 +105,29 @@ class RowStats:
         if not baseline:
             return None
         base_by_seed = {r.seed: r for r in baseline}
-        pairs = [(r, base_by_seed[r.seed]) for r in kd if r.seed in base_by_seed]
+        return self._paired([(r, base_by_seed[r.seed]) for r in kd if r.seed in base_by_seed])
+
+    def margin(self, teacher: list[CellRecord], baseline: list[CellRecord] | None) -> dict[str, Any] | None:
+        """Teacher minus label-only student accuracy, computed exactly like :meth:`gain` (paired by image).
+
+        Each label-only seed is paired with the teacher cell a student of that
+        seed learns from (:func:`teacher_for`): the teacher of the same seed, or,
+        when a teacher was trained once per dataset (fewer teacher seeds than
+        student seeds), its lowest seed, so one teacher cell serves every
+        label-only seed. ``seeds`` are then the label-only seeds and
+        ``teacher_seeds`` the teacher seed each was paired with.
+        """
+        if not baseline or not teacher:
+            return None
+        pairs = [(t, b) for b in baseline if (t := teacher_for(b.seed, teacher)) is not None]
+        out = self._paired(pairs)
+        if out is not None:
+            out["seeds"] = [b.seed for _, b in pairs]
+            out["teacher_seeds"] = [t.seed for t, _ in pairs]
+        return out
+
+    def _paired(self, pairs: list[tuple[CellRecord, CellRecord]]) -> dict[str, Any] | None:
+        """First minus second accuracy over the pairs: paired bootstrap and McNemar per pair when per image."""
         if not pairs:
             return None
         a, b = self._per_image([p[0] for p in pairs]), self._per_image([p[1] for p in pairs])
@@ -117,6 +139,17 @@ class RowStats:
                    "n_seeds": len(d), "significant": False, "mcnemar": None}
         out["seeds"] = [p[0].seed for p in pairs]
         return out
+
+
+def teacher_for(seed: int, teacher: list[CellRecord]) -> CellRecord | None:
+    """The teacher cell a student of ``seed`` is compared with: the same seed's, else the lowest seed's.
+
+    With ``--teacher-seeds N`` every student seed has its own teacher; by
+    default a teacher is trained once per dataset (the run's base seed, the
+    lowest on the page) and every student seed distils from it.
+    """
+    same = [t for t in teacher if t.seed == seed]
+    return same[0] if same else min(teacher, key=lambda t: t.seed, default=None)
 
 
 def gain_text(gain: dict[str, Any] | None) -> str:

@@ -1,0 +1,79 @@
+"""Did a model train to convergence? Read from each cell's stored training record.
+
+The training loop stores, per finished cell, ``stopped`` (``plateau``: the
+validation accuracy stopped improving, so the model converged; ``epoch-cap``:
+it hit its epoch cap while still improving; ``fixed``: it ran a fixed
+``--epochs N`` schedule, so convergence is unknown), ``epochs_run`` and
+``best_epoch``. Cells stored before ``stopped`` was recorded read as
+``unknown``, and their epochs run as the length of their training history
+(no cell stopped early then). A comparison between models that did not
+converge measures training length as much as the method: the leaderboard
+says so beside every such row.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+
+from medkd_bench.run.store import CellRecord
+
+#: The stored ``stopped`` values, and ``unknown`` for cells stored before it, in the order a summary lists them.
+STOPPED = ("plateau", "epoch-cap", "fixed", "unknown")
+
+#: How a page says each one.
+STOPPED_TEXT = {
+    "plateau": "stopped on a validation plateau",
+    "epoch-cap": "hit its epoch cap while still improving",
+    "fixed": "ran a fixed schedule (`--epochs N`), so convergence is unknown",
+    "unknown": "convergence not recorded (stored before it was)",
+}
+
+#: The same, short, for counts ("3 at the epoch cap").
+STOPPED_SHORT = {"plateau": "on a plateau", "epoch-cap": "at the epoch cap", "fixed": "on a fixed schedule",
+                 "unknown": "unrecorded"}
+
+
+def stopped(rec: CellRecord) -> str:
+    """Why the cell's training stopped: one of :data:`STOPPED`."""
+    value = rec.metrics.get("stopped")
+    return value if value in STOPPED else "unknown"
+
+
+def epochs_run(rec: CellRecord) -> int | None:
+    """Epochs the cell trained: stored, else its history's length (cells stored before it was recorded)."""
+    if rec.metrics.get("epochs_run") is not None:
+        return int(rec.metrics["epochs_run"])
+    history = rec.metrics.get("history")
+    return len(history) if history else None
+
+
+def converged(records: Sequence[CellRecord]) -> bool:
+    """Whether every cell stopped on a validation plateau (the only evidence of convergence stored)."""
+    return all(stopped(r) == "plateau" for r in records)
+
+
+def _per_seed(values: Sequence[object]) -> str:
+    return " / ".join("-" if v is None else str(v) for v in values)
+
+
+def convergence_text(records: Sequence[CellRecord]) -> str:
+    """``converged: stopped on a validation plateau (epochs run 14, best epoch 9)``, per seed with several."""
+    kinds = [stopped(r) for r in records]
+    verdict = "converged" if converged(records) else "not shown to have converged"
+    if len(set(kinds)) == 1:
+        how = STOPPED_TEXT[kinds[0]]
+    else:
+        counts = Counter(kinds)
+        how = ", ".join(f"{counts[k]} of {len(kinds)} seeds {STOPPED_SHORT[k]}" for k in STOPPED if counts[k])
+    epochs = (f"epochs run {_per_seed([epochs_run(r) for r in records])}, "
+              f"best epoch {_per_seed([r.metrics.get('best_epoch') for r in records])}")
+    if len(records) > 1:
+        epochs = f"seeds {_per_seed([r.seed for r in records])}: {epochs}"
+    return f"{verdict}: {how} ({epochs})"
+
+
+def stop_counts(records: Sequence[CellRecord]) -> str:
+    """``20 on a plateau, 3 at the epoch cap, 1 on a fixed schedule``: how a set of cells stopped."""
+    counts = Counter(stopped(r) for r in records)
+    return ", ".join(f"{counts[k]} {STOPPED_SHORT[k]}" for k in STOPPED if counts[k])

@@ -1,0 +1,182 @@
+""""Can these comparisons be trusted?": the section at the top of every leaderboard page, and the row flags.
+
+A reader of a KD leaderboard needs three facts before any gain means
+anything: did the models train to convergence (else the comparison measures
+training length), is the teacher better than the student trained on labels
+alone (else there is nothing to distil), and how large a gain could the
+page's test set reveal at all (else a small gain is noise by construction).
+This module states each one from the stored cells, and marks the rows of
+the tables that fall short:
+
+* :data:`UNCONVERGED` beside a model's name: it (or, in a distilled row's
+  teacher column, the teacher it learned from) did not stop on a validation
+  plateau (:mod:`medkd_bench.report.convergence`);
+* :data:`UNDETECTABLE` after a gain: smaller than the row's minimum
+  detectable gain (:func:`detectable_gain`).
+
+The teacher's margin over the label-only student is computed exactly like a
+KD gain (:meth:`RowStats.margin <medkd_bench.report.row_stats.RowStats.margin>`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from medkd_bench.evaluate import power
+from medkd_bench.report.convergence import converged, convergence_text, stop_counts
+from medkd_bench.report.row_stats import RowStats, teacher_for
+from medkd_bench.run.store import CellRecord
+from medkd_bench.specs import BASE_METHODS
+
+Key = tuple[str, str, str]  # (method, teacher, student): one leaderboard row, all seeds
+
+#: Beside a model's name: not shown to have converged. (‡ and † are taken: weak teacher, significant gain.)
+UNCONVERGED = "§"
+#: After a gain: smaller than the gain the row's paired test detects with 80% power.
+UNDETECTABLE = "≈"
+
+
+def detectable_gain(gain: Mapping[str, Any] | None) -> float | None:
+    """The minimum detectable gain of a KD-gain (or margin) result from :class:`RowStats`, as a fraction.
+
+    From its test-set size and its discordance rate pooled over its seeds
+    (:func:`medkd_bench.evaluate.power.detectable_difference`). ``None`` without
+    per-image predictions (no McNemar counts) or when no gain is detectable.
+    """
+    rate = _discordance(gain)
+    return None if rate is None or gain is None else power.detectable_difference(int(gain["n"]), rate)
+
+
+def below_detectable(gain: Mapping[str, Any] | None) -> bool:
+    """Whether the gain is smaller than its minimum detectable gain (or none is detectable); False if untested."""
+    if _discordance(gain) is None or gain is None:
+        return False
+    mde = detectable_gain(gain)
+    return mde is None or abs(gain["mean"]) < mde
+
+
+def _discordance(gain: Mapping[str, Any] | None) -> float | None:
+    if not gain or not gain.get("mcnemar") or not gain.get("n"):
+        return None
+    return power.discordance_rate(gain["mcnemar"], int(gain["n"]))
+
+
+def _pp(x: float) -> str:
+    return f"{100 * x:.1f} pp"
+
+
+@dataclass
+class Trust:
+    """The trust section and flags of one page, from its rows (``groups``) and their KD gains."""
+
+    groups: Mapping[Key, list[CellRecord]]
+    gains: Mapping[Key, dict[str, Any] | None]
+    row_stats: RowStats
+
+    def teacher_cells(self, key: Key) -> list[CellRecord]:
+        """The teacher cells a distilled row learned from: by the teacher hash in each cell's config.
+
+        Cells whose config names no teacher on the page get the teacher cell of
+        their seed, else its lowest seed's (:func:`teacher_for`).
+        """
+        teachers = self.groups.get(("teacher", key[1], ""), [])
+        by_hash = {t.hash: t for t in teachers}
+        found: dict[str, CellRecord] = {}
+        for r in self.groups.get(key, []):
+            t = by_hash.get(r.config.get("teacher", "")) or teacher_for(r.seed, teachers)
+            if t is not None:
+                found[t.hash] = t
+        return list(found.values())
+
+    def model_converged(self, key: Key) -> bool:
+        return converged(self.groups.get(key, []))
+
+    def teacher_converged(self, key: Key) -> bool:
+        """For a distilled row, whether its teacher converged; True for other rows (they have none)."""
+        return key[0] in BASE_METHODS or converged(self.teacher_cells(key))
+
+    def below_detectable(self, key: Key) -> bool:
+        return below_detectable(self.gains.get(key))
+
+    def section(self, n_test: int) -> dict[str, Any]:
+        """What the page's "Can these comparisons be trusted?" section says (``trust.md.j2``)."""
+        keys = list(self.groups)
+        teacher_keys = sorted((k for k in keys if k[0] == "teacher"),
+                              key=lambda k: -self.groups[k][0].metrics.get("accuracy", 0.0))
+        baselines = sorted(k for k in keys if k[0] == "label-only")
+        distilled = [k for k in keys if k[0] not in BASE_METHODS]
+        cells = [r for k in distilled for r in self.groups[k]]
+        flagged = [k for k in distilled
+                   if not (self.model_converged(k) and self.teacher_converged(k)) or self.below_detectable(k)]
+        return {
+            "teachers": [{"name": k[1], "convergence": convergence_text(self.groups[k]),
+                          "margins": [self._margin(k, b) for b in baselines]} for k in teacher_keys],
+            "baselines": [{"name": k[2], "convergence": convergence_text(self.groups[k])} for k in baselines],
+            "distilled": (f"{len(cells)} cells in {len(distilled)} rows; stopped: {stop_counts(cells)}; "
+                          f"rows flagged in the students table (not converged, or gain below detectable): "
+                          f"{len(flagged)} of {len(distilled)}" if cells else None),
+            "detectable": self._detectable_text(distilled, n_test),
+            "seeds": self._seeds_text(distilled, n_test),
+        }
+
+    def _margin(self, teacher: Key, baseline: Key) -> dict[str, str]:
+        margin = self.row_stats.margin(self.groups[teacher], self.groups[baseline])
+        text = "-" if margin is None else f"{100 * margin['mean']:+.1f} pp"
+        if margin and margin.get("ci"):
+            lo, hi = margin["ci"]
+            text += f" [{100 * lo:+.1f}, {100 * hi:+.1f}]"
+        pairing = ""
+        if margin and margin["teacher_seeds"] != margin["seeds"]:
+            teacher_seeds = ", ".join(map(str, sorted(set(margin["teacher_seeds"]))))
+            pairing = (f" (teacher seed{'s' if len(set(margin['teacher_seeds'])) > 1 else ''} {teacher_seeds} "
+                       f"against label-only seeds {', '.join(map(str, margin['seeds']))})")
+        return {"student": baseline[2], "margin": text + pairing, "verdict": margin_verdict(margin)}
+
+    def _detectable_text(self, distilled: list[Key], n_test: int) -> str:
+        gains = [g for k in distilled if (g := self.gains.get(k)) and _discordance(g) is not None]
+        if not gains:
+            return ("No distilled row has per-image test predictions paired with its label-only student, so the "
+                    "smallest detectable gain cannot be computed.")
+        n = int(gains[0]["n"]) or n_test
+        rate = sum(sum(m["b"] + m["c"] for m in g["mcnemar"]) for g in gains) / sum(
+            int(g["n"]) * len(g["mcnemar"]) for g in gains)
+        mde, approx = power.detectable_difference(n, rate), power.connor_detectable_difference(n, rate)
+        opening = f"With {n} test images and a discordance rate of {100 * rate:.1f}%"
+        if mde is None:
+            return (f"{opening}, no gain can be told from noise with 80% power: even if every discordant image "
+                    "went the distilled student's way, McNemar's exact test (alpha 0.05) would reject less than "
+                    "80% of the time.")
+        text = f"{opening}, a gain smaller than {_pp(mde)} cannot be told from noise (80% power, alpha 0.05)."
+        return text + (
+            " The discordance rate is the share of test images on which a distilled student and its label-only "
+            "student differ in correctness, pooled over the page's distilled cells; the figure is exact for "
+            "McNemar's exact test (binomial, two-sided), the test in the tables"
+            + (f" (Connor's 1987 normal approximation gives {_pp(approx)})." if approx is not None else ".")
+            + f" Each row's own figure (from its own discordance) is `detectable_gain` in `results.csv`; "
+            f"{UNDETECTABLE} marks gains below it.")
+
+    def _seeds_text(self, distilled: list[Key], n_test: int) -> str | None:
+        seeds = sorted({r.seed for k in distilled for r in self.groups[k]})
+        if len(seeds) < 2:
+            return None
+        return (f"Seeds {', '.join(map(str, seeds))}: each gain is the mean over seeds of the distilled student "
+                f"minus the label-only student of the same seed, all scored on the same {n_test} test images "
+                "(its CI a paired bootstrap resampling those images for every seed at once). McNemar's test runs "
+                "per seed, so the smallest detectable gain above is for one seed's test set: averaging seeds "
+                "removes training noise, not test-set noise, since every seed sees the same images.")
+
+
+def margin_verdict(margin: Mapping[str, Any] | None) -> str:
+    """Plain words for a teacher's margin over the label-only student, from its paired 95% CI."""
+    if margin is None:
+        return "no label-only student to compare with"
+    if not margin.get("ci"):
+        return "not tested (no per-image test predictions stored)"
+    lo, hi = margin["ci"]
+    if lo > 0:
+        return "worth distilling from: beats the label-only student, CI above zero"
+    if hi < 0:
+        return "less accurate than the label-only student, CI below zero: distilling from it is expected to hurt"
+    return "not shown to beat the label-only student (CI includes zero)"
