@@ -124,9 +124,13 @@ def history_points(record: CellRecord) -> dict[int, float]:
 
 
 def _stop(record: CellRecord, points: dict[int, float]) -> Mark:
-    """The last epoch run (``epochs_run`` when stored and in the history, else the history's last) and why."""
-    run = record.metrics.get("epochs_run")
-    epoch = run if isinstance(run, int) and run in points else max(points)
+    """The last epoch run and why the run stopped there (``stopped``; UNRECORDED for older cells).
+
+    The mark sits where the seed's drawn history ends: the trainer stores one
+    history row per epoch run, so that is ``epochs_run`` whenever it is stored,
+    and a mark drawn off the line's end would only confuse.
+    """
+    epoch = max(points)
     reason = record.metrics.get("stopped")
     return Mark(record.seed, epoch, points[epoch], reason if reason in STOP_REASONS else UNRECORDED)
 
