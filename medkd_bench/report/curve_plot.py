@@ -29,7 +29,7 @@ STOP_MARKERS = {"plateau": "X", "epoch-cap": ">", "fixed": "|", UNRECORDED: "|"}
 STOP_LABELS = {"plateau": "stopped: plateau", "epoch-cap": "stopped: epoch cap", "fixed": "last epoch",
                UNRECORDED: "last epoch"}
 STOP_WORDS = {"plateau": "✕ stopped early on a plateau", "epoch-cap": "▶ stopped at the epoch cap",
-              "fixed": "| last epoch of a fixed schedule", UNRECORDED: "| last epoch (stop reason not stored)"}
+              "fixed": "| last epoch of a fixed schedule", UNRECORDED: "| last epoch, stop reason not stored"}
 #: A line marker ("|") needs more height than a filled one to be seen.
 STOP_SIZES = {"X": 5.5, ">": 5.5, "|": 9.0}
 PANEL_COLUMNS = 3
