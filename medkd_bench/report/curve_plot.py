@@ -46,9 +46,9 @@ class CurvesFigure:
 
 def colours(methods: Sequence[str]) -> dict[str, object]:
     """Colour per kind: the Pareto plot's, with more for pages with over eight methods."""
-    import matplotlib.pyplot as plt
+    from matplotlib import colormaps  # not pyplot: no backend chosen before render_curves picks Agg
 
-    palette = list(plt.get_cmap("tab10").colors[2:]) + list(plt.get_cmap("tab20").colors[1::2])
+    palette = list(colormaps["tab10"].colors[2:]) + list(colormaps["tab20"].colors[1::2])
     return {"teacher": "tab:blue", "label-only": "black",
             **{m: palette[i % len(palette)] for i, m in enumerate(methods)}}
 
