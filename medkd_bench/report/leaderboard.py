@@ -17,6 +17,7 @@ import numpy as np
 from medkd_bench.evaluate import stats
 from medkd_bench.registry import Registry
 from medkd_bench.report.clinical_tables import clinical_rows, confusion_tables
+from medkd_bench.report.curve_plot import CurvesFigure, curves_plot
 from medkd_bench.report.experiment import command_line, experiment_toml
 from medkd_bench.report.explanation_tables import explanation_tables, latest_explanations
 from medkd_bench.report.export import export_rows, to_csv
@@ -157,7 +158,8 @@ def _seed_rows(board: _Board, row_stats: RowStats) -> list[dict[str, Any]]:
 def render_dataset(registry: Registry, dataset: str, records: list[CellRecord],
                    explanations: list[ExplanationRecord], row_stats: RowStats | None = None,
                    board: _Board | None = None, page: Page | None = None,
-                   other_pages: Sequence[Page] = (), plot: str | None = None) -> str:
+                   other_pages: Sequence[Page] = (), plot: str | None = None,
+                   curves: CurvesFigure | None = None) -> str:
     row_stats = row_stats or RowStats(registry)
     spec = registry.datasets.get(dataset)
     board = board or _board(registry, dataset, records, row_stats)
@@ -243,6 +245,7 @@ def render_dataset(registry: Registry, dataset: str, records: list[CellRecord],
         experiments=[experiment_toml(e) for e in reproduce],
         seed_rows=_seed_rows(board, row_stats),
         plot=plot,
+        curves=curves,
     )
 
 
@@ -291,8 +294,9 @@ def render_all(registry: Registry, store: Store, out_dir: Path, resamples: int =
         board = _board(registry, d, recs, row_stats)
         others = [p for p in pages if p.dataset == d and p is not page]
         plot = pareto_plot(registry, board.groups, board.scores, out_dir, page)
+        curves = curves_plot(registry, board.groups, out_dir, page)
         _write(path, render_dataset(registry, d, recs, [e for e in explanations if e.cell_hash in hashes],
-                                    row_stats, board, page, others, plot))
+                                    row_stats, board, page, others, plot, curves))
         written.append(path)
         best_t, best_kd, base = board.best("teacher"), board.best(None), board.best("label-only")
         gain = board.gains.get(best_kd) if best_kd else None
