@@ -66,6 +66,62 @@ def test_at_equals_torchdistill_atloss_plus_cross_entropy():
     torch.testing.assert_close(ours, F.cross_entropy(logits, y) + 1000.0 * at)
 
 
+def _at_with(**options) -> torch.nn.Module:
+    spec = REGISTRY.methods["at"]
+    return spec.build(MethodContext(options={**spec.options, **options}, num_classes=5, epochs=4, steps_per_epoch=10))
+
+
+@pytest.mark.parametrize("p", [3.0, 1.5, 1.0])
+def test_at_takes_the_absolute_value_on_signed_maps(p):
+    """The paper's F^p_sum = sum_i |A_i|^p, by hand in float64: f^p would cancel (p = 3) or be NaN (p = 1.5)."""
+    fs, ft = _random(20, 2, 3, 2, 2), _random(21, 2, 4, 2, 2)  # signed, like token maps and pre-ReLU blocks
+    logits, y = _random(22, 2, 5), torch.tensor([1, 3])
+
+    def unit_map(f: torch.Tensor) -> list[list[float]]:
+        rows = []
+        for sample in f.double().tolist():
+            cells = [sum(abs(ch[i][j]) ** p for ch in sample) / len(sample) for i in range(2) for j in range(2)]
+            norm = math.sqrt(sum(v * v for v in cells))
+            rows.append([v / norm for v in cells])
+        return rows
+
+    diffs = [(a - b) ** 2 for rs, rt in zip(unit_map(fs), unit_map(ft), strict=True)
+             for a, b in zip(rs, rt, strict=True)]
+    expected = F.cross_entropy(logits, y).item() + 1000.0 * sum(diffs) / len(diffs)
+    got = _at_with(p=p)(ModelOutputs(logits, (fs,)), ModelOutputs(logits, (ft,)), y, 0.0)
+    assert got.item() == pytest.approx(expected, rel=1e-5)
+
+
+def test_at_is_finite_for_large_p_on_large_and_small_activations():
+    """p = 8: 1e6^8 overflows float32 and 1e-6^8 falls below F.normalize's epsilon; the map is scale-free."""
+    fs, ft = _random(23, 2, 3, 4, 4), _random(24, 2, 5, 4, 4)
+    logits, y = _random(25, 2, 5), torch.tensor([0, 4])
+    loss = _at_with(p=8.0)
+    reference = loss(ModelOutputs(logits, (fs,)), ModelOutputs(logits, (ft,)), y, 0.0)
+    for scale in (1e6, 1e-6):
+        fs_scaled = (fs * scale).requires_grad_()
+        got = loss(ModelOutputs(logits, (fs_scaled,)), ModelOutputs(logits, (ft * scale,)), y, 0.0)
+        torch.testing.assert_close(got, reference)
+        got.backward()
+        assert torch.isfinite(fs_scaled.grad).all()
+
+
+def test_at_p_below_one_is_refused_where_its_gradient_would_be_nan():
+    """|f|^p with p < 1 has an infinite slope at f = 0 (every post-ReLU zero): NaN gradients; p = 1 is fine."""
+    from medkd_bench.errors import MedkdError
+    from medkd_bench_plugins.methods.at import attention_map
+
+    relu_map = torch.relu(_random(26, 1, 2, 2, 2)).requires_grad_()
+    assert (relu_map == 0).any()
+    attention_map(relu_map, 1.0).sum().backward()
+    assert torch.isfinite(relu_map.grad).all()
+    relu_map.grad = None
+    attention_map(relu_map, 0.5).sum().backward()
+    assert torch.isnan(relu_map.grad).any()
+    with pytest.raises(MedkdError, match=r"^method 'at': option p = 0.5 is out of range \(1 \.\. 8\)"):
+        _at_with(p=0.5)
+
+
 def _kl(p: list[float], q: list[float]) -> float:
     return sum(a * math.log(a / b) for a, b in zip(p, q, strict=True) if a > 0)
 
@@ -155,6 +211,8 @@ def test_ofa_head_split_composes_to_the_models_forward():
     (["--method-option", "dkd.beta=abc"], "--method-option dkd.beta=abc: expected a number"),
     (["--method-option", "nope.beta=1"], "--method-option nope.beta=1: no method 'nope'"),
     (["--method-option", "kd.alpha=2"], "--method-option kd.alpha=2: 2 is out of range"),
+    (["--method-option", "at.p=0.5"], "--method-option at.p=0.5: 0.5 is out of range (allowed: 1 .. 8)"),
+    (["--method-option", "at.p=-2"], "--method-option at.p=-2: -2 is out of range (allowed: 1 .. 8)"),
     (["--methods", "fitnet", "--method-option", "fitnet.student_layer=blocks.99"],
      "--method-option fitnet.student_layer=blocks.99: 'ofa-595' has no layer 'blocks.99'"),
 ])
