@@ -196,7 +196,8 @@ class MethodSpec:
     are discarded afterwards. ``needs`` lists what beyond logits the loss reads:
     ``"features"`` (each model's target layers, stride 16 for every built-in
     model, as ``(N, C, H, W)``) and ``"class_maps"`` (the head applied at every
-    location of the last feature map: ``(N, classes, H, W)``).
+    location of the last feature map minus its output for a zero location, for a
+    linear head the bias-free CAM: ``(N, classes, H, W)``).
     """
 
     name: str

@@ -175,14 +175,15 @@ def test_cat_kd_is_the_pooled_normalised_class_map_mse_by_hand():
         blocks = maps.reshape(2, 3, 2, 2, 2, 2).mean(dim=(3, 5))
         return blocks / blocks.pow(2).sum(dim=(2, 3), keepdim=True).sqrt()
 
-    expected = F.cross_entropy(logits, y) + 400.0 * ((pooled_unit(ms) - pooled_unit(mt)) ** 2).mean()
+    # 40, 2x2, normalised: CAT-KD's configs/cifar100/CAT_KD/res50_mv2.yaml (lines 22, 24, 29).
+    expected = F.cross_entropy(logits, y) + 40.0 * ((pooled_unit(ms) - pooled_unit(mt)) ** 2).mean()
     got = _loss("cat-kd", num_classes=3)(ModelOutputs(logits, class_maps=ms), ModelOutputs(logits, class_maps=mt),
                                           y, 0.0)
     torch.testing.assert_close(got, expected)
 
 
-def test_class_maps_of_a_linear_head_average_to_the_logits():
-    """Visformer's head is pooling then linear: the per-location maps are the CAM, whose mean is the logits."""
+def test_class_maps_of_a_linear_head_average_to_the_logits_without_the_bias():
+    """Visformer's head is pooling then linear: the per-location maps are the CAM, whose mean is logits - bias."""
     spec = REGISTRY.teachers["visformer-s"]
     torch.manual_seed(0)
     model = spec.build(3, 32).eval()
@@ -190,13 +191,33 @@ def test_class_maps_of_a_linear_head_average_to_the_logits():
     forward_features, forward_head = head_split(model, spec, "test")
     with torch.no_grad():
         maps = head_at_locations(forward_head, forward_features(x), channels_last=False)
-        torch.testing.assert_close(maps.mean(dim=(2, 3)), model(x), rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(maps.mean(dim=(2, 3)), model(x) - model.head.bias, rtol=1e-4, atol=1e-5)
+
+
+def test_class_maps_are_the_authors_bias_free_cam():
+    """CAT-KD's code: a 1x1 conv with bias=False holding fc.weight, on the last feature map (resnet.py, train.py)."""
+    from medkd_bench.distill.taps import OutputTaps
+    from medkd_bench.specs import StudentSpec
+    from medkd_bench.testing.methods import _probe_spec
+
+    spec = _probe_spec(StudentSpec, "resnet10t", "layer3")
+    torch.manual_seed(0)
+    model = spec.build(3, 32).train()  # training mode, as the student's maps are taken
+    with torch.no_grad():
+        model.fc.bias.copy_(torch.tensor([1.0, -2.0, 3.0]))
+    x = torch.randn(2, 3, 32, 32)
+    outputs = OutputTaps(model, spec, ("class_maps",), "target", "test")(x)
+    conv_test = F.conv2d(model.forward_features(x), model.fc.weight[:, :, None, None])
+    torch.testing.assert_close(outputs.class_maps, conv_test, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(outputs.logits, conv_test.mean(dim=(2, 3)) + model.fc.bias, rtol=1e-5, atol=1e-5)
 
 
 def test_ofa_head_split_composes_to_the_models_forward():
     spec = REGISTRY.students["ofa-595"]
     torch.manual_seed(0)
     model = spec.build(3, 32).eval()
+    with torch.no_grad():
+        model.head.bias.copy_(torch.tensor([2.0, -1.0, 0.5]))  # timm starts it at 0, which would hide it
     x = torch.randn(2, 3, 32, 32)
     forward_features, forward_head = head_split(model, spec, "test")
     with torch.no_grad():
