@@ -191,7 +191,8 @@ class MethodSpec:
     ``build(context)`` returns an ``nn.Module`` whose ``forward(student, teacher,
     targets, epoch)`` returns the batch's scalar loss; ``student`` and ``teacher``
     are :class:`~medkd_bench.distill.outputs.ModelOutputs` (logits, and what
-    ``needs`` asks for), ``epoch`` the fractional training progress (for warm-ups).
+    ``needs`` asks for), ``epoch`` the fractional training progress (for warm-ups):
+    optimiser steps taken before this one over steps per epoch, so 0 on the first step.
     The module's own parameters (a FitNets regressor) train with the student and
     are discarded afterwards. ``needs`` lists what beyond logits the loss reads:
     ``"features"`` (each model's target layers, stride 16 for every built-in

@@ -147,6 +147,34 @@ def test_dkd_equals_the_papers_formula_by_hand():
     torch.testing.assert_close(loss(ModelOutputs(s), ModelOutputs(t), y, 0.5), ce + 0.5 * dkd)
 
 
+def test_dkd_warm_up_rises_per_optimiser_step_from_zero():
+    """Bound as a cell binds it: step 0 carries no DKD term, half the warm-up half, its end and after, all of it."""
+    from torch import nn
+
+    from medkd_bench.distill.method import bind_method
+    from medkd_bench.system.runtime import Runtime
+    from medkd_bench.testing.methods import _probe_data
+    from medkd_bench_plugins.methods.dkd import dkd_loss
+
+    data = _probe_data(3, 32)
+    teacher_logits = _random(30, 2, 8, 3)
+    spec = REGISTRY.methods["dkd"]
+    assert spec.options["warmup_epochs"] == 1.0
+    distill = bind_method(spec, spec.options, teacher_logits=teacher_logits, data=data,
+                          student_runtime=Runtime(torch.device("cpu")), epochs=2, steps_per_epoch=4)
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(3 * 32 * 32, 3))
+    idx, flipped = torch.arange(4), torch.zeros(4, dtype=torch.bool)
+    images = data.splits["train"].images[idx]
+    x, y = data.normalise(images), data.splits["train"].labels[idx]
+    with torch.no_grad():
+        logits = model(x)
+        ce = F.cross_entropy(logits, y)
+        dkd = dkd_loss(logits, teacher_logits[0, idx], y, 1.0, 8.0, 4.0)
+        for step, weight in ((0, 0.0), (1, 0.25), (2, 0.5), (4, 1.0), (7, 1.0)):
+            torch.testing.assert_close(distill.loss(model, x, y, idx, flipped, images, step=step), ce + weight * dkd)
+
+
 def test_dkd_stays_finite_for_extreme_logits():
     s = torch.tensor([[80.0, -80.0, 0.0]])
     t = torch.tensor([[-90.0, 90.0, 0.0]])
@@ -187,6 +215,8 @@ def test_class_maps_of_a_linear_head_average_to_the_logits_without_the_bias():
     spec = REGISTRY.teachers["visformer-s"]
     torch.manual_seed(0)
     model = spec.build(3, 32).eval()
+    with torch.no_grad():
+        model.head.bias.copy_(torch.tensor([2.0, -1.0, 0.5]))  # timm starts it at 0, which would hide it
     x = torch.randn(2, 3, 32, 32)
     forward_features, forward_head = head_split(model, spec, "test")
     with torch.no_grad():
@@ -216,8 +246,6 @@ def test_ofa_head_split_composes_to_the_models_forward():
     spec = REGISTRY.students["ofa-595"]
     torch.manual_seed(0)
     model = spec.build(3, 32).eval()
-    with torch.no_grad():
-        model.head.bias.copy_(torch.tensor([2.0, -1.0, 0.5]))  # timm starts it at 0, which would hide it
     x = torch.randn(2, 3, 32, 32)
     forward_features, forward_head = head_split(model, spec, "test")
     with torch.no_grad():
