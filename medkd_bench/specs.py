@@ -203,12 +203,14 @@ class MethodSpec:
     ``build(context)`` returns an ``nn.Module`` whose ``forward(student, teacher,
     targets, epoch)`` returns the batch's scalar loss; ``student`` and ``teacher``
     are :class:`~medkd_bench.distill.outputs.ModelOutputs` (logits, and what
-    ``needs`` asks for), ``epoch`` the fractional training progress (for warm-ups).
+    ``needs`` asks for), ``epoch`` the fractional training progress (for warm-ups):
+    optimiser steps taken before this one over steps per epoch, so 0 on the first step.
     The module's own parameters (a FitNets regressor) train with the student and
     are discarded afterwards. ``needs`` lists what beyond logits the loss reads:
     ``"features"`` (each model's target layers, stride 16 for every built-in
     model, as ``(N, C, H, W)``) and ``"class_maps"`` (the head applied at every
-    location of the last feature map: ``(N, classes, H, W)``).
+    location of the last feature map minus its output for a zero location, for a
+    linear head the bias-free CAM: ``(N, classes, H, W)``).
     """
 
     name: str

@@ -66,6 +66,62 @@ def test_at_equals_torchdistill_atloss_plus_cross_entropy():
     torch.testing.assert_close(ours, F.cross_entropy(logits, y) + 1000.0 * at)
 
 
+def _at_with(**options) -> torch.nn.Module:
+    spec = REGISTRY.methods["at"]
+    return spec.build(MethodContext(options={**spec.options, **options}, num_classes=5, epochs=4, steps_per_epoch=10))
+
+
+@pytest.mark.parametrize("p", [3.0, 1.5, 1.0])
+def test_at_takes_the_absolute_value_on_signed_maps(p):
+    """The paper's F^p_sum = sum_i |A_i|^p, by hand in float64: f^p would cancel (p = 3) or be NaN (p = 1.5)."""
+    fs, ft = _random(20, 2, 3, 2, 2), _random(21, 2, 4, 2, 2)  # signed, like token maps and pre-ReLU blocks
+    logits, y = _random(22, 2, 5), torch.tensor([1, 3])
+
+    def unit_map(f: torch.Tensor) -> list[list[float]]:
+        rows = []
+        for sample in f.double().tolist():
+            cells = [sum(abs(ch[i][j]) ** p for ch in sample) / len(sample) for i in range(2) for j in range(2)]
+            norm = math.sqrt(sum(v * v for v in cells))
+            rows.append([v / norm for v in cells])
+        return rows
+
+    diffs = [(a - b) ** 2 for rs, rt in zip(unit_map(fs), unit_map(ft), strict=True)
+             for a, b in zip(rs, rt, strict=True)]
+    expected = F.cross_entropy(logits, y).item() + 1000.0 * sum(diffs) / len(diffs)
+    got = _at_with(p=p)(ModelOutputs(logits, (fs,)), ModelOutputs(logits, (ft,)), y, 0.0)
+    assert got.item() == pytest.approx(expected, rel=1e-5)
+
+
+def test_at_is_finite_for_large_p_on_large_and_small_activations():
+    """p = 8: 1e6^8 overflows float32 and 1e-6^8 falls below F.normalize's epsilon; the map is scale-free."""
+    fs, ft = _random(23, 2, 3, 4, 4), _random(24, 2, 5, 4, 4)
+    logits, y = _random(25, 2, 5), torch.tensor([0, 4])
+    loss = _at_with(p=8.0)
+    reference = loss(ModelOutputs(logits, (fs,)), ModelOutputs(logits, (ft,)), y, 0.0)
+    for scale in (1e6, 1e-6):
+        fs_scaled = (fs * scale).requires_grad_()
+        got = loss(ModelOutputs(logits, (fs_scaled,)), ModelOutputs(logits, (ft * scale,)), y, 0.0)
+        torch.testing.assert_close(got, reference)
+        got.backward()
+        assert torch.isfinite(fs_scaled.grad).all()
+
+
+def test_at_p_below_one_is_refused_where_its_gradient_would_be_nan():
+    """|f|^p with p < 1 has an infinite slope at f = 0 (every post-ReLU zero): NaN gradients; p = 1 is fine."""
+    from medkd_bench.errors import MedkdError
+    from medkd_bench_plugins.methods.at import attention_map
+
+    relu_map = torch.relu(_random(26, 1, 2, 2, 2)).requires_grad_()
+    assert (relu_map == 0).any()
+    attention_map(relu_map, 1.0).sum().backward()
+    assert torch.isfinite(relu_map.grad).all()
+    relu_map.grad = None
+    attention_map(relu_map, 0.5).sum().backward()
+    assert torch.isnan(relu_map.grad).any()
+    with pytest.raises(MedkdError, match=r"^method 'at': option p = 0.5 is out of range \(1 \.\. 8\)"):
+        _at_with(p=0.5)
+
+
 def _kl(p: list[float], q: list[float]) -> float:
     return sum(a * math.log(a / b) for a, b in zip(p, q, strict=True) if a > 0)
 
@@ -89,6 +145,34 @@ def test_dkd_equals_the_papers_formula_by_hand():
     # Past the warm-up (1 epoch) the KD term has full weight; halfway through it, half.
     torch.testing.assert_close(loss(ModelOutputs(s), ModelOutputs(t), y, 2.0), ce + dkd)
     torch.testing.assert_close(loss(ModelOutputs(s), ModelOutputs(t), y, 0.5), ce + 0.5 * dkd)
+
+
+def test_dkd_warm_up_rises_per_optimiser_step_from_zero():
+    """Bound as a cell binds it: step 0 carries no DKD term, half the warm-up half, its end and after, all of it."""
+    from torch import nn
+
+    from medkd_bench.distill.method import bind_method
+    from medkd_bench.system.runtime import Runtime
+    from medkd_bench.testing.methods import _probe_data
+    from medkd_bench_plugins.methods.dkd import dkd_loss
+
+    data = _probe_data(3, 32)
+    teacher_logits = _random(30, 2, 8, 3)
+    spec = REGISTRY.methods["dkd"]
+    assert spec.options["warmup_epochs"] == 1.0
+    distill = bind_method(spec, spec.options, teacher_logits=teacher_logits, data=data,
+                          student_runtime=Runtime(torch.device("cpu")), epochs=2, steps_per_epoch=4)
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(3 * 32 * 32, 3))
+    idx, flipped = torch.arange(4), torch.zeros(4, dtype=torch.bool)
+    images = data.splits["train"].images[idx]
+    x, y = data.normalise(images), data.splits["train"].labels[idx]
+    with torch.no_grad():
+        logits = model(x)
+        ce = F.cross_entropy(logits, y)
+        dkd = dkd_loss(logits, teacher_logits[0, idx], y, 1.0, 8.0, 4.0)
+        for step, weight in ((0, 0.0), (1, 0.25), (2, 0.5), (4, 1.0), (7, 1.0)):
+            torch.testing.assert_close(distill.loss(model, x, y, idx, flipped, images, step=step), ce + weight * dkd)
 
 
 def test_dkd_stays_finite_for_extreme_logits():
@@ -119,22 +203,43 @@ def test_cat_kd_is_the_pooled_normalised_class_map_mse_by_hand():
         blocks = maps.reshape(2, 3, 2, 2, 2, 2).mean(dim=(3, 5))
         return blocks / blocks.pow(2).sum(dim=(2, 3), keepdim=True).sqrt()
 
-    expected = F.cross_entropy(logits, y) + 400.0 * ((pooled_unit(ms) - pooled_unit(mt)) ** 2).mean()
+    # 40, 2x2, normalised: CAT-KD's configs/cifar100/CAT_KD/res50_mv2.yaml (lines 22, 24, 29).
+    expected = F.cross_entropy(logits, y) + 40.0 * ((pooled_unit(ms) - pooled_unit(mt)) ** 2).mean()
     got = _loss("cat-kd", num_classes=3)(ModelOutputs(logits, class_maps=ms), ModelOutputs(logits, class_maps=mt),
                                           y, 0.0)
     torch.testing.assert_close(got, expected)
 
 
-def test_class_maps_of_a_linear_head_average_to_the_logits():
-    """Visformer's head is pooling then linear: the per-location maps are the CAM, whose mean is the logits."""
+def test_class_maps_of_a_linear_head_average_to_the_logits_without_the_bias():
+    """Visformer's head is pooling then linear: the per-location maps are the CAM, whose mean is logits - bias."""
     spec = REGISTRY.teachers["visformer-s"]
     torch.manual_seed(0)
     model = spec.build(3, 32).eval()
+    with torch.no_grad():
+        model.head.bias.copy_(torch.tensor([2.0, -1.0, 0.5]))  # timm starts it at 0, which would hide it
     x = torch.randn(2, 3, 32, 32)
     forward_features, forward_head = head_split(model, spec, "test")
     with torch.no_grad():
         maps = head_at_locations(forward_head, forward_features(x), channels_last=False)
-        torch.testing.assert_close(maps.mean(dim=(2, 3)), model(x), rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(maps.mean(dim=(2, 3)), model(x) - model.head.bias, rtol=1e-4, atol=1e-5)
+
+
+def test_class_maps_are_the_authors_bias_free_cam():
+    """CAT-KD's code: a 1x1 conv with bias=False holding fc.weight, on the last feature map (resnet.py, train.py)."""
+    from medkd_bench.distill.taps import OutputTaps
+    from medkd_bench.specs import StudentSpec
+    from medkd_bench.testing.methods import _probe_spec
+
+    spec = _probe_spec(StudentSpec, "resnet10t", "layer3")
+    torch.manual_seed(0)
+    model = spec.build(3, 32).train()  # training mode, as the student's maps are taken
+    with torch.no_grad():
+        model.fc.bias.copy_(torch.tensor([1.0, -2.0, 3.0]))
+    x = torch.randn(2, 3, 32, 32)
+    outputs = OutputTaps(model, spec, ("class_maps",), "target", "test")(x)
+    conv_test = F.conv2d(model.forward_features(x), model.fc.weight[:, :, None, None])
+    torch.testing.assert_close(outputs.class_maps, conv_test, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(outputs.logits, conv_test.mean(dim=(2, 3)) + model.fc.bias, rtol=1e-5, atol=1e-5)
 
 
 def test_ofa_head_split_composes_to_the_models_forward():
@@ -155,6 +260,8 @@ def test_ofa_head_split_composes_to_the_models_forward():
     (["--method-option", "dkd.beta=abc"], "--method-option dkd.beta=abc: expected a number"),
     (["--method-option", "nope.beta=1"], "--method-option nope.beta=1: no method 'nope'"),
     (["--method-option", "kd.alpha=2"], "--method-option kd.alpha=2: 2 is out of range"),
+    (["--method-option", "at.p=0.5"], "--method-option at.p=0.5: 0.5 is out of range (allowed: 1 .. 8)"),
+    (["--method-option", "at.p=-2"], "--method-option at.p=-2: -2 is out of range (allowed: 1 .. 8)"),
     (["--methods", "fitnet", "--method-option", "fitnet.student_layer=blocks.99"],
      "--method-option fitnet.student_layer=blocks.99: 'ofa-595' has no layer 'blocks.99'"),
 ])

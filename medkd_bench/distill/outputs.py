@@ -16,7 +16,9 @@ class ModelOutputs:
     ``logits`` is ``(N, classes)``; ``features`` holds one ``(N, C, H, W)`` map per
     feature layer (the model's target layers unless a method option names
     others); ``class_maps`` is ``(N, classes, H, W)``: the classifier head applied
-    at every location of the last feature map. Both are filled only when the
+    at every location of the last feature map, minus its output for an all-zero
+    location (for a linear head the CAM ``W f`` without the bias, see
+    :func:`~medkd_bench.distill.taps.head_at_locations`). Both are filled only when the
     method's spec ``needs`` them. The teacher's side carries no gradient.
     """
 

@@ -3,10 +3,16 @@
 Feature maps come from forward hooks on the model's feature layers (its
 declared target layers by default: stride 16 for every built-in model), turned
 into ``(N, C, H, W)`` by the spec's reshape transform. Class activation maps
-apply the model's head at every location of its last feature map, which for a
-linear head after global average pooling is exactly Zhou et al.'s CAM (plus the
-bias), and for a non-linear head (OFA's pooling, 1x1 conv, h-swish, linear) is
-the head's own per-location verdict.
+apply the model's head at every location of its last feature map and subtract
+the head's output for an all-zero location: for a linear head after global
+average pooling that is exactly Zhou et al.'s CAM ``W f`` without the bias, as
+CAT-KD's authors compute it (a bias-free 1x1 convolution with the classifier's
+weights, GzyAftermath/CAT-KD mdistiller/models/cifar/resnet.py line 245 and
+tools/train.py lines 133-139, which copy ``fc.weight`` and drop ``fc.bias``).
+For a non-linear head (OFA's pooling, 1x1 conv, h-swish, linear; VGG's conv
+MLP) it is the head's own per-location verdict relative to a location without
+evidence; for OFA-595, whose 1x1 conv has no bias, that constant is again
+exactly the classifier's bias.
 """
 
 from __future__ import annotations
@@ -51,11 +57,16 @@ def head_split(model: nn.Module, spec: ModelSpec, who: str) -> tuple[Forward, Fo
 
 
 def head_at_locations(head: Forward, features: torch.Tensor, channels_last: bool) -> torch.Tensor:
-    """``(N, classes, H, W)``: ``head`` applied to each location's feature vector as a 1x1 map.
+    """``(N, classes, H, W)``: ``head`` applied to each location's feature vector as a 1x1 map, minus ``head(0)``.
 
     ``features`` is ``(N, C, H, W)``, or ``(N, H, W, C)`` when ``channels_last``
     (timm's ``output_fmt == "NHWC"``, e.g. Swin); the head is given the layout it
-    expects.
+    expects. An all-zero vector rides along in the same call and its output is
+    subtracted: for a linear head that removes exactly the bias (the CAM is
+    ``W f``, as in CAT-KD's code), so the constant does not dilute the pooled,
+    normalised maps and the bias gets no gradient from them. One call rather
+    than two keeps a head with batch norm in training mode from seeing a batch
+    of one.
     """
     if channels_last:
         n, h, w, c = features.shape
@@ -63,8 +74,9 @@ def head_at_locations(head: Forward, features: torch.Tensor, channels_last: bool
     else:
         n, c, h, w = features.shape
         vectors = features.permute(0, 2, 3, 1).reshape(n * h * w, c, 1, 1)
-    logits = head(vectors)
-    return logits.reshape(n, h, w, -1).permute(0, 3, 1, 2)
+    logits = head(torch.cat([vectors, vectors.new_zeros((1, *vectors.shape[1:]))]))
+    maps = logits[:-1] - logits[-1:]
+    return maps.reshape(n, h, w, -1).permute(0, 3, 1, 2)
 
 
 class OutputTaps:
