@@ -324,6 +324,7 @@ def test_trust_section_margins_detectable_gain_and_flags(tmp_path):
         written = render_all(load_registry(), store, tmp_path / "boards", resamples=300)
     page = written[0].read_text()
     assert page.index("## Can these comparisons be trusted?") < page.index("## Teachers")
+    assert "- Teachers: one per dataset (seed 0), distilled into every student seed: a fixed teacher" in page
     trust = page.split("## Can these comparisons be trusted?")[1].split("## Teachers")[0]
 
     # The margin is the KD-gain computation with the one teacher cell paired with every label-only seed.

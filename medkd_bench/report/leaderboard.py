@@ -27,7 +27,7 @@ from medkd_bench.report.pages import DEFAULT_KEY, Page, latest_records, pages_fo
 from medkd_bench.report.plots import pareto_plot
 from medkd_bench.report.provenance import checksums_text, reproduce_entries, versions_text
 from medkd_bench.report.row_stats import RowStats, gain_text, mcnemar_text
-from medkd_bench.report.trust import UNCONVERGED, UNDETECTABLE, Trust
+from medkd_bench.report.trust import UNCONVERGED, UNDETECTABLE, Trust, teacher_design_text
 from medkd_bench.run.store import CellRecord, ExplanationRecord, Store
 from medkd_bench.specs import BASE_METHODS
 from medkd_bench.system.files import atomic_write_text, path_inside
@@ -234,6 +234,7 @@ def render_dataset(registry: Registry, dataset: str, records: list[CellRecord],
         explanations=explanation_tables(done, explanations),
         resamples=row_stats.resamples,
         seeds=", ".join(map(str, seeds)) or "-",
+        teacher_design=teacher_design_text(done),
         multi_seed=len(seeds) > 1,
         versions=versions_text(done),
         checksums=checksums_text(done),

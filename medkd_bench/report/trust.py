@@ -20,7 +20,7 @@ KD gain (:meth:`RowStats.margin <medkd_bench.report.row_stats.RowStats.margin>`)
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -180,3 +180,23 @@ def margin_verdict(margin: Mapping[str, Any] | None) -> str:
     if hi < 0:
         return "less accurate than the label-only student, CI below zero: distilling from it is expected to hurt"
     return "not shown to beat the label-only student (CI includes zero)"
+
+
+def teacher_design_text(done: Sequence[CellRecord]) -> str | None:
+    """How teachers and student seeds relate on a page: one fixed teacher, a teacher per seed, or a mix.
+
+    A fixed teacher means the seed spread of the students is training noise of
+    the students alone; a teacher per seed includes the teacher's own.
+    """
+    teacher_seeds = sorted({r.seed for r in done if r.method == "teacher"})
+    student_seeds = sorted({r.seed for r in done if r.method != "teacher"})
+    if not teacher_seeds or len(student_seeds) < 2:
+        return None
+    if len(teacher_seeds) == 1:
+        return (f"one per dataset (seed {teacher_seeds[0]}), distilled into every student seed: a fixed teacher, "
+                "as mdistiller and torchdistill ship one trained teacher, so the spread across seeds is the "
+                "students' own")
+    if teacher_seeds == student_seeds:
+        return "one per seed (`--teacher-seeds`): each student seed distils the teacher trained with its seed"
+    return (f"seeds {', '.join(map(str, teacher_seeds))} (`--teacher-seeds {len(teacher_seeds)}`); student seeds "
+            "take them in turn")
