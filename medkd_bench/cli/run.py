@@ -65,7 +65,9 @@ class RichReporter:
 
 @cli.command(cls=ExperimentCommand)
 @config_option
-@click.option("--matrix", default="full", show_default=True, help="full | quick")
+@click.option("--matrix", default="full", show_default=True,
+              help="full | quick (one teacher, student, dataset and method, a fixed 4 epochs unless --epochs: "
+                   "a smoke run, not trained to convergence)")
 @click.option("--teachers", multiple=True, help="Only these teachers (comma-separated or repeated).")
 @click.option("--students", multiple=True, help="Only these students.")
 @click.option("--datasets", multiple=True, help="Only these datasets.")
@@ -154,6 +156,10 @@ def run(matrix, teachers, students, datasets, methods, method_options, teacher_c
 
         require_onnx()
     registry = load_cli_registry(plugin_files)
+    if matrix == "quick" and epochs is None:  # a smoke run: a short fixed schedule, not training to convergence
+        from medkd_bench.run.plan import QUICK_EPOCHS
+
+        epochs = QUICK_EPOCHS
     shorthand = [f"kd.{k}={v}" for k, v in (("temperature", temperature), ("alpha", alpha)) if v is not None]
     parsed_method_options = parse_method_options([*shorthand, *method_options], registry)
     cells = plan(registry, matrix, split_names(teachers), split_names(students), split_names(datasets), seed,

@@ -12,6 +12,10 @@ from medkd_bench.run.cells import Cell
 from medkd_bench.specs import DatasetSpec
 
 MATRICES = ("full", "quick")
+#: ``--matrix quick`` is a smoke run: without ``--epochs`` every model trains this many epochs, a fixed
+#: schedule (cells stored ``stopped = fixed``, flagged as not converged), so it finishes in minutes;
+#: ``--matrix full`` trains every model until its validation accuracy plateaus.
+QUICK_EPOCHS = 4
 
 
 def _check_names(kind: str, wanted: Sequence[str] | None, known: dict[str, Any]) -> list[str]:
