@@ -47,3 +47,36 @@ def test_classes_differ_inside_the_lungs():
     means = [float(density[0][train.labels == c].mean()) for c in range(3)]
     assert means[2] < means[0] and means[2] < means[1]  # clear lungs are darkest
     assert np.isfinite(data.mean) and data.std > 0
+
+
+def test_difficulty_options_shape_the_evidence():
+    """Revision 2's knobs: class-neutral opacities in every class, lesion contrast, atypical cases."""
+    from medkd_bench_plugins.datasets.synthetic_cxr import make_sample
+
+    def lung_density(label: int, **options) -> float:
+        values = []
+        for i in range(12):
+            image, lung, _ = make_sample(0, "train", i, label, 48, options)
+            values.append(float(image[lung].mean()))
+        return float(np.mean(values))
+
+    # Normal lungs are clear without distractors and denser with them: the opacities do not name a class.
+    assert lung_density(2, distractors=6.0) > lung_density(2, distractors=0.0) + 1
+    # Lesions scale with lesion_contrast; contrast 0 leaves COVID-19 lungs as dense as normal ones.
+    clear = dict(distractors=0.0)
+    assert lung_density(0, lesion_contrast=2.0, **clear) > lung_density(0, lesion_contrast=0.5, **clear) + 2
+    assert abs(lung_density(0, lesion_contrast=0.0, **clear) - lung_density(2, lesion_contrast=0.0, **clear)) < 1.5
+    # Atypical COVID-19: one lung carries only a faint blob, so its lesion mask is lopsided.
+    def lopsided(atypical: float) -> int:
+        count = 0
+        for i in range(20):
+            _, _, lesion = make_sample(0, "train", i, 0, 48, {"atypical": atypical})
+            left, right = int(lesion[:, :24].sum()), int(lesion[:, 24:].sum())
+            count += max(left, right) > 4 * max(1, min(left, right))
+        return count
+    assert lopsided(1.0) > lopsided(0.0)
+
+
+def test_out_of_range_difficulty_is_refused_before_any_work(run_cli, dirs):
+    result = run_cli(["run", "--matrix", "quick", *dirs, "--dataset-option", "synthetic-cxr.atypical=1.5"])
+    assert result.exit_code == 2 and "atypical" in result.err and len(result.err.strip().splitlines()) == 1

@@ -20,6 +20,11 @@ Beer-Lambert mix of haematoxylin and eosin whose stain vectors and
 intensities vary per tile, like scanner and staining variation. Each sample
 depends on ``(seed, split, index)`` only, so the data is identical on every
 machine and larger splits extend smaller ones.
+
+Revision 2 makes the evidence subtler (issue 26: a fair KD testbed needs a task a
+converged small student does not already solve): the diagnostic region is smaller
+(``roi_scale``), its pattern is only partly expressed over the stroma (``evidence``,
+the blend weight, varying per tile up to this value), and staining varies more.
 """
 
 from __future__ import annotations
@@ -37,7 +42,8 @@ from medkd_bench import DatasetSpec, SplitData, hookimpl
 #: LC25000's folder names, so leaderboards of the real and embedded data line up.
 CLASSES = ("colon_aca", "colon_n", "lung_aca", "lung_n", "lung_scc")
 SPLIT_IDS = {"train": 0, "val": 1, "test": 2}
-DEFAULTS = {"n_train": 300, "n_val": 100, "n_test": 200, "seed": 0}
+DEFAULTS = {"n_train": 300, "n_val": 200, "n_test": 500, "seed": 0, "roi_scale": 0.75, "evidence": 0.7}
+RANGES = {"roi_scale": (0.3, 1.5), "evidence": (0.05, 1.0)}
 
 #: Optical density per unit stain (RGB), after Ruifrok & Johnston (2001).
 HAEMATOXYLIN = np.array([0.65, 0.70, 0.29])
@@ -91,13 +97,13 @@ class _Canvas:
         return noise / (noise.std() + 1e-9)
 
 
-def _roi(c: _Canvas) -> np.ndarray:
-    """An irregular region (union of ellipses) covering roughly a quarter to two fifths of the tile."""
+def _roi(c: _Canvas, scale: float = 1.0) -> np.ndarray:
+    """An irregular region (union of ellipses) covering roughly a quarter to two fifths of the tile at ``scale`` 1."""
     cy, cx = c.rng.uniform(20, 44, 2) * c.scale
     region = np.zeros((c.size, c.size), dtype=bool)
     for _ in range(c.rng.integers(2, 4)):
         oy, ox = c.rng.normal(0, 5, 2) * c.scale
-        ay, ax = c.rng.uniform(10, 17, 2) * c.scale
+        ay, ax = c.rng.uniform(10, 17, 2) * c.scale * scale
         t = c.rng.uniform(0, np.pi)
         u = (c.yy - cy - oy) * np.cos(t) + (c.xx - cx - ox) * np.sin(t)
         v = -(c.yy - cy - oy) * np.sin(t) + (c.xx - cx - ox) * np.cos(t)
@@ -166,21 +172,25 @@ def _pattern(label: str, c: _Canvas) -> tuple[np.ndarray, np.ndarray]:
     return haem + np.where(eosin > 0.7, debris, 0.0), eosin
 
 
-def make_sample(seed: int, split: str, index: int, label: int, size: int) -> tuple[np.ndarray, np.ndarray]:
+def make_sample(seed: int, split: str, index: int, label: int, size: int,
+                options: Mapping[str, Any] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """One RGB tile (uint8, 3xHxW) and its region-of-interest mask (bool, HxW)."""
+    opts = {**DEFAULTS, **(options or {})}
     c = _Canvas(size, np.random.default_rng([seed, SPLIT_IDS[split], index]))
-    roi = _roi(c)
+    roi = _roi(c, float(opts["roi_scale"]))
     haem, eosin = _stroma(c)
     p_haem, p_eosin = _pattern(CLASSES[label], c)
-    # Feather the region's edge over a pixel or two so it is tissue, not a cut-out.
-    alpha = np.clip(gaussian_filter(roi.astype(np.float64), c.px(0.8)) * 1.6, 0, 1)
+    # Feather the region's edge over a pixel or two so it is tissue, not a cut-out; the pattern is expressed
+    # at a per-tile strength up to ``evidence`` (faint cases exist in every class).
+    strength = float(opts["evidence"]) * c.rng.uniform(0.5, 1.0)
+    alpha = strength * np.clip(gaussian_filter(roi.astype(np.float64), c.px(0.8)) * 1.6, 0, 1)
     haem = (1 - alpha) * haem + alpha * p_haem
     eosin = (1 - alpha) * eosin + alpha * p_eosin
     # Staining and scanner variation: stain strength and hue per tile.
-    h_vec = HAEMATOXYLIN + c.rng.normal(0, 0.04, 3)
-    e_vec = EOSIN + c.rng.normal(0, 0.04, 3)
-    density = (c.rng.uniform(0.75, 1.2) * haem[..., None] * h_vec
-               + c.rng.uniform(0.75, 1.2) * eosin[..., None] * e_vec)
+    h_vec = HAEMATOXYLIN + c.rng.normal(0, 0.06, 3)
+    e_vec = EOSIN + c.rng.normal(0, 0.06, 3)
+    density = (c.rng.uniform(0.65, 1.3) * haem[..., None] * h_vec
+               + c.rng.uniform(0.65, 1.3) * eosin[..., None] * e_vec)
     rgb = np.exp(-1.1 * density) + c.rng.normal(0, 0.02, density.shape)
     pixels = np.clip(rgb, 0, 1).transpose(2, 0, 1) * 255.0
     return pixels.astype(np.uint8), roi
@@ -195,7 +205,7 @@ def load(split: str, img_size: int, root: Path | None, options: Mapping[str, Any
     images = np.empty((n, 3, img_size, img_size), dtype=np.uint8)
     roi = np.empty((n, img_size, img_size), dtype=bool)
     for i, label in enumerate(labels):
-        images[i], roi[i] = make_sample(seed, split, i, int(label), img_size)
+        images[i], roi[i] = make_sample(seed, split, i, int(label), img_size, opts)
     return SplitData(
         images=torch.from_numpy(images),
         labels=torch.from_numpy(labels.astype(np.int64)),
@@ -215,6 +225,8 @@ def register_datasets(register):
             mask_names=("roi",),
             localisation_mask="roi",
             options=DEFAULTS,
+            option_ranges=RANGES,
+            revision="2",  # smaller region, partly expressed pattern, more stain variation
             citation="medkd-bench embedded data, modelled on LC25000 (Borkowski et al., 2019, arXiv:1912.12142)",
             description="Generated H&E-like tiles in LC25000's five classes; the class's tissue pattern fills "
             "one irregular region (mask 'roi') in class-neutral stroma.",

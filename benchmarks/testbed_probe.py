@@ -1,0 +1,81 @@
+"""Is an embedded dataset a fair KD testbed? Train a teacher and the label-only student to convergence and compare.
+
+Issue 26 asks of each embedded dataset that the converged best teacher beat the
+converged label-only student with a CI excluding zero, with neither at the
+ceiling. This probe trains each named model on one dataset variant with its
+spec's own settings (early stopping on validation accuracy, as ``run`` does),
+in one process per model side by side, and prints per model the epochs run, why
+it stopped, the test accuracy, and each teacher's paired margin over the first
+student (bootstrap 95% CI over the test images, as the leaderboard computes it).
+It writes no store and reads the test split only after training, so it tunes
+nothing on it; use it to choose dataset options, then confirm with ``run``.
+
+    python benchmarks/testbed_probe.py synthetic-histo --models visformer-s,ofa-595 \\
+        --options '{"n_val": 200, "n_test": 500}'
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import time
+from typing import Any
+
+
+def train_one(model_name: str, dataset: str, options: dict[str, Any], seed: int) -> dict[str, Any]:
+    """Train ``model_name`` to its stopping rule on ``dataset`` with ``options``; its test predictions and history."""
+    import torch
+
+    from medkd_bench.data.prepare import prepare
+    from medkd_bench.registry import load_registry
+    from medkd_bench.system.runtime import resolve_runtime
+    from medkd_bench.train.loop import fit
+    from medkd_bench.train.predict import split_outputs
+
+    torch.set_num_threads(1)
+    registry = load_registry()
+    spec = registry.teachers.get(model_name) or registry.get("student", model_name)
+    data = prepare(registry.get("dataset", dataset), None, None, options)
+    runtime = resolve_runtime("cpu", "auto").for_model(spec)
+    torch.manual_seed(seed)
+    model = spec.build(data.num_classes, data.img_size)
+    started = time.perf_counter()
+    result = fit(model, data, spec.train, runtime, seed=seed)
+    preds, _ = split_outputs(model, data, "test", runtime)
+    return {"model": model_name, "role": "teacher" if model_name in registry.teachers else "student",
+            "epochs_run": result.epochs_run, "stopped": result.stopped, "best_epoch": result.best_epoch,
+            "seconds": round(time.perf_counter() - started, 1), "preds": list(preds),
+            "labels": data.splits["test"].labels.tolist(),
+            "val": [round(h["val_accuracy"], 3) for h in result.history]}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("dataset")
+    parser.add_argument("--models", default="visformer-s,ofa-595", help="comma-separated; the first student is the "
+                        "label-only baseline every teacher is compared with")
+    parser.add_argument("--options", default="{}", help="dataset options as JSON")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--jobs", type=int, default=2)
+    args = parser.parse_args()
+    from medkd_bench.evaluate import stats
+
+    options = json.loads(args.options)
+    names = [n for n in args.models.split(",") if n]
+    with mp.get_context("spawn").Pool(args.jobs) as pool:
+        results = pool.starmap(train_one, [(n, args.dataset, options, args.seed) for n in names])
+    student = next((r for r in results if r["role"] == "student"), None)
+    for r in results:
+        acc = sum(p == y for p, y in zip(r["preds"], r["labels"], strict=True)) / len(r["labels"])
+        line = {k: r[k] for k in ("model", "epochs_run", "stopped", "best_epoch", "seconds")}
+        line.update(dataset=args.dataset, options=options, seed=args.seed, test_accuracy=round(acc, 4))
+        if r["role"] == "teacher" and student is not None:
+            margin = stats.paired_difference(r["labels"], [r["preds"]], [student["preds"]], 0, 1000)
+            line["margin_pp"] = [round(100 * margin["mean"], 1), *(round(100 * c, 1) for c in margin["ci"])]
+        line["val"] = r["val"]
+        print(json.dumps(line))
+
+
+if __name__ == "__main__":
+    main()
