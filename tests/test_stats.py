@@ -114,9 +114,13 @@ def test_formatting():
 
 
 def test_plan_runs_each_cell_once_per_seed():
+    """Students once per seed; the teacher once (a fixed teacher) unless --teacher-seeds asks for more."""
     registry = load_registry()
     cells = plan(registry, "quick", teachers=["visformer-s"], seed=3, seeds=2)
     assert [(c.method, c.seed) for c in cells] == [
+        ("teacher", 3), ("label-only", 3), ("kd", 3), ("label-only", 4), ("kd", 4)]
+    per_seed = plan(registry, "quick", teachers=["visformer-s"], seed=3, seeds=2, teacher_seeds=2)
+    assert [(c.method, c.seed) for c in per_seed] == [
         ("teacher", 3), ("label-only", 3), ("kd", 3), ("teacher", 4), ("label-only", 4), ("kd", 4)]
     assert cells[0].label() == "synthetic-cxr | teacher visformer-s | seed 3"
     with pytest.raises(MedkdError, match="--seeds 0"):
