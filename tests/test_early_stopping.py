@@ -45,6 +45,22 @@ def test_a_gain_below_min_delta_does_not_count_as_improving():
     assert rule.last_improved == 3 and without > with_delta
 
 
+def test_a_slow_start_is_not_a_plateau():
+    """Best at epoch 1 by luck, near chance until epoch 9, then learning: no plateau before min_epochs."""
+    curve = [0.39] + [0.35] * 8 + [0.4 + 0.04 * e for e in range(10)] + [0.8] * 30
+    rule = PlateauStop(max_epochs=60, steps_per_epoch=10, warmup_epochs=1.0, min_ratio=0.01, patience=5,
+                       min_delta=0.005, min_epochs=10)
+    for epoch, acc in enumerate(curve, 1):
+        rule.end_epoch(epoch, acc)
+        assert rule.cooldown is None or epoch >= 10, epoch
+        if rule.done:
+            break
+    assert rule.reason == "plateau" and rule.last_improved == 20 and rule.cooldown == (26, 30)
+    # Without it, the same curve stops at epoch 8 (patience from epoch 1, a 2-epoch cool-down), at chance.
+    epochs, early = _scripted(curve, patience=5, min_delta=0.005)
+    assert early.cooldown == (7, 8) and epochs == 8
+
+
 def test_a_model_still_improving_cools_down_into_its_epoch_cap():
     curve = [0.01 * e for e in range(1, 100)]  # improves every epoch
     epochs, rule = _scripted(curve, max_epochs=20)
@@ -82,7 +98,7 @@ def test_fit_stops_on_the_scripted_plateau_and_keeps_the_best_epoch(tiny_data, m
     """Real training, a scripted validation curve: fit() runs exactly the epochs the rule asks for."""
     curve = iter([0.2, 0.4, 0.6, 0.5, 0.6, 0.55] + [0.1] * 50)
     monkeypatch.setattr(loop, "evaluate_accuracy", lambda *args, **kwargs: next(curve))
-    settings = TrainSettings(epochs=40, batch_size=8, patience=3, warmup_epochs=1.0)
+    settings = TrainSettings(epochs=40, batch_size=8, patience=3, warmup_epochs=1.0, min_epochs=0)
     result = fit(TinyNet(tiny_data.num_classes), tiny_data, settings, resolve_runtime("cpu", "off"), seed=0)
     # Best 0.6 at epoch 3 (epoch 5's equal score is no gain); patience ends at epoch 6; cool-down ceil(1.2) = 2.
     assert result.stopped == "plateau" and result.epochs_run == 8

@@ -65,7 +65,9 @@ def test_difficulty_options_shape_the_evidence():
     # Lesions scale with lesion_contrast; contrast 0 leaves COVID-19 lungs as dense as normal ones.
     clear = dict(distractors=0.0)
     assert lung_density(0, lesion_contrast=2.0, **clear) > lung_density(0, lesion_contrast=0.5, **clear) + 2
-    assert abs(lung_density(0, lesion_contrast=0.0, **clear) - lung_density(2, lesion_contrast=0.0, **clear)) < 1.5
+    # Contrast 0 removes the lesions: whatever their texture, the image is the same.
+    no_lesion = [make_sample(0, "train", 3, 0, 48, {**clear, "lesion_contrast": 0.0, "texture": t})[0] for t in (0, 1)]
+    assert np.array_equal(*no_lesion)
     # Atypical COVID-19: one lung carries only a faint blob, so its lesion mask is lopsided.
     def lopsided(atypical: float) -> int:
         count = 0
@@ -75,6 +77,26 @@ def test_difficulty_options_shape_the_evidence():
             count += max(left, right) > 4 * max(1, min(left, right))
         return count
     assert lopsided(1.0) > lopsided(0.0)
+
+
+def test_texture_patterns_ground_glass_and_leaves_normal_lungs_alone():
+    """COVID-19's ground glass gets a fine reticular network: rougher inside the lesion than without texture."""
+    from medkd_bench_plugins.datasets.synthetic_cxr import make_sample
+
+    def roughness(label: int, texture: float) -> float:
+        values = []
+        for i in range(10):
+            options = {"texture": texture, "lesion_contrast": 3.0, "distractors": 0.0}
+            image, _, lesion = make_sample(0, "train", i, label, 64, options)
+            img = image.astype(np.float64)
+            lap = np.abs(4 * img[1:-1, 1:-1] - img[:-2, 1:-1] - img[2:, 1:-1] - img[1:-1, :-2] - img[1:-1, 2:])
+            inside = lesion[1:-1, 1:-1]
+            values.append(lap[inside].mean() if inside.any() else 0.0)
+        return float(np.mean(values))
+
+    assert roughness(0, 1.0) > 1.1 * roughness(0, 0.0)
+    normal = [make_sample(0, "train", i, 2, 48, {"texture": t})[0] for t in (0.0, 1.0) for i in range(2)]
+    assert np.array_equal(normal[0], normal[2]) and np.array_equal(normal[1], normal[3])
 
 
 def test_out_of_range_difficulty_is_refused_before_any_work(run_cli, dirs):

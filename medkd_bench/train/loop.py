@@ -120,7 +120,8 @@ class Trainer:
         self.plateau: PlateauStop | None = None
         if settings.early_stopping:
             self.plateau = PlateauStop(settings.epochs, steps_per_epoch, settings.warmup_epochs, settings.min_lr_ratio,
-                                       settings.patience, settings.min_delta, settings.cooldown_fraction)
+                                       settings.patience, settings.min_delta, settings.cooldown_fraction,
+                                       settings.min_epochs)
             factor = self.plateau.factor
         else:
             factor = warmup_cosine(settings.epochs * steps_per_epoch, int(settings.warmup_epochs * steps_per_epoch),

@@ -57,6 +57,8 @@ class PlateauStop:
     patience: int
     min_delta: float
     cooldown_fraction: float = 0.2
+    #: No plateau before this epoch (the cap still applies): a slow start is not a plateau.
+    min_epochs: int = 0
     best: float = -math.inf
     last_improved: int = 0
     #: Set once the cool-down has begun: its first and last epoch, and why it began.
@@ -85,8 +87,8 @@ class PlateauStop:
         if self.cooldown is not None:
             return
         length = cooldown_epochs(epoch, self.cooldown_fraction)
-        warmed_up = epoch >= math.ceil(self.warmup_epochs)
-        if warmed_up and epoch - self.last_improved >= self.patience and epoch < self.max_epochs:
+        started = epoch >= max(math.ceil(self.warmup_epochs), self.min_epochs)
+        if started and epoch - self.last_improved >= self.patience and epoch < self.max_epochs:
             self.cooldown = (epoch + 1, min(self.max_epochs, epoch + length))
             self.reason = "plateau"
         elif epoch + length >= self.max_epochs:

@@ -34,14 +34,15 @@ from typing import Any
 
 import numpy as np
 import torch
+from scipy.ndimage import gaussian_filter
 
 from medkd_bench import DatasetSpec, SplitData, hookimpl
 
 CLASSES = ("COVID-19", "Non-COVID", "Normal")
 SPLIT_IDS = {"train": 0, "val": 1, "test": 2}
 DEFAULTS = {"n_train": 360, "n_val": 240, "n_test": 600, "seed": 0, "lesion_contrast": 1.0, "distractors": 3.0,
-            "atypical": 0.3}
-RANGES = {"lesion_contrast": (0.0, 4.0), "distractors": (0.0, 20.0), "atypical": (0.0, 1.0)}
+            "atypical": 0.3, "texture": 1.0}
+RANGES = {"lesion_contrast": (0.0, 4.0), "distractors": (0.0, 20.0), "atypical": (0.0, 1.0), "texture": (0.0, 1.0)}
 
 
 def _blob(xx: np.ndarray, yy: np.ndarray, cx: float, cy: float, sx: float, sy: float) -> np.ndarray:
@@ -129,6 +130,30 @@ def _lesions(
     return opacity
 
 
+def _zero_lines(size: int, sigma_px: float, width: float, rng: np.random.Generator) -> np.ndarray:
+    """A network of thin lines in [0, 1]: where a smoothed random field crosses zero (polygons, branches)."""
+    field = gaussian_filter(rng.normal(size=(size, size)), max(sigma_px, 0.5))
+    field /= field.std() + 1e-9
+    return np.exp(-((field / width) ** 2))
+
+
+def _lesion_texture(label: int, size: int, weight: float, rng: np.random.Generator) -> np.ndarray:
+    """How a lesion's density is patterned: the radiological texture that tells the classes apart.
+
+    COVID-19's ground glass carries a fine reticular network (interlobular lines, "crazy
+    paving"); a pneumonia's consolidation is homogeneous, crossed by a few dark air
+    bronchograms. ``weight`` 0 gives revision 1's smooth opacities, 1 the full pattern.
+    """
+    scale = size / 64.0
+    if label == 0:
+        pattern = 0.35 + 0.65 * _zero_lines(size, 0.9 * scale, 0.35, rng)
+    elif label == 1:
+        pattern = 1.0 - 0.7 * _zero_lines(size, 2.5 * scale, 0.12, rng)
+    else:
+        return np.ones((size, size))
+    return (1.0 - weight) + weight * pattern
+
+
 def _distractors(xx: np.ndarray, yy: np.ndarray, lung: np.ndarray, mean_count: float,
                  rng: np.random.Generator) -> np.ndarray:
     """Class-neutral opacities every class has: small nodules and vascular markings anywhere in the lungs."""
@@ -171,7 +196,7 @@ def make_sample(seed: int, split: str, index: int, label: int, size: int,
     atypical = rng.random() < float(opts["atypical"])
     opacity = _lesions(label, xx, yy, lungs, rng, atypical) * lung
     contrast = float(opts["lesion_contrast"])
-    image += contrast * rng.uniform(0.1, 0.32) * opacity
+    image += contrast * rng.uniform(0.1, 0.32) * opacity * _lesion_texture(label, size, float(opts["texture"]), rng)
     # Every class: nodules and vessels as dense as the lesions, so an opacity alone is no evidence.
     image += contrast * rng.uniform(0.1, 0.32) * _distractors(xx, yy, lung, float(opts["distractors"]), rng)
     # Mild distractors every class has: a heart shadow and soft vignetting.
