@@ -23,8 +23,13 @@ import time
 from typing import Any
 
 
-def train_one(model_name: str, dataset: str, options: dict[str, Any], seed: int) -> dict[str, Any]:
-    """Train ``model_name`` to its stopping rule on ``dataset`` with ``options``; its test predictions and history."""
+def train_one(model_name: str, dataset: str, options: dict[str, Any], seed: int,
+              train: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Train ``model_name`` to its stopping rule on ``dataset`` with ``options``; its test predictions and history.
+
+    ``train`` overrides fields of the spec's :class:`~medkd_bench.specs.TrainSettings` (e.g. ``{"lr": 2e-4}``),
+    to compare recipes by their validation accuracy.
+    """
     import torch
 
     from medkd_bench.data.prepare import prepare
@@ -41,9 +46,10 @@ def train_one(model_name: str, dataset: str, options: dict[str, Any], seed: int)
     torch.manual_seed(seed)
     model = spec.build(data.num_classes, data.img_size)
     started = time.perf_counter()
-    result = fit(model, data, spec.train, runtime, seed=seed)
+    result = fit(model, data, spec.train.replace(**(train or {})), runtime, seed=seed)
     preds, _ = split_outputs(model, data, "test", runtime)
-    return {"model": model_name, "role": "teacher" if model_name in registry.teachers else "student",
+    return {"model": model_name, "train": train or {}, "best_val": round(result.best_val_accuracy, 4),
+            "role": "teacher" if model_name in registry.teachers else "student",
             "epochs_run": result.epochs_run, "stopped": result.stopped, "best_epoch": result.best_epoch,
             "seconds": round(time.perf_counter() - started, 1), "preds": list(preds),
             "labels": data.splits["test"].labels.tolist(),
@@ -57,18 +63,26 @@ def main() -> None:
                         "label-only baseline every teacher is compared with")
     parser.add_argument("--options", default="{}", help="dataset options as JSON")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--train", default="{}", help='training overrides per model as JSON, e.g. '
+                        '\'{"visformer-s": {"lr": 0.00025}}\'; a name may repeat in --models as NAME@K to try '
+                        'the K-th override of a list')
     parser.add_argument("--jobs", type=int, default=2)
     args = parser.parse_args()
     from medkd_bench.evaluate import stats
 
     options = json.loads(args.options)
-    names = [n for n in args.models.split(",") if n]
+    overrides = json.loads(args.train)
+    jobs = []
+    for entry in (n for n in args.models.split(",") if n):
+        name, _, k = entry.partition("@")
+        given = overrides.get(name, {})
+        jobs.append((name, args.dataset, options, args.seed, given[int(k)] if k else given))
     with mp.get_context("spawn").Pool(args.jobs) as pool:
-        results = pool.starmap(train_one, [(n, args.dataset, options, args.seed) for n in names])
+        results = pool.starmap(train_one, jobs)
     student = next((r for r in results if r["role"] == "student"), None)
     for r in results:
         acc = sum(p == y for p, y in zip(r["preds"], r["labels"], strict=True)) / len(r["labels"])
-        line = {k: r[k] for k in ("model", "epochs_run", "stopped", "best_epoch", "seconds")}
+        line = {k: r[k] for k in ("model", "train", "epochs_run", "stopped", "best_epoch", "best_val", "seconds")}
         line.update(dataset=args.dataset, options=options, seed=args.seed, test_accuracy=round(acc, 4))
         if r["role"] == "teacher" and student is not None:
             margin = stats.paired_difference(r["labels"], [r["preds"]], [student["preds"]], 0, 1000)

@@ -21,9 +21,10 @@ anything (issue 26). The class evidence overlaps, as in real radiographs:
 * acquisition varies: rotation, scale and position of the chest, exposure, noise.
 
 It is not yet a fair KD testbed: trained to a plateau on the defaults (seed 0, 600 test
-images), the label-only OFA-595 scores 81.8% and Visformer-S 71.8%; the teacher overtook
-the student only with 1,080 training images (88.8% vs 86.5%) and not with 2,000 (91.5% vs
-93.0%). ``benchmarks/README.md`` (training to convergence) has every variant measured.
+images), the label-only OFA-595 scores 72.2% (57 epochs) and Visformer-S 55.8%; without the
+texture 81.8% and 71.8%; the teacher overtook the student only once, with 1,080 training
+images (88.8% vs 86.5%), and not with 2,000 (91.5% vs 93.0%). ``benchmarks/README.md``
+(training to convergence) has every variant measured.
 """
 
 from __future__ import annotations
