@@ -9,7 +9,7 @@ from torch import nn
 
 from medkd_bench.deploy import onnx as deploy
 from medkd_bench.run.store import Store
-from tests.helpers import QUICK
+from tests.helpers import QUICK, table_row
 
 
 def _tiny(seed: int) -> nn.Module:
@@ -52,9 +52,8 @@ def test_run_onnx_exports_checks_and_times_every_student(run_cli, quick_run):
         assert (work / m["onnx_file"]).is_file() and len(m["onnx_sha256"]) == 64
     page = (boards / "synthetic-cxr.md").read_text()
     assert "ONNX Runtime latency (ms)" in page
-    # The students table's kd row, whatever flags mark its models (§: --epochs, not shown to converge).
-    kd_row = next(line for line in page.split("## Students")[1].splitlines()
-                  if [c.strip(" §‡") for c in line.split("|")[1:4]] == ["ofa-595", "visformer-s", "kd"])
+    kd_row = table_row(page, "## Students", ["ofa-595", "visformer-s", "kd"])
+    assert kd_row is not None
     assert f"{cells['kd'].metrics['onnx_latency_ms']:.2f} (IQR " in kd_row
     with open(boards / "results.csv", newline="") as f:
         rows = {r["method"]: r for r in csv.DictReader(f)}
