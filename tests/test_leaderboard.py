@@ -423,3 +423,19 @@ def test_teacher_margin_pairs_each_label_only_seed_with_its_teacher_cell():
                                        [_right_on(labels, n) for n in (60, 66, 63)], 0, 200)
     assert margin["mean"] == expected["mean"] and margin["ci"] == expected["ci"]
     assert [m["b"] for m in margin["mcnemar"]] == [20, 19, 17]
+
+
+def test_a_damaged_stop_record_reads_unknown_and_falls_back_to_the_history():
+    """Fault injection: a row whose stopped/epochs_run were garbled must not crash or claim convergence."""
+    from medkd_bench.report.convergence import converged, epochs_run, stopped
+    from medkd_bench.report.curves import UNRECORDED, curve_series
+    from medkd_bench.run.store import CellRecord
+
+    history = [{"epoch": e, "loss": 1.0, "val_accuracy": 0.5 + 0.1 * e} for e in (1, 2, 3)]
+    for bad_stop, bad_epochs in (("banana", "12x"), (None, True), (7, -3), ("plateau ", 2.5)):
+        m = {"stopped": bad_stop, "epochs_run": bad_epochs, "history": history, "best_epoch": 3}
+        rec = CellRecord("h", "synthetic-cxr", "visformer-s", "", "teacher", 0, "done", {}, m, {}, {}, None, None, None)
+        assert stopped(rec) == "unknown" and not converged([rec])
+        assert epochs_run(rec) == 3  # from the history, not the damaged field
+        series = curve_series(("teacher", "visformer-s", ""), [rec])
+        assert series is not None and series.stops[0].reason == UNRECORDED

@@ -17,9 +17,12 @@ from collections import Counter
 from collections.abc import Sequence
 
 from medkd_bench.run.store import CellRecord
+from medkd_bench.train.schedule import STOP_REASONS
 
-#: The stored ``stopped`` values, and ``unknown`` for cells stored before it, in the order a summary lists them.
-STOPPED = ("plateau", "epoch-cap", "fixed", "unknown")
+#: Read for cells stored before ``stopped`` was recorded (or with a value no trainer writes).
+UNKNOWN = "unknown"
+#: The stored ``stopped`` values, then :data:`UNKNOWN`, in the order a summary lists them.
+STOPPED = (*STOP_REASONS, UNKNOWN)
 
 #: How a page says each one.
 STOPPED_TEXT = {
@@ -37,15 +40,20 @@ STOPPED_SHORT = {"plateau": "on a plateau", "epoch-cap": "at the epoch cap", "fi
 def stopped(rec: CellRecord) -> str:
     """Why the cell's training stopped: one of :data:`STOPPED`."""
     value = rec.metrics.get("stopped")
-    return value if value in STOPPED else "unknown"
+    return value if value in STOP_REASONS else UNKNOWN
 
 
 def epochs_run(rec: CellRecord) -> int | None:
-    """Epochs the cell trained: stored, else its history's length (cells stored before it was recorded)."""
-    if rec.metrics.get("epochs_run") is not None:
-        return int(rec.metrics["epochs_run"])
+    """Epochs the cell trained: stored, else its history's length (cells stored before it was recorded).
+
+    A stored value that is not a whole number of epochs (a damaged row) falls back to the history, so
+    one bad row cannot stop a page from rendering.
+    """
+    value = rec.metrics.get("epochs_run")
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
     history = rec.metrics.get("history")
-    return len(history) if history else None
+    return len(history) if isinstance(history, list) and history else None
 
 
 def converged(records: Sequence[CellRecord]) -> bool:

@@ -23,15 +23,15 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from medkd_bench.report.convergence import UNKNOWN, stopped
 from medkd_bench.run.store import CellRecord
 from medkd_bench.specs import BASE_METHODS
 
 Key = tuple[str, str, str]  # (method, teacher, student), as the leaderboard groups its rows
 
-#: Why a run stopped (``metrics["stopped"]``); cells stored before it was recorded ran fixed schedules
-#: but say nothing, so they get their own value rather than a guess.
-STOP_REASONS = ("plateau", "epoch-cap", "fixed")
-UNRECORDED = "unrecorded"
+#: The stop reason of cells stored before it was recorded: they ran fixed schedules but say nothing,
+#: so they get their own marker rather than a guess (:func:`~medkd_bench.report.convergence.stopped`).
+UNRECORDED = UNKNOWN
 
 
 @dataclass(frozen=True)
@@ -41,7 +41,7 @@ class Mark:
     seed: int
     epoch: int
     val_accuracy: float  # the seed's own value at that epoch (inside the min..max band)
-    reason: str = ""  # stops only: one of STOP_REASONS or UNRECORDED
+    reason: str = ""  # stops only: a stored stop reason or UNRECORDED
 
 
 @dataclass(frozen=True)
@@ -131,8 +131,7 @@ def _stop(record: CellRecord, points: dict[int, float]) -> Mark:
     and a mark drawn off the line's end would only confuse.
     """
     epoch = max(points)
-    reason = record.metrics.get("stopped")
-    return Mark(record.seed, epoch, points[epoch], reason if reason in STOP_REASONS else UNRECORDED)
+    return Mark(record.seed, epoch, points[epoch], stopped(record))
 
 
 def _best(record: CellRecord, points: dict[int, float]) -> Mark:
