@@ -88,7 +88,7 @@ def test_a_dying_worker_fails_only_its_own_cell(run_cli, dirs, tmp_path):
     assert result.exit_code == 1
     assert "3 trained, 0 already done, 2 failed" in result.out
     cells = _cells(tmp_path / "work" / "runs.sqlite")
-    assert "worker process died running this cell alone" in cells[("synthetic-cxr", "teacher", "dies", "")].error
+    assert "worker process died running this cell (exit code 3;" in cells[("synthetic-cxr", "teacher", "dies", "")].error
     assert "teacher 'dies' has not been trained" in cells[("synthetic-cxr", "kd", "dies", "ofa-595")].error
     for key in (("synthetic-cxr", "teacher", "visformer-s", ""), ("synthetic-cxr", "kd", "visformer-s", "ofa-595")):
         assert cells[key].status == "done" and cells[key].metrics["latency_ms"] > 0
@@ -108,16 +108,8 @@ def test_timings_missing_from_the_store_are_measured_by_the_next_run(run_cli, di
     assert again.metrics["accuracy"] == kd.metrics["accuracy"]
 
 
-@pytest.mark.parametrize("whom", ["group", "driver"])
-def test_ctrl_c_stops_the_pool_and_marks_cells_interrupted(tmp_path, whom):
-    """SIGINT to the process group (a terminal's Ctrl-C) or to the driver alone (a supervisor, ``kill -INT``):
-    every process ends promptly, nothing hangs, the cells in flight are marked interrupted.
-
-    Before the driver stopped its workers itself, SIGINT to the driver alone waited for the running
-    cells to finish (here 200 epochs), and SIGINT to the group hung now and then in CI.
-    """
-    import os
-    import signal
+def _start_two_workers(tmp_path: Path):
+    """A ``--jobs 2`` run of long cells in its own session, returned once both workers are training."""
     import sqlite3
     import subprocess
     import sys
@@ -138,6 +130,58 @@ def test_ctrl_c_stops_the_pool_and_marks_cells_interrupted(tmp_path, whom):
                 except sqlite3.OperationalError:  # the file exists, its schema not yet
                     continue
     assert running == 2, "the workers did not start"
+    return proc, work
+
+
+def _alive_in_group(pgid: int) -> list[int]:
+    """Processes of process group ``pgid`` that still run (zombies excluded), read from /proc."""
+    alive = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            alive.append(int(stat.parent.name))
+    return alive
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").is_file(), reason="reads processes from /proc (Linux)")
+@pytest.mark.parametrize("signame", ["SIGKILL", "SIGTERM"])
+def test_workers_die_with_their_driver_and_write_nothing(tmp_path, signame):
+    """kill -9 (or a CI cancel's SIGTERM) of the driver alone: its workers end at once and record nothing.
+
+    Before, the orphaned workers finished their cells and recorded them done while the
+    next run held the work-dir lock, then slept forever at 1-2 GB each.
+    """
+    import os
+    import signal
+    import time
+
+    proc, work = _start_two_workers(tmp_path)
+    os.kill(proc.pid, getattr(signal, signame))
+    proc.communicate(timeout=60)
+    deadline = time.time() + 10
+    while _alive_in_group(proc.pid) and time.time() < deadline:
+        time.sleep(0.2)
+    assert not _alive_in_group(proc.pid), "workers outlived their driver"
+    with Store(work / "runs.sqlite") as store:
+        assert {c.status for c in store.cells()} == {"running"}  # nobody finished or failed a cell after the kill
+
+
+@pytest.mark.parametrize("whom", ["group", "driver"])
+def test_ctrl_c_stops_the_pool_and_marks_cells_interrupted(tmp_path, whom):
+    """SIGINT to the process group (a terminal's Ctrl-C) or to the driver alone (a supervisor, ``kill -INT``):
+    every process ends promptly, nothing hangs, the cells in flight are marked interrupted.
+
+    Before the driver stopped its workers itself, SIGINT to the driver alone waited for the running
+    cells to finish (here 200 epochs), and SIGINT to the group hung now and then in CI.
+    """
+    import os
+    import signal
+    import time
+
+    proc, work = _start_two_workers(tmp_path)
     if whom == "group":
         os.killpg(proc.pid, signal.SIGINT)  # what the terminal sends the foreground group on Ctrl-C
     else:

@@ -6,12 +6,24 @@ explanations) exactly as the runner does in process and writes the SQLite
 store itself (WAL serialises the writes); the driver measures cost metrics
 afterwards, when nothing else runs.
 
+The workers are plain processes, one pipe each, not a
+``concurrent.futures.ProcessPoolExecutor``: that pool breaks as a whole when
+one worker dies (every cell in flight is lost, not only the culprit's), and on
+Python 3.11 its shutdown after a dead worker can deadlock in its manager
+thread (CPython gh-125451, fixed in 3.12 only), which hung CI for 90 minutes.
+Here the driver waits on each worker's pipe and process sentinel, so a dead
+worker fails exactly the cell it ran and the others carry on.
+
+A worker never outlives its driver: on Linux the kernel kills it when the
+driver dies (``PR_SET_PDEATHSIG``), elsewhere it notices within a second.
+Otherwise a ``kill -9`` of the driver left workers finishing their cells and
+writing them into the store while the next run held the work-dir lock.
+
 Ctrl-C is the driver's business alone. Workers ignore SIGINT, and the driver
-turns it into a flag its scheduling loop reads, so the interrupt never lands
-inside ``concurrent.futures`` or ``multiprocessing`` code holding a lock. On
-that flag the driver terminates its workers, marks their cells interrupted and
-exits: ``kill -INT`` of the driver alone (a supervisor, ``timeout -s INT``)
-stops the run as promptly as a terminal's Ctrl-C to the whole process group.
+turns it into a flag its scheduling loop reads. On that flag the driver
+terminates its workers, marks their cells interrupted and exits: ``kill -INT``
+of the driver alone (a supervisor, ``timeout -s INT``) stops the run as
+promptly as a terminal's Ctrl-C to the whole process group.
 """
 
 from __future__ import annotations
@@ -20,14 +32,16 @@ import multiprocessing
 import signal
 import threading
 from collections.abc import Iterator, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
-from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
+from multiprocessing.connection import wait as wait_for
+from multiprocessing.process import BaseProcess
 
-from medkd_bench.errors import MedkdError, one_line
+from medkd_bench.errors import MedkdError
 from medkd_bench.run.cells import Cell, baseline_cell_of, teacher_cell_of
-from medkd_bench.run.executors.worker import WorkerRecipe, worker_setup
+from medkd_bench.run.executors.pool_worker import PoolOutcome, WorkerError, worker_main
+from medkd_bench.run.executors.worker import WorkerRecipe
 from medkd_bench.run.runner import MatrixRunner
 
 #: Scheduling order of ready cells in a pool: teachers first, since every distilled cell waits for one.
@@ -35,60 +49,8 @@ METHOD_PRIORITY = {"teacher": 0, "label-only": 1}  # then every distilled cell
 
 #: How often the driver's scheduling loop looks at the Ctrl-C flag while cells run (seconds).
 INTERRUPT_POLL_S = 0.2
-#: How long terminated workers get to exit before they are killed (seconds).
+#: How long workers get to exit (asked, then terminated) before they are killed (seconds).
 TERMINATE_GRACE_S = 5.0
-
-
-@dataclass
-class RecordingReporter:
-    """A pool worker's reporter: keeps the finished-cell lines for the driver to print."""
-
-    events: list[tuple[str, str]] = field(default_factory=list)
-
-    def cell_started(self, cell: Cell, index: int, total: int, epochs: int) -> None:
-        pass
-
-    def epoch_done(self, epoch: int, epochs: int, row: dict[str, float]) -> None:
-        pass
-
-    def cell_finished(self, cell: Cell, status: str, detail: str) -> None:
-        self.events.append((status, detail))
-
-
-@dataclass
-class PoolOutcome:
-    """What a pool worker returns for one cell: its status and the lines to report."""
-
-    status: str  # "done", "skipped" or "failed"
-    events: list[tuple[str, str]]
-    explained: int
-    explain_failed: int
-
-
-_POOL_RUNNER: list[MatrixRunner] = []  # the worker process's runner, built once by its initializer
-
-
-def _pool_worker_init(recipe: WorkerRecipe) -> None:
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the driver stops its workers itself (module docstring)
-    from medkd_bench.run.store import Store
-
-    registry, runtime = worker_setup(recipe)
-    store = Store(recipe.options.work_dir / "runs.sqlite")
-    runner = MatrixRunner(registry, recipe.options, store, runtime, RecordingReporter())
-    runner.measure_timings = False
-    _POOL_RUNNER[:] = [runner]
-
-
-def run_cell_in_worker(cell: Cell, index: int, total: int) -> PoolOutcome:
-    """The pool task body: the same ``run_cell`` as the local executor, in a worker process."""
-    runner = _POOL_RUNNER[0]
-    reporter = runner.reporter
-    assert isinstance(reporter, RecordingReporter)
-    reporter.events = []
-    before = dict(runner.explain_counts)
-    status = runner.run_cell(cell, index, total)
-    return PoolOutcome(status, reporter.events, runner.explain_counts["explained"] - before["explained"],
-                       runner.explain_counts["explain_failed"] - before["explain_failed"])
 
 
 def cell_dependencies(cell: Cell, planned: set[Cell]) -> list[Cell]:
@@ -112,7 +74,7 @@ class PoolExecutor:
     metrics (latency, throughput) are left to the driver, which measures them
     after the pool has finished: timed next to another training process they
     would be slow by up to 2x. A worker that dies (killed, out of memory)
-    fails only the cell it ran; the pool is restarted for the rest.
+    fails only the cell it ran; a fresh worker takes its place.
     """
 
     recipe: WorkerRecipe
@@ -126,13 +88,25 @@ class PoolExecutor:
         return _PoolSchedule(self, runner, cells).run()
 
 
-class _PoolSchedule:
-    """One pool run's bookkeeping on the driver: waiting cells, cells in flight, attempts.
+@dataclass
+class _Worker:
+    """One worker process, the driver's end of its pipe, and the cell it runs (``None`` when idle)."""
 
-    When a worker dies, the pool breaks and every cell in flight is lost, not
-    only the culprit's. Each lost cell is tried once more, alone in the pool,
-    so the cell that kills its worker again is the one recorded as failed.
-    """
+    process: BaseProcess
+    conn: Connection
+    job: tuple[int, Cell] | None = None
+
+
+def _death_message(exitcode: int | None) -> str:
+    if exitcode is not None and exitcode < 0:
+        how = f"killed by {signal.Signals(-exitcode).name}"
+    else:
+        how = f"exit code {exitcode}"
+    return f"worker process died running this cell ({how}; out of memory or killed?)"
+
+
+class _PoolSchedule:
+    """One pool run's bookkeeping on the driver: waiting cells, workers and the cells they run."""
 
     def __init__(self, executor: PoolExecutor, runner: MatrixRunner, cells: Sequence[Cell]):
         self.executor = executor
@@ -141,115 +115,136 @@ class _PoolSchedule:
         self.total = len(cells)
         self.planned = set(cells)
         self.summary = {"done": 0, "skipped": 0, "failed": 0}
-        self.pool: ProcessPoolExecutor | None = None
-        self.in_flight: dict[Future, tuple[int, Cell, int]] = {}  # future -> (index, cell, attempt)
+        self.workers: list[_Worker] = []
         self.settled: set[Cell] = set()
         self.ctrl_c = threading.Event()
 
-    def _pool(self) -> ProcessPoolExecutor:
+    # -- workers ---------------------------------------------------------------------------------------------
+
+    def _spawn(self) -> _Worker:
         # spawn, not fork: a forked copy of a process that already runs OpenMP threads can deadlock.
-        if self.pool is None:
-            self.pool = ProcessPoolExecutor(self.executor.jobs, mp_context=multiprocessing.get_context("spawn"),
-                                            initializer=_pool_worker_init, initargs=(self.executor.recipe,))
-        return self.pool
+        context = multiprocessing.get_context("spawn")
+        ours, theirs = context.Pipe()
+        # The kernel's parent-death signal follows the thread that started the child: only the main thread's lasts.
+        on_main_thread = threading.current_thread() is threading.main_thread()
+        process = context.Process(target=worker_main, name="medkd-bench-worker",
+                                  args=(theirs, self.executor.recipe, multiprocessing.current_process().pid,
+                                        on_main_thread))
+        process.start()
+        theirs.close()  # the worker holds its end: EOF here means it is gone
+        worker = _Worker(process, ours)
+        self.workers.append(worker)
+        return worker
 
-    def _may_start(self, cell: Cell, attempt: int) -> bool:
-        if not all(dep in self.settled for dep in cell_dependencies(cell, self.planned)):
-            return False
-        if any(a > 1 for _, _, a in self.in_flight.values()):  # a suspect runs alone
-            return False
-        return not self.in_flight if attempt > 1 else len(self.in_flight) < self.executor.jobs
+    def _idle_worker(self) -> _Worker | None:
+        idle = next((w for w in self.workers if w.job is None), None)
+        if idle is None and len(self.workers) < self.executor.jobs:
+            idle = self._spawn()
+        return idle
 
-    def start_ready(self, waiting: list[tuple[int, Cell, int]]) -> list[tuple[int, Cell, int]]:
-        """Submit the cells that may start now (suspects first); the cells still waiting."""
-        still: list[tuple[int, Cell, int]] = []
-        for index, cell, attempt in sorted(waiting, key=lambda w: w[2] == 1):
-            if not self._may_start(cell, attempt):
-                still.append((index, cell, attempt))
+    def _busy(self) -> list[_Worker]:
+        return [w for w in self.workers if w.job is not None]
+
+    def _stop_workers(self, ask: bool) -> None:
+        """Ask idle workers to exit (when ``ask``), terminate the rest, kill any still alive after a grace period."""
+        for worker in self.workers:
+            if ask and worker.job is None:
+                try:
+                    worker.conn.send(None)
+                except OSError:
+                    pass
+            else:
+                worker.process.terminate()
+        for worker in self.workers:
+            worker.process.join(TERMINATE_GRACE_S)
+            if worker.process.is_alive():
+                worker.process.kill()
+                worker.process.join()
+            worker.conn.close()
+        self.workers = []
+
+    # -- scheduling ------------------------------------------------------------------------------------------
+
+    def _may_start(self, cell: Cell) -> bool:
+        return all(dep in self.settled for dep in cell_dependencies(cell, self.planned))
+
+    def start_ready(self, waiting: list[tuple[int, Cell]]) -> list[tuple[int, Cell]]:
+        """Hand the cells that may start now to idle workers; the cells still waiting."""
+        still: list[tuple[int, Cell]] = []
+        for index, cell in waiting:
+            worker = self._idle_worker() if self._may_start(cell) else None
+            if worker is None:
+                still.append((index, cell))
                 continue
             self.runner.reporter.cell_started(cell, index, self.total, 0)
-            future = self._pool().submit(run_cell_in_worker, cell, index, self.total)
-            self.in_flight[future] = (index, cell, attempt)
+            worker.conn.send((cell, index, self.total))
+            worker.job = (index, cell)
         return still
 
-    def settle(self, future: Future, index: int, cell: Cell, attempt: int,
-               waiting: list[tuple[int, Cell, int]]) -> bool:
-        """Report a finished future (a lost cell goes back to ``waiting``); True if its worker died."""
+    def settle(self, worker: _Worker) -> None:
+        """Report the cell ``worker`` finished, or fail it if the worker died; re-raise a worker's internal error."""
+        assert worker.job is not None
+        _, cell = worker.job
+        worker.job = None
         try:
-            outcome = future.result()
-        except BrokenProcessPool as exc:
-            if attempt == 1:
-                waiting.append((index, cell, attempt + 1))
-            else:
-                message = f"worker process died running this cell alone (out of memory or killed?): {one_line(exc)}"
-                self.runner.record_failed(cell, message, {})
-                self.summary["failed"] += 1
-                self.settled.add(cell)
-            return True
+            reply = worker.conn.recv() if worker.conn.poll() else None
+        except (EOFError, OSError):  # died while sending
+            reply = None
+        if reply is None:  # the worker died: this cell, and only this one, fails
+            worker.process.join(TERMINATE_GRACE_S)
+            self.workers.remove(worker)
+            worker.conn.close()
+            self.runner.record_failed(cell, _death_message(worker.process.exitcode), {})
+            self.summary["failed"] += 1
+            self.settled.add(cell)
+            return
+        if isinstance(reply, WorkerError):  # a fault of medkd-bench itself, not of the cell: stop the run
+            reply.reraise()
+        outcome: PoolOutcome = reply
         for status, detail in outcome.events:
             self.runner.reporter.cell_finished(cell, status, detail)
         self.summary[outcome.status] += 1
         self.runner.explain_counts["explained"] += outcome.explained
         self.runner.explain_counts["explain_failed"] += outcome.explain_failed
         self.settled.add(cell)
-        return False
 
     def run(self) -> dict[str, int]:
-        waiting: list[tuple[int, Cell, int]] = []
+        waiting: list[tuple[int, Cell]] = []
         for index, cell in enumerate(self.cells_in_priority(), start=1):
             if self.runner.is_finished(self.runner.hash(cell)) and not self.runner.explanations.missing(cell):
                 self.runner.record_skipped(cell)  # nothing to do: no worker needed
                 self.summary["skipped"] += 1
                 self.settled.add(cell)
             else:
-                waiting.append((index, cell, 1))
+                waiting.append((index, cell))
+        finished = False
         try:
             with _ctrl_c_sets(self.ctrl_c):
                 self._schedule(waiting)
+            finished = True
         except KeyboardInterrupt:
-            self._terminate_workers()  # before marking: a worker could otherwise still write its cell
-            for _, cell, _ in self.in_flight.values():
+            in_flight = [w.job[1] for w in self._busy() if w.job is not None]
+            self._stop_workers(ask=False)  # before marking: a worker could otherwise still write its cell
+            for cell in in_flight:
                 self.runner.store.fail(self.runner.hash(cell), "interrupted")
             raise
         finally:
-            self._drop_pool(cancel=True)
+            self._stop_workers(ask=finished)
         return self.summary
 
-    def _schedule(self, waiting: list[tuple[int, Cell, int]]) -> None:
+    def _schedule(self, waiting: list[tuple[int, Cell]]) -> None:
         waiting = self.start_ready(waiting)
-        while self.in_flight:
-            finished, _ = wait(list(self.in_flight), timeout=INTERRUPT_POLL_S, return_when=FIRST_COMPLETED)
-            if self.ctrl_c.is_set():  # before settling: a worker killed by the same Ctrl-C is no broken pool
+        while busy := self._busy():
+            ready = set(wait_for([w.conn for w in busy] + [w.process.sentinel for w in busy],
+                                 timeout=INTERRUPT_POLL_S))
+            if self.ctrl_c.is_set():  # before settling: a worker killed by the same Ctrl-C did not fail its cell
                 raise KeyboardInterrupt
-            broken = False
-            for future in finished:
-                broken |= self.settle(future, *self.in_flight.pop(future), waiting)
-            if broken:  # the pool is gone: the other cells in flight finished or died with it
-                rest, self.in_flight = self.in_flight, {}
-                wait(list(rest))
-                for future, entry in rest.items():
-                    self.settle(future, *entry, waiting)
-                self._drop_pool()
+            for worker in busy:
+                if worker.conn in ready or worker.process.sentinel in ready:
+                    self.settle(worker)
             waiting = self.start_ready(waiting)
-
-    def _terminate_workers(self) -> None:
-        """SIGTERM every worker, SIGKILL the ones still alive after a grace period; wait for all."""
-        if self.pool is None:
-            return
-        # ProcessPoolExecutor offers no public handle on its processes before Python 3.14's terminate_workers().
-        processes = list((getattr(self.pool, "_processes", None) or {}).values())
-        for process in processes:
-            process.terminate()
-        for process in processes:
-            process.join(TERMINATE_GRACE_S)
-            if process.is_alive():
-                process.kill()
-                process.join()
-
-    def _drop_pool(self, cancel: bool = False) -> None:
-        if self.pool is not None:
-            self.pool.shutdown(wait=True, cancel_futures=cancel)
-            self.pool = None
+        if waiting:  # cannot happen while every dependency is planned and settles; never leave cells unrun silently
+            raise RuntimeError(f"pool: {len(waiting)} cell(s) never became ready: {[c.label() for _, c in waiting]}")
 
     def cells_in_priority(self) -> list[Cell]:
         """Plan order, teachers first (stable): every dataset's teachers start before any distilled cell waits."""
@@ -267,3 +262,4 @@ def _ctrl_c_sets(flag: threading.Event) -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGINT, previous)
+
