@@ -34,24 +34,29 @@ from medkd_bench.models.target_layers import (
 from medkd_bench.models.timm_models import timm_builder, timm_pretrained_builder
 from medkd_bench.nas.spec_files import SearchedStudent, iter_searched_students
 from medkd_bench.specs import (
+    Choice,
     DatasetSpec,
     ExplainerSpec,
+    LogUniform,
     MethodSpec,
     ModelSpec,
     SplitData,
     StudentSpec,
     TeacherSpec,
     TrainSettings,
+    Uniform,
 )
 from medkd_bench.train.losses import kd_loss
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "Choice",
     "DatasetSpec",
     "ExplainerSpec",
     "FolderDataset",
     "ImageSample",
+    "LogUniform",
     "MedkdError",
     "MethodContext",
     "MethodSpec",
@@ -62,6 +67,7 @@ __all__ = [
     "StudentSpec",
     "TeacherSpec",
     "TrainSettings",
+    "Uniform",
     "bad_file",
     "find_folder",
     "folder_digest",

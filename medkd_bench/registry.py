@@ -263,6 +263,9 @@ def _check_method(owner: str, spec: MethodSpec) -> None:
                          f"(a method may need: {', '.join(METHOD_NEEDS)})")
     if not callable(spec.build):
         raise MedkdError(f"plugin {owner!r}: method {spec.name!r}: build is not callable")
+    from medkd_bench.tune.space import check_space
+
+    check_space(owner, spec)
 
 
 def load_registry(plugin_files: Iterable[Path] = (), entry_points: bool = True) -> Registry:

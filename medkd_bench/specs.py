@@ -200,6 +200,33 @@ METHOD_NEEDS = ("features", "class_maps")
 
 
 @dataclass(frozen=True)
+class LogUniform:
+    """A positive number tuned on a log scale between ``low`` and ``high`` (loss weights, temperatures, rates)."""
+
+    low: float
+    high: float
+
+
+@dataclass(frozen=True)
+class Uniform:
+    """A number tuned on a linear scale between ``low`` and ``high`` (mixing weights, smoothing)."""
+
+    low: float
+    high: float
+
+
+@dataclass(frozen=True)
+class Choice:
+    """One of a few values (a resolution, a norm)."""
+
+    values: tuple[Any, ...]
+
+
+#: One dimension of a search space (``MethodSpec.search_space``, ``run --tune N``).
+SearchParam = LogUniform | Uniform | Choice
+
+
+@dataclass(frozen=True)
 class MethodSpec:
     """A distillation method: how a student learns from a trained teacher.
 
@@ -227,6 +254,9 @@ class MethodSpec:
     options: Mapping[str, Any] = field(default_factory=dict)
     #: Allowed range of numeric options, ``key -> (low, high)`` inclusive; without one a number must be >= 0.
     option_ranges: Mapping[str, tuple[float | None, float | None]] = field(default_factory=dict)
+    #: The options worth tuning and their ranges (``run --tune N``), each containing the default, so the
+    #: paper's setting is one point of the search. Options left out keep their defaults when tuned.
+    search_space: Mapping[str, SearchParam] = field(default_factory=dict)
 
 
 #: ``(model, images, targets) -> maps``: images normalised ``(N, 3, H, W)``,

@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from medkd_bench import MedkdError, MethodSpec, hookimpl
+from medkd_bench import Choice, LogUniform, MedkdError, MethodSpec, hookimpl
 
 #: Allowed exponents, inclusive: the option's range (checked when the option is parsed) and the module's.
 P_RANGE = (1.0, 8.0)
@@ -94,5 +94,8 @@ def register_methods(register):
             options={"at_weight": 1000.0, "p": 2.0, "ce_weight": 1.0, "student_layer": "target",
                      "teacher_layer": "target"},
             option_ranges={"p": P_RANGE},
+            # Two decades either side of the paper's 1000 (the maps' scale differs per layer); the
+            # paper's p = 2 and its two neighbours on a doubling scale.
+            search_space={"at_weight": LogUniform(10.0, 100_000.0), "p": Choice((1.0, 2.0, 4.0))},
         )
     )

@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from medkd_bench import MethodSpec, hookimpl
+from medkd_bench import Choice, LogUniform, MethodSpec, hookimpl
 
 
 def cat_loss(student_maps: torch.Tensor, teacher_maps: torch.Tensor, resolution: int,
@@ -78,5 +78,7 @@ def register_methods(register):
             revision="2",
             options={"cat_weight": 40.0, "resolution": 2, "normalise": True, "ce_weight": 1.0},
             option_ranges={"resolution": (1, 64)},
+            # The authors' CIFAR-100 configs use weights from 0.7 to 600 and tell users to tune it.
+            search_space={"cat_weight": LogUniform(0.4, 4000.0), "resolution": Choice((1, 2, 4))},
         )
     )

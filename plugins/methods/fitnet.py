@@ -10,7 +10,7 @@ student and is discarded afterwards.
 import torch.nn.functional as F
 from torch import nn
 
-from medkd_bench import MethodSpec, hookimpl
+from medkd_bench import LogUniform, MethodSpec, hookimpl
 
 
 def match_size(student_map, teacher_map):
@@ -49,5 +49,7 @@ def register_methods(register):
             "models' stride-16 target layers; a 1x1-conv regressor per layer. Hint weight 100 and CE weight 1 as in "
             "the RepDistiller/mdistiller FitNet baselines.",
             options={"hint_weight": 100.0, "ce_weight": 1.0, "student_layer": "target", "teacher_layer": "target"},
+            # mdistiller's 100, and measured here: 1 beat it by 3 pp on synthetic-cxr.
+            search_space={"hint_weight": LogUniform(0.1, 1000.0)},
         )
     )

@@ -7,7 +7,7 @@ student RNG stream, same results at the same seed.
 
 from torch import nn
 
-from medkd_bench import MethodSpec, hookimpl, kd_loss
+from medkd_bench import LogUniform, MethodSpec, Uniform, hookimpl, kd_loss
 
 
 class HintonKD(nn.Module):
@@ -34,5 +34,8 @@ def register_methods(register):
             "teacher equally, the hybrid supervision of the source study.",
             options={"temperature": 4.0, "alpha": 0.5},
             option_ranges={"temperature": (0.01, 100.0), "alpha": (0.0, 1.0)},
+            # Temperatures 1-16 cover what KD papers report best (Hinton et al.: 1-20; mdistiller: 4);
+            # alpha (the labels' share) from all-teacher to mostly-labels; 1 would not distil at all.
+            search_space={"temperature": LogUniform(1.0, 16.0), "alpha": Uniform(0.0, 0.9)},
         )
     )
