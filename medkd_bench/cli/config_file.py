@@ -42,7 +42,7 @@ NOT_IN_FILE = {
     "dry_run": "an action, not a setting of the experiment: pass --dry-run on the command line",
 }
 #: ``NAME.KEY=VALUE`` options: a table of tables in the file, merged per key with the command line's.
-SPEC_OPTIONS = ("dataset_options", "method_options")
+SPEC_OPTIONS = ("dataset_options", "method_options", "tuned_options")
 #: ``NAME=VALUE`` options: a table in the file, merged per name with the command line's.
 NAMED_OPTIONS = ("weights",)
 _META = "medkd_bench.config_file"

@@ -93,6 +93,12 @@ class RichReporter:
               help="Teachers trained per dataset: 1 = one fixed teacher (seed SEED) that every student seed "
                    "distils from; N = teachers with seeds SEED.. SEED+N-1, student seed k distils from teacher "
                    "seed SEED + (k-SEED) mod N (N >= --seeds: a teacher per seed).")
+@click.option("--tune", type=click.IntRange(0, 1000), default=0, show_default=True, metavar="N",
+              help="Give every method and the label-only baseline N tuning trials each (Optuna; chosen on "
+                   "validation on seed SEED, never on test), then run every seed with the chosen options.")
+@click.option("--tuned-option", "tuned_options", multiple=True, metavar="DATASET/TEACHER/STUDENT/METHOD.KEY=VALUE",
+              help="An option an earlier --tune run chose (its page's reproduce command lists them): reruns "
+                   "its final cells without tuning again. TEACHER is empty for label-only.")
 @click.option("--deterministic", is_flag=True,
               help="Deterministic kernels (torch.use_deterministic_algorithms, CUBLAS_WORKSPACE_CONFIG): "
                    "repeatable CUDA runs, at some speed cost.")
@@ -137,7 +143,7 @@ class RichReporter:
 @click.option("--max-retries", type=click.IntRange(0), default=None,
               help="Ray: retries of a cell whose task failed or whose worker died [default: 1].")
 def run(matrix, teachers, students, datasets, methods, method_options, teacher_cache_mb, plugin_files, work_dir, leaderboard_dir, data_root,
-        dataset_options, img_size, epochs, seed, seeds, teacher_seeds, deterministic, temperature, alpha, pretrained, weights,
+        dataset_options, img_size, epochs, seed, seeds, teacher_seeds, tune, tuned_options, deterministic, temperature, alpha, pretrained, weights,
         device, amp, compile_mode, explainers, explain_images, sanity_images, latency_runs, onnx, skip_bad, bootstrap,
         dry_run, executor, jobs, address, ray_cpus, cpus_per_cell, gpus_per_cell, max_retries) -> None:
     """Train teachers, baselines and distilled students, score them, write leaderboards.
@@ -150,6 +156,7 @@ def run(matrix, teachers, students, datasets, methods, method_options, teacher_c
     from medkd_bench.run.runner import MatrixRunner
     from medkd_bench.run.store import Store
     from medkd_bench.system.runtime import resolve_runtime
+    from medkd_bench.tune.options import parse_tuned_options
 
     if onnx:  # missing packages are bad input: before any work
         from medkd_bench.deploy.onnx import require_onnx
@@ -174,7 +181,11 @@ def run(matrix, teachers, students, datasets, methods, method_options, teacher_c
         weights=parse_weights(weights), explainers=tuple(split_names(explainers) or ()) or RunOptions.explainers,
         explain_images=explain_images, sanity_images=sanity_images, latency_runs=latency_runs, skip_bad=skip_bad,
         onnx=onnx, compile_mode=compile_mode, teacher_seeds=min(teacher_seeds, seeds),
+        tuned=parse_tuned_options(tuned_options, registry),
     )
+    if tune and tuned_options:
+        raise MedkdError("--tune and --tuned-option: give one (--tuned-option reuses an earlier tuning's choice)")
+
     from medkd_bench.cli.executors import make_executor, resolve_jobs
     from medkd_bench.run.executors.pool import PoolExecutor
     from medkd_bench.run.executors.ray import driver_runtime
@@ -206,6 +217,17 @@ def run(matrix, teachers, students, datasets, methods, method_options, teacher_c
         store.mark_running_interrupted()  # left by a killed run: this run holds the lock, so none is live
         runner = MatrixRunner(registry, options, store, runtime)  # validates options before any work
         runner.explanations.explainer_names()
+        if tune:
+            from dataclasses import replace
+
+            from medkd_bench.tune.session import chosen_options, tune_matrix
+
+            results = tune_matrix(runner, cells, cell_executor, tune, seed,
+                                  say=lambda line: console.print(line, highlight=False))
+            options = replace(options, tuned=chosen_options(results), tune_trials=tune)
+            cell_executor = make_executor(executor, options, plugin_files, device, amp, address, ray_cpus,
+                                          cpus_per_cell, gpus_per_cell, max_retries, deterministic, jobs=n_jobs)
+            runner = MatrixRunner(registry, options, store, runtime)
         store.begin_run(result_settings(options, amp, deterministic), [runner.hash(c) for c in cells])
         where = runtime.describe() if executor == "local" else f"Ray ({address or 'local cluster'})"
         if isinstance(cell_executor, PoolExecutor):

@@ -19,7 +19,8 @@ from medkd_bench.system.toml_text import dumps
 #: A ``run`` option and its value: a string, number, True (a flag), a list of names, or a table.
 Entry = tuple[str, Any]
 #: Options whose value is ``{NAME: {KEY: VALUE}}``: one ``--X NAME.KEY=VALUE`` flag per pair.
-SPEC_TABLES = {"dataset-options": "--dataset-option", "method-options": "--method-option"}
+SPEC_TABLES = {"dataset-options": "--dataset-option", "method-options": "--method-option",
+               "tuned-options": "--tuned-option"}
 #: Options whose value is ``{NAME: VALUE}``: one ``--X NAME=VALUE`` flag per name.
 NAMED_TABLES = {"weights": "--weights"}
 

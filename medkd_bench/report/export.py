@@ -49,6 +49,7 @@ COLUMNS: tuple[str, ...] = (
     "latency_deployed_max_abs_logit_diff",
     "onnx_latency_ms", "onnx_latency_iqr_ms", "onnx_max_abs_logit_diff", "precision", "machine", "timed_on",
     "train_s", "warmup_s", "best_epoch", "val_accuracy", "stopped", "epochs_run", "detectable_gain",
+    "tuned", "tune_trials",
 )
 
 #: Per explainer, the cell's mean figures (columns ``<explainer>.<figure>``), from its stored explanation.
@@ -128,6 +129,15 @@ def cell_row(r: CellRecord, settings: str, classes: Sequence[str], row_stats: Ro
     return row
 
 
+def _tuning_fields(r: CellRecord, settings: dict[str, Any]) -> dict[str, Any]:
+    """Whether the row's options were chosen by ``--tune`` (teachers never are), and with how many trials."""
+    if r.method == "teacher":
+        return {"tuned": False, "tune_trials": None}
+    arm = f"{r.dataset}/{r.teacher if r.method != 'label-only' else ''}/{r.student}/{r.method}"
+    tuned = arm in (settings.get("tuned") or {})
+    return {"tuned": tuned, "tune_trials": settings.get("tune_trials") if tuned else None}
+
+
 def export_rows(registry: Registry, records: list[CellRecord], explanations: list[ExplanationRecord],
                 runs: dict[str, list[tuple[int, dict[str, Any]]]], row_stats: RowStats) -> list[dict[str, Any]]:
     """Every cell of every leaderboard page, in page order, with the same column set (missing figures None)."""
@@ -150,6 +160,7 @@ def export_rows(registry: Registry, records: list[CellRecord], explanations: lis
             for r in latest:
                 row = cell_row(r, page.settings_text, classes, row_stats, baselines.get((r.student, r.seed)),
                                by_cell.get(r.hash, {}))
+                row.update(_tuning_fields(r, page.settings))
                 rows.append({c: row.get(c) for c in columns})
     return rows
 

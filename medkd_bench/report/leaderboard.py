@@ -28,7 +28,8 @@ from medkd_bench.report.plots import pareto_plot
 from medkd_bench.report.provenance import checksums_text, reproduce_entries, versions_text
 from medkd_bench.report.row_stats import RowStats, gain_text, mcnemar_text
 from medkd_bench.report.trust import UNCONVERGED, UNDETECTABLE, Trust, teacher_design_text
-from medkd_bench.run.store import CellRecord, ExplanationRecord, Store
+from medkd_bench.report.tuning import tuning_rows
+from medkd_bench.run.store import CellRecord, ExplanationRecord, Store, TrialRecord
 from medkd_bench.specs import BASE_METHODS
 from medkd_bench.system.files import atomic_write_text, path_inside
 from medkd_bench.system.messages import warn
@@ -159,7 +160,7 @@ def render_dataset(registry: Registry, dataset: str, records: list[CellRecord],
                    explanations: list[ExplanationRecord], row_stats: RowStats | None = None,
                    board: _Board | None = None, page: Page | None = None,
                    other_pages: Sequence[Page] = (), plot: str | None = None,
-                   curves: CurvesFigure | None = None) -> str:
+                   curves: CurvesFigure | None = None, trials: Sequence[TrialRecord] = ()) -> str:
     row_stats = row_stats or RowStats(registry)
     spec = registry.datasets.get(dataset)
     board = board or _board(registry, dataset, records, row_stats)
@@ -247,6 +248,8 @@ def render_dataset(registry: Registry, dataset: str, records: list[CellRecord],
         seed_rows=_seed_rows(board, row_stats),
         plot=plot,
         curves=curves,
+        tuning=tuning_rows(page.settings, records, trials) if page is not None else [],
+        tune_trials=page.settings.get("tune_trials") if page is not None else None,
     )
 
 
@@ -284,6 +287,7 @@ def render_all(registry: Registry, store: Store, out_dir: Path, resamples: int =
     records = store.cells()
     explanations = store.explanations()
     runs = store.run_settings()
+    trials = store.trials()
     datasets = sorted({r.dataset for r in records})
     written: list[Path] = []
     index_rows = []
@@ -297,7 +301,7 @@ def render_all(registry: Registry, store: Store, out_dir: Path, resamples: int =
         plot = pareto_plot(registry, board.groups, board.scores, out_dir, page)
         curves = curves_plot(registry, board.groups, out_dir, page)
         _write(path, render_dataset(registry, d, recs, [e for e in explanations if e.cell_hash in hashes],
-                                    row_stats, board, page, others, plot, curves))
+                                    row_stats, board, page, others, plot, curves, trials))
         written.append(path)
         best_t, best_kd, base = board.best("teacher"), board.best(None), board.best("label-only")
         gain = board.gains.get(best_kd) if best_kd else None

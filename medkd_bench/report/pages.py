@@ -49,15 +49,26 @@ class Page:
 
     @property
     def settings_text(self) -> str:
-        return " ".join(self.flags) if self.flags else "defaults"
+        """The flags, tuned options summarised (one flag per chosen option would fill the header)."""
+        from medkd_bench.report.tuning import tuning_note
+
+        plain = settings_flags({k: v for k, v in self.settings.items() if k not in ("tuned", "tune_trials")})
+        text = " ".join(plain)
+        note = tuning_note(self.settings)
+        if note:
+            text = f"{text}; {note}" if text else note
+        return text or "defaults"
 
 
 def dataset_settings(settings: dict[str, Any], dataset: str) -> dict[str, Any]:
-    """A run's settings as they bear on ``dataset``: other datasets' options left out."""
-    out = {k: v for k, v in settings.items() if k != "dataset_options"}
+    """A run's settings as they bear on ``dataset``: other datasets' options and tuned arms left out."""
+    out = {k: v for k, v in settings.items() if k not in ("dataset_options", "tuned")}
     options = settings.get("dataset_options", {}).get(dataset)
     if options:
         out["dataset_options"] = {dataset: options}
+    tuned = {arm: p for arm, p in settings.get("tuned", {}).items() if arm.startswith(f"{dataset}/")}
+    if tuned:
+        out["tuned"] = tuned
     return out
 
 
@@ -87,6 +98,8 @@ def settings_entries(settings: dict[str, Any]) -> list[Entry]:
         entries.append(("compile", settings["compile"]))
     if "teacher_seeds" in settings:
         entries.append(("teacher-seeds", settings["teacher_seeds"]))
+    if settings.get("tuned"):  # what --tune chose: given back, a rerun trains the same final cells
+        entries.append(("tuned-options", {arm: dict(sorted(p.items())) for arm, p in sorted(settings["tuned"].items())}))
     return entries
 
 

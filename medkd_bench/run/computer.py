@@ -98,6 +98,27 @@ class CellComputer:
             return spec.train
         return spec.train.replace(epochs=self.options.epochs, early_stopping=False)
 
+    def tuned_params(self, cell: Cell) -> dict[str, Any]:
+        """The options ``--tune`` chose for ``cell``'s arm (empty for teachers and untuned runs)."""
+        from medkd_bench.tune.space import arm_of
+
+        arm = arm_of(cell)
+        return dict(self.options.tuned.get(arm.key, {})) if arm is not None else {}
+
+    def cell_settings(self, cell: Cell, params: dict[str, Any] | None = None) -> TrainSettings:
+        """:meth:`settings` with the training options of ``params`` (default: the cell's tuned ones) on top."""
+        from medkd_bench.tune.space import split_params
+
+        train, _ = split_params(self.tuned_params(cell) if params is None else params)
+        return self.settings(self.model_spec(cell)).replace(**train)
+
+    def cell_method_options(self, cell: Cell, params: dict[str, Any] | None = None) -> dict[str, Any]:
+        """The method's options for ``cell``: the run's, with the tuned ones of ``params`` on top."""
+        from medkd_bench.tune.space import split_params
+
+        _, method = split_params(self.tuned_params(cell) if params is None else params)
+        return {**self.method_options(cell.method), **method}
+
     def _init(self, name: str) -> str:
         if name in self.options.weights:
             return f"file:{file_digest(self.options.weights[name])}"
@@ -119,7 +140,8 @@ class CellComputer:
             config["files"] = self._fingerprints[name]
         return config
 
-    def config(self, cell: Cell) -> dict[str, Any]:
+    def config(self, cell: Cell, params: dict[str, Any] | None = None) -> dict[str, Any]:
+        """What :meth:`hash` hashes; ``params`` (a tuning trial's point) replaces the cell's tuned options."""
         spec = self.model_spec(cell)
         cfg: dict[str, Any] = {
             "schema": SCHEMA_VERSION,
@@ -127,7 +149,7 @@ class CellComputer:
             "seed": cell.seed,
             "dataset": self.dataset_config(cell.dataset),
             "model": {"name": spec.name, "revision": spec.revision, "role": cell.role,
-                      "train": asdict(self.settings(spec)), "init": self._init(spec.name),
+                      "train": asdict(self.cell_settings(cell, params)), "init": self._init(spec.name),
                       "precision": self.runtime_for(spec).precision,
                       "optimizer": "adamw-" + adamw_implementation(self.runtime_for(spec).device),
                       "grad_norm": grad_norm_implementation(self.runtime_for(spec).device)},
@@ -136,7 +158,7 @@ class CellComputer:
             method = self.registry.get("method", cell.method)
             cfg["teacher"] = self.hash(teacher_cell_of(cell))
             cfg["distill"] = {"method": method.name, "revision": method.revision,
-                              "options": self.method_options(cell.method)}
+                              "options": self.cell_method_options(cell, params)}
         return cfg
 
     def method_options(self, name: str) -> dict[str, Any]:
@@ -220,13 +242,13 @@ class CellComputer:
         return self._soft_targets[h]
 
     def distillation(self, cell: Cell, student: nn.Module, spec: ModelSpec, settings: TrainSettings,
-                     data: PreparedData) -> Distillation:
+                     data: PreparedData, params: dict[str, Any] | None = None) -> Distillation:
         """The cell's method bound to its student and teacher (loaded only for methods that need its maps)."""
         method = self.registry.get("method", cell.method)
         teacher_cell = teacher_cell_of(cell)
         teacher_spec = self.model_spec(teacher_cell)
         teacher = self.load_checkpoint(teacher_cell) if method.needs else None
-        return bind_method(method, self.method_options(cell.method), teacher_logits=self.soft_targets(teacher_cell),
+        return bind_method(method, self.cell_method_options(cell, params), teacher_logits=self.soft_targets(teacher_cell),
                            data=data, student_runtime=self.runtime_for(spec), epochs=settings.epochs,
                            steps_per_epoch=steps_per_epoch_of(len(data.splits["train"]), settings.batch_size),
                            student=student, student_spec=spec, teacher=teacher, teacher_spec=teacher_spec,
@@ -242,7 +264,7 @@ class CellComputer:
         for cell in cells:
             if not cell.distilled:
                 continue
-            options = self.method_options(cell.method)
+            options = self.cell_method_options(cell)
             for option, role, name in (("student_layer", "student", cell.student),
                                        ("teacher_layer", "teacher", cell.teacher)):
                 layer = str(options.get(option, TARGET_LAYERS))
@@ -296,7 +318,7 @@ class CellComputer:
         """
         h = self.hash(cell)
         spec = self.model_spec(cell)
-        settings = self.settings(spec)
+        settings = self.cell_settings(cell)
         t0 = time.perf_counter()
         data = self.data(cell.dataset)
         if cell.distilled:  # the teacher's soft targets first: they may run the teacher (cached after)

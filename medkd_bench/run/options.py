@@ -51,6 +51,11 @@ class RunOptions:
     #: Teachers per dataset (``--teacher-seeds``, capped at ``--seeds``): 1 is one fixed teacher every
     #: student seed distils from. A setting: with more, seeds above the first distil other teachers.
     teacher_seeds: int = 1
+    #: Options chosen by ``--tune N`` per arm (``dataset/teacher/student/method`` ->
+    #: ``{"train.lr": ..., "temperature": ...}``): part of each tuned cell's config and of the run's settings.
+    tuned: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: ``--tune N``: the trials per arm that chose ``tuned`` (0: given back with ``--tuned-option``, or none).
+    tune_trials: int = 0
 
 
 def result_settings(options: RunOptions, amp: str = "auto", deterministic: bool = False) -> dict[str, Any]:
@@ -83,6 +88,10 @@ def result_settings(options: RunOptions, amp: str = "auto", deterministic: bool 
         settings["compile"] = options.compile_mode
     if options.teacher_seeds != 1:
         settings["teacher_seeds"] = options.teacher_seeds
+    if options.tuned:
+        settings["tuned"] = {arm: dict(sorted(params.items())) for arm, params in sorted(options.tuned.items())}
+    if options.tune_trials:
+        settings["tune_trials"] = options.tune_trials
     return settings
 
 

@@ -214,7 +214,7 @@ class MatrixRunner(CellComputer):
     def begin(self, cell: Cell, index: int, total: int) -> str:
         """Mark ``cell`` running in the store; its hash."""
         h = self.hash(cell)
-        self.reporter.cell_started(cell, index, total, self.settings(self.model_spec(cell)).epochs)
+        self.reporter.cell_started(cell, index, total, self.cell_settings(cell).epochs)
         self.store.start(h, cell.dataset, cell.teacher, cell.student, cell.method, cell.seed, self.config(cell))
         return h
 

@@ -67,7 +67,31 @@ CREATE TABLE IF NOT EXISTS run_cells (
     cell_hash   TEXT NOT NULL,
     PRIMARY KEY (run_id, cell_hash)
 );
+CREATE TABLE IF NOT EXISTS trials (
+    study       TEXT NOT NULL,
+    number      INTEGER NOT NULL,
+    arm         TEXT NOT NULL,
+    params      TEXT NOT NULL,
+    state       TEXT NOT NULL,
+    value       REAL,
+    record      TEXT NOT NULL,
+    finished_at REAL NOT NULL,
+    PRIMARY KEY (study, number)
+);
 """
+
+
+@dataclass
+class TrialRecord:
+    """One finished tuning trial (``run --tune``): its point, how it ended and what validation said."""
+
+    study: str
+    number: int
+    arm: str
+    params: dict[str, Any]
+    state: str  # "complete", "pruned" or "failed"
+    value: float | None  # best validation accuracy (complete trials)
+    record: dict[str, Any]  # intermediate values, epochs, seconds, config hash, error
 
 
 @dataclass
@@ -282,6 +306,26 @@ class Store:
             return db.execute(
                 "UPDATE cells SET status='failed', error='interrupted (the run that started it ended without "
                 "recording it)', finished_at=? WHERE status='running'", (time.time(),)).rowcount
+
+    # ---- tuning trials (``run --tune``): written once each, so an interrupted tuning resumes after the last.
+    @guarded
+    def save_trial(self, trial: TrialRecord) -> None:
+        with self._tx() as db:
+            db.execute("INSERT OR REPLACE INTO trials VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                       (trial.study, trial.number, trial.arm, json.dumps(trial.params, sort_keys=True), trial.state,
+                        trial.value, json.dumps(trial.record, sort_keys=True), time.time()))
+
+    @guarded
+    def trials(self, study: str | None = None) -> list[TrialRecord]:
+        """A study's trials by number (all studies' if None); a store that predates tuning has none."""
+        if "trials" not in self._tables():
+            return []
+        query, args = "SELECT * FROM trials", ()
+        if study is not None:
+            query, args = query + " WHERE study = ?", (study,)
+        return [TrialRecord(r["study"], int(r["number"]), r["arm"], _loads(r["params"]), r["state"], r["value"],
+                            _loads(r["record"]))
+                for r in self._db.execute(query + " ORDER BY study, number", args).fetchall()]
 
     # ---- explanations: keyed by the cell plus the explainer and its sample, so a
     # rerun with another explainer or sample size explains without retraining.
