@@ -70,7 +70,7 @@ def check_dataset(spec: DatasetSpec, root: Path | None, img_size: int | None, op
         console.print(problems_table(data.skipped))
         if not skip_bad:
             raise MedkdError(f"dataset {spec.name!r}: {len(data.skipped)} bad file(s), listed above, "
-                             f"first {data.skipped[0][0]}; fix them or pass --skip-bad")
+                             f"first {data.skipped[0][0]}: {data.skipped[0][1]}; fix them or pass --skip-bad")
         console.print(f"[yellow]warning:[/] {len(data.skipped)} bad file(s) will be left out (--skip-bad)")
     else:
         console.print(f"[green]ok:[/] {spec.name}: every file read", highlight=False)

@@ -9,10 +9,11 @@ and the file is left out; the host prints how many. Folder-level problems
 (missing root, missing class folder, empty class) always stop: they mean the
 wrong folder, not a few damaged files.
 
-Decoding uses Pillow in a thread pool: Pillow releases the GIL while it
-decodes and resizes, and JPEG ``draft`` mode decodes straight at a reduced
-scale (a 768 px LC25000 image read for a 64 px run is decoded at 1/8), which
-is most of the speed-up.
+Decoding (:mod:`medkd_bench.data.decode`: 8-bit, 16-bit and float PNG/TIFF,
+DICOM) runs in a thread pool: Pillow releases the GIL while it decodes and
+resizes, and JPEG ``draft`` mode decodes straight at a reduced scale (a 768 px
+LC25000 image read for a 64 px run is decoded at 1/8), which is most of the
+speed-up.
 """
 
 from __future__ import annotations
@@ -29,11 +30,19 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from medkd_bench.data.decode import (
+    DICOM_SUFFIXES,
+    PILLOW_SUFFIXES,
+    UnsupportedImage,
+    decode_image,
+    is_image_file,
+)
 from medkd_bench.errors import MedkdError
 from medkd_bench.specs import SplitData
 
-#: File types read as images; anything else in an image folder is a bad file.
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+#: File types read as images (DICOM also by its marker, whatever its name); anything else
+#: in an image folder is a bad file.
+IMAGE_SUFFIXES = PILLOW_SUFFIXES + DICOM_SUFFIXES
 
 
 SKIP_HINT = "fix or remove it, or pass --skip-bad to leave bad files out"
@@ -112,10 +121,12 @@ def list_files(folder: Path) -> list[Path]:
 
 
 def keep_images(files: Iterable[Path], suffixes: Sequence[str] = IMAGE_SUFFIXES) -> list[Path]:
-    """The files with an image suffix; every other entry is reported as a bad file."""
+    """The image files (by suffix, or DICOM by its marker); every other entry is reported as a bad file."""
     kept = []
     for path in files:
-        if path.suffix.lower() in suffixes and path.is_file():
+        wanted = is_image_file(path) if suffixes is IMAGE_SUFFIXES else \
+            path.suffix.lower() in suffixes and path.is_file()
+        if wanted:
             kept.append(path)
         else:
             kind = "a folder" if path.is_dir() else "not an image file"
@@ -191,32 +202,24 @@ def default_threads() -> int:
     return min(16, os.cpu_count() or 1)
 
 
-def decode_image(path: Path, size: int, mode: str) -> np.ndarray:
-    """One file as a ``size`` x ``size`` uint8 array in ``mode`` ('L' grey or 'RGB').
-
-    ``draft`` lets the JPEG decoder scale down by 1/2, 1/4 or 1/8 while
-    decoding (never below ``size``); the antialiased bilinear resize does the rest.
-    """
-    from PIL import Image
-
-    with Image.open(path) as im:
-        im.draft(mode, (size, size))
-        im = im.convert(mode)
-        if im.size != (size, size):
-            im = im.resize((size, size), Image.Resampling.BILINEAR)
-        return np.asarray(im, dtype=np.uint8)
-
-
 def _decode_sample(sample: ImageSample, size: int, mode: str) -> tuple[np.ndarray, dict[str, np.ndarray]] | tuple[Path, str]:
     """Decoded image and masks, or ``(path, problem)`` for the first file that will not decode."""
     try:
         image = decode_image(sample.image, size, mode)
+    except MedkdError:
+        raise  # not about this file (pydicom missing): stops the load whatever --skip-bad says
+    except UnsupportedImage as exc:  # readable, but not one 2-D image: the reason as it is
+        return sample.image, str(exc)
     except Exception as exc:  # Pillow raises OSError, SyntaxError, ValueError... for bad files
         return sample.image, f"unreadable or truncated image ({type(exc).__name__}: {exc})"
     masks = {}
     for name, path in sample.masks.items():
         try:
             masks[name] = decode_image(path, size, "L") > 127
+        except MedkdError:
+            raise
+        except UnsupportedImage as exc:
+            return path, f"{name} mask: {exc}"
         except Exception as exc:
             return path, f"unreadable or truncated {name} mask ({type(exc).__name__}: {exc})"
     return image, masks
