@@ -1,4 +1,4 @@
-"""Images as radiology and pathology exports come: 16-bit PNG, 32-bit float TIFF, DICOM.
+"""Images as radiology and pathology exports come: 16-bit PNG, 32-bit float TIFF, DICOM; stray files.
 
 Fixtures are written by the libraries' own writers (Pillow for PNG/TIFF,
 pydicom for DICOM) with values a clipping reader gets wrong: 16-bit images
@@ -12,10 +12,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from medkd_bench.data.imagefiles import decode_image
 from medkd_bench.registry import load_registry
-from tests.fixture_trees import SIZE, raw16, save_dicom, save_float_tiff, save_png16
+from tests.fixture_trees import SIZE, grey_image, raw16, save_dicom, save_float_tiff, save_png16
 from tests.test_image_folder import add, specs  # noqa: F401  (specs is a fixture)
 
 CLASSES = ("a", "b")
@@ -179,6 +180,33 @@ def test_dicom_without_pydicom_is_one_line_saying_what_to_install(tmp_path, spec
     assert not (tmp_path / "specs" / "nodcm.json").exists()
     with pytest.raises(Exception, match=r'pip install "medkd-bench\[dicom\]"'):
         decode_image(root / "a" / "a_0.dcm", SIZE, "L")
+
+
+def test_stray_files_follow_one_policy_stated_by_datasets_check(tmp_path, specs, run_cli):  # noqa: F811
+    root = tmp_path / "imgs"
+    for label, cls in enumerate(CLASSES):
+        (root / cls).mkdir(parents=True)
+        for i in range(5):
+            Image.fromarray(grey_image(label, i)).save(root / cls / f"{i}.png")
+    # What Windows, macOS and zip tools leave behind is ignored, the same way, wherever it is.
+    (root / "a" / "Thumbs.db").write_bytes(b"\xd0\xcf\x11\xe0 thumbnail cache")
+    (root / "a" / ".DS_Store").write_bytes(b"\0\0\0\1Bud1")
+    (root / "b" / "desktop.ini").write_text("[.ShellClassInfo]\n")
+    (root / "b" / "._0.png").write_bytes(b"\0\5\26\7 AppleDouble")
+    (root / "__MACOSX" / "a").mkdir(parents=True)  # a zip from a Mac: not a third class
+    (root / "__MACOSX" / "a" / "._0.png").write_bytes(b"\0\5\26\7")
+    added = add(run_cli, tmp_path, "tidy", "--folder", str(root), "--val", "0.2", "--test", "0.2")
+    assert added.exit_code == 0, added.err
+    assert "2 classes (a, b)" in added.out
+    check = run_cli(["datasets", "check", "tidy", "--work-dir", str(tmp_path / "work"), "--img-size", "32"])
+    assert check.exit_code == 0, check.err
+    out = " ".join(check.out.split())
+    assert "stray files: 5 system file(s) ignored" in out, out
+    assert "Thumbs.db" in out and "any other file that is not an image is a bad file" in out
+    # Any other stray file is a bad file, in every folder, whether or not --skip-bad is given.
+    (root / "b" / "notes.txt").write_text("scanned twice")
+    strict = run_cli(["datasets", "check", "tidy", "--work-dir", str(tmp_path / "work2"), "--img-size", "32"])
+    assert strict.exit_code == 2 and "notes.txt" in strict.err
 
 
 def test_the_decoded_cache_is_keyed_by_the_decoder_version(tmp_path, monkeypatch):

@@ -9,6 +9,12 @@ and the file is left out; the host prints how many. Folder-level problems
 (missing root, missing class folder, empty class) always stop: they mean the
 wrong folder, not a few damaged files.
 
+Stray files follow one policy (:data:`STRAY_POLICY`): what operating systems
+and archivers leave behind (hidden dot-files such as ``.DS_Store`` and macOS
+``._*`` twins, ``Thumbs.db``, ``desktop.ini``, ``__MACOSX`` folders) is
+ignored everywhere, by listings and digests alike, so it neither fails a run
+nor changes a fingerprint; any other file that is not an image is a bad file.
+
 Decoding (:mod:`medkd_bench.data.decode`: 8-bit, 16-bit and float PNG/TIFF,
 DICOM) runs in a thread pool: Pillow releases the GIL while it decodes and
 resizes, and JPEG ``draft`` mode decodes straight at a reduced scale (a 768 px
@@ -41,8 +47,13 @@ from medkd_bench.errors import MedkdError
 from medkd_bench.specs import SplitData
 
 #: File types read as images (DICOM also by its marker, whatever its name); anything else
-#: in an image folder is a bad file.
+#: in an image folder is a bad file unless it is system clutter (:func:`is_system_file`).
 IMAGE_SUFFIXES = PILLOW_SUFFIXES + DICOM_SUFFIXES
+#: Names operating systems and archivers write next to images, ignored wherever they are (lower case).
+SYSTEM_FILES = ("thumbs.db", "ehthumbs.db", "desktop.ini", "__macosx")
+#: The stray-file policy in one sentence, as ``datasets check`` prints it and the README states it.
+STRAY_POLICY = ("hidden files (.DS_Store, ._*), Thumbs.db, desktop.ini and __MACOSX folders are ignored "
+                "everywhere; any other file that is not an image is a bad file")
 
 
 SKIP_HINT = "fix or remove it, or pass --skip-bad to leave bad files out"
@@ -111,13 +122,46 @@ def require_folder(folder: Path, what: str) -> Path:
     return folder
 
 
+def is_system_file(name: str) -> bool:
+    """Clutter an OS or archiver leaves in any folder: a hidden name or one of :data:`SYSTEM_FILES`.
+
+    Ignored, not reported: a folder copied from Windows (``Thumbs.db``) and one
+    from a Mac (``.DS_Store``) must behave the same, and neither is the user's data.
+    """
+    return name.startswith(".") or name.lower() in SYSTEM_FILES
+
+
+_IGNORED: ContextVar[set[str] | None] = ContextVar("medkd_ignored_files", default=None)
+
+
+@contextlib.contextmanager
+def record_ignored() -> Iterator[set[str]]:
+    """Within the block, every system file skipped by a listing or digest is added to the yielded set."""
+    ignored: set[str] = set()
+    token = _IGNORED.set(ignored)
+    try:
+        yield ignored
+    finally:
+        _IGNORED.reset(token)
+
+
+def _skip(path: Path) -> bool:
+    """True (and recorded) for a system file."""
+    if not is_system_file(path.name):
+        return False
+    recorder = _IGNORED.get()
+    if recorder is not None:
+        recorder.add(str(path))
+    return True
+
+
 def list_files(folder: Path) -> list[Path]:
-    """Every entry of a folder except hidden ones (``.DS_Store`` and the like), sorted by name.
+    """Every entry of a folder except system clutter (``.DS_Store``, ``Thumbs.db``...), sorted by name.
 
     Sorting by name, not by what the file system returns, keeps splits and
     digests identical across machines.
     """
-    return sorted((p for p in folder.iterdir() if not p.name.startswith(".")), key=lambda p: p.name)
+    return sorted((p for p in folder.iterdir() if not _skip(p)), key=lambda p: p.name)
 
 
 def keep_images(files: Iterable[Path], suffixes: Sequence[str] = IMAGE_SUFFIXES) -> list[Path]:
@@ -183,8 +227,8 @@ def folder_digest(folders: Iterable[Path], base: Path) -> dict[str, object]:
     count = 0
     for folder in folders:
         for dirpath, dirnames, filenames in os.walk(folder):
-            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-            for name in sorted(f for f in filenames if not f.startswith(".")):
+            dirnames[:] = sorted(d for d in dirnames if not _skip(Path(dirpath) / d))
+            for name in sorted(f for f in filenames if not _skip(Path(dirpath) / f)):
                 path = Path(dirpath) / name
                 h.update(f"{path.relative_to(base).as_posix()}\t{path.stat().st_size}\n".encode())
                 count += 1
