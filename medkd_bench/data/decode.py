@@ -172,7 +172,8 @@ def read_dicom(path: Path) -> np.ndarray:
     except (UnsupportedImage, MedkdError):
         raise
     except Exception as exc:  # compressed pixel data without its decoder, bad tags: say pydicom's reason
-        raise UnsupportedImage(f"DICOM pixel data not decoded ({type(exc).__name__}: {exc})") from exc
+        reason = " ".join(str(exc).split())  # pydicom's reasons span lines; a bad file is one line
+        raise UnsupportedImage(f"DICOM pixel data not decoded ({type(exc).__name__}: {reason})") from exc
 
 
 def dicom_is_grey(path: Path) -> bool:
