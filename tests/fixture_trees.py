@@ -96,3 +96,55 @@ def medmnist_npz(path: Path, size: int = 28, channels: int = 1, classes: int = 2
     path.parent.mkdir(parents=True, exist_ok=True)
     np.savez_compressed(path, **arrays)
     return path
+
+
+def raw16(label: int, index: int, size: int = SIZE) -> np.ndarray:
+    """A uint16 image spanning about 1,000-60,000, as a radiology export: a class-dependent gradient plus noise.
+
+    Every value is above 255, so a reader that clips to 8 bits sees a blank (all-white) image.
+    """
+    rng = np.random.default_rng([label, index, 16])
+    ramp = np.linspace(0.0, 1.0, size)[None, :] * (0.5 + 0.5 * label)
+    values = 1_000 + 59_000 * np.clip(ramp + rng.uniform(0, 0.5, (size, size)), 0, 1.5) / 1.5
+    return values.astype(np.uint16)
+
+
+def save_png16(path: Path, values: np.ndarray) -> Path:
+    """``values`` (uint16) as a 16-bit greyscale PNG, written by Pillow ('I;16')."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image = Image.fromarray(values.astype(np.uint16))
+    assert image.mode == "I;16"
+    image.save(path)
+    return path
+
+
+def save_float_tiff(path: Path, values: np.ndarray) -> Path:
+    """``values`` as a 32-bit float TIFF (Pillow mode 'F'), as quantitative maps are exported."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image = Image.fromarray(values.astype(np.float32))
+    assert image.mode == "F"
+    image.save(path)
+    return path
+
+
+def save_dicom(path: Path, pixels: np.ndarray, photometric: str = "MONOCHROME2", **elements: object) -> Path:
+    """``pixels`` as a DICOM file written by pydicom: (H, W) one frame, (F, H, W) multi-frame.
+
+    Signed pixels (int16) are stored with Pixel Representation 1; ``elements``
+    adds data elements by keyword (RescaleIntercept, WindowCenter, ...).
+    """
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
+
+    ds = Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID = CTImageStorage
+    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID = generate_uid()
+    ds.Modality = "CT"
+    ds.set_pixel_data(pixels, photometric, 16)
+    for keyword, value in elements.items():
+        setattr(ds, keyword, value)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ds.save_as(path, enforce_file_format=True)
+    return path

@@ -117,3 +117,48 @@ def datasets_add(name, folder, manifest, masks, val, test, seed, channels, img_s
         console.print(f"note: it is not where datasets are looked for; add it to $MEDKD_DATASETS "
                       f"(now {os.environ.get('MEDKD_DATASETS', 'unset: .medkd/datasets/')})",
                       highlight=False, markup=False)
+
+
+@datasets_cmd.command("preview")
+@click.argument("name")
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="PNG file to write, e.g. preview.png.")
+@click.option("--split", type=click.Choice(["train", "val", "test"]), default="train", show_default=True,
+              help="Split to draw from.")
+@click.option("--per-class", type=click.IntRange(1, 16), default=4, show_default=True,
+              help="Images per class (a seeded pick: the same every time).")
+@click.option("--root", "--data-root", "root", type=click.Path(path_type=Path), default=None, envvar="MEDKD_DATA",
+              help="Folder holding the extracted dataset [env: MEDKD_DATA].")
+@click.option("--img-size", type=IMG_SIZE, default=None, help="Decode at this size, 32-1024 px [default: the dataset's].")
+@click.option("--dataset-option", "dataset_options", multiple=True, metavar="DATASET.KEY=VALUE",
+              help="Override a dataset option, e.g. lc25000.seed=1.")
+@click.option("--skip-bad", is_flag=True, help="Leave bad files out (with a warning) instead of stopping.")
+@click.option("--work-dir", type=click.Path(path_type=Path), default=DEFAULT_WORK_DIR, show_default=True,
+              help="Decoded images are read from (and left in) its cache, as for a run.")
+@plugin_option
+def datasets_preview(name, out, split, per_class, root, img_size, dataset_options, skip_bad, work_dir,
+                     plugin_files) -> None:
+    """Draw a grid of a few images per class of dataset NAME exactly as the model receives them.
+
+    The pixels are those of a run: decoded (16-bit and DICOM scaled as documented), resized,
+    grey repeated into three channels and standardised, then mapped back to 0-1 for display.
+    Look at it before a long run: a white, black, inverted or mislabelled class shows at once.
+    """
+    from medkd_bench.data.prepare import prepare
+    from medkd_bench.data.preview import check_out_file, render_preview
+    from medkd_bench.system.files import check_writable
+
+    registry = load_cli_registry(plugin_files)
+    spec = registry.get("dataset", name)
+    options = parse_dataset_options(dataset_options, registry)
+    others = sorted(set(options) - {name})
+    if others:
+        raise MedkdError(f"--dataset-option {others[0]}...: this preview is of dataset {name!r}")
+    check_out_file(out)  # before decoding: a bad path costs nothing
+    cache_dir = None
+    if spec.fingerprint is not None:
+        check_writable(work_dir, "--work-dir")
+        cache_dir = work_dir / "cache"
+    data = prepare(spec, img_size, root, options.get(name, {}), cache_dir=cache_dir, skip_bad=skip_bad)
+    written = render_preview(data, split, per_class, out)
+    console.print(f"preview of {name} ({split}, up to {per_class} per class, {data.img_size} px): {written}",
+                  highlight=False, markup=False)

@@ -6,9 +6,11 @@ So each split is decoded once, into uint8 ``.npy`` files under
 ``<work-dir>/cache/<dataset>/``, and later loads only map those files.
 
 A cache entry is keyed by everything that decides its pixels: dataset name
-and revision, the resolved root, split, image size, options, and the
-dataset's fingerprint (file names and sizes, and the split assignment), so a
-changed copy of the data is decoded anew. An entry is written to a temporary
+and revision, the resolved root, split, image size, options, the dataset's
+fingerprint (file names and sizes, and the split assignment), so a changed
+copy of the data is decoded anew, and the decoder's version
+(:data:`~medkd_bench.data.decode.DECODER_VERSION`), so pixels decoded by an
+older rule (16-bit PNGs clipped to white before version 2) are never served. An entry is written to a temporary
 folder and renamed into place, so an interrupted or failed decode never
 leaves a half-written entry behind.
 """
@@ -25,6 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from medkd_bench.data.decode import DECODER_VERSION
 from medkd_bench.errors import MedkdError
 from medkd_bench.specs import DatasetSpec, SplitData
 from medkd_bench.system.files import atomic_tmp
@@ -37,7 +40,7 @@ def cache_key(spec: DatasetSpec, split: str, size: int, root: Path | None, optio
               fingerprint: Mapping[str, Any] | None) -> str:
     """A short hash of everything that decides a split's decoded pixels."""
     config = {
-        "format": CACHE_FORMAT, "dataset": spec.name, "revision": spec.revision, "split": split, "size": size,
+        "format": CACHE_FORMAT, "decoder": DECODER_VERSION, "dataset": spec.name, "revision": spec.revision, "split": split, "size": size,
         "channels": spec.channels, "masks": list(spec.mask_names),
         "root": str(Path(root).resolve()) if root is not None else None,
         "options": dict(options), "fingerprint": dict(fingerprint or {}),
@@ -95,7 +98,8 @@ class SplitCache:
             np.save(tmp / "labels.npy", data.labels.numpy())
             for name, mask in data.masks.items():
                 np.save(tmp / f"mask-{name}.npy", mask.numpy())
-            meta = {"dataset": self.spec.name, "split": split, "size": self.size, "n": len(data),
+            meta = {"dataset": self.spec.name, "split": split, "size": self.size, "decoder": DECODER_VERSION,
+                    "n": len(data),
                     "masks": list(data.masks), "skipped": [list(s) for s in skipped]}
             (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
             if entry.is_dir() and not (entry / "meta.json").is_file():

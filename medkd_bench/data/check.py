@@ -17,6 +17,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from medkd_bench.data.imagefiles import STRAY_POLICY, record_ignored
 from medkd_bench.data.prepare import SPLITS, PreparedData, dataset_fingerprint, prepare
 from medkd_bench.errors import MedkdError
 from medkd_bench.specs import DatasetSpec
@@ -41,6 +42,18 @@ def counts_table(data: PreparedData) -> Table:
     return table
 
 
+def stray_files_line(ignored: set[str], named: int = 5) -> str:
+    """How many system files were ignored (a few named) and the policy that applies to stray files.
+
+    Stated on every check, not only when something was ignored: the user
+    should know before a ``Thumbs.db`` or a ``notes.txt`` turns up which of the two fails a run.
+    """
+    names = sorted({Path(p).name for p in ignored})
+    found = (f"{len(ignored)} system file(s) ignored ({', '.join(names[:named])}"
+             f"{', ...' if len(names) > named else ''})" if ignored else "no system files found")
+    return f"stray files: {found}; policy: {STRAY_POLICY}"
+
+
 def problems_table(problems: list[tuple[str, str]]) -> Table:
     table = Table(title=f"{len(problems)} bad file(s)", title_style="bold red")
     table.add_column("file", overflow="fold")  # the whole path, wrapped: it is what the user must find
@@ -60,17 +73,20 @@ def check_dataset(spec: DatasetSpec, root: Path | None, img_size: int | None, op
             raise MedkdError(f"dataset {spec.name!r} needs a local copy: pass --root or set MEDKD_DATA")
         if spec.locate is not None:
             console.print(f"{spec.name}: reading {escape(str(spec.locate(Path(root))))}", highlight=False)
-    # Datasets whose spec names their own files (``datasets add``) have a fingerprint and no root.
-    fingerprint = dataset_fingerprint(spec, root, {**spec.options, **options})
-    if fingerprint:
-        console.print("fingerprint: " + ", ".join(f"{k} {v}" for k, v in fingerprint.items()), highlight=False)
-    data = prepare(spec, img_size, root, options, cache_dir=work_dir / "cache", skip_bad=True, warn_skipped=False)
+    with record_ignored() as ignored:  # system files skipped by the listings and digests below
+        # Datasets whose spec names their own files (``datasets add``) have a fingerprint and no root.
+        fingerprint = dataset_fingerprint(spec, root, {**spec.options, **options})
+        if fingerprint:
+            console.print("fingerprint: " + ", ".join(f"{k} {v}" for k, v in fingerprint.items()), highlight=False)
+        data = prepare(spec, img_size, root, options, cache_dir=work_dir / "cache", skip_bad=True,
+                       warn_skipped=False)
     console.print(counts_table(data))
+    console.print(stray_files_line(ignored), highlight=False, markup=False)
     if data.skipped:
         console.print(problems_table(data.skipped))
         if not skip_bad:
             raise MedkdError(f"dataset {spec.name!r}: {len(data.skipped)} bad file(s), listed above, "
-                             f"first {data.skipped[0][0]}; fix them or pass --skip-bad")
+                             f"first {data.skipped[0][0]}: {data.skipped[0][1]}; fix them or pass --skip-bad")
         console.print(f"[yellow]warning:[/] {len(data.skipped)} bad file(s) will be left out (--skip-bad)")
     else:
         console.print(f"[green]ok:[/] {spec.name}: every file read", highlight=False)

@@ -37,7 +37,6 @@ from pathlib import Path
 from typing import Any
 
 from medkd_bench.data.imagefiles import (
-    IMAGE_SUFFIXES,
     ImageSample,
     bad_file,
     folder_digest,
@@ -286,25 +285,22 @@ def read_manifest(path: Path) -> list[dict[str, Any]]:
 
 
 def detect_channels(images: Sequence[Path], sample: int = 16) -> int:
-    """1 when every sampled image is grey (a grey mode, or RGB with equal planes), else 3.
+    """1 when every sampled image is grey (a grey mode, RGB with equal planes, MONOCHROME DICOM), else 3.
 
     Up to ``sample`` images spread over the list are opened (at a reduced JPEG
-    draft size): enough to tell a grey X-ray set from a colour one cheaply.
+    draft size; DICOM headers only): enough to tell a grey X-ray set from a colour one cheaply.
     """
-    import numpy as np
-    from PIL import Image
+    from medkd_bench.data.decode import image_is_grey, is_image_file
 
     step = max(1, len(images) // sample)
-    for path in [p for p in images if p.suffix.lower() in IMAGE_SUFFIXES][::step][:sample]:
+    for path in [p for p in images if is_image_file(p)][::step][:sample]:
         try:
-            with Image.open(path) as im:
-                if im.mode in GREY_MODES:
-                    continue
-                im.draft("RGB", (64, 64))
-                rgb = np.asarray(im.convert("RGB"))
+            grey = image_is_grey(path, GREY_MODES)
+        except MedkdError:
+            raise  # pydicom missing: not this file's fault
         except Exception as exc:  # Pillow raises OSError, SyntaxError, ValueError... for bad files
             bad_file(path, f"unreadable or truncated image ({type(exc).__name__}: {exc})")
             continue
-        if not ((rgb[..., 0] == rgb[..., 1]).all() and (rgb[..., 1] == rgb[..., 2]).all()):
+        if not grey:
             return 3
     return 1

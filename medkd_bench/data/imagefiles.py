@@ -9,10 +9,17 @@ and the file is left out; the host prints how many. Folder-level problems
 (missing root, missing class folder, empty class) always stop: they mean the
 wrong folder, not a few damaged files.
 
-Decoding uses Pillow in a thread pool: Pillow releases the GIL while it
-decodes and resizes, and JPEG ``draft`` mode decodes straight at a reduced
-scale (a 768 px LC25000 image read for a 64 px run is decoded at 1/8), which
-is most of the speed-up.
+Stray files follow one policy (:data:`STRAY_POLICY`): what operating systems
+and archivers leave behind (hidden dot-files such as ``.DS_Store`` and macOS
+``._*`` twins, ``Thumbs.db``, ``desktop.ini``, ``__MACOSX`` folders) is
+ignored everywhere, by listings and digests alike, so it neither fails a run
+nor changes a fingerprint; any other file that is not an image is a bad file.
+
+Decoding (:mod:`medkd_bench.data.decode`: 8-bit, 16-bit and float PNG/TIFF,
+DICOM) runs in a thread pool: Pillow releases the GIL while it decodes and
+resizes, and JPEG ``draft`` mode decodes straight at a reduced scale (a 768 px
+LC25000 image read for a 64 px run is decoded at 1/8), which is most of the
+speed-up.
 """
 
 from __future__ import annotations
@@ -29,11 +36,24 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from medkd_bench.data.decode import (
+    DICOM_SUFFIXES,
+    PILLOW_SUFFIXES,
+    UnsupportedImage,
+    decode_image,
+    is_image_file,
+)
 from medkd_bench.errors import MedkdError
 from medkd_bench.specs import SplitData
 
-#: File types read as images; anything else in an image folder is a bad file.
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+#: File types read as images (DICOM also by its marker, whatever its name); anything else
+#: in an image folder is a bad file unless it is system clutter (:func:`is_system_file`).
+IMAGE_SUFFIXES = PILLOW_SUFFIXES + DICOM_SUFFIXES
+#: Names operating systems and archivers write next to images, ignored wherever they are (lower case).
+SYSTEM_FILES = ("thumbs.db", "ehthumbs.db", "desktop.ini", "__macosx")
+#: The stray-file policy in one sentence, as ``datasets check`` prints it and the README states it.
+STRAY_POLICY = ("hidden files (.DS_Store, ._*), Thumbs.db, desktop.ini and __MACOSX folders are ignored "
+                "everywhere; any other file that is not an image is a bad file")
 
 
 SKIP_HINT = "fix or remove it, or pass --skip-bad to leave bad files out"
@@ -102,20 +122,55 @@ def require_folder(folder: Path, what: str) -> Path:
     return folder
 
 
+def is_system_file(name: str) -> bool:
+    """Clutter an OS or archiver leaves in any folder: a hidden name or one of :data:`SYSTEM_FILES`.
+
+    Ignored, not reported: a folder copied from Windows (``Thumbs.db``) and one
+    from a Mac (``.DS_Store``) must behave the same, and neither is the user's data.
+    """
+    return name.startswith(".") or name.lower() in SYSTEM_FILES
+
+
+_IGNORED: ContextVar[set[str] | None] = ContextVar("medkd_ignored_files", default=None)
+
+
+@contextlib.contextmanager
+def record_ignored() -> Iterator[set[str]]:
+    """Within the block, every system file skipped by a listing or digest is added to the yielded set."""
+    ignored: set[str] = set()
+    token = _IGNORED.set(ignored)
+    try:
+        yield ignored
+    finally:
+        _IGNORED.reset(token)
+
+
+def _skip(path: Path) -> bool:
+    """True (and recorded) for a system file."""
+    if not is_system_file(path.name):
+        return False
+    recorder = _IGNORED.get()
+    if recorder is not None:
+        recorder.add(str(path))
+    return True
+
+
 def list_files(folder: Path) -> list[Path]:
-    """Every entry of a folder except hidden ones (``.DS_Store`` and the like), sorted by name.
+    """Every entry of a folder except system clutter (``.DS_Store``, ``Thumbs.db``...), sorted by name.
 
     Sorting by name, not by what the file system returns, keeps splits and
     digests identical across machines.
     """
-    return sorted((p for p in folder.iterdir() if not p.name.startswith(".")), key=lambda p: p.name)
+    return sorted((p for p in folder.iterdir() if not _skip(p)), key=lambda p: p.name)
 
 
 def keep_images(files: Iterable[Path], suffixes: Sequence[str] = IMAGE_SUFFIXES) -> list[Path]:
-    """The files with an image suffix; every other entry is reported as a bad file."""
+    """The image files (by suffix, or DICOM by its marker); every other entry is reported as a bad file."""
     kept = []
     for path in files:
-        if path.suffix.lower() in suffixes and path.is_file():
+        wanted = is_image_file(path) if suffixes is IMAGE_SUFFIXES else \
+            path.suffix.lower() in suffixes and path.is_file()
+        if wanted:
             kept.append(path)
         else:
             kind = "a folder" if path.is_dir() else "not an image file"
@@ -172,8 +227,8 @@ def folder_digest(folders: Iterable[Path], base: Path) -> dict[str, object]:
     count = 0
     for folder in folders:
         for dirpath, dirnames, filenames in os.walk(folder):
-            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-            for name in sorted(f for f in filenames if not f.startswith(".")):
+            dirnames[:] = sorted(d for d in dirnames if not _skip(Path(dirpath) / d))
+            for name in sorted(f for f in filenames if not _skip(Path(dirpath) / f)):
                 path = Path(dirpath) / name
                 h.update(f"{path.relative_to(base).as_posix()}\t{path.stat().st_size}\n".encode())
                 count += 1
@@ -191,32 +246,24 @@ def default_threads() -> int:
     return min(16, os.cpu_count() or 1)
 
 
-def decode_image(path: Path, size: int, mode: str) -> np.ndarray:
-    """One file as a ``size`` x ``size`` uint8 array in ``mode`` ('L' grey or 'RGB').
-
-    ``draft`` lets the JPEG decoder scale down by 1/2, 1/4 or 1/8 while
-    decoding (never below ``size``); the antialiased bilinear resize does the rest.
-    """
-    from PIL import Image
-
-    with Image.open(path) as im:
-        im.draft(mode, (size, size))
-        im = im.convert(mode)
-        if im.size != (size, size):
-            im = im.resize((size, size), Image.Resampling.BILINEAR)
-        return np.asarray(im, dtype=np.uint8)
-
-
 def _decode_sample(sample: ImageSample, size: int, mode: str) -> tuple[np.ndarray, dict[str, np.ndarray]] | tuple[Path, str]:
     """Decoded image and masks, or ``(path, problem)`` for the first file that will not decode."""
     try:
         image = decode_image(sample.image, size, mode)
+    except MedkdError:
+        raise  # not about this file (pydicom missing): stops the load whatever --skip-bad says
+    except UnsupportedImage as exc:  # readable, but not one 2-D image: the reason as it is
+        return sample.image, str(exc)
     except Exception as exc:  # Pillow raises OSError, SyntaxError, ValueError... for bad files
         return sample.image, f"unreadable or truncated image ({type(exc).__name__}: {exc})"
     masks = {}
     for name, path in sample.masks.items():
         try:
             masks[name] = decode_image(path, size, "L") > 127
+        except MedkdError:
+            raise
+        except UnsupportedImage as exc:
+            return path, f"{name} mask: {exc}"
         except Exception as exc:
             return path, f"unreadable or truncated {name} mask ({type(exc).__name__}: {exc})"
     return image, masks
