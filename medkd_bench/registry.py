@@ -268,5 +268,44 @@ def _check_method(owner: str, spec: MethodSpec) -> None:
     check_space(owner, spec)
 
 
+def describe_spec(registry: Registry, name: str) -> list[dict[str, Any]]:
+    """Every registered spec called ``name`` (one per kind), with its options; a one-line error if none.
+
+    A numeric option without a declared range must be >= 0 (the option parser's rule).
+    """
+    from medkd_bench.tune.space import describe
+
+    found = []
+    for kind, specs in registry.specs.items():
+        spec = specs.get(name)
+        if spec is None:
+            continue
+        ranges = getattr(spec, "option_ranges", {})
+        space = getattr(spec, "search_space", {})
+        options = []
+        for key, default in (getattr(spec, "options", None) or {}).items():
+            low, high = ranges.get(key, (0 if isinstance(default, int | float) and not isinstance(default, bool)
+                                         else None, None))
+            if isinstance(default, bool):
+                allowed = "true or false"
+            elif isinstance(default, int | float):
+                allowed = f"{'-inf' if low is None else f'{low:g}'} .. {'inf' if high is None else f'{high:g}'}"
+            else:
+                allowed = "text"
+            options.append({"name": key, "default": default, "allowed": allowed,
+                            **({"tuned": describe(space[key])} if key in space else {})})
+        found.append({"kind": kind, "name": name, "plugin": registry.owners[(kind, name)],
+                      "description": getattr(spec, "description", ""), "citation": getattr(spec, "citation", ""),
+                      "options": options})
+    if not found:
+        import difflib
+
+        known = sorted({n for specs in registry.specs.values() for n in specs})
+        close = difflib.get_close_matches(name, known, n=3)
+        hint = f" (did you mean {', '.join(close)}?)" if close else " (`medkd-bench plugins` lists them)"
+        raise MedkdError(f"no teacher, student, dataset, explainer or method named {name!r}{hint}")
+    return found
+
+
 def load_registry(plugin_files: Iterable[Path] = (), entry_points: bool = True) -> Registry:
     return collect(make_plugin_manager(plugin_files, entry_points=entry_points))

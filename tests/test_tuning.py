@@ -76,10 +76,11 @@ def test_every_arm_and_the_baseline_get_exactly_n_trials(tuned_run):
     assert "same budget of 3 trials" in tuning
     assert "| ofa-595 (labels only) | 3 (" in tuning and "| visformer-s -> ofa-595 (kd) | 3 (" in tuning
     assert "student rows tuned, 3 trials per arm" in page
-    csv = (tuned_run / "boards" / "results.csv").read_text().splitlines()
-    header = csv[0].split(",")
-    rows = [dict(zip(header, line.split(","), strict=True)) for line in csv[1:]]
-    assert {r["method"]: r["tuned"] for r in rows} == {"teacher": "false", "label-only": "true", "kd": "true"}
+    import csv
+
+    with open(tuned_run / "boards" / "results.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert {r["method"]: r["tuned"] for r in rows} == {"teacher": "False", "label-only": "True", "kd": "True"}
     assert {r["tune_trials"] for r in rows if r["method"] != "teacher"} == {"3"}
 
 
@@ -113,10 +114,41 @@ def test_the_pages_command_and_toml_reproduce_the_tuned_cells_without_tuning(run
     assert sorted(re.findall(r"\b[0-9a-f]{16}\b", by_file.out)) == sorted(hashes)
 
 
+def _tuner_inputs(tuned_run: Path, tmp_path: Path):
+    """A runner over a copy of ``tuned_run``'s work dir (its teacher trained) with its trials removed, and its cells.
+
+    The options are the ones ``run`` builds from ``TUNE``, so the hashes (and the studies' keys) are the same.
+    """
+    import shutil
+
+    from medkd_bench.cli.options import parse_dataset_options
+    from medkd_bench.run.executors.worker import absolute_paths
+    from medkd_bench.run.options import RunOptions
+    from medkd_bench.run.plan import plan
+    from medkd_bench.run.runner import MatrixRunner
+    from medkd_bench.run.store import Store
+    from medkd_bench.system.runtime import resolve_runtime
+
+    shutil.copytree(tuned_run / "work", tmp_path / "work")
+    with sqlite3.connect(tmp_path / "work" / "runs.sqlite") as db:
+        db.execute("DELETE FROM trials")
+    registry = load_registry()
+    dataset_options = [TUNE[i + 1] for i, a in enumerate(TUNE) if a == "--dataset-option"]
+    options = absolute_paths(RunOptions(
+        work_dir=tmp_path / "work", leaderboard_dir=tmp_path / "boards", img_size=32, epochs=1, latency_runs=3,
+        dataset_options=parse_dataset_options(dataset_options, registry), explain_images=3, sanity_images=2))
+    store = Store(tmp_path / "work" / "runs.sqlite")
+    runner = MatrixRunner(registry, options, store, resolve_runtime("auto", "auto", False))
+    cells = plan(registry, "quick", ["visformer-s"], [], [], 0)
+    teacher = next(c for c in cells if c.method == "teacher")
+    assert store.is_done(runner.hash(teacher))  # the CLI's teacher (untuned: its hash is the same), not retrained
+    return runner, cells
+
+
 def test_tuning_never_reads_the_test_split(tuned_run, tmp_path, monkeypatch):
     """Test labels replaced by garbage: the same trials, the same values, the same choices."""
     import medkd_bench.run.computer as computer
-    from tests.helpers import run_main
+    from medkd_bench.tune.session import tune_matrix
 
     real = computer.prepare
 
@@ -127,13 +159,16 @@ def test_tuning_never_reads_the_test_split(tuned_run, tmp_path, monkeypatch):
         return data
 
     monkeypatch.setattr(computer, "prepare", garbled)
-    assert run_main([*TUNE, *_dirs(tmp_path)]) == 0
+    runner, cells = _tuner_inputs(tuned_run, tmp_path)
+    tune_matrix(runner, cells, None, 3, 0)
+    assert runner.data("synthetic-cxr").splits["test"].labels.tolist() != []  # the garbled data was used
+    runner.store.close()
     assert _trials(tmp_path / "work") == _trials(tuned_run / "work")
 
 
 def test_an_interrupted_tuning_resumes_without_repeating_finished_trials(tuned_run, tmp_path, monkeypatch):
     import medkd_bench.tune.study as study
-    from tests.helpers import run_main
+    from medkd_bench.tune.session import tune_matrix
 
     real = study.run_trial
     calls = {"n": 0, "interrupt_at": 5}
@@ -145,12 +180,27 @@ def test_an_interrupted_tuning_resumes_without_repeating_finished_trials(tuned_r
         return real(*args, **kwargs)
 
     monkeypatch.setattr(study, "run_trial", interrupted)
-    assert run_main([*TUNE, *_dirs(tmp_path)]) == 130
+    runner, cells = _tuner_inputs(tuned_run, tmp_path)
+    with pytest.raises(KeyboardInterrupt):
+        tune_matrix(runner, cells, None, 3, 0)
     assert len(_trials(tmp_path / "work")) == 4  # the baseline's 3 trials and the kd arm's first
     calls.update(n=0, interrupt_at=-1)
-    assert run_main([*TUNE, *_dirs(tmp_path)]) == 0
+    results = tune_matrix(runner, cells, None, 3, 0)
     assert calls["n"] == 2  # the kd arm's last two trials, nothing repeated
+    runner.store.close()
     assert _trials(tmp_path / "work") == _trials(tuned_run / "work")  # and what an uninterrupted run chose
+    assert {r.arm.key for r in results} == ARMS
+
+
+def test_the_cli_stops_an_interrupted_tuning_with_130_and_keeps_its_trials(run_cli, tmp_path, monkeypatch):
+    import medkd_bench.tune.study as study
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(study, "run_trial", interrupted)
+    result = run_cli([*TUNE, "--epochs", "1", *_dirs(tmp_path)])
+    assert result.exit_code == 130
 
 
 @pytest.mark.parametrize("flag, says", [
@@ -166,3 +216,18 @@ def test_a_bad_tuned_option_is_one_line_before_any_work(run_cli, dirs, tmp_path,
     assert result.err.strip().startswith("error: --tuned-option") and says in result.err
     assert len(result.err.strip().splitlines()) == 1
     assert not (tmp_path / "work").exists()
+
+
+def test_plugins_show_lists_a_methods_options_ranges_and_search_space(run_cli):
+    import json
+
+    shown = run_cli(["plugins", "show", "dkd"])
+    assert shown.exit_code == 0, shown.err
+    assert "--method-option dkd.KEY=VALUE" in shown.out and "log-uniform 0.5 .. 16" in shown.out
+    assert "0.01 .. 100" in shown.out and "learning rate" in shown.out
+    (spec,) = json.loads(run_cli(["plugins", "show", "dkd", "--json"]).out)
+    beta = next(o for o in spec["options"] if o["name"] == "beta")
+    assert beta == {"name": "beta", "default": 8.0, "allowed": "0 .. inf", "tuned": "log-uniform 0.5 .. 16"}
+    typo = run_cli(["plugins", "show", "dkdd"])
+    assert typo.exit_code == 2 and "did you mean dkd" in typo.err and len(typo.err.strip().splitlines()) == 1
+    assert run_cli(["plugins"]).exit_code == 0  # the listing without a subcommand stays

@@ -12,11 +12,14 @@ from medkd_bench.cli.app import cli, console, load_cli_registry
 from medkd_bench.cli.options import plugin_option
 
 
-@cli.command("plugins")
+@cli.group("plugins", invoke_without_command=True)
 @plugin_option
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-def plugins_cmd(plugin_files, as_json) -> None:
-    """List plugins: origin, version and what each registers."""
+@click.pass_context
+def plugins_cmd(ctx, plugin_files, as_json) -> None:
+    """List plugins: origin, version and what each registers (`plugins show NAME`: one spec's options)."""
+    if ctx.invoked_subcommand is not None:
+        return
     registry = load_cli_registry(plugin_files)
     if as_json:
         click.echo(json.dumps([p.__dict__ for p in registry.plugins], indent=2))
@@ -62,3 +65,40 @@ def add_plugin(kind, name, standalone_dir, timm_model, target_layer, repo_root) 
     console.print("next:", highlight=False)
     for step in result.next_steps:
         console.print(f"  {step}", highlight=False, markup=False)
+
+
+@plugins_cmd.command("show")
+@click.argument("name")
+@plugin_option
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def plugins_show(name, plugin_files, as_json) -> None:
+    """What a registered teacher, student, dataset, explainer or method NAME is, and its options.
+
+    Options come with their defaults, allowed ranges and, for methods, the range
+    ``run --tune`` searches: what ``--method-option`` and ``--dataset-option`` accept.
+    """
+    from medkd_bench.registry import describe_spec
+
+    registry = load_cli_registry(plugin_files)
+    found = describe_spec(registry, name)
+    if as_json:
+        click.echo(json.dumps(found, indent=2, default=str))
+        return
+    for spec in found:
+        console.print(f"[bold]{spec['kind']} {spec['name']}[/] (plugin {spec['plugin']})", highlight=False)
+        for key in ("description", "citation"):
+            if spec.get(key):
+                console.print(f"  {key}: {spec[key]}", highlight=False, markup=False)
+        if spec["options"]:
+            flag = {"method": "--method-option", "dataset": "--dataset-option"}.get(spec["kind"], "")
+            table = Table("option", "default", "allowed", "tuned over (--tune)" if spec["kind"] == "method" else "",
+                          title=f"set with {flag} {name}.KEY=VALUE" if flag else None)
+            for o in spec["options"]:
+                table.add_row(o["name"], repr(o["default"]), o["allowed"], o.get("tuned", ""))
+            console.print(table)
+        if spec["kind"] == "method":
+            from medkd_bench.tune.space import LR_FACTOR
+
+            console.print(f"  run --tune also searches the student's learning rate (train.lr, its default "
+                          f"/{LR_FACTOR:g} to x{LR_FACTOR:g}) for every method and the label-only baseline",
+                          highlight=False)

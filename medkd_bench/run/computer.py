@@ -20,6 +20,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from medkd_bench.data.decode import DECODER_VERSION
 from medkd_bench.data.prepare import PreparedData, dataset_fingerprint, prepare
 from medkd_bench.distill.method import Distillation, bind_method, method_options
 from medkd_bench.distill.taps import TARGET_LAYERS, feature_layers
@@ -138,6 +139,8 @@ class CellComputer:
             if name not in self._fingerprints:
                 self._fingerprints[name] = dataset_fingerprint(spec, self.options.data_root, options)
             config["files"] = self._fingerprints[name]
+            # How their pixels were decoded: cells trained on 16-bit files read as white (decoder 1) retrain.
+            config["decoder"] = DECODER_VERSION
         return config
 
     def config(self, cell: Cell, params: dict[str, Any] | None = None) -> dict[str, Any]:
