@@ -237,6 +237,20 @@ def test_bit_flipped_saliency_maps_are_computed_again(run_cli, quick_run):
     assert after.metrics["agreement"] == before.metrics["agreement"]
 
 
+def test_explain_refuses_a_bit_flipped_checkpoint(run_cli, quick_run):
+    dirs = ["--work-dir", str(quick_run / "work"), "--leaderboard-dir", str(quick_run / "boards")]
+    with _store(quick_run) as store:
+        kd = {c.method: c for c in store.cells()}["kd"]
+    checkpoint = quick_run / "work" / "checkpoints" / f"{kd.hash}.safetensors"
+    _flip(checkpoint, -5)
+    pictures = sorted((quick_run / "boards").rglob("*.png"))
+    result = run_cli(["explain", "--dataset", "synthetic-cxr", "--teacher", "visformer-s", "--student", "ofa-595",
+                      "--explainer", "grad-cam", "--images", "1", *dirs])
+    assert result.exit_code == 2, result.out + result.err
+    _one_line_error(result, f"checkpoint {checkpoint}", "SHA-256 differs from the store's")
+    assert sorted((quick_run / "boards").rglob("*.png")) == pictures  # no panel from damaged weights
+
+
 def test_maps_without_a_recorded_digest_or_outside_0_1_are_computed_again(tmp_path, capsys):
     """Behind the SHA-256, the content checks stay: maps the record vouches for must still lie within [0, 1]."""
     from medkd_bench.system.digests import write_recorded
