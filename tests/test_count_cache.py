@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -11,7 +12,7 @@ import pytest
 import torch
 
 import medkd_bench.evaluate.cost as cost
-from medkd_bench.evaluate.count_cache import COUNTS_FILE, count_key
+from medkd_bench.evaluate.count_cache import COUNTS_FILE, FORMAT, count_key
 from medkd_bench.registry import load_registry
 from medkd_bench.run.cells import Cell
 from medkd_bench.run.computer import CellComputer
@@ -95,7 +96,8 @@ print(json.dumps(computer.cost_of(cell, registry.get("teacher", "file-teacher").
     assert json.loads(out.stdout.strip().splitlines()[-1]) == first
 
 
-@pytest.mark.parametrize("damage", ["truncated", "garbage", "nan entry", "nan file", "wrong shape"])
+@pytest.mark.parametrize("damage", ["truncated", "garbage", "nan entry", "nan file", "wrong shape", "one digit",
+                                    "no digest", "older format"])
 def test_a_damaged_cache_is_counted_again_with_a_warning_naming_it(registry, tmp_path, counted, capsys, damage):
     first = _computer(registry, tmp_path).cost_of(CELL, _model(registry), timed=False)
     path = tmp_path / COUNTS_FILE
@@ -110,8 +112,18 @@ def test_a_damaged_cache_is_counted_again_with_a_warning_naming_it(registry, tmp
         path.write_text(json.dumps(doc))  # json writes NaN; the cache itself never does
     elif damage == "nan file":
         path.write_text("NaN")
+    elif damage == "one digit":  # 7.60M parameters published as 1.60M: valid JSON, a plausible number
+        changed = re.sub(r'("params_m": )(\d)', lambda m: m[1] + str((int(m[2]) + 6) % 10), text, count=1)
+        assert changed != text
+        path.write_text(changed)
+    elif damage == "no digest":  # a hand-edited or older file: figures nobody can vouch for
+        doc = json.loads(text)
+        doc["counts"][count_key("file-teacher", "1", 32, 3)] = {"params_m": 1.6, "gmacs": 0.5}
+        path.write_text(json.dumps(doc))
+    elif damage == "older format":  # format 1 kept no SHA-256: its figures are not trusted
+        path.write_text(json.dumps({"format": 1, "counts": {count_key("file-teacher", "1", 32, 3): first}}))
     else:
-        path.write_text(json.dumps({"format": 1, "counts": [1, 2]}))
+        path.write_text(json.dumps({"format": FORMAT, "counts": [1, 2]}))
     capsys.readouterr()
     again = _computer(registry, tmp_path).cost_of(CELL, _model(registry), timed=False)
     assert again == first and counted == [32, 32]  # counted again, to the same figures

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -78,3 +79,49 @@ def test_generated_datasets_are_not_cached(tmp_path: Path):
     spec = REGISTRY.datasets["synthetic-cxr"]
     prepare(spec, 32, None, {"n_train": 6, "n_val": 3, "n_test": 3}, cache_dir=tmp_path / "cache")
     assert not (tmp_path / "cache").exists()
+
+
+def _test_entry(cache: Path, name: str) -> Path:
+    (entry,) = [e for e in _entries(cache, name) if e.name.startswith("test-")]
+    return entry
+
+
+def test_a_bit_flipped_cache_file_is_decoded_again(tmp_path: Path, capsys):
+    """One byte of a cached labels.npy flipped (0 -> 255): never a test label 255, always a warning naming it."""
+    covid_tree(tmp_path / "data")
+    spec = REGISTRY.datasets["covid-qu-ex"]
+    cache = tmp_path / "cache"
+    first = prepare(spec, 32, tmp_path / "data", {}, cache_dir=cache)
+    labels_file = _test_entry(cache, "covid-qu-ex") / "labels.npy"
+    labels = np.load(labels_file)
+    raw = bytearray(labels_file.read_bytes())
+    raw[len(raw) - labels.nbytes + labels.itemsize * int(np.argmin(labels))] ^= 0xFF  # its low byte: 0 -> 255
+    labels_file.write_bytes(bytes(raw))
+    assert np.load(labels_file).max() == 255  # np.load takes it silently
+    capsys.readouterr()
+    second = prepare(spec, 32, tmp_path / "data", {}, cache_dir=cache)
+    for split in ("train", "val", "test"):
+        assert torch.equal(first.splits[split].labels, second.splits[split].labels)
+        assert torch.equal(first.splits[split].images, second.splits[split].images)
+    err = capsys.readouterr().err.replace("\n", "")
+    assert f"data cache {labels_file} is damaged (its SHA-256 differs" in err and "decoding it again" in err
+    assert np.array_equal(np.load(labels_file), labels)  # written again, whole
+    prepare(spec, 32, tmp_path / "data", {}, cache_dir=cache)
+    assert capsys.readouterr().err == ""  # and read back silently
+
+
+def test_an_entry_is_used_only_for_the_key_it_was_written_for(tmp_path: Path, capsys):
+    """A folder name is only an address: an entry whose recorded key differs (moved, copied) is decoded again."""
+    covid_tree(tmp_path / "data")
+    spec = REGISTRY.datasets["covid-qu-ex"]
+    cache = tmp_path / "cache"
+    first = prepare(spec, 32, tmp_path / "data", {}, cache_dir=cache)
+    entries = {e.name.split("-")[0]: e for e in _entries(cache, "covid-qu-ex")}
+    shutil.rmtree(entries["test"])
+    shutil.copytree(entries["val"], entries["test"])  # the val split where the test split should be
+    capsys.readouterr()
+    second = prepare(spec, 32, tmp_path / "data", {}, cache_dir=cache)
+    assert torch.equal(first.splits["test"].labels, second.splits["test"].labels)
+    assert torch.equal(first.splits["test"].images, second.splits["test"].images)
+    err = capsys.readouterr().err.replace("\n", "")
+    assert f"data cache {entries['test']}" in err and "decoding it again" in err

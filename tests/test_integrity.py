@@ -168,6 +168,114 @@ def test_damaged_saliency_maps_are_computed_again(tmp_path, capsys):
     assert not path.exists() or path.stat().st_size == 0  # NaN maps are never cached
 
 
+# ---- bit flips: every artifact is checked by the SHA-256 recorded when it was written ----------------
+
+
+def _flip(path: Path, offset: int, mask: int = 0xFF) -> None:
+    """XOR one byte of ``path`` (a negative offset counts from the end): same size, no truncation."""
+    raw = bytearray(path.read_bytes())
+    raw[offset] ^= mask
+    path.write_bytes(bytes(raw))
+
+
+def _flip_sign_of_every_7th_float(path: Path, floats: bytes) -> None:
+    """Flip the sign bit of every 7th float32 of ``floats`` where those bytes lie in ``path``."""
+    raw = bytearray(path.read_bytes())
+    start = raw.find(floats)
+    assert start >= 0, "the tensor's bytes are stored as they are"
+    for i in range(0, len(floats) // 4, 7):
+        raw[start + 4 * i + 3] ^= 0x80  # little-endian: the sign is the top bit of the fourth byte
+    path.write_bytes(bytes(raw))
+
+
+def test_bit_flipped_soft_targets_are_computed_again(run_cli, quick_run):
+    import torch
+
+    dirs = ["--work-dir", str(quick_run / "work"), "--leaderboard-dir", str(quick_run / "boards")]
+    work = quick_run / "work"
+    with _store(quick_run) as store:
+        before = {c.method: c for c in store.cells()}
+    (soft,) = (work / "soft_targets").glob("*.pt")
+    good = torch.load(soft, weights_only=True)
+    _flip_sign_of_every_7th_float(soft, good.numpy().tobytes())
+    damaged = torch.load(soft, weights_only=True)  # torch.load does not check the zip's CRCs
+    assert not torch.equal(damaged, good) and bool(torch.isfinite(damaged).all())
+    # A flipped byte in the KD cell's checkpoint retrains it, which reads the soft targets again.
+    _flip(work / "checkpoints" / f"{before['kd'].hash}.safetensors", -5)
+    result = run_cli([*QUICK, "--explainers", "all", *dirs])
+    assert result.exit_code == 0, result.err
+    err = result.err.replace("\n", "")
+    assert f"soft targets {soft} are damaged (its SHA-256 differs" in err
+    assert torch.equal(torch.load(soft, weights_only=True), good)  # computed again from the teacher
+    with _store(quick_run) as store:
+        kd = {c.method: c for c in store.cells()}["kd"]
+    assert kd.finished_at > before["kd"].finished_at
+    assert kd.config == before["kd"].config  # the same config hash
+    assert kd.metrics["test_predictions"] == before["kd"].metrics["test_predictions"]
+
+
+def test_bit_flipped_saliency_maps_are_computed_again(run_cli, quick_run):
+    """One high byte flipped in the teacher's maps (a value like -2.4 in maps within [0, 1]) changes nothing stored."""
+    dirs = ["--work-dir", str(quick_run / "work"), "--leaderboard-dir", str(quick_run / "boards")]
+    work = quick_run / "work"
+    with _store(quick_run) as store:
+        cells = {c.method: c for c in store.cells()}
+        before = store.explanation(cells["kd"].hash, "grad-cam", 3, 0)
+    teacher_maps = work / "maps" / f"{cells['teacher'].hash}-grad-cam-3.npy"
+    good = np.load(teacher_maps)
+    _flip(teacher_maps, -good.nbytes + 4 * int(np.argmax(good.reshape(-1) > 0.1)) + 3)
+    assert np.load(teacher_maps).min() < 0  # np.load takes it silently
+    with sqlite3.connect(work / "runs.sqlite") as db:  # the KD cell's agreement is computed again
+        db.execute("DELETE FROM explanations WHERE cell_hash = ? AND explainer = 'grad-cam'", (cells["kd"].hash,))
+    result = run_cli([*QUICK, "--explainers", "grad-cam", *dirs])
+    assert result.exit_code == 0, result.err
+    assert f"saliency maps {teacher_maps} are damaged (its SHA-256 differs" in result.err.replace("\n", "")
+    assert np.array_equal(np.load(teacher_maps), good)
+    with _store(quick_run) as store:
+        after = store.explanation(cells["kd"].hash, "grad-cam", 3, 0)
+    assert after.status == "done"
+    assert after.metrics["agreement"] == before.metrics["agreement"]
+
+
+def test_explain_refuses_a_bit_flipped_checkpoint(run_cli, quick_run):
+    dirs = ["--work-dir", str(quick_run / "work"), "--leaderboard-dir", str(quick_run / "boards")]
+    with _store(quick_run) as store:
+        kd = {c.method: c for c in store.cells()}["kd"]
+    checkpoint = quick_run / "work" / "checkpoints" / f"{kd.hash}.safetensors"
+    _flip(checkpoint, -5)
+    pictures = sorted((quick_run / "boards").rglob("*.png"))
+    result = run_cli(["explain", "--dataset", "synthetic-cxr", "--teacher", "visformer-s", "--student", "ofa-595",
+                      "--explainer", "grad-cam", "--images", "1", *dirs])
+    assert result.exit_code == 2, result.out + result.err
+    _one_line_error(result, f"checkpoint {checkpoint}", "SHA-256 differs from the store's")
+    assert sorted((quick_run / "boards").rglob("*.png")) == pictures  # no panel from damaged weights
+
+
+def test_maps_without_a_recorded_digest_or_outside_0_1_are_computed_again(tmp_path, capsys):
+    """Behind the SHA-256, the content checks stay: maps the record vouches for must still lie within [0, 1]."""
+    from medkd_bench.system.digests import write_recorded
+
+    explanations = CellExplanations(SimpleNamespace(options=SimpleNamespace(work_dir=tmp_path)))
+    path = explanations.maps_path("abc", "grad-cam", 2)
+    good = np.random.default_rng(0).random((2, 4, 4)).astype(np.float32)
+
+    def save(maps: np.ndarray):
+        def write(tmp: Path) -> None:
+            with open(tmp, "wb") as fh:
+                np.save(fh, maps)
+        return write
+
+    path.parent.mkdir(parents=True)
+    save(good)(path)  # as an older version wrote them: no record beside them
+    assert np.array_equal(explanations._cached_maps(path, 2, lambda: good * 1), good)
+    assert f"saliency maps {path} are unverifiable" in capsys.readouterr().err.replace("\n", "")
+    write_recorded(path, save(good - 3))  # recorded, but not maps
+    assert np.array_equal(explanations._cached_maps(path, 2, lambda: good * 1), good)
+    assert "outside [0, 1]" in capsys.readouterr().err
+    assert np.array_equal(explanations._cached_maps(path, 2, lambda: pytest.fail("computed again")), good)
+    assert capsys.readouterr().err == ""  # whole again: read silently
+
+
 @pytest.mark.parametrize("content", [b"", b"this is not an sqlite database, just bytes" * 20])
 def test_an_empty_or_damaged_store_is_a_one_line_error(run_cli, dirs, tmp_path, content):
     store = tmp_path / "work" / "runs.sqlite"

@@ -9,9 +9,13 @@ cost table (:mod:`medkd_bench.nas.cost_table`).
 
 The file is written atomically (:func:`~medkd_bench.system.files.atomic_write_text`)
 after re-reading it, so two workers adding different keys lose at most one
-entry to a race, which is then counted again. A file or entry that cannot be
-read back (truncated, garbage, a non-finite number) is counted again with a
-warning naming the file: a cache never decides a published figure.
+entry to a race, which is then counted again. Each entry carries the SHA-256
+of its key and figures (:func:`~medkd_bench.system.digests.json_digest`), so
+the file verifies itself: one changed digit (1.60M parameters for a 7.60M
+model) no longer matches, and neither does an entry without one. Such an
+entry, or a file that cannot be read back (truncated, garbage, another
+format), is counted again with a warning naming the file; finite,
+non-negative figures stay a second check. A cache never decides a published figure.
 """
 
 from __future__ import annotations
@@ -26,12 +30,13 @@ from torch import nn
 
 from medkd_bench.errors import one_line
 from medkd_bench.evaluate.cost import size_metrics
+from medkd_bench.system.digests import json_digest
 from medkd_bench.system.files import atomic_write_text
 from medkd_bench.system.messages import warn
 
 COUNTS_FILE = "fvcore_counts.json"
-#: Bump when an entry's meaning changes: a file of another format is read as empty.
-FORMAT = 1
+#: Bump when an entry's meaning changes: a file of another format is counted again (2: entries carry a SHA-256).
+FORMAT = 2
 #: The figures an entry holds, as :func:`~medkd_bench.evaluate.cost.size_metrics` returns them.
 FIGURES = ("params_m", "gmacs")
 
@@ -62,6 +67,11 @@ class CountCache:
             return {}
         try:
             doc = json.loads(self.path.read_text())
+            if isinstance(doc, dict) and isinstance(doc.get("format"), int) and doc["format"] < FORMAT:
+                if loud:
+                    warn(f"fvcore count cache {self.path} is unverifiable (format {doc['format']}, written before "
+                         "counts carried a SHA-256): counting again")
+                return {}
             if not isinstance(doc, dict) or doc.get("format") != FORMAT or not isinstance(doc.get("counts"), dict):
                 raise ValueError(f"not a format-{FORMAT} table of counts")
             return doc["counts"]
@@ -75,6 +85,10 @@ class CountCache:
         entry = self._entries(loud=True).get(key)
         if entry is None:
             return None
+        if not _sealed(key, entry):
+            warn(f"fvcore count cache {self.path}: entry {key!r} is damaged (its SHA-256 is missing or differs "
+                 "from its figures'): counting again")
+            return None
         counts = _valid(entry)
         if counts is None:
             warn(f"fvcore count cache {self.path}: entry {key!r} is damaged ({entry!r:.80}): counting again")
@@ -82,13 +96,24 @@ class CountCache:
 
     def put(self, key: str, counts: dict[str, float]) -> None:
         """Add ``key`` to what the file holds now (damaged entries dropped); a failed write only warns."""
-        entries = {k: v for k, v in self._entries(loud=False).items() if _valid(v) is not None}
-        entries[key] = {name: float(counts[name]) for name in FIGURES}
+        entries = {k: v for k, v in self._entries(loud=False).items() if _sealed(k, v) and _valid(v) is not None}
+        figures = {name: float(counts[name]) for name in FIGURES}
+        entries[key] = {**figures, "sha256": json_digest([key, figures])}
         try:
             atomic_write_text(self.path, json.dumps({"format": FORMAT, "counts": entries}, indent=1,
                                                     sort_keys=True, allow_nan=False) + "\n")
         except OSError as exc:
             warn(f"fvcore count cache {self.path} not written ({one_line(exc)}): the next process counts again")
+
+
+def _sealed(key: str, entry: Any) -> bool:
+    """Whether ``entry`` carries the SHA-256 of ``key`` and its own figures, as :meth:`CountCache.put` wrote it."""
+    if not isinstance(entry, dict) or not isinstance(entry.get("sha256"), str):
+        return False
+    try:
+        return entry["sha256"] == json_digest([key, {name: entry.get(name) for name in FIGURES}])
+    except (TypeError, ValueError):  # a NaN or a value JSON cannot hold: not what was written
+        return False
 
 
 def _valid(entry: Any) -> dict[str, float] | None:

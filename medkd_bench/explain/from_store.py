@@ -12,7 +12,18 @@ from medkd_bench.data.prepare import PreparedData
 from medkd_bench.errors import MedkdError
 from medkd_bench.explain.maps import compute_maps, explanation_sample
 from medkd_bench.explain.panels import panel_rows, render_panel
+from medkd_bench.run.artifacts import checkpoint_problem
 from medkd_bench.system.runtime import Runtime
+
+
+def _checked_checkpoint(record: Any, work_dir: Path) -> Path:
+    """A finished cell's checkpoint, if it has the SHA-256 the store recorded (as ``run`` checks it); else one line."""
+    path = work_dir / "checkpoints" / f"{record.hash}.safetensors"
+    problem = checkpoint_problem(path, record.artifacts)
+    if problem is not None:
+        raise MedkdError(f"checkpoint {path} of {record.method} cell {record.hash} is {problem}; "
+                         "rerun `medkd-bench run` to train the cell again")
+    return path
 
 
 def _load_finished(registry: Any, record: Any, data: PreparedData, device: torch.device,
@@ -20,9 +31,7 @@ def _load_finished(registry: Any, record: Any, data: PreparedData, device: torch
     from safetensors.torch import load_file
 
     spec = registry.get(record.config["model"]["role"], record.config["model"]["name"])
-    path = work_dir / "checkpoints" / f"{record.hash}.safetensors"
-    if not path.is_file():
-        raise MedkdError(f"checkpoint {path} of {record.method} cell {record.hash} is missing; rerun the matrix")
+    path = _checked_checkpoint(record, work_dir)
     model = spec.build(data.num_classes, data.img_size)
     model.load_state_dict(load_file(str(path)))
     return model.to(device).eval()
@@ -67,10 +76,11 @@ def panel_from_store(
     sample = explanation_sample(data, images_per_class * data.num_classes, seed=kd.seed)
     rows = panel_rows(data, sample, images_per_class)
     indices = [sample[r] for r in rows]
+    cells = [(title, record) for title, record in cells if record is not None]
+    for _, record in cells:  # every checkpoint checked before any map is computed: a damaged one refuses the panel
+        _checked_checkpoint(record, work_dir)
     columns = []
     for title, record in cells:
-        if record is None:
-            continue
         model = _load_finished(registry, record, data, runtime.device, work_dir)
         model_spec = registry.get(record.config["model"]["role"], record.config["model"]["name"])
         columns.append((title, compute_maps(model_spec, model, explainer_spec, data, indices,

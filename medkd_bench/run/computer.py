@@ -29,15 +29,14 @@ from medkd_bench.evaluate.cost import timed_metrics
 from medkd_bench.evaluate.count_cache import cached_size_metrics
 from medkd_bench.evaluate.metrics import classification_metrics
 from medkd_bench.registry import Registry
+from medkd_bench.run.artifacts import read_soft_targets, write_soft_targets
 from medkd_bench.run.cells import Cell, teacher_cell_of
 from medkd_bench.run.config import SCHEMA_VERSION, config_hash
 from medkd_bench.run.options import RunOptions
 from medkd_bench.specs import ModelSpec, TeacherSpec, TrainSettings
 from medkd_bench.system.files import atomic_write, sha256_file
-from medkd_bench.system.messages import warn
 from medkd_bench.system.runtime import Runtime, machine_description, package_versions
 from medkd_bench.system.weights import file_digest, load_weights_file
-from medkd_bench.train.finite import require_finite
 from medkd_bench.train.loop import EpochCallback, TrainResult, fit, steps_per_epoch_of
 from medkd_bench.train.optim import adamw_implementation, grad_norm_implementation
 from medkd_bench.train.predict import split_outputs, teacher_soft_targets
@@ -228,19 +227,20 @@ class CellComputer:
     def soft_targets(self, teacher_cell: Cell) -> torch.Tensor:
         """The teacher's logits on the training images (``(2, N, C)``, plain and flipped), cached on disk.
 
-        A cached file that cannot be read, has the wrong shape or holds a
-        non-finite value is computed again, with a warning naming it.
+        A cached file whose SHA-256 is not the one recorded when it was written,
+        or that has the wrong shape or a non-finite value, is computed again with
+        a warning naming it (:func:`~medkd_bench.run.artifacts.read_soft_targets`).
         """
         h = self.hash(teacher_cell)
         if h not in self._soft_targets:
             data = self.data(teacher_cell.dataset)
             path = self.options.work_dir / "soft_targets" / f"{h}.pt"
             expected = (2, len(data.splits["train"].labels), data.num_classes)
-            cached = _read_soft_targets(path, expected) if path.is_file() else None
+            cached = read_soft_targets(path, expected) if path.is_file() else None
             if cached is None:
                 teacher = self.load_checkpoint(teacher_cell)
                 cached = teacher_soft_targets(teacher, data, self.runtime_for(self.model_spec(teacher_cell)))
-                atomic_write(path, lambda tmp: torch.save(cached, tmp))
+                write_soft_targets(path, cached)
             self._soft_targets[h] = cached
         return self._soft_targets[h]
 
@@ -391,14 +391,3 @@ def built(spec: ModelSpec, model: Any, builder: str = "build()") -> nn.Module:
         raise MedkdError(f"{kind} {spec.name!r}: {builder} returned {type(model).__name__}, expected torch.nn.Module")
     return model
 
-
-def _read_soft_targets(path: Path, shape: tuple[int, ...]) -> torch.Tensor | None:
-    """Cached soft targets if they are whole, of ``shape`` and finite; None (after a warning) otherwise."""
-    try:
-        logits = torch.load(path, weights_only=True)
-        if not isinstance(logits, torch.Tensor) or tuple(logits.shape) != shape:
-            raise ValueError(f"expected a tensor of shape {shape}")
-        return require_finite(logits, "cached soft targets")
-    except Exception as exc:
-        warn(f"soft targets {path} are damaged ({one_line(exc)}): computing them again")
-        return None

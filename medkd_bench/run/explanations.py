@@ -34,7 +34,8 @@ from medkd_bench.run.config import SCHEMA_VERSION, config_hash
 from medkd_bench.run.options import Reporter, RunOptions
 from medkd_bench.run.store import Store, StoreError
 from medkd_bench.specs import ModelSpec
-from medkd_bench.system.files import atomic_write, path_inside
+from medkd_bench.system.digests import verified, write_recorded
+from medkd_bench.system.files import path_inside
 from medkd_bench.system.messages import warn
 from medkd_bench.system.runtime import Runtime
 from medkd_bench.train.finite import require_finite_array
@@ -78,15 +79,19 @@ class CellExplanations:
         return path_inside(self.maps_dir, f"{key}-{explainer}-{n_images}.npy")
 
     def _cached_maps(self, path: Path, n_images: int, compute: Callable[[], np.ndarray | None]) -> np.ndarray | None:
-        """Maps from ``path`` if whole and finite, else ``compute()``d, checked and cached (None if it gives none)."""
-        if path.is_file():
+        """Maps from ``path`` if they are the bytes written, else ``compute()``d, checked and cached (None if none).
+
+        Cached maps are used only if their SHA-256 is the one recorded when they
+        were written (:mod:`medkd_bench.system.digests`: ``np.load`` takes any
+        bytes of the right length), and then only if they are ``n_images`` finite
+        maps within [0, 1]; otherwise they are computed again, with a warning.
+        """
+        then = "computing them again"
+        if path.is_file() and verified(path, "saliency maps", then, plural=True):
             try:
-                maps = np.load(path)
-                if maps.ndim != 3 or len(maps) != n_images:
-                    raise ValueError(f"expected {n_images} maps, found an array of shape {maps.shape}")
-                return require_finite_array(maps, "cached maps")
+                return _checked_maps(np.load(path), n_images)
             except Exception as exc:
-                warn(f"saliency maps {path} are damaged ({one_line(exc)}): computing them again")
+                warn(f"saliency maps {path} are damaged ({one_line(exc)}): {then}")
         maps = compute()
         if maps is None:
             return None
@@ -96,7 +101,7 @@ class CellExplanations:
             with open(tmp, "wb") as fh:  # a file object: np.save would append .npy to a path
                 np.save(fh, maps)
 
-        atomic_write(path, save)
+        write_recorded(path, save)
         return maps
 
     def maps_for(self, cell: Cell, explainer: str, model: nn.Module | None = None) -> np.ndarray | None:
@@ -231,3 +236,17 @@ class CellExplanations:
             self.runner.store.save_explanation(h, explainer, n, cell.seed, "done", metrics, artifacts)
             explained += 1
         return explained, failed
+
+
+#: How far a cached map may stray outside [0, 1]: the explainers' own rounding, nothing a flipped bit gives.
+MAP_RANGE_SLACK = 1e-6
+
+
+def _checked_maps(maps: np.ndarray, n_images: int) -> np.ndarray:
+    """``maps`` if they are ``n_images`` finite maps within [0, 1]; ValueError (or NonFiniteError) saying why not."""
+    if maps.ndim != 3 or len(maps) != n_images:
+        raise ValueError(f"expected {n_images} maps, found an array of shape {maps.shape}")
+    require_finite_array(maps, "cached maps")
+    if maps.size and (maps.min() < -MAP_RANGE_SLACK or maps.max() > 1 + MAP_RANGE_SLACK):
+        raise ValueError(f"values from {maps.min():.3g} to {maps.max():.3g}, outside [0, 1]")
+    return maps

@@ -16,6 +16,7 @@ from torch import nn
 
 from medkd_bench.errors import MedkdError, one_line
 from medkd_bench.registry import Registry
+from medkd_bench.run.artifacts import checkpoint_problem
 from medkd_bench.run.cells import Cell, teacher_cell_of
 from medkd_bench.run.computer import CellComputer
 from medkd_bench.run.explanations import CellExplanations
@@ -51,8 +52,8 @@ class MatrixRunner(CellComputer):
         self._warned: set[str] = set()
 
     def load_trained(self, cell: Cell) -> nn.Module:
-        """A finished cell's model, rebuilt from its checkpoint."""
-        if not self.store.is_done(self.hash(cell)):
+        """A finished cell's model, rebuilt from its checkpoint once its SHA-256 is the store's."""
+        if not self.is_finished(self.hash(cell)):
             raise MedkdError(f"{cell.label()} has no finished checkpoint (run it first)")
         return self.load_checkpoint(cell)
 
@@ -191,10 +192,7 @@ class MatrixRunner(CellComputer):
         if rec is None or rec.status != "done":
             return False
         path = self.checkpoint_path(cell_hash)
-        expected = rec.artifacts.get("checkpoint_sha256")
-        problem = ("missing" if not path.is_file()
-                   else "damaged (its SHA-256 differs from the store's)" if expected and sha256_file(path) != expected
-                   else None)
+        problem = checkpoint_problem(path, rec.artifacts)
         if problem is None:
             return True
         if str(path) not in self._warned:  # checked again by later steps of the run: say it once
@@ -203,13 +201,16 @@ class MatrixRunner(CellComputer):
         return False
 
     def check_teacher(self, cell: Cell) -> None:
-        """A distilled cell needs its teacher finished; raises with the teacher's own error otherwise."""
+        """A distilled cell needs its teacher finished, its checkpoint whole; raises with the teacher's own error otherwise."""
         if not cell.distilled:
             return
-        teacher_rec = self.store.get(self.hash(teacher_cell_of(cell)))
-        if teacher_rec is None or teacher_rec.status != "done":
-            raise MedkdError(f"teacher {cell.teacher!r} has not been trained on {cell.dataset} "
-                             f"({teacher_rec.error if teacher_rec and teacher_rec.error else 'no finished cell'})")
+        teacher_hash = self.hash(teacher_cell_of(cell))
+        teacher_rec = self.store.get(teacher_hash)
+        if teacher_rec is None or not self.is_finished(teacher_hash):
+            why = (teacher_rec.error if teacher_rec and teacher_rec.error
+                   else "its checkpoint is missing or damaged" if teacher_rec and teacher_rec.status == "done"
+                   else "no finished cell")
+            raise MedkdError(f"teacher {cell.teacher!r} has not been trained on {cell.dataset} ({why})")
 
     def begin(self, cell: Cell, index: int, total: int) -> str:
         """Mark ``cell`` running in the store; its hash."""

@@ -77,6 +77,11 @@ def sha256_file(path: Path) -> str:
 
 @functools.lru_cache(maxsize=256)
 def _sha256(path: str, size: int, mtime_ns: int) -> str:
+    return bytes_sha256(Path(path))
+
+
+def bytes_sha256(path: Path) -> str:
+    """The SHA-256 of a file's bytes, read now: not memoised, for a file just written under a reused name."""
     digest = hashlib.sha256()
     with open(path, "rb") as fh:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
