@@ -211,6 +211,11 @@ def run(matrix, teachers, students, datasets, methods, method_options, teacher_c
     store_path = work_dir / "runs.sqlite"
     if dry_run:  # writes nothing: not the store, not the folders
         _print_plan(registry, options, runtime, cells, matrix, store_path)
+        if tune:
+            from medkd_bench.tune.session import arms_of
+
+            console.print(f"--tune {tune}: {len(arms_of(cells))} arms would get {tune} trials each on seed {seed} "
+                          "first; the student cells' hashes then change with the options chosen", highlight=False)
         return
     check_writable(work_dir, "--work-dir")
     with WorkDirLock(work_dir), Store(store_path) as store:
