@@ -162,6 +162,7 @@ def run(matrix, teachers, students, datasets, methods, method_options, teacher_c
         epochs = QUICK_EPOCHS
     shorthand = [f"kd.{k}={v}" for k, v in (("temperature", temperature), ("alpha", alpha)) if v is not None]
     parsed_method_options = parse_method_options([*shorthand, *method_options], registry)
+    parsed_dataset_options = parse_dataset_options(dataset_options, registry)  # bad values: before planning
     cells = plan(registry, matrix, split_names(teachers), split_names(students), split_names(datasets), seed,
                  data_root=data_root, seeds=seeds, methods=split_names(methods),
                  teacher_seeds=teacher_seeds)
@@ -169,7 +170,7 @@ def run(matrix, teachers, students, datasets, methods, method_options, teacher_c
         _print_unavailable(registry, data_root)
     options = RunOptions(
         work_dir=work_dir, leaderboard_dir=leaderboard_dir, img_size=img_size, data_root=data_root,
-        dataset_options=parse_dataset_options(dataset_options, registry), epochs=epochs,
+        dataset_options=parsed_dataset_options, epochs=epochs,
         method_options=parsed_method_options, teacher_cache_mb=teacher_cache_mb, pretrained=pretrained,
         weights=parse_weights(weights), explainers=tuple(split_names(explainers) or ()) or RunOptions.explainers,
         explain_images=explain_images, sanity_images=sanity_images, latency_runs=latency_runs, skip_bad=skip_bad,
