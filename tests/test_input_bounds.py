@@ -132,3 +132,51 @@ def test_a_command_added_later_gets_bounds_and_finite_floats():
     with pytest.raises(click.BadParameter):
         kinds["rate"].convert("nan", None, None)
     assert bound_numeric_options(plugin_group) is plugin_group and sub.params[0].type is kinds["count"]
+
+
+# ---- experiment files -------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "text,fragments",
+    [
+        ("epochs = " + "{a = " * 5000 + "1" + "}" * 5000 + "\n",
+         [":1: arrays or inline tables nested more than 32 deep (key 'epochs')"]),
+        ('datasets = "synthetic-cxr"\nteachers = ' + "[" * 5000 + "]" * 5000 + "\n",
+         [":2: arrays or inline tables nested more than 32 deep (key 'teachers')"]),
+        ("\n[method-options.dkd]\nbeta = " + "[" * 40 + "]" * 40 + "\n", [":3:", "(key 'beta')"]),
+        ("# a comment\nepochs = " + "9" * 5000 + "\n",
+         [":2: a number of 5000 characters; numbers have at most 64 (key 'epochs')"]),
+        ("[dataset-options.synthetic-cxr]\nn_test = -" + "1" * 5000 + "\n", [":2:", "(key 'n_test')"]),
+        ("seeds = 99999999999999999999\n", ["key 'seeds': 99999999999999999999 is not in the range 1<=x<=1000"]),
+        ("[dataset-options.synthetic-cxr]\nn_train = 99999999999\n",
+         ["key 'dataset-options':", "out of range (allowed: 0 .. 100000)"]),
+    ],
+    ids=["inline-tables-5000-deep", "arrays-5000-deep", "arrays-40-deep-in-a-table", "5000-digit-integer",
+         "5000-digit-negative-option", "huge-seeds", "huge-dataset-option"],
+)
+def test_experiment_file_past_the_limits(run_cli, dirs, tmp_path, no_planning, text, fragments):
+    path = tmp_path / "experiment.toml"
+    path.write_text(text, encoding="utf-8")
+    result = run_cli(["run", "--config", str(path), *dirs, "--dry-run"])
+    _one_line_error(result, str(path), *fragments)
+    assert "internal error" not in result.err
+
+
+def test_experiment_file_too_large(run_cli, dirs, tmp_path, no_planning):
+    path = tmp_path / "big.toml"
+    path.write_text("# padding\n" * 200_000, encoding="utf-8")
+    _one_line_error(run_cli(["run", "--config", str(path), *dirs]), str(path), "too large for an experiment file")
+
+
+def test_brackets_and_digits_inside_strings_and_comments_are_not_counted():
+    from medkd_bench.cli.config_file import _beyond_limits
+
+    deep, long = "[" * 100 + "{" * 100, "9" * 100
+    for text in (f'teachers = "{deep}{long}"\n', f"teachers = '{deep}{long}'\n", f"# {deep} {long}\nepochs = 2\n",
+                 f'teachers = """\n{deep}\\"""{long}\n"""\nepochs = 2\n', f"teachers = '''{deep}\n{long}'''\n",
+                 f'a = "\\"{deep}"\n', "d = 1979-05-27T07:32:00Z\nx = [[1, 2], [3, {a = 4}]]\nh = 0xDEADBEEF\n"):
+        assert _beyond_limits(text) is None, text
+    assert _beyond_limits(f'a = """x\n"""\nb = {"[" * 33}') == (3, "arrays or inline tables nested more than 32 deep")
+    assert _beyond_limits("x = 0x" + "F" * 70) == (1, "a number of 72 characters; numbers have at most 64")
+    assert _beyond_limits("x = " + "1_" * 40) == (1, "a number of 80 characters; numbers have at most 64")
