@@ -9,9 +9,15 @@ whose name is not UTF-8 is named, not an internal UnicodeEncodeError.
 
 from __future__ import annotations
 
+import os
+import sys
+from pathlib import Path
+
 import click
 import pytest
+from PIL import Image
 
+from tests.fixture_trees import grey_image
 from tests.test_cli_errors import _one_line_error
 
 
@@ -180,3 +186,60 @@ def test_brackets_and_digits_inside_strings_and_comments_are_not_counted():
     assert _beyond_limits(f'a = """x\n"""\nb = {"[" * 33}') == (3, "arrays or inline tables nested more than 32 deep")
     assert _beyond_limits("x = 0x" + "F" * 70) == (1, "a number of 72 characters; numbers have at most 64")
     assert _beyond_limits("x = " + "1_" * 40) == (1, "a number of 80 characters; numbers have at most 64")
+
+
+# ---- file names that are not UTF-8 -------------------------------------------------------------------------
+
+
+def _bytes_names_supported(tmp_path: Path) -> bool:
+    try:
+        probe = os.path.join(os.fsencode(tmp_path), b"\xff-probe")
+        open(probe, "wb").close()
+        os.remove(probe)
+    except (OSError, ValueError):
+        return False
+    return True
+
+
+def _class_tree_bytes(root: Path, classes: list[bytes], per_class: int = 10, odd_file: bytes | None = None) -> None:
+    """``root/<class>/<i>.png`` with names given as bytes (as a Linux file system takes them)."""
+    for label, cls in enumerate(classes):
+        folder = os.path.join(os.fsencode(root), cls)
+        os.makedirs(folder)
+        for i in range(per_class):
+            name = odd_file if (odd_file is not None and i == 0) else b"%d.png" % i
+            Image.fromarray(grey_image(label, i)).save(os.fsdecode(os.path.join(folder, name)), format="PNG")
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="file names as arbitrary bytes: Linux file systems")
+def test_a_class_folder_named_in_no_utf8_is_one_line(run_cli, tmp_path):
+    if not _bytes_names_supported(tmp_path):
+        pytest.skip("this file system refuses names that are not UTF-8")
+    _class_tree_bytes(tmp_path / "imgs", [b"benign", b"malig\xffnant"])
+    result = run_cli(["datasets", "add", "mine", "--folder", str(tmp_path / "imgs"),
+                      "--out", str(tmp_path / "specs" / "mine.json")])
+    _one_line_error(result, str(tmp_path.resolve() / "imgs" / "malig") + "\\xffnant",
+                    "class folder name is not UTF-8 text; rename the folder")
+    assert not (tmp_path / "specs").exists()
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="file names as arbitrary bytes: Linux file systems")
+def test_a_file_named_in_no_utf8_is_a_bad_file(run_cli, tmp_path, monkeypatch):
+    if not _bytes_names_supported(tmp_path):
+        pytest.skip("this file system refuses names that are not UTF-8")
+    _class_tree_bytes(tmp_path / "imgs", [b"a", b"b"], odd_file=b"x\xfe.png")
+    args = ["datasets", "add", "mine", "--folder", str(tmp_path / "imgs"), "--out", str(tmp_path / "specs" / "mine.json")]
+    result = run_cli(args)
+    odd = str(tmp_path.resolve() / "imgs" / "a" / "x") + "\\xfe.png"
+    _one_line_error(result, odd, "file name is not UTF-8 text",
+                    "--skip-bad")
+    assert not (tmp_path / "specs").exists()
+    # Under --skip-bad it is left out like any bad file; the dataset reads (and fingerprints) without it.
+    added = run_cli([*args, "--skip-bad"])
+    assert added.exit_code == 0, added.err
+    assert f"2 bad file(s), first {odd}" in added.out.replace("\n", "")
+    monkeypatch.setenv("MEDKD_DATASETS", str(tmp_path / "specs"))
+    checked = run_cli(["datasets", "check", "mine", "--skip-bad", "--img-size", "32",
+                       "--work-dir", str(tmp_path / "work")])
+    assert checked.exit_code == 0, checked.err
+    assert "ok: mine" in checked.out or "left out" in checked.out + checked.err
