@@ -78,3 +78,15 @@ def test_other_runtime_errors_pass_through_unchanged():
     with pytest.raises(RuntimeError, match="mat1 and mat2 shapes cannot be multiplied"):
         with out_of_memory_named(Cell("synthetic-cxr", "teacher", teacher="vgg19"), TrainSettings(), runtime):  # type: ignore[arg-type]
             raise RuntimeError("mat1 and mat2 shapes cannot be multiplied (2x3 and 4x5)")
+
+
+def test_a_train_split_of_one_image_is_refused_before_any_training(run_cli, dirs, tmp_path):
+    """``n_train=1``: no batch of two exists, so nothing would train; say so before the first cell, not as
+    "val logits not finite" in every cell."""
+    from tests.helpers import QUICK
+    from tests.test_cli_errors import _one_line_error
+
+    result = run_cli([*QUICK, "--datasets", "synthetic-cxr", "--dataset-option", "synthetic-cxr.n_train=1", *dirs])
+    _one_line_error(result, "dataset 'synthetic-cxr': the train split has 1 image(s); training needs at least 2",
+                    "batch norm")
+    assert not (tmp_path / "work" / "checkpoints").exists()
