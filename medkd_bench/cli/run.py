@@ -144,6 +144,7 @@ def run(matrix, teachers, students, datasets, methods, method_options, teacher_c
 
     Every option can also come from a TOML experiment file (--config); flags given here override it.
     """
+    from medkd_bench.report.board_owner import claim_leaderboard_dir
     from medkd_bench.report.leaderboard import render_all
     from medkd_bench.run.options import RunOptions, result_settings
     from medkd_bench.run.plan import plan
@@ -203,6 +204,8 @@ def run(matrix, teachers, students, datasets, methods, method_options, teacher_c
         _print_plan(registry, options, runtime, cells, matrix, store_path)
         return
     check_writable(work_dir, "--work-dir")
+    check_writable(leaderboard_dir, "--leaderboard-dir")
+    claim_leaderboard_dir(leaderboard_dir, work_dir)  # another work dir's pages there: refused before any work
     with WorkDirLock(work_dir), Store(store_path) as store:
         store.mark_running_interrupted()  # left by a killed run: this run holds the lock, so none is live
         runner = MatrixRunner(registry, options, store, runtime)  # validates options before any work
