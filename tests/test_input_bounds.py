@@ -39,8 +39,8 @@ def no_planning(monkeypatch):
 @pytest.mark.parametrize(
     "args,fragments",
     [
-        (["--seeds", "99999999999999999999"], ["'--seeds'", "99999999999999999999", "1<=x<=1000"]),
-        (["--seeds", "1001"], ["'--seeds'", "1<=x<=1000"]),
+        (["--seeds", "99999999999999999999"], ["'--seeds'", "99999999999999999999", "1<=x<=100"]),
+        (["--seeds", "101"], ["'--seeds'", "1<=x<=100."]),
         (["--teacher-seeds", "5000"], ["'--teacher-seeds'"]),
         (["--explain-images", "1000000"], ["'--explain-images'"]),
         (["--sanity-images", "1000000"], ["'--sanity-images'"]),
@@ -133,7 +133,7 @@ def test_a_command_added_later_gets_bounds_and_finite_floats():
     bound_numeric_options(plugin_group)
     kinds = {p.name: p.type for p in sub.params}
     assert kinds["count"].min == 1 and kinds["count"].max == DEFAULT_UPPER_BOUND
-    assert kinds["seeds"].max == 1000  # the table's bound for that name, on any command
+    assert kinds["seeds"].max == 100  # the table's bound for that name, on any command
     assert kinds["size"].max == 10  # an option's own bound stays
     with pytest.raises(click.BadParameter):
         kinds["rate"].convert("nan", None, None)
@@ -154,7 +154,7 @@ def test_a_command_added_later_gets_bounds_and_finite_floats():
         ("# a comment\nepochs = " + "9" * 5000 + "\n",
          [":2: a number of 5000 characters; numbers have at most 64 (key 'epochs')"]),
         ("[dataset-options.synthetic-cxr]\nn_test = -" + "1" * 5000 + "\n", [":2:", "(key 'n_test')"]),
-        ("seeds = 99999999999999999999\n", ["key 'seeds': 99999999999999999999 is not in the range 1<=x<=1000"]),
+        ("seeds = 99999999999999999999\n", ["key 'seeds': 99999999999999999999 is not in the range 1<=x<=100."]),
         ("[dataset-options.synthetic-cxr]\nn_train = 99999999999\n",
          ["key 'dataset-options':", "out of range (allowed: 0 .. 100000)"]),
     ],
