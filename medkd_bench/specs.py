@@ -169,8 +169,9 @@ class DatasetSpec:
     #: Default options, overridable per run (``--dataset-option NAME.key=value``). A value given on
     #: the command line is parsed as the type of its default (bool, int, float or str).
     options: Mapping[str, Any] = field(default_factory=dict)
-    #: Allowed range of numeric options, ``key -> (low, high)`` (inclusive; None for no bound). A
-    #: numeric option without one must be >= 0: options are counts, fractions and seeds.
+    #: Allowed range of numeric options, ``key -> (low, high)`` (inclusive; None for the default). A
+    #: numeric option without a low must be >= 0, without a high at most 2**31 - 1: options are
+    #: counts, fractions and seeds. Bound counts more tightly: a count is memory and time.
     option_ranges: Mapping[str, tuple[float | None, float | None]] = field(default_factory=dict)
     #: Real datasets need a local root; embedded ones generate their data.
     needs_root: bool = False
@@ -252,7 +253,8 @@ class MethodSpec:
     revision: str = "1"
     #: Default options (``--method-option NAME.key=value`` overrides, parsed as the default's type).
     options: Mapping[str, Any] = field(default_factory=dict)
-    #: Allowed range of numeric options, ``key -> (low, high)`` inclusive; without one a number must be >= 0.
+    #: Allowed range of numeric options, ``key -> (low, high)`` inclusive; without one a number must be
+    #: within 0 .. 2**31 - 1.
     option_ranges: Mapping[str, tuple[float | None, float | None]] = field(default_factory=dict)
     #: The options worth tuning and their ranges (``run --tune N``), each containing the default, so the
     #: paper's setting is one point of the search. Options left out keep their defaults when tuned.

@@ -25,8 +25,9 @@ def test_full_matrix_over_every_builtin(run_cli, dirs, tmp_path):
     gmacs = {c.teacher: c.metrics["gmacs"] for c in cells if c.method == "teacher"}
     assert gmacs["vgg19"] > gmacs["visformer-s"] > 0
     panels = sorted((tmp_path / "boards" / "panels" / "synthetic-cxr" / "score-cam").glob("*.png"))
-    assert [p.name for p in panels] == [
-        "autoformer-v2-t__ofa-595__kd.png", "vgg19__ofa-595__kd.png", "visformer-s__ofa-595__kd.png"]
+    kd_hashes = {c.teacher: c.hash for c in cells if c.method == "kd"}
+    assert [p.name for p in panels] == [f"{t}__ofa-595__kd__{kd_hashes[t]}-3.png"
+                                        for t in ("autoformer-v2-t", "vgg19", "visformer-s")]
     board = (tmp_path / "boards" / "synthetic-cxr.md").read_text()
     for explainer in ("score-cam", "grad-cam", "grad-cam-plus-plus", "eigen-cam"):
         assert f"## Explanations: {explainer}" in board

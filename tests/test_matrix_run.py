@@ -46,7 +46,9 @@ def test_quick_matrix_trains_scores_and_resumes(run_cli, dirs, quick_run, tmp_pa
         assert img.format == "PNG" and img.width > 300
     board = (tmp_path / "boards" / "synthetic-cxr.md").read_text()
     assert "| visformer-s |" in board and "labels only" not in board.split("## Students")[0]
-    assert "[score-cam](panels/synthetic-cxr/score-cam/visformer-s__ofa-595__kd.png)" in board
+    # Named by the cell's config hash and sample size: a run under other settings draws its own.
+    assert kd_score_cam.artifacts["panel"] == f"panels/synthetic-cxr/score-cam/visformer-s__ofa-595__kd__{kd.hash}-3.png"
+    assert f"[score-cam]({kd_score_cam.artifacts['panel']})" in board
     assert (tmp_path / "boards" / "README.md").read_text().count("synthetic-cxr") >= 1
 
     again = run_cli([*QUICK, *dirs])  # default explainers: score-cam, already stored
@@ -170,8 +172,11 @@ def test_seeds_add_one_row_per_seed_and_mean_sd(run_cli, dirs, quick_run, tmp_pa
     assert "--seeds 2" in provenance and "--bootstrap 200" in provenance and "--epochs 1" in provenance
     assert all(f"`{c.hash}`" in provenance for c in cells.values())
     # Every seed's panel is drawn; the page shows the lowest seed's, so three seeds of five methods stay readable.
-    assert (tmp_path / "boards" / "panels" / "synthetic-cxr" / "grad-cam" / "visformer-s__ofa-595__kd__seed1.png").is_file()
-    assert "panels/synthetic-cxr/grad-cam/visformer-s__ofa-595__kd.png" in board and "__seed1.png" not in board
+    seed0, seed1 = cells[("kd", 0)].hash, cells[("kd", 1)].hash
+    assert (tmp_path / "boards" / "panels" / "synthetic-cxr" / "grad-cam" /
+            f"visformer-s__ofa-595__kd__seed1__{seed1}-3.png").is_file()
+    assert f"panels/synthetic-cxr/grad-cam/visformer-s__ofa-595__kd__{seed0}-3.png" in board
+    assert "__seed1__" not in board
 
 
 def test_leaderboard_recovers_labels_for_cells_stored_without_them(run_cli, dirs, quick_run, tmp_path):

@@ -41,7 +41,31 @@ def load_cli_registry(plugin_files: Sequence[Path]) -> Registry:
     return load_registry(plugin_files)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class BoundedGroup(click.Group):
+    """A group whose every command, added by the host or a plugin, has bounded numeric options.
+
+    The bounds are applied as commands join (and again when one is looked up,
+    for a subcommand a plugin adds to its own group later), so no command can
+    forget them: see :func:`medkd_bench.cli.options.bound_numeric_options`.
+    """
+
+    #: Subgroups made with ``@group.group()`` are bounded groups too.
+    group_class = type
+
+    def add_command(self, cmd: click.Command, name: str | None = None) -> None:
+        from medkd_bench.cli.options import bound_numeric_options  # options imports this module
+
+        super().add_command(bound_numeric_options(cmd), name)
+
+    def resolve_command(self, ctx: click.Context, args: list[str]) -> tuple[str | None, click.Command | None,
+                                                                            list[str]]:
+        from medkd_bench.cli.options import bound_numeric_options
+
+        name, cmd, rest = super().resolve_command(ctx, args)
+        return name, bound_numeric_options(cmd) if cmd is not None else None, rest
+
+
+@click.group(cls=BoundedGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="medkd-bench")
 @click.option("--debug", is_flag=True,
               help="Print tracebacks: of an error, and of every failed cell of a run (the store keeps them).")

@@ -160,18 +160,37 @@ def _checked(param: click.Option, value: Any, key: str, exp: ExperimentFile) -> 
     return value
 
 
+#: Limits on an experiment file, checked before tomllib reads it. An experiment is a page of options: a
+#: larger file, deeper nesting or a longer number is a mistake or an attack, and tomllib would meet it with
+#: a RecursionError (arrays or inline tables some 1000 deep) or a ValueError (an integer past 4300 digits)
+#: that names neither the file nor the line.
+MAX_FILE_BYTES = 1 << 20
+#: Arrays and inline tables inside one another (``[method-options.dkd]`` tables are headers, not nesting).
+MAX_NESTING = 32
+
+
 def read_experiment(path: Path, command: click.Command) -> tuple[ExperimentFile, dict[str, Any]]:
     """The file and the ``default_map`` it gives ``command``; a one-line error naming the file (and key, line)."""
     try:
+        if path.is_file() and path.stat().st_size > MAX_FILE_BYTES:
+            raise MedkdError(f"{path}: {path.stat().st_size} bytes, too large for an experiment file "
+                             f"(at most {MAX_FILE_BYTES})")
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise MedkdError(f"{path}: cannot read the experiment file ({exc.strerror or exc})") from None
     except UnicodeDecodeError:
         raise MedkdError(f"{path}: not a UTF-8 text file") from None
+    beyond = _beyond_limits(text)
+    if beyond is not None:
+        line, what = beyond
+        raise MedkdError(f"{path}:{line}: {what}{_key_on_line(text, line)}")
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise MedkdError(_syntax_error(path, text, exc)) from None
+    except (RecursionError, ValueError) as exc:  # past the limits above in some way they do not foresee
+        raise MedkdError(f"{path}: not a TOML file medkd-bench can read ({type(exc).__name__}: "
+                         f"{str(exc)[:120]})") from None
     keys = file_keys(command)
     exp = ExperimentFile(path)
     defaults: dict[str, Any] = {}
@@ -195,6 +214,71 @@ def read_experiment(path: Path, command: click.Command) -> tuple[ExperimentFile,
 
 _POSITION = re.compile(r"\s*\(at line (\d+), column (\d+)\)$")
 _KEY_LINE = re.compile(r"^\s*([A-Za-z0-9_.\"'-]+)\s*=")
+_WORD = re.compile(r"[0-9A-Za-z_]+")
+
+
+def _key_on_line(text: str, line: int) -> str:
+    """`` (key 'k')`` for the key that line ``line`` (1-based) assigns, or ``""``."""
+    lines = text.splitlines()
+    key = _KEY_LINE.match(lines[line - 1]) if 0 < line <= len(lines) else None
+    return f" (key {key.group(1)!r})" if key else ""
+
+
+def _string_end(text: str, i: int) -> int:
+    """The index just past the TOML string that starts at ``text[i]`` (any of the four kinds)."""
+    for quote in ('"""', "'''"):
+        if text.startswith(quote, i):
+            j = i + 3
+            while j < len(text) and not text.startswith(quote, j):
+                j += 2 if quote == '"""' and text[j] == "\\" else 1
+            j += 3
+            while j < len(text) and text[j] == quote[0]:  # up to two quotes may end the content
+                j += 1
+            return j
+    j = i + 1
+    while j < len(text) and text[j] not in (text[i], "\n"):
+        j += 2 if text[i] == '"' and text[j] == "\\" else 1
+    return j + 1
+
+
+def _beyond_limits(text: str) -> tuple[int, str] | None:
+    """``(line, what)`` of the first array or inline table nested past :data:`MAX_NESTING`, or number longer
+    than ``MAX_NUMBER_CHARS``, outside strings and comments; None when the file is within both.
+
+    A scan, not a parse (tomllib parses afterwards): brackets of table headers count one or two levels
+    on their own line, and any word that starts with a digit counts as a number.
+    """
+    from medkd_bench.cli.options import MAX_NUMBER_CHARS
+
+    depth, line, i = 0, 1, 0
+    while i < len(text):
+        c = text[i]
+        if c in "\"'":
+            end = _string_end(text, i)
+            line += text.count("\n", i, end)
+            i = end
+            continue
+        if c == "#":
+            end = text.find("\n", i)
+            i = len(text) if end < 0 else end
+            continue
+        if c == "\n":
+            line += 1
+        elif c in "[{":
+            depth += 1
+            if depth > MAX_NESTING:
+                return line, f"arrays or inline tables nested more than {MAX_NESTING} deep"
+        elif c in "]}":
+            depth = max(0, depth - 1)
+        elif c.isdigit() and (i == 0 or not (text[i - 1].isalnum() or text[i - 1] == "_")):
+            word = _WORD.match(text, i)
+            assert word is not None
+            if len(word.group()) > MAX_NUMBER_CHARS:
+                return line, f"a number of {len(word.group())} characters; numbers have at most {MAX_NUMBER_CHARS}"
+            i = word.end()
+            continue
+        i += 1
+    return None
 
 
 def _syntax_error(path: Path, text: str, exc: Exception) -> str:
@@ -204,10 +288,7 @@ def _syntax_error(path: Path, text: str, exc: Exception) -> str:
     if not found:
         return f"{path}: not valid TOML: {message}"
     line, column = int(found.group(1)), int(found.group(2))
-    lines = text.splitlines()
-    key = _KEY_LINE.match(lines[line - 1]) if 0 < line <= len(lines) else None
-    named = f" (key {key.group(1)!r})" if key else ""
-    return f"{path}:{line}:{column}: not valid TOML: {message[:found.start()]}{named}"
+    return f"{path}:{line}:{column}: not valid TOML: {message[:found.start()]}{_key_on_line(text, line)}"
 
 
 def _load(ctx: click.Context, param: click.Parameter, value: Path | None) -> None:

@@ -32,12 +32,19 @@ def resolve_jobs(jobs: str, device: str, cells: int) -> int:
     import torch
 
     if jobs != "auto":
+        from medkd_bench.cli.options import MAX_NUMBER_CHARS, upper_bound
+
+        high = int(upper_bound("jobs"))  # a string option (it takes 'auto'): bounded here, as the numbers are
         try:
-            n = int(jobs)
+            n = int(jobs) if len(jobs) <= MAX_NUMBER_CHARS else None
         except ValueError:
-            raise MedkdError(f"--jobs {jobs!r}: expected a whole number or 'auto'") from None
+            n = None
+        if n is None:
+            raise MedkdError(f"--jobs {jobs[:20]!r}: expected a whole number or 'auto'") from None
         if n < 1:
             raise MedkdError(f"--jobs {n}: expected at least 1")
+        if n > high:
+            raise MedkdError(f"--jobs {n}: expected at most {high} worker processes")
         return n
     on_cuda = device.startswith("cuda") or (device == "auto" and torch.cuda.is_available())
     return 1 if on_cuda or torch.get_num_threads() < 2 or cells < 2 else 2

@@ -150,6 +150,7 @@ def run(matrix, teachers, students, datasets, methods, method_options, teacher_c
 
     Every option can also come from a TOML experiment file (--config); flags given here override it.
     """
+    from medkd_bench.report.board_owner import claim_leaderboard_dir
     from medkd_bench.report.leaderboard import render_all
     from medkd_bench.run.options import RunOptions, result_settings
     from medkd_bench.run.plan import plan
@@ -169,6 +170,7 @@ def run(matrix, teachers, students, datasets, methods, method_options, teacher_c
         epochs = QUICK_EPOCHS
     shorthand = [f"kd.{k}={v}" for k, v in (("temperature", temperature), ("alpha", alpha)) if v is not None]
     parsed_method_options = parse_method_options([*shorthand, *method_options], registry)
+    parsed_dataset_options = parse_dataset_options(dataset_options, registry)  # bad values: before planning
     cells = plan(registry, matrix, split_names(teachers), split_names(students), split_names(datasets), seed,
                  data_root=data_root, seeds=seeds, methods=split_names(methods),
                  teacher_seeds=teacher_seeds)
@@ -176,7 +178,7 @@ def run(matrix, teachers, students, datasets, methods, method_options, teacher_c
         _print_unavailable(registry, data_root)
     options = RunOptions(
         work_dir=work_dir, leaderboard_dir=leaderboard_dir, img_size=img_size, data_root=data_root,
-        dataset_options=parse_dataset_options(dataset_options, registry), epochs=epochs,
+        dataset_options=parsed_dataset_options, epochs=epochs,
         method_options=parsed_method_options, teacher_cache_mb=teacher_cache_mb, pretrained=pretrained,
         weights=parse_weights(weights), explainers=tuple(split_names(explainers) or ()) or RunOptions.explainers,
         explain_images=explain_images, sanity_images=sanity_images, latency_runs=latency_runs, skip_bad=skip_bad,
@@ -218,6 +220,8 @@ def run(matrix, teachers, students, datasets, methods, method_options, teacher_c
                           "first; the student cells' hashes then change with the options chosen", highlight=False)
         return
     check_writable(work_dir, "--work-dir")
+    check_writable(leaderboard_dir, "--leaderboard-dir")
+    claim_leaderboard_dir(leaderboard_dir, work_dir)  # another work dir's pages there: refused before any work
     with WorkDirLock(work_dir), Store(store_path) as store:
         store.mark_running_interrupted()  # left by a killed run: this run holds the lock, so none is live
         runner = MatrixRunner(registry, options, store, runtime)  # validates options before any work

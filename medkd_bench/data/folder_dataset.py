@@ -40,10 +40,13 @@ from medkd_bench.data.imagefiles import (
     ImageSample,
     bad_file,
     folder_digest,
+    fs_bytes,
+    is_utf8_name,
     keep_images,
     list_files,
     read_samples,
     require_folder,
+    shown,
 )
 from medkd_bench.data.splits import split_class
 from medkd_bench.errors import MedkdError
@@ -178,7 +181,7 @@ class FolderDataset:
         h = hashlib.sha256()
         for split in SPLITS:
             for e in entries[split]:
-                h.update(f"{split}\t{e.label}\t{e.image}\t{e.mask}\n".encode())
+                h.update(fs_bytes(f"{split}\t{e.label}\t{e.image}\t{e.mask}\n"))
         if self.layout == "manifest":
             files = [e.image for s in SPLITS for e in entries[s]] + \
                 [e.mask for s in SPLITS for e in entries[s] if e.mask is not None]
@@ -197,7 +200,7 @@ def paths_digest(paths: Sequence[Path]) -> dict[str, Any]:
     h = hashlib.sha256()
     for path in paths:
         size = path.stat().st_size if path.is_file() else -1
-        h.update(f"{path}\t{size}\n".encode())
+        h.update(fs_bytes(f"{path}\t{size}\n"))
     return {"files": len(paths), "sha256": h.hexdigest()[:16]}
 
 
@@ -216,8 +219,11 @@ def is_split_layout(root: Path) -> bool:
 
 
 def class_folders(folder: Path) -> list[str]:
-    """Sorted names of the class folders; fewer than two is an error naming the folder."""
+    """Sorted names of the class folders; fewer than two, or a name that is not UTF-8, is an error naming it."""
     names = [p.name for p in list_files(folder) if p.is_dir()]
+    for name in names:
+        if not is_utf8_name(name):  # a class name goes into the spec file, the store and every page
+            raise MedkdError(f"{shown(folder / name)}: class folder name is not UTF-8 text; rename the folder")
     if len(names) < 2:
         found = f"only {names[0]!r}" if names else "none"
         raise MedkdError(f"{folder}: class folders: {found}; a classifier needs at least two classes")

@@ -69,8 +69,8 @@ class BadFiles:
 
     def report(self, path: Path | str, problem: str) -> None:
         if not self.skip:
-            raise MedkdError(f"{path}: {problem} ({SKIP_HINT})")
-        self.problems.append((str(path), problem))
+            raise MedkdError(f"{shown(path)}: {problem} ({SKIP_HINT})")
+        self.problems.append((shown(path), problem))
 
 
 _POLICY: ContextVar[BadFiles | None] = ContextVar("medkd_bad_files", default=None)
@@ -155,6 +155,29 @@ def _skip(path: Path) -> bool:
     return True
 
 
+def fs_bytes(text: str | Path) -> bytes:
+    """A path or name as the bytes the file system holds: UTF-8, and a non-UTF-8 byte as itself.
+
+    Python gives such a byte as a lone surrogate (``surrogateescape``), which plain
+    ``str.encode()`` refuses with a UnicodeEncodeError; for valid names the bytes
+    are exactly ``encode()``'s, so digests of such names are unchanged.
+    """
+    return str(text).encode("utf-8", "surrogateescape")
+
+
+def shown(path: str | Path) -> str:
+    """``path`` printable in a message: a non-UTF-8 byte as ``\\xff``."""
+    return fs_bytes(path).decode("utf-8", "backslashreplace")
+
+
+def is_utf8_name(name: str) -> bool:
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def list_files(folder: Path) -> list[Path]:
     """Every entry of a folder except system clutter (``.DS_Store``, ``Thumbs.db``...), sorted by name.
 
@@ -165,12 +188,14 @@ def list_files(folder: Path) -> list[Path]:
 
 
 def keep_images(files: Iterable[Path], suffixes: Sequence[str] = IMAGE_SUFFIXES) -> list[Path]:
-    """The image files (by suffix, or DICOM by its marker); every other entry is reported as a bad file."""
+    """The image files (by suffix, or DICOM by its marker) with a UTF-8 name; every other entry is a bad file."""
     kept = []
     for path in files:
         wanted = is_image_file(path) if suffixes is IMAGE_SUFFIXES else \
             path.suffix.lower() in suffixes and path.is_file()
-        if wanted:
+        if not is_utf8_name(path.name):  # it could not be named in a manifest, a cache or a message
+            bad_file(path, "file name is not UTF-8 text; rename it")
+        elif wanted:
             kept.append(path)
         else:
             kind = "a folder" if path.is_dir() else "not an image file"
@@ -230,7 +255,7 @@ def folder_digest(folders: Iterable[Path], base: Path) -> dict[str, object]:
             dirnames[:] = sorted(d for d in dirnames if not _skip(Path(dirpath) / d))
             for name in sorted(f for f in filenames if not _skip(Path(dirpath) / f)):
                 path = Path(dirpath) / name
-                h.update(f"{path.relative_to(base).as_posix()}\t{path.stat().st_size}\n".encode())
+                h.update(fs_bytes(f"{path.relative_to(base).as_posix()}\t{path.stat().st_size}\n"))
                 count += 1
     return {"files": count, "sha256": h.hexdigest()[:16]}
 

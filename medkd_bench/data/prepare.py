@@ -91,6 +91,12 @@ def _mean_std(images: torch.Tensor, chunk: int = 1024) -> tuple[float, float]:
     return mean, var ** 0.5
 
 
+#: The smallest train split a model can learn from: a batch of one cannot be batch-normalised, so
+#: :func:`~medkd_bench.data.batches.train_batches` never yields one, and a single image would leave
+#: the model untrained (its logits NaN, reported as "val logits not finite" far from the cause).
+MIN_TRAIN_IMAGES = 2
+
+
 def prepare(
     spec: DatasetSpec, img_size: int | None, root: Path | None, options: Mapping[str, Any],
     cache_dir: Path | None = None, skip_bad: bool = False, warn_skipped: bool = True,
@@ -149,6 +155,9 @@ def prepare(
             if skipped and warn_skipped:
                 _warn_skipped(spec, split, skipped)
             splits[split] = data
+    if len(splits["train"]) < MIN_TRAIN_IMAGES:
+        raise MedkdError(f"dataset {spec.name!r}: the train split has {len(splits['train'])} image(s); training "
+                         f"needs at least {MIN_TRAIN_IMAGES} (batch norm cannot train on a batch of one)")
     mean, std = _mean_std(splits["train"].images)
     return PreparedData(spec, size, splits, mean, max(std, 1e-3), skipped=list(bad.problems),
                         checksums={name: split_checksum(split) for name, split in splits.items()})

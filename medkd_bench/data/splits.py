@@ -48,6 +48,8 @@ def split_class(name: str, cls: str, files: list[Path], options: Mapping[str, An
     if n - n_test - n_val < 1:
         raise MedkdError(f"dataset {name!r}: class {cls!r} has {n} file(s), too few for train, val and test "
                          f"({files[0].parent if files else cls})")
-    order = sorted(files, key=lambda p: hashlib.sha256(f"{seed}/{cls}/{p.name}".encode()).hexdigest())
+    # The name's bytes as the file system holds them (the same as encode() for every UTF-8 name).
+    order = sorted(files, key=lambda p: hashlib.sha256(f"{seed}/{cls}/{p.name}".encode("utf-8", "surrogateescape"))
+                   .hexdigest())
     return {"test": sorted(order[:n_test]), "val": sorted(order[n_test:n_test + n_val]),
             "train": sorted(order[n_test + n_val:])}

@@ -16,6 +16,7 @@ import numpy as np
 
 from medkd_bench.evaluate import stats
 from medkd_bench.registry import Registry
+from medkd_bench.report.board_owner import claim_leaderboard_dir
 from medkd_bench.report.clinical_tables import clinical_rows, confusion_tables
 from medkd_bench.report.curve_plot import CurvesFigure, curves_plot
 from medkd_bench.report.experiment import command_line, experiment_toml
@@ -280,9 +281,11 @@ class _FallbackDataset:
 def render_all(registry: Registry, store: Store, out_dir: Path, resamples: int = stats.RESAMPLES) -> list[Path]:
     """Write ``<dataset>.md`` per dataset in the store, ``results.csv`` (one row per cell) and ``README.md``.
 
-    ``resamples``: bootstrap resamples per confidence interval (``--bootstrap``).
+    ``resamples``: bootstrap resamples per confidence interval (``--bootstrap``). A folder whose
+    pages another work dir renders is refused (:mod:`medkd_bench.report.board_owner`).
     """
     out_dir.mkdir(parents=True, exist_ok=True)
+    claim_leaderboard_dir(out_dir, store.path.parent)
     row_stats = RowStats(registry, resamples)
     records = store.cells()
     explanations = store.explanations()

@@ -142,6 +142,13 @@ class CellExplanations:
         return maps
 
     def panel_for(self, cell: Cell, explainer: str, student_maps: np.ndarray) -> Path:
+        """Draw the cell's teacher / label-only / distilled panel; its path relative to the leaderboard dir.
+
+        The file is named by the cell's config hash and the sample size, the key of
+        the maps it draws: cells of other settings (``n_test=12``, other epochs) have
+        other hashes, so a run under other settings draws a panel of its own instead of
+        overwriting the one another settings' page links.
+        """
         data = self.runner.data(cell.dataset)
         teacher_cell, baseline_cell = teacher_cell_of(cell), baseline_cell_of(cell)
         sample = self.sample(cell)
@@ -157,7 +164,8 @@ class CellExplanations:
         suffix = "" if cell.seed == 0 else f"__seed{cell.seed}"
         board_dir = self.runner.options.leaderboard_dir
         path = path_inside(board_dir, "panels", cell.dataset, explainer,
-                           f"{cell.teacher}__{cell.student}__{cell.method}{suffix}.png")
+                           f"{cell.teacher}__{cell.student}__{cell.method}{suffix}__{self.runner.hash(cell)}"
+                           f"-{len(sample)}.png")
         rel = path.relative_to(board_dir)
         render_panel(
             path, data, [sample[r] for r in rows], columns,

@@ -63,7 +63,7 @@ class MatrixRunner(CellComputer):
         check_writable(self.options.work_dir, "--work-dir")
         check_writable(self.options.leaderboard_dir, "--leaderboard-dir")
         self.explanations.explainer_names()  # unknown explainer names fail before any training
-        self.load_real_data(cells)
+        self.load_data(cells)
         summary = executor.run(self, cells) if executor is not None else self.run_in_order(cells)
         self.measure_missing_costs(cells)
         self.fill_missing_probabilities(cells)
@@ -71,15 +71,17 @@ class MatrixRunner(CellComputer):
             self.deploy_onnx(cells)
         return {**summary, **self.explain_counts}
 
-    def load_real_data(self, cells: Sequence[Cell]) -> None:
-        """Read every real dataset with unfinished cells before any training.
+    def load_data(self, cells: Sequence[Cell]) -> None:
+        """Read (or generate) every dataset with unfinished cells before any training.
 
-        A missing folder or a bad file is bad input: it stops the run with one
-        line (exit 2) instead of failing, and re-reading, in every cell.
+        A missing folder, a bad file or an unusable split (a train split of one
+        image, say ``synthetic-cxr.n_train=1``) is bad input: it stops the run
+        with one line (exit 2) instead of failing, and re-reading, in every cell.
+        The local executor's cells use the data read here; a pool's driver needs
+        it afterwards for the cost figures.
         """
         for name in dict.fromkeys(c.dataset for c in cells if not self.store.is_done(self.hash(c))):
-            if self.registry.get("dataset", name).needs_root:
-                self.data(name)
+            self.data(name)
 
     def run_in_order(self, cells: Sequence[Cell]) -> dict[str, int]:
         """Every cell in this process, in plan order: what runs when no executor is given."""

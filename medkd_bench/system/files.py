@@ -56,11 +56,13 @@ def path_inside(base: Path, *parts: str | Path) -> Path:
 
 def check_writable(directory: Path, what: str) -> None:
     """Create ``directory`` if needed and prove it takes a file: bad input is a one-line error naming ``what``."""
+    probe = atomic_tmp(directory / ".medkd-write-test")
     try:
         directory.mkdir(parents=True, exist_ok=True)
-        probe = atomic_tmp(directory / ".medkd-write-test")
-        probe.write_text("ok")
-        probe.unlink()
+        try:
+            probe.write_text("ok")
+        finally:  # on a full disk the file is created and then its write fails: no empty probe left behind
+            probe.unlink(missing_ok=True)
     except OSError as exc:
         raise MedkdError(f"{what} {directory}: not writable ({exc.strerror or exc})") from exc
 

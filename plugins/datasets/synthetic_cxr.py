@@ -43,7 +43,11 @@ CLASSES = ("COVID-19", "Non-COVID", "Normal")
 SPLIT_IDS = {"train": 0, "val": 1, "test": 2}
 DEFAULTS = {"n_train": 360, "n_val": 240, "n_test": 600, "seed": 0, "lesion_contrast": 1.0, "distractors": 3.0,
             "atypical": 0.3, "texture": 1.0}
-RANGES = {"lesion_contrast": (0.0, 4.0), "distractors": (0.0, 20.0), "atypical": (0.0, 1.0), "texture": (0.0, 1.0)}
+#: Images per split at most: generated in memory, 100,000 64 px images with their masks take about 1 GB.
+MAX_IMAGES = 100_000
+RANGES = {"n_train": (0, MAX_IMAGES), "n_val": (0, MAX_IMAGES), "n_test": (0, MAX_IMAGES),
+          "seed": (0, 2**31 - 1), "lesion_contrast": (0.0, 4.0), "distractors": (0.0, 20.0), "atypical": (0.0, 1.0),
+          "texture": (0.0, 1.0)}
 
 
 def _blob(xx: np.ndarray, yy: np.ndarray, cx: float, cy: float, sx: float, sy: float) -> np.ndarray:

@@ -43,7 +43,10 @@ from medkd_bench import DatasetSpec, SplitData, hookimpl
 CLASSES = ("colon_aca", "colon_n", "lung_aca", "lung_n", "lung_scc")
 SPLIT_IDS = {"train": 0, "val": 1, "test": 2}
 DEFAULTS = {"n_train": 300, "n_val": 200, "n_test": 500, "seed": 0, "roi_scale": 0.75, "evidence": 0.7}
-RANGES = {"roi_scale": (0.3, 1.5), "evidence": (0.05, 1.0)}
+#: Images per split at most: generated in memory, 100,000 64 px images with their masks take about 1 GB.
+MAX_IMAGES = 100_000
+RANGES = {"n_train": (0, MAX_IMAGES), "n_val": (0, MAX_IMAGES), "n_test": (0, MAX_IMAGES),
+          "seed": (0, 2**31 - 1), "roi_scale": (0.3, 1.5), "evidence": (0.05, 1.0)}
 
 #: Optical density per unit stain (RGB), after Ruifrok & Johnston (2001).
 HAEMATOXYLIN = np.array([0.65, 0.70, 0.29])
