@@ -48,7 +48,7 @@ def test_a_cpu_out_of_memory_is_the_one_line_batch_size_message(error):
     import torch
 
     from medkd_bench.run.cells import Cell
-    from medkd_bench.run.computer import out_of_memory_named
+    from medkd_bench.run.memory import out_of_memory_named
     from medkd_bench.specs import TrainSettings
 
     cell = Cell("synthetic-cxr", "label-only", student="ofa-595")
@@ -71,7 +71,7 @@ def test_other_runtime_errors_pass_through_unchanged():
     import torch
 
     from medkd_bench.run.cells import Cell
-    from medkd_bench.run.computer import out_of_memory_named
+    from medkd_bench.run.memory import out_of_memory_named
     from medkd_bench.specs import TrainSettings
 
     runtime = SimpleNamespace(device=torch.device("cpu"))

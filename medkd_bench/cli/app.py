@@ -10,6 +10,7 @@ import click
 from rich.console import Console
 
 from medkd_bench import __version__
+from medkd_bench.cli.types import bound_numeric_options
 from medkd_bench.run.options import DEFAULT_WORK_DIR
 
 if TYPE_CHECKING:
@@ -46,21 +47,17 @@ class BoundedGroup(click.Group):
 
     The bounds are applied as commands join (and again when one is looked up,
     for a subcommand a plugin adds to its own group later), so no command can
-    forget them: see :func:`medkd_bench.cli.options.bound_numeric_options`.
+    forget them: see :func:`medkd_bench.cli.types.bound_numeric_options`.
     """
 
     #: Subgroups made with ``@group.group()`` are bounded groups too.
     group_class = type
 
     def add_command(self, cmd: click.Command, name: str | None = None) -> None:
-        from medkd_bench.cli.options import bound_numeric_options  # options imports this module
-
         super().add_command(bound_numeric_options(cmd), name)
 
     def resolve_command(self, ctx: click.Context, args: list[str]) -> tuple[str | None, click.Command | None,
                                                                             list[str]]:
-        from medkd_bench.cli.options import bound_numeric_options
-
         name, cmd, rest = super().resolve_command(ctx, args)
         return name, bound_numeric_options(cmd) if cmd is not None else None, rest
 

@@ -12,7 +12,8 @@ from typing import Any
 import torch
 
 from medkd_bench.run.cells import Cell, teacher_cell_of
-from medkd_bench.run.computer import CellComputer, out_of_memory_named
+from medkd_bench.run.computer import CellComputer
+from medkd_bench.run.memory import out_of_memory_named
 from medkd_bench.specs import TrainSettings
 from medkd_bench.train.loop import EpochCallback, TrainResult, fit
 
