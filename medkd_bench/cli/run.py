@@ -8,12 +8,12 @@ is drawn by :class:`RichReporter`.
 from __future__ import annotations
 
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
 import click
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from medkd_bench import __version__
@@ -34,33 +34,6 @@ from medkd_bench.errors import MedkdError
 from medkd_bench.run.lock import WorkDirLock
 from medkd_bench.run.store import StoreError
 from medkd_bench.system.files import check_writable
-
-
-class RichReporter:
-    """Cell and epoch progress bars, and one line per finished cell."""
-
-    def __init__(self, progress: Progress, total: int):
-        self.progress = progress
-        self.cells = progress.add_task("cells", total=total)
-        self.epochs = progress.add_task("epochs", total=1, visible=False)
-
-    def cell_started(self, cell, index: int, total: int, epochs: int) -> None:
-        if not epochs:  # started in a worker process: no epoch progress comes back
-            self.progress.console.print(f"[dim]started {cell.label()}[/]")
-            return
-        self.progress.update(self.epochs, description=f"[cyan]{cell.label()}", total=epochs, completed=0,
-                             visible=True)
-
-    def epoch_done(self, epoch: int, epochs: int, row: dict[str, float]) -> None:
-        self.progress.update(self.epochs, completed=epoch,
-                             description=self.progress.tasks[self.epochs].description.split("  loss")[0]
-                             + f"  loss {row['loss']:.3f} val {row['val_accuracy']:.3f}")
-
-    def cell_finished(self, cell, status: str, detail: str) -> None:
-        style = {"done": "green", "skipped": "dim", "failed": "red"}[status]
-        self.progress.console.print(f"[{style}]{status:>7}[/] {cell.label()}: {detail}")
-        self.progress.advance(self.cells)
-        self.progress.update(self.epochs, visible=False)
 
 
 @cli.command(cls=ExperimentCommand)
@@ -243,9 +216,12 @@ def run(matrix, teachers, students, datasets, methods, method_options, teacher_c
             where += f" in {n_jobs} worker processes, {cell_executor.recipe.threads} thread(s) each"
         console.print(f"medkd-bench {__version__}: {len(cells)} cells on {where}; store {store.path}")
         try:
-            with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                          console=console, transient=False) as progress:
-                runner.reporter = RichReporter(progress, len(cells))
+            from medkd_bench.cli.progress import RichReporter, run_progress
+            from medkd_bench.run.estimate import MatrixEta, measured_seconds
+
+            eta = MatrixEta(measured_seconds(store, cells), n_jobs, time.perf_counter)
+            with run_progress(console) as progress:
+                runner.reporter = RichReporter(progress, len(cells), eta)
                 summary = runner.run(cells, cell_executor)
         except StoreError as exc:  # mid-run: stop cleanly, exit 1; the cells it finished are in the store
             err_console.print(f"[red]error:[/] {escape(str(exc))}; the run stopped, finished cells are kept",
@@ -254,6 +230,7 @@ def run(matrix, teachers, students, datasets, methods, method_options, teacher_c
         finally:
             if is_debug():
                 _print_failures(store, [runner.hash(c) for c in cells])
+        console.print("[dim]writing the leaderboards[/]", highlight=False)
         written = render_all(registry, store, leaderboard_dir, bootstrap)
     console.print(f"cells: {summary['done']} trained, {summary['skipped']} already done, "
                   f"{summary['failed']} failed; explanations: {summary['explained']} computed, "

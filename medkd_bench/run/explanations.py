@@ -228,6 +228,7 @@ class CellExplanations:
         explained = failed = 0
         for explainer in self.missing(cell):
             started = time.perf_counter()
+            self.runner.reporter.phase(f"explaining {cell.label()} with {explainer} ({n} images)")
             try:
                 if model is None:
                     model = self.runner.load_trained(cell)

@@ -68,6 +68,7 @@ class MatrixRunner(CellComputer):
         self.measure_missing_costs(cells)
         self.fill_missing_probabilities(cells)
         if self.options.onnx:
+            self.reporter.phase("exporting the students to ONNX, checking and timing them on ONNX Runtime")
             self.deploy_onnx(cells)
         return {**summary, **self.explain_counts}
 
@@ -108,6 +109,8 @@ class MatrixRunner(CellComputer):
                 continue
             if not needs_timing(rec.metrics, self.runtime.device.type):
                 continue
+            if not filled:
+                self.reporter.phase("timing the trained models (latency, throughput), nothing else running")
             model = None if self.has_cost(cell) else self.load_checkpoint(cell)  # one load per architecture
             self.store.update_metrics(h, self.cost_of(cell, model))
             filled += 1
@@ -256,7 +259,8 @@ class MatrixRunner(CellComputer):
         timings: dict[str, float] = {}
         try:
             self.check_teacher(cell)
-            result = self.compute(cell, timings, on_epoch=self.reporter.epoch_done)
+            result = self.compute(cell, timings, on_epoch=lambda epoch, epochs, row:
+                                  self.reporter.epoch_done(cell, epoch, epochs, row))
         except KeyboardInterrupt:
             self.store.fail(h, "interrupted", timings)
             raise

@@ -40,7 +40,7 @@ from multiprocessing.process import BaseProcess
 
 from medkd_bench.errors import MedkdError
 from medkd_bench.run.cells import Cell, baseline_cell_of, teacher_cell_of
-from medkd_bench.run.executors.pool_worker import PoolOutcome, WorkerError, worker_main
+from medkd_bench.run.executors.pool_worker import PoolOutcome, Progress, WorkerError, worker_main
 from medkd_bench.run.executors.worker import WorkerRecipe
 from medkd_bench.run.runner import MatrixRunner
 
@@ -95,6 +95,10 @@ class _Worker:
     process: BaseProcess
     conn: Connection
     job: tuple[int, Cell] | None = None
+
+
+#: What :meth:`_PoolSchedule.receive` returns for a worker that died before replying.
+_DIED = object()
 
 
 def _death_message(exitcode: int | None) -> str:
@@ -176,21 +180,32 @@ class _PoolSchedule:
             if worker is None:
                 still.append((index, cell))
                 continue
-            self.runner.reporter.cell_started(cell, index, self.total, 0)
-            worker.conn.send((cell, index, self.total))
+            worker.conn.send((cell, index, self.total))  # the worker reports the cell's start itself
             worker.job = (index, cell)
         return still
 
-    def settle(self, worker: _Worker) -> None:
+    def receive(self, worker: _Worker) -> object | None:
+        """Pass on every progress message waiting on ``worker``'s pipe; its cell's reply if it came, else None.
+
+        ``_DIED`` when the pipe broke or the process is gone with no reply.
+        """
+        while True:
+            try:
+                if not worker.conn.poll():
+                    return _DIED if not worker.process.is_alive() else None
+                message = worker.conn.recv()
+            except (EOFError, OSError):  # died (perhaps while sending)
+                return _DIED
+            if not isinstance(message, Progress):
+                return message
+            getattr(self.runner.reporter, message.call)(*message.args)
+
+    def settle(self, worker: _Worker, reply: object) -> None:
         """Report the cell ``worker`` finished, or fail it if the worker died; re-raise a worker's internal error."""
         assert worker.job is not None
         _, cell = worker.job
         worker.job = None
-        try:
-            reply = worker.conn.recv() if worker.conn.poll() else None
-        except (EOFError, OSError):  # died while sending
-            reply = None
-        if reply is None:  # the worker died: this cell, and only this one, fails
+        if reply is _DIED:  # the worker died: this cell, and only this one, fails
             worker.process.join(TERMINATE_GRACE_S)
             self.workers.remove(worker)
             worker.conn.close()
@@ -241,7 +256,9 @@ class _PoolSchedule:
                 raise KeyboardInterrupt
             for worker in busy:
                 if worker.conn in ready or worker.process.sentinel in ready:
-                    self.settle(worker)
+                    reply = self.receive(worker)
+                    if reply is not None:
+                        self.settle(worker, reply)
             waiting = self.start_ready(waiting)
         if waiting:  # cannot happen while every dependency is planned and settles; never leave cells unrun silently
             raise RuntimeError(f"pool: {len(waiting)} cell(s) never became ready: {[c.label() for _, c in waiting]}")

@@ -13,8 +13,10 @@ import sys
 import threading
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
+from typing import Any
 
 from medkd_bench.run.cells import Cell
 from medkd_bench.run.executors.worker import WorkerRecipe, worker_setup
@@ -63,20 +65,37 @@ class WorkerError:
         raise self.error from RemoteTraceback(self.traceback)
 
 
+@dataclass(frozen=True)
+class Progress:
+    """A worker's word while its cell runs, sent at once (the outcome comes after): the reporter call to repeat."""
+
+    call: str  # "cell_started", "epoch_done" or "phase"
+    args: tuple[Any, ...]
+
+
 @dataclass
 class RecordingReporter:
-    """A pool worker's reporter: keeps the finished-cell lines for the driver to print."""
+    """A pool worker's reporter: sends progress to the driver as it happens, keeps finished-cell lines.
+
+    The finished-cell lines travel with the outcome, so the driver prints them in
+    the order it records cells; epochs and phases go at once, so a pool run shows
+    every worker's epochs as a one-process run does.
+    """
 
     events: list[tuple[str, str]] = field(default_factory=list)
+    send: Callable[[Progress], None] = lambda progress: None
 
     def cell_started(self, cell: Cell, index: int, total: int, epochs: int) -> None:
-        pass
+        self.send(Progress("cell_started", (cell, index, total, epochs)))
 
-    def epoch_done(self, epoch: int, epochs: int, row: dict[str, float]) -> None:
-        pass
+    def epoch_done(self, cell: Cell, epoch: int, epochs: int, row: dict[str, float]) -> None:
+        self.send(Progress("epoch_done", (cell, epoch, epochs, dict(row))))
 
     def cell_finished(self, cell: Cell, status: str, detail: str) -> None:
         self.events.append((status, detail))
+
+    def phase(self, text: str) -> None:
+        self.send(Progress("phase", (text,)))
 
 
 @dataclass
@@ -112,12 +131,12 @@ def die_with_driver(driver_pid: int, kernel_signal: bool) -> None:
     threading.Thread(target=watch, name="medkd-bench-driver-watch", daemon=True).start()
 
 
-def _runner(recipe: WorkerRecipe) -> MatrixRunner:
+def _runner(recipe: WorkerRecipe, conn: Connection) -> MatrixRunner:
     from medkd_bench.run.store import Store
 
     registry, runtime = worker_setup(recipe)
     store = Store(recipe.options.work_dir / "runs.sqlite")
-    runner = MatrixRunner(registry, recipe.options, store, runtime, RecordingReporter())
+    runner = MatrixRunner(registry, recipe.options, store, runtime, RecordingReporter(send=conn.send))
     runner.measure_timings = False  # the driver times every model afterwards, alone on the machine
     return runner
 
@@ -136,6 +155,8 @@ def _run_cell(runner: MatrixRunner, cell: Cell, index: int, total: int) -> PoolO
 def worker_main(conn: Connection, recipe: WorkerRecipe, driver_pid: int, kernel_signal: bool) -> None:
     """A worker process: receive ``(cell, index, total)``, send back a :class:`PoolOutcome`; ``None`` ends it.
 
+    While the cell runs, :class:`Progress` messages come first (epochs, phases).
+
     A cell's own failure is recorded by ``run_cell`` and comes back as a failed
     outcome; any other exception (a fault of medkd-bench itself) comes back as
     the exception, its traceback chained, for the driver to re-raise.
@@ -152,7 +173,7 @@ def worker_main(conn: Connection, recipe: WorkerRecipe, driver_pid: int, kernel_
             return
         cell, index, total = task
         try:
-            runner = runner or _runner(recipe)
+            runner = runner or _runner(recipe, conn)
             reply: object = _run_cell(runner, cell, index, total)
         except Exception as exc:
             reply = WorkerError.of(exc)
