@@ -18,7 +18,7 @@ import pytest
 from medkd_bench.run.explanations import CellExplanations
 from medkd_bench.run.lock import WorkDirLock
 from medkd_bench.run.store import Store, guarded
-from tests.helpers import QUICK, TINY_DATA, plugin_fixture
+from tests.helpers import QUICK, TINY_DATA, plugin_fixture, table_row
 
 
 def _store(root: Path) -> Store:
@@ -120,6 +120,111 @@ def test_a_finished_cell_is_never_downgraded(tmp_path):
         store.start("k", "d", "t", "", "teacher", 1, {})  # left running by a killed run
         assert store.mark_running_interrupted() == 1
         assert store.get("k").status == "failed" and store.get("k").error.startswith("interrupted")
+
+
+def test_retraining_a_finished_cell_keeps_its_result_until_the_new_one_is_done(tmp_path):
+    """A done cell trained again (its checkpoint damaged) stays done; the attempt is recorded beside it."""
+    with Store(tmp_path / "runs.sqlite") as store:
+        store.start("h", "d", "t", "", "teacher", 0, {})
+        store.finish("h", {"accuracy": 0.9}, {}, {"checkpoint_sha256": "old"})
+        store.start("h", "d", "t", "", "teacher", 0, {})  # its checkpoint was found damaged: trained again
+        rec = store.get("h")
+        assert rec.status == "done" and rec.metrics == {"accuracy": 0.9}
+        assert rec.retrain_status == "running"
+        assert store.fail("h", "interrupted") is True  # Ctrl-C: the attempt failed, not the cell
+        rec = store.get("h")
+        assert rec.status == "done" and rec.metrics == {"accuracy": 0.9} and rec.error is None
+        assert (rec.retrain_status, rec.retrain_error) == ("failed", "interrupted")
+        assert [c.hash for c in store.cells(status="done")] == ["h"]
+        store.start("h", "d", "t", "", "teacher", 0, {})  # again, and the run is killed
+        assert store.mark_running_interrupted() == 1
+        rec = store.get("h")
+        assert rec.status == "done" and rec.retrain_status == "failed" and rec.retrain_error.startswith("interrupted")
+        store.start("h", "d", "t", "", "teacher", 0, {})
+        store.finish("h", {"accuracy": 0.8}, {}, {"checkpoint_sha256": "new"})
+        rec = store.get("h")
+        assert rec.status == "done" and rec.metrics == {"accuracy": 0.8} and rec.retrain_status is None
+        assert store.fail("h", "interrupted") is False  # nothing running: a done cell is left alone
+
+
+def _flip_last_byte(path: Path) -> None:
+    """One bit flipped in the file's last byte (a checkpoint's weights): it still loads, but is not the same."""
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 0x40
+    path.write_bytes(bytes(data))
+
+
+def test_ctrl_c_while_a_damaged_cell_is_retrained_keeps_its_result_on_the_page(run_cli, quick_run, monkeypatch):
+    from medkd_bench.run.computer import CellComputer
+
+    dirs = ["--work-dir", str(quick_run / "work"), "--leaderboard-dir", str(quick_run / "boards")]
+    page = quick_run / "boards" / "synthetic-cxr.md"
+    kd_row = table_row(page.read_text(), "## Students", ["ofa-595", "visformer-s", "kd"])
+    assert kd_row is not None and "| - | - |" not in kd_row  # a gain and a McNemar value
+    with _store(quick_run) as store:
+        before = {c.method: c for c in store.cells()}
+    _flip_last_byte(quick_run / "work" / before["label-only"].artifacts["checkpoint"])
+    compute = CellComputer.compute
+
+    def interrupted(self, cell, timings, on_epoch=None):
+        if cell.method == "label-only":
+            raise KeyboardInterrupt  # Ctrl-C while the damaged baseline is being trained again
+        return compute(self, cell, timings, on_epoch)
+
+    monkeypatch.setattr(CellComputer, "compute", interrupted)
+    result = run_cli([*QUICK, "--explainers", "all", *dirs])
+    assert result.exit_code == 130
+    assert "is damaged" in result.err and "training the cell again" in result.err
+    with _store(quick_run) as store:
+        base = store.get(before["label-only"].hash)
+    assert base.status == "done" and base.metrics == before["label-only"].metrics  # the previous result, kept
+    assert base.retrain_status == "failed" and base.retrain_error == "interrupted"
+    rendered = run_cli(["leaderboard", *dirs])
+    assert rendered.exit_code == 0, rendered.err
+    text = page.read_text()
+    assert table_row(text, "## Students", ["ofa-595", "visformer-s", "kd"]) == kd_row
+    assert "retraining it did not finish (interrupted)" in text  # the page says why the old result stands
+
+    monkeypatch.setattr(CellComputer, "compute", compute)
+    again = run_cli([*QUICK, "--explainers", "all", *dirs])
+    assert again.exit_code == 0, again.err
+    with _store(quick_run) as store:
+        base = store.get(before["label-only"].hash)
+    assert base.status == "done" and base.retrain_status is None
+    assert base.finished_at > before["label-only"].finished_at  # trained again, not trusted
+    assert base.metrics["test_predictions"] == before["label-only"].metrics["test_predictions"]
+    assert "did not finish" not in page.read_text()
+
+
+def test_a_teacher_whose_retraining_failed_teaches_no_student(run_cli, quick_run, monkeypatch):
+    """Its old result stays on the page, but its damaged checkpoint must not give a student soft targets."""
+    from medkd_bench.run.computer import CellComputer
+
+    dirs = ["--work-dir", str(quick_run / "work"), "--leaderboard-dir", str(quick_run / "boards")]
+    with _store(quick_run) as store:
+        before = {c.method: c for c in store.cells()}
+    for method in ("teacher", "kd"):
+        _flip_last_byte(quick_run / "work" / before[method].artifacts["checkpoint"])
+    compute = CellComputer.compute
+
+    def failing(self, cell, timings, on_epoch=None):
+        if cell.method == "teacher":
+            raise RuntimeError("out of cheese")
+        return compute(self, cell, timings, on_epoch)
+
+    monkeypatch.setattr(CellComputer, "compute", failing)
+    result = run_cli([*QUICK, *dirs])
+    assert result.exit_code == 1
+    out = result.out.replace("\n", " ")
+    assert "training it again failed: RuntimeError: out of cheese; its previous result is kept" in out
+    with _store(quick_run) as store:
+        after = {c.method: c for c in store.cells()}
+    assert after["teacher"].status == "done" and after["teacher"].retrain_error == "RuntimeError: out of cheese"
+    assert after["kd"].status == "done" and after["kd"].metrics == before["kd"].metrics
+    assert after["kd"].retrain_error == ("teacher 'visformer-s' on synthetic-cxr: its checkpoint is missing or "
+                                         "damaged and training it again did not finish (RuntimeError: out of cheese)")
+    page = (quick_run / "boards" / "synthetic-cxr.md").read_text()
+    assert "| teacher visformer-s seed 0 | retraining it did not finish (RuntimeError: out of cheese) |" in page
 
 
 # ---- damaged artifacts and stores -------------------------------------------------------------------

@@ -7,7 +7,11 @@ A store is trusted only as far as it can be checked: an empty (0-byte) or
 damaged file is a one-line :class:`StoreError` naming it, never a fresh
 start, and every later SQLite or disk error is one too, so the run stops
 cleanly with its finished cells kept. A cell's status only moves forward: a
-late failure or an interruption never overwrites ``done``.
+late failure or an interruption never overwrites ``done``. Training a done
+cell again (its checkpoint was found missing or damaged) is an *attempt*
+recorded beside the result (``retrain_status``): the cell stays done with its
+previous numbers until the new ones are stored, so a Ctrl-C or a failure
+mid-retrain costs the page nothing.
 """
 
 from __future__ import annotations
@@ -41,7 +45,10 @@ CREATE TABLE IF NOT EXISTS cells (
     error       TEXT,
     started_at  REAL,
     finished_at REAL,
-    traceback   TEXT
+    traceback   TEXT,
+    retrain_status     TEXT,
+    retrain_error      TEXT,
+    retrain_started_at REAL
 );
 CREATE INDEX IF NOT EXISTS cells_by_dataset ON cells(dataset, method);
 CREATE TABLE IF NOT EXISTS explanations (
@@ -87,6 +94,9 @@ class CellRecord:
     started_at: float | None
     finished_at: float | None
     traceback: str | None = None
+    #: A done cell being trained again: ``running``, or ``failed`` (then ``retrain_error`` says why); None otherwise.
+    retrain_status: str | None = None
+    retrain_error: str | None = None
 
 
 @dataclass
@@ -103,8 +113,12 @@ class ExplanationRecord:
     traceback: str | None = None
 
 
+#: Why a cell (or a retrain attempt) left running by a killed run failed.
+INTERRUPTED_BY_KILL = "interrupted (the run that started it ended without recording it)"
 #: Columns added after the first release, with their types: older stores gain them when opened for writing.
-ADDED_COLUMNS = {"cells": {"traceback": "TEXT"}, "explanations": {"traceback": "TEXT"}}
+ADDED_COLUMNS = {"cells": {"traceback": "TEXT", "retrain_status": "TEXT", "retrain_error": "TEXT",
+                           "retrain_started_at": "REAL"},
+                 "explanations": {"traceback": "TEXT"}}
 R = TypeVar("R")
 
 
@@ -205,12 +219,25 @@ class Store:
     @guarded
     def start(self, cell_hash: str, dataset: str, teacher: str, student: str, method: str, seed: int,
               config: dict[str, Any]) -> None:
+        """Mark a cell running; a done cell keeps its status and result, and its retrain attempt is marked running.
+
+        A done cell is trained again only when its checkpoint is missing or
+        damaged: its stored numbers were computed from the intact checkpoint and
+        stay valid, so they are shown until the new ones replace them.
+        """
+        now = time.time()
         with self._tx() as db:
+            retraining = db.execute(
+                "UPDATE cells SET retrain_status='running', retrain_error=NULL, retrain_started_at=? "
+                "WHERE hash=? AND status='done'", (now, cell_hash)).rowcount
+            if retraining:
+                return
             db.execute(
                 "INSERT INTO cells (hash, dataset, teacher, student, method, seed, status, config, started_at) "
                 "VALUES (?, ?, ?, ?, ?, ?, 'running', ?, ?) "
-                "ON CONFLICT(hash) DO UPDATE SET status='running', error=NULL, started_at=excluded.started_at",
-                (cell_hash, dataset, teacher, student, method, seed, json.dumps(config, sort_keys=True), time.time()),
+                "ON CONFLICT(hash) DO UPDATE SET status='running', error=NULL, started_at=excluded.started_at, "
+                "retrain_status=NULL, retrain_error=NULL, retrain_started_at=NULL",
+                (cell_hash, dataset, teacher, student, method, seed, json.dumps(config, sort_keys=True), now),
             )
 
     @guarded
@@ -218,8 +245,8 @@ class Store:
                artifacts: dict[str, str]) -> None:
         with self._tx() as db:
             db.execute(
-                "UPDATE cells SET status='done', metrics=?, timings=?, artifacts=?, error=NULL, finished_at=? "
-                "WHERE hash=?",
+                "UPDATE cells SET status='done', metrics=?, timings=?, artifacts=?, error=NULL, finished_at=?, "
+                "retrain_status=NULL, retrain_error=NULL, retrain_started_at=NULL WHERE hash=?",
                 (json.dumps(metrics), json.dumps(timings), json.dumps(artifacts), time.time(), cell_hash),
             )
 
@@ -236,17 +263,26 @@ class Store:
     @guarded
     def fail(self, cell_hash: str, error: str, timings: dict[str, float] | None = None,
              traceback: str | None = None) -> bool:
-        """Record a cell's failure (``error`` one line, ``traceback`` for ``--debug``); False if it was done.
+        """Record a cell's failure (``error`` one line, ``traceback`` for ``--debug``); whether anything was recorded.
 
         Status only moves forward: a cell that finished stays finished, whatever
-        fails or is interrupted after (say, while it was being explained).
+        fails or is interrupted after. If it was being trained again, the
+        failure is its retrain attempt's (the previous result stands); if not
+        (say, it was being explained), nothing is recorded and this is False.
         """
+        now = time.time()
         with self._tx() as db:
             changed = db.execute(
                 "UPDATE cells SET status='failed', error=?, timings=?, finished_at=?, traceback=? "
                 "WHERE hash=? AND status != 'done'",
-                (error, json.dumps(timings or {}), time.time(), traceback, cell_hash),
+                (error, json.dumps(timings or {}), now, traceback, cell_hash),
             ).rowcount
+            if not changed:
+                changed = db.execute(
+                    "UPDATE cells SET retrain_status='failed', retrain_error=?, traceback=? "
+                    "WHERE hash=? AND status='done' AND retrain_status='running'",
+                    (error, traceback, cell_hash),
+                ).rowcount
         return bool(changed)
 
     # ---- runs: the settings each ``medkd-bench run`` was given and the cells it planned, so a
@@ -274,14 +310,17 @@ class Store:
 
     @guarded
     def mark_running_interrupted(self) -> int:
-        """Cells left ``running`` by a killed run are marked failed: interrupted; how many.
+        """Cells (and retrain attempts) left ``running`` by a killed run are marked failed: interrupted; how many.
 
         Called by a run holding the work dir's lock, so no other run can own them.
+        A done cell's attempt fails, never the cell: its previous result stands.
         """
         with self._tx() as db:
-            return db.execute(
-                "UPDATE cells SET status='failed', error='interrupted (the run that started it ended without "
-                "recording it)', finished_at=? WHERE status='running'", (time.time(),)).rowcount
+            cells = db.execute(f"UPDATE cells SET status='failed', error='{INTERRUPTED_BY_KILL}', finished_at=? "
+                               "WHERE status='running'", (time.time(),)).rowcount
+            attempts = db.execute(f"UPDATE cells SET retrain_status='failed', retrain_error='{INTERRUPTED_BY_KILL}' "
+                                  "WHERE status='done' AND retrain_status='running'").rowcount
+        return cells + attempts
 
     # ---- explanations: keyed by the cell plus the explainer and its sample, so a
     # rerun with another explainer or sample size explains without retraining.
@@ -339,7 +378,8 @@ class Store:
         return CellRecord(row["hash"], row["dataset"], row["teacher"], row["student"], row["method"],
                           int(row["seed"]), row["status"], _loads(row["config"]), _loads(row["metrics"]),
                           _loads(row["timings"]), _loads(row["artifacts"]), row["error"], row["started_at"],
-                          row["finished_at"], _column(row, "traceback"))
+                          row["finished_at"], _column(row, "traceback"), _column(row, "retrain_status"),
+                          _column(row, "retrain_error"))
 
 
 def _column(row: sqlite3.Row, name: str) -> Any:
