@@ -7,6 +7,7 @@ everything else kept, never in a silently wrong number.
 
 from __future__ import annotations
 
+import json
 import os
 import sqlite3
 from pathlib import Path
@@ -295,6 +296,98 @@ def test_a_truncated_store_is_a_one_line_error(run_cli, quick_run):
                       str(quick_run / "boards")])
     assert result.exit_code == 2
     _one_line_error(result, f"run store {store}")
+
+
+def _two_done_cells(path: Path) -> Store:
+    store = Store(path)
+    for h, method, student in (("good", "teacher", ""), ("bad", "kd", "ofa-595")):
+        store.start(h, "synthetic-cxr", "visformer-s", student, method, 0, {"method": method})
+        store.finish(h, {"accuracy": 0.5}, {"train_s": 1.0}, {"checkpoint": f"checkpoints/{h}.safetensors"})
+    return store
+
+
+@pytest.mark.parametrize("column, garbage", [
+    ("metrics", "{not json"),
+    ("metrics", "[1, 2]"),
+    ("metrics", '{"accuracy": "high"}'),
+    ("config", "\x00\x01"),
+    ("timings", '"12 s"'),
+    ("artifacts", "{"),
+    ("seed", "12x"),
+    ("status", "dnoe"),
+    ("finished_at", "yesterday"),
+])
+def test_a_store_row_that_does_not_parse_is_named_left_out_and_trained_again(tmp_path, capsys, column, garbage):
+    path = tmp_path / "runs.sqlite"
+    with _two_done_cells(path) as store:
+        store._db.execute(f"UPDATE cells SET {column}=? WHERE hash='bad'", (garbage,))
+        store._db.commit()
+        assert [c.hash for c in store.cells()] == ["good"]  # the rest of the store stays usable
+        assert [c.hash for c in store.cells(status="done")] == ["good"]
+        assert store.get("bad") is None and not store.is_done("bad") and store.get("good") is not None
+        err = capsys.readouterr().err
+        warnings = [line for line in err.splitlines() if line.strip()]
+        assert len(warnings) == 1, err  # said once per store, however often the row is read
+        assert warnings[0].startswith(f"warning: run store {path}: cell synthetic-cxr kd visformer-s ofa-595 seed ")
+        assert "(hash bad)" in warnings[0] and f"{column}:" in warnings[0] and "trains it again" in warnings[0]
+        store.start("bad", "synthetic-cxr", "visformer-s", "ofa-595", "kd", 0, {"method": "kd"})  # `run` retrains it
+        rec = store.get("bad")
+        assert rec.status == "running" and rec.metrics == {} and rec.retrain_status is None
+        assert store.fail("bad", "interrupted") is True and store.get("bad").status == "failed"
+        store.start("bad", "synthetic-cxr", "visformer-s", "ofa-595", "kd", 0, {"method": "kd"})
+        store.finish("bad", {"accuracy": 0.25}, {}, {})
+        assert store.get("bad").metrics == {"accuracy": 0.25} and len(store.cells()) == 2
+
+
+def test_unreadable_explanation_and_run_rows_are_left_out_with_a_warning(tmp_path, capsys):
+    path = tmp_path / "runs.sqlite"
+    with _two_done_cells(path) as store:
+        store.save_explanation("good", "grad-cam", 3, 0, "done", {"n_images": 3})
+        store.save_explanation("bad", "grad-cam", 3, 0, "done", {"n_images": 3})
+        store.begin_run({"epochs": 1}, ["good"])
+        store.begin_run({"epochs": 2}, ["bad"])
+        store._db.execute("UPDATE explanations SET metrics='{' WHERE cell_hash='bad'")
+        store._db.execute("UPDATE runs SET settings='nope' WHERE id=2")
+        store._db.commit()
+        assert [e.cell_hash for e in store.explanations()] == ["good"]
+        assert store.explanation("bad", "grad-cam", 3, 0) is None  # computed again by the next run
+        assert store.run_settings() == {"good": [(1, {"epochs": 1})]}
+        err = capsys.readouterr().err.replace("\n", " ")
+    assert f"run store {path}: explanation grad-cam (3 images, seed 0) of cell bad is unreadable (metrics:" in err
+    assert f"run store {path}: run 2's settings are unreadable" in err
+
+
+def test_a_garbage_metrics_row_blocks_neither_pages_nor_exports_and_run_retrains_it(run_cli, quick_run):
+    work, boards = quick_run / "work", quick_run / "boards"
+    dirs = ["--work-dir", str(work), "--leaderboard-dir", str(boards)]
+    store_path = work / "runs.sqlite"
+    with _store(quick_run) as store:
+        before = {c.method: c for c in store.cells()}
+    kd = before["kd"]
+    with sqlite3.connect(store_path) as db:
+        db.execute("UPDATE cells SET metrics='{\"accuracy\": 0.5, oops' WHERE hash=?", (kd.hash,))
+    named = f"run store {store_path}: cell synthetic-cxr kd visformer-s ofa-595 seed 0 (hash {kd.hash})"
+
+    rendered = run_cli(["leaderboard", *dirs])
+    assert rendered.exit_code == 0, rendered.err
+    assert named in rendered.err.replace("\n", "") and "JSONDecodeError" in rendered.err
+    page = (boards / "synthetic-cxr.md").read_text()
+    assert table_row(page, "## Students", ["ofa-595", "visformer-s", "kd"]) is None  # rendered without it
+    assert table_row(page, "## Students", ["ofa-595", "-", "label-only"]) is not None
+
+    exported = run_cli(["export", "--format", "json", *dirs])
+    assert exported.exit_code == 0, exported.err
+    assert named in exported.err.replace("\n", "")
+    assert sorted(r["method"] for r in json.loads(exported.out)) == ["label-only", "teacher"]
+
+    again = run_cli([*QUICK, "--explainers", "all", *dirs])
+    assert again.exit_code == 0, again.err
+    assert named in again.err.replace("\n", "")
+    assert "1 trained, 2 already done, 0 failed" in again.out.replace("\n", " ")
+    with _store(quick_run) as store:
+        rec = store.get(kd.hash)
+    assert rec.status == "done" and rec.metrics["test_predictions"] == kd.metrics["test_predictions"]
+    assert table_row((boards / "synthetic-cxr.md").read_text(), "## Students", ["ofa-595", "visformer-s", "kd"])
 
 
 # ---- names and paths -------------------------------------------------------------------------------

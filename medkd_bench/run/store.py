@@ -12,6 +12,12 @@ cell again (its checkpoint was found missing or damaged) is an *attempt*
 recorded beside the result (``retrain_status``): the cell stays done with its
 previous numbers until the new ones are stored, so a Ctrl-C or a failure
 mid-retrain costs the page nothing.
+
+Rows are checked when read: a row that does not parse (its JSON, or a column
+of the wrong type, say after a hand edit or a bad disk sector SQLite's page
+checks did not catch) is one warning naming the store and the cell, and is
+left out, so every other cell still renders and exports, and ``run`` trains
+that cell again (``start`` resets such a row, never keeps it as done).
 """
 
 from __future__ import annotations
@@ -27,7 +33,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import quote
 
-from medkd_bench.errors import MedkdError
+from medkd_bench.errors import MedkdError, one_line
+from medkd_bench.system.messages import warn
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS cells (
@@ -126,6 +133,15 @@ class StoreError(MedkdError):
     """The run store cannot be opened, read or written; the message names the file."""
 
 
+class StoreRowError(StoreError):
+    """One store row does not parse; the message names the store file and the row (cell, explanation or run)."""
+
+
+#: The statuses a cell row may hold, and an explanation row.
+CELL_STATUSES = frozenset({"running", "done", "failed"})
+EXPLANATION_STATUSES = frozenset({"done", "failed"})
+
+
 def guarded(method: Callable[..., R]) -> Callable[..., R]:
     """Turn SQLite and disk errors inside a store method into a one-line :class:`StoreError`."""
 
@@ -140,7 +156,90 @@ def guarded(method: Callable[..., R]) -> Callable[..., R]:
 
 
 def _loads(text: str | None) -> dict:
-    return json.loads(text) if text else {}
+    """A JSON-object column (NULL or empty: ``{}``); ValueError if it is not JSON or not an object."""
+    if text is None or text == "":
+        return {}
+    if not isinstance(text, str):
+        raise ValueError(f"{type(text).__name__} where JSON text belongs")
+    value = json.loads(text)
+    if not isinstance(value, dict):
+        raise ValueError(f"JSON {type(value).__name__} where an object belongs")
+    return value
+
+
+def _text(value: Any) -> str:
+    if not isinstance(value, str):
+        raise ValueError(f"{type(value).__name__} {value!r} where text belongs")
+    return value
+
+
+def _integer(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"{value!r} is not an integer")
+    return value
+
+
+def _time(value: Any) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(f"{value!r} is not a time")
+    return float(value)
+
+
+def _status(value: Any, allowed: frozenset[str]) -> str:
+    if value not in allowed:
+        raise ValueError(f"{value!r} is not one of {', '.join(sorted(allowed))}")
+    return value
+
+
+def _parsed(row: sqlite3.Row, columns: dict[str, Callable[[Any], Any]]) -> dict[str, Any]:
+    """Each of ``columns`` read through its parser; ValueError naming the first column that does not parse."""
+    out = {}
+    for name, parse in columns.items():
+        try:
+            out[name] = parse(row[name] if name in row.keys() else None)
+        except (ValueError, TypeError) as exc:  # json.JSONDecodeError is a ValueError
+            raise ValueError(f"{name}: {one_line(exc)}") from exc
+    return out
+
+
+def _optional_text(value: Any) -> str | None:
+    return None if value is None else _text(value)
+
+
+#: How each cells column is read back; a column an older store lacks reads None.
+CELL_COLUMNS: dict[str, Callable[[Any], Any]] = {
+    "hash": _text, "dataset": _text, "teacher": _text, "student": _text, "method": _text, "seed": _integer,
+    "status": lambda v: _status(v, CELL_STATUSES), "config": _loads, "metrics": _loads, "timings": _loads,
+    "artifacts": _loads, "error": _optional_text, "started_at": _time, "finished_at": _time,
+    "traceback": _optional_text, "retrain_status": _optional_text, "retrain_error": _optional_text,
+}
+EXPLANATION_COLUMNS: dict[str, Callable[[Any], Any]] = {
+    "cell_hash": _text, "explainer": _text, "n_images": _integer, "seed": _integer,
+    "status": lambda v: _status(v, EXPLANATION_STATUSES), "metrics": _loads, "artifacts": _loads,
+    "error": _optional_text, "finished_at": _time, "traceback": _optional_text,
+}
+
+
+def _cell_record(row: sqlite3.Row) -> CellRecord:
+    """A cells row as a :class:`CellRecord`; ValueError naming the column that does not parse.
+
+    A done row must also carry its test accuracy as a number: every page and
+    the run's own report read it, and every medkd-bench version stored it.
+    """
+    values = _parsed(row, CELL_COLUMNS)
+    accuracy = values["metrics"].get("accuracy")
+    if values["status"] == "done" and (isinstance(accuracy, bool) or not isinstance(accuracy, int | float)):
+        raise ValueError(f"metrics: a done cell's accuracy is {accuracy!r}, not a number")
+    return CellRecord(**values)
+
+
+def _cell_name(row: sqlite3.Row) -> str:
+    """A cells row as people read it (dataset, method, teacher, student, seed), whatever its columns hold."""
+    parts = [row["dataset"], row["method"], row["teacher"], row["student"]]
+    words = " ".join(str(p) for p in parts if p not in (None, ""))
+    return f"{words} seed {row['seed']} (hash {row['hash']})"
 
 
 class Store:
@@ -152,6 +251,7 @@ class Store:
 
     def __init__(self, path: Path, readonly: bool = False):
         self.path = Path(path)
+        self._unreadable: set[str] = set()  # rows already named in a warning
         exists = self.path.exists()
         if exists and self.path.is_file() and self.path.stat().st_size == 0:
             raise StoreError(f"run store {self.path} is empty (0 bytes): not a medkd-bench store; restore it or "
@@ -207,10 +307,23 @@ class Store:
         with self._db:
             yield self._db
 
+    def _skip(self, error: StoreRowError) -> None:
+        """Name an unreadable row once per store: it is read again by every later step of a run."""
+        if str(error) not in self._unreadable:
+            self._unreadable.add(str(error))
+            warn(str(error))
+
     @guarded
     def get(self, cell_hash: str) -> CellRecord | None:
+        """The cell's record; None if there is none or it does not parse (then warned, and ``run`` retrains it)."""
         row = self._db.execute("SELECT * FROM cells WHERE hash = ?", (cell_hash,)).fetchone()
-        return self._record(row) if row else None
+        if row is None:
+            return None
+        try:
+            return self._record(row)
+        except StoreRowError as exc:
+            self._skip(exc)
+            return None
 
     def is_done(self, cell_hash: str) -> bool:
         rec = self.get(cell_hash)
@@ -227,16 +340,20 @@ class Store:
         """
         now = time.time()
         with self._tx() as db:
-            retraining = db.execute(
-                "UPDATE cells SET retrain_status='running', retrain_error=NULL, retrain_started_at=? "
-                "WHERE hash=? AND status='done'", (now, cell_hash)).rowcount
-            if retraining:
+            row = db.execute("SELECT * FROM cells WHERE hash=?", (cell_hash,)).fetchone()
+            if row is not None and row["status"] == "done" and _readable(row):
+                db.execute("UPDATE cells SET retrain_status='running', retrain_error=NULL, retrain_started_at=? "
+                           "WHERE hash=?", (now, cell_hash))
                 return
+            # New, failed, left running, or a row that does not parse: every column written afresh.
             db.execute(
                 "INSERT INTO cells (hash, dataset, teacher, student, method, seed, status, config, started_at) "
                 "VALUES (?, ?, ?, ?, ?, ?, 'running', ?, ?) "
-                "ON CONFLICT(hash) DO UPDATE SET status='running', error=NULL, started_at=excluded.started_at, "
-                "retrain_status=NULL, retrain_error=NULL, retrain_started_at=NULL",
+                "ON CONFLICT(hash) DO UPDATE SET dataset=excluded.dataset, teacher=excluded.teacher, "
+                "student=excluded.student, method=excluded.method, seed=excluded.seed, status='running', "
+                "config=excluded.config, metrics=NULL, timings=NULL, artifacts=NULL, error=NULL, "
+                "started_at=excluded.started_at, finished_at=NULL, traceback=NULL, retrain_status=NULL, "
+                "retrain_error=NULL, retrain_started_at=NULL",
                 (cell_hash, dataset, teacher, student, method, seed, json.dumps(config, sort_keys=True), now),
             )
 
@@ -254,11 +371,11 @@ class Store:
     def update_metrics(self, cell_hash: str, updates: dict[str, Any]) -> None:
         """Merge ``updates`` into a stored cell's metrics (in one transaction, so concurrent writers keep theirs)."""
         with self._tx() as db:
-            row = db.execute("SELECT metrics FROM cells WHERE hash=?", (cell_hash,)).fetchone()
+            row = db.execute("SELECT * FROM cells WHERE hash=?", (cell_hash,)).fetchone()
             if row is None:
                 raise KeyError(cell_hash)
-            db.execute("UPDATE cells SET metrics=? WHERE hash=?", (json.dumps({**_loads(row[0]), **updates}),
-                                                                   cell_hash))
+            metrics = self._record(row).metrics  # a row that does not parse is a StoreRowError, never overwritten
+            db.execute("UPDATE cells SET metrics=? WHERE hash=?", (json.dumps({**metrics, **updates}), cell_hash))
 
     @guarded
     def fail(self, cell_hash: str, error: str, timings: dict[str, float] | None = None,
@@ -305,7 +422,13 @@ class Store:
         out: dict[str, list[tuple[int, dict[str, Any]]]] = {}
         for row in self._db.execute("SELECT run_cells.cell_hash, runs.id, runs.settings FROM run_cells "
                                     "JOIN runs ON runs.id = run_cells.run_id ORDER BY runs.id"):
-            out.setdefault(row[0], []).append((int(row[1]), _loads(row[2])))
+            try:
+                settings = _loads(row[2])
+            except ValueError as exc:  # its cells still render, on the page of their other runs or the default
+                self._skip(StoreRowError(f"run store {self.path}: run {row[1]}'s settings are unreadable "
+                                         f"({one_line(exc)}); its cells are paged as if it had recorded none"))
+                continue
+            out.setdefault(row[0], []).append((int(row[1]), settings))
         return out
 
     @guarded
@@ -330,7 +453,13 @@ class Store:
             "SELECT * FROM explanations WHERE cell_hash=? AND explainer=? AND n_images=? AND seed=?",
             (cell_hash, explainer, n_images, seed),
         ).fetchone()
-        return self._explanation(row) if row else None
+        if row is None:
+            return None
+        try:
+            return self._explanation(row)
+        except StoreRowError as exc:  # computed again, like a missing one
+            self._skip(exc)
+            return None
 
     @guarded
     def save_explanation(self, cell_hash: str, explainer: str, n_images: int, seed: int, status: str,
@@ -351,15 +480,24 @@ class Store:
 
     @guarded
     def explanations(self, cell_hashes: list[str] | None = None) -> list[ExplanationRecord]:
-        rows = self._db.execute("SELECT * FROM explanations ORDER BY finished_at").fetchall()
-        recs = [self._explanation(r) for r in rows]
+        rows = self._db.execute("SELECT * FROM explanations").fetchall()
+        recs = []
+        for row in rows:
+            try:
+                recs.append(self._explanation(row))
+            except StoreRowError as exc:
+                self._skip(exc)
+        recs.sort(key=lambda r: r.finished_at or 0.0)  # in Python: a text finished_at must not reorder the rest
         return recs if cell_hashes is None else [r for r in recs if r.cell_hash in set(cell_hashes)]
 
-    @staticmethod
-    def _explanation(row: sqlite3.Row) -> ExplanationRecord:
-        return ExplanationRecord(row["cell_hash"], row["explainer"], int(row["n_images"]), int(row["seed"]),
-                                 row["status"], _loads(row["metrics"]), _loads(row["artifacts"]), row["error"],
-                                 row["finished_at"], _column(row, "traceback"))
+    def _explanation(self, row: sqlite3.Row) -> ExplanationRecord:
+        try:
+            return ExplanationRecord(**_parsed(row, EXPLANATION_COLUMNS))
+        except ValueError as exc:
+            raise StoreRowError(
+                f"run store {self.path}: explanation {row['explainer']} ({row['n_images']} images, seed {row['seed']}) "
+                f"of cell {row['cell_hash']} is unreadable ({exc}); left out, and computed again by the next run"
+            ) from None
 
     @guarded
     def cells(self, dataset: str | None = None, status: str | None = None) -> list[CellRecord]:
@@ -371,17 +509,25 @@ class Store:
             query += " AND status = ?"
             args.append(status)
         query += " ORDER BY dataset, method, teacher, student, seed"
-        return [self._record(r) for r in self._db.execute(query, args).fetchall()]
+        records = []
+        for row in self._db.execute(query, args).fetchall():
+            try:
+                records.append(self._record(row))
+            except StoreRowError as exc:  # the rest of the store stays usable
+                self._skip(exc)
+        return records
 
-    @staticmethod
-    def _record(row: sqlite3.Row) -> CellRecord:
-        return CellRecord(row["hash"], row["dataset"], row["teacher"], row["student"], row["method"],
-                          int(row["seed"]), row["status"], _loads(row["config"]), _loads(row["metrics"]),
-                          _loads(row["timings"]), _loads(row["artifacts"]), row["error"], row["started_at"],
-                          row["finished_at"], _column(row, "traceback"), _column(row, "retrain_status"),
-                          _column(row, "retrain_error"))
+    def _record(self, row: sqlite3.Row) -> CellRecord:
+        try:
+            return _cell_record(row)
+        except ValueError as exc:
+            raise StoreRowError(f"run store {self.path}: cell {_cell_name(row)} is unreadable ({exc}); left out of "
+                                "pages and exports, and `medkd-bench run` trains it again") from None
 
 
-def _column(row: sqlite3.Row, name: str) -> Any:
-    """A column a store opened read-only may predate."""
-    return row[name] if name in row.keys() else None
+def _readable(row: sqlite3.Row) -> bool:
+    try:
+        _cell_record(row)
+    except ValueError:
+        return False
+    return True
