@@ -56,6 +56,68 @@ def test_a_nan_teacher_fails_its_cell_and_its_kd_student_names_it(run_cli, dirs,
     assert not list((tmp_path / "work").glob("soft_targets/*"))  # nothing computed from the NaN teacher was cached
 
 
+# ---- model outputs that do not fit the dataset ------------------------------------------------------
+
+
+def test_a_teacher_with_another_head_in_evaluation_fails_naming_itself_and_the_shapes(run_cli, dirs, tmp_path):
+    result = run_cli(["run", "--plugin", plugin_fixture("shape_shifting_teacher"), "--methods", "kd",
+                      "--teachers", "shape-shifter", "--students", "ofa-595", "--datasets", "synthetic-cxr",
+                      "--explainers", "grad-cam", *TINY_DATA, *dirs])
+    assert result.exit_code == 1
+    with _store(tmp_path) as store:
+        cells = {c.method: c for c in store.cells()}
+    teacher = cells["teacher"]
+    assert teacher.status == "failed" and not teacher.metrics  # never done with accuracy 0.0
+    assert teacher.error == ("teacher 'shape-shifter': logits on the val split have shape (9, 4), expected (9, 3): "
+                             "9 image(s) by the dataset's 3 classes")
+    assert cells["kd"].status == "failed" and "teacher 'shape-shifter' has not been trained" in cells["kd"].error
+    assert cells["label-only"].status == "done"
+    assert not list((tmp_path / "work").glob("soft_targets/*"))  # no (N, C+1) soft targets cached
+
+
+def test_logits_that_do_not_fit_the_dataset_are_refused_in_every_mode():
+    import torch
+
+    from medkd_bench.data.prepare import prepare
+    from medkd_bench.distill.method import bind_method
+    from medkd_bench.registry import load_registry
+    from medkd_bench.specs import TrainSettings
+    from medkd_bench.system.runtime import resolve_runtime
+    from medkd_bench.train.loop import Trainer
+    from medkd_bench.train.predict import predict_logits, teacher_soft_targets
+    from medkd_bench.train.shapes import OutputShapeError
+
+    registry = load_registry([Path(plugin_fixture("shape_shifting_teacher"))])
+    data = prepare(registry.get("dataset", "synthetic-cxr"), 32, None, {"n_train": 8, "n_val": 6, "n_test": 6})
+    runtime = resolve_runtime("cpu", "off")
+    build = registry.get("teacher", "shape-shifter").build
+    classes = data.num_classes
+    shifter = build(classes, 32)  # C logits in training, C+1 in evaluation
+    wide = build(classes + 1, 32)  # C+1 in training
+    batch = (torch.arange(4), torch.zeros(4, dtype=torch.bool), data.splits["train"].images[:4])
+    settings = TrainSettings(epochs=1, batch_size=4)
+
+    Trainer(shifter.train(), data, settings, runtime).step(*batch)  # right in training: trains
+    with pytest.raises(OutputShapeError, match=r"^logits in training have shape \(4, 4\), expected \(4, 3\)"):
+        Trainer(wide.train(), data, settings, runtime).step(*batch)
+    kd = bind_method(registry.get("method", "kd"), registry.get("method", "kd").options,
+                     teacher_logits=torch.zeros(2, 8, classes), data=data, student_runtime=runtime, epochs=1,
+                     steps_per_epoch=2)
+    with pytest.raises(OutputShapeError, match=r"^logits in training have shape \(4, 4\)"):
+        Trainer(wide.train(), data, settings, runtime, distill=kd).step(*batch)  # a distilled student too
+    with pytest.raises(OutputShapeError, match=r"^logits on the val split have shape \(6, 4\), expected \(6, 3\)"):
+        predict_logits(shifter, data, data.splits["val"].images, runtime, what="logits on the val split")
+    with pytest.raises(OutputShapeError, match=r"^the teacher's soft targets have shape \(8, 4\)"):
+        teacher_soft_targets(shifter, data, runtime)
+
+    class Pair(torch.nn.Module):
+        def forward(self, x):
+            return shifter.head(shifter.features(x).mean((2, 3)))[:, :classes], None
+
+    with pytest.raises(OutputShapeError, match=r"^logits on the test split: the model returned tuple"):
+        predict_logits(Pair(), data, data.splits["test"].images, runtime, what="logits on the test split")
+
+
 @pytest.mark.parametrize("args, named", [
     (["--temperature", "nan"], "'--temperature'"),
     (["--temperature", "0"], "'--temperature'"),
