@@ -132,6 +132,18 @@ class FixedHead(nn.Module):
         return self.head(self.features(x).mean((2, 3)))
 
 
+class TrainingHead(FixedHead):
+    """A model with one class too many in train mode only (a run fails every cell of it)."""
+
+    def __init__(self, num_classes: int) -> None:
+        super().__init__()
+        self.head = nn.Linear(8, num_classes + 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        logits = super().forward(x)
+        return logits if self.training else logits[:, :-1]
+
+
 @pytest.mark.parametrize(
     "changes,message",
     [
@@ -139,6 +151,8 @@ class FixedHead(nn.Module):
          r"TeacherSpec 'tiny-resnet': target_layers\(model\) raised AttributeError.*declared target-layer path exist"),
         ({"build": lambda num_classes, img_size: FixedHead(), "target_layers": last_module("features.1")},
          r"TeacherSpec 'tiny-resnet': forward on \(2, 3, 32, 32\) must give logits \(2, 2\), got \(2, 4\)"),
+        ({"build": lambda num_classes, img_size: TrainingHead(num_classes), "target_layers": last_module("features.1")},
+         r"forward in train mode on \(2, 3, 32, 32\) must give logits \(2, 2\), got \(2, 3\)"),
         ({"target_layers": lambda model: [nn.Conv2d(3, 3, 1)]},
          "must return submodules of the model it is given"),
         ({"target_layers": lambda model: []}, "returned no layer"),
@@ -147,8 +161,8 @@ class FixedHead(nn.Module):
         ({"train": TrainSettings(batch_size=1)}, "train.batch_size must be >= 2"),
         ({"build": lambda num_classes, img_size: "not a model"}, "must return an nn.Module"),
     ],
-    ids=["missing-target-layer", "head-ignores-num-classes", "foreign-target-layer", "no-target-layer",
-         "name-not-a-slug", "no-citation", "batch-of-one", "build-returns-junk"],
+    ids=["missing-target-layer", "head-ignores-num-classes", "head-differs-in-train-mode", "foreign-target-layer",
+         "no-target-layer", "name-not-a-slug", "no-citation", "batch-of-one", "build-returns-junk"],
 )
 def test_teacher_rules(changes, message):
     spec = dataclasses.replace(GOOD_TEACHER, **changes)

@@ -7,6 +7,7 @@ everything else kept, never in a silently wrong number.
 
 from __future__ import annotations
 
+import json
 import os
 import sqlite3
 from pathlib import Path
@@ -18,7 +19,7 @@ import pytest
 from medkd_bench.run.explanations import CellExplanations
 from medkd_bench.run.lock import WorkDirLock
 from medkd_bench.run.store import Store, guarded
-from tests.helpers import QUICK, TINY_DATA, plugin_fixture
+from tests.helpers import QUICK, TINY_DATA, plugin_fixture, table_row
 
 
 def _store(root: Path) -> Store:
@@ -53,6 +54,68 @@ def test_a_nan_teacher_fails_its_cell_and_its_kd_student_names_it(run_cli, dirs,
         assert kd.status == "failed" and f"teacher {teacher!r} has not been trained" in kd.error
     assert cells[("label-only", "")].status == "done"
     assert not list((tmp_path / "work").glob("soft_targets/*"))  # nothing computed from the NaN teacher was cached
+
+
+# ---- model outputs that do not fit the dataset ------------------------------------------------------
+
+
+def test_a_teacher_with_another_head_in_evaluation_fails_naming_itself_and_the_shapes(run_cli, dirs, tmp_path):
+    result = run_cli(["run", "--plugin", plugin_fixture("shape_shifting_teacher"), "--methods", "kd",
+                      "--teachers", "shape-shifter", "--students", "ofa-595", "--datasets", "synthetic-cxr",
+                      "--explainers", "grad-cam", *TINY_DATA, *dirs])
+    assert result.exit_code == 1
+    with _store(tmp_path) as store:
+        cells = {c.method: c for c in store.cells()}
+    teacher = cells["teacher"]
+    assert teacher.status == "failed" and not teacher.metrics  # never done with accuracy 0.0
+    assert teacher.error == ("teacher 'shape-shifter': logits on the val split have shape (9, 4), expected (9, 3): "
+                             "9 image(s) by the dataset's 3 classes")
+    assert cells["kd"].status == "failed" and "teacher 'shape-shifter' has not been trained" in cells["kd"].error
+    assert cells["label-only"].status == "done"
+    assert not list((tmp_path / "work").glob("soft_targets/*"))  # no (N, C+1) soft targets cached
+
+
+def test_logits_that_do_not_fit_the_dataset_are_refused_in_every_mode():
+    import torch
+
+    from medkd_bench.data.prepare import prepare
+    from medkd_bench.distill.method import bind_method
+    from medkd_bench.registry import load_registry
+    from medkd_bench.specs import TrainSettings
+    from medkd_bench.system.runtime import resolve_runtime
+    from medkd_bench.train.loop import Trainer
+    from medkd_bench.train.predict import predict_logits, teacher_soft_targets
+    from medkd_bench.train.shapes import OutputShapeError
+
+    registry = load_registry([Path(plugin_fixture("shape_shifting_teacher"))])
+    data = prepare(registry.get("dataset", "synthetic-cxr"), 32, None, {"n_train": 8, "n_val": 6, "n_test": 6})
+    runtime = resolve_runtime("cpu", "off")
+    build = registry.get("teacher", "shape-shifter").build
+    classes = data.num_classes
+    shifter = build(classes, 32)  # C logits in training, C+1 in evaluation
+    wide = build(classes + 1, 32)  # C+1 in training
+    batch = (torch.arange(4), torch.zeros(4, dtype=torch.bool), data.splits["train"].images[:4])
+    settings = TrainSettings(epochs=1, batch_size=4)
+
+    Trainer(shifter.train(), data, settings, runtime).step(*batch)  # right in training: trains
+    with pytest.raises(OutputShapeError, match=r"^logits in training have shape \(4, 4\), expected \(4, 3\)"):
+        Trainer(wide.train(), data, settings, runtime).step(*batch)
+    kd = bind_method(registry.get("method", "kd"), registry.get("method", "kd").options,
+                     teacher_logits=torch.zeros(2, 8, classes), data=data, student_runtime=runtime, epochs=1,
+                     steps_per_epoch=2)
+    with pytest.raises(OutputShapeError, match=r"^logits in training have shape \(4, 4\)"):
+        Trainer(wide.train(), data, settings, runtime, distill=kd).step(*batch)  # a distilled student too
+    with pytest.raises(OutputShapeError, match=r"^logits on the val split have shape \(6, 4\), expected \(6, 3\)"):
+        predict_logits(shifter, data, data.splits["val"].images, runtime, what="logits on the val split")
+    with pytest.raises(OutputShapeError, match=r"^the teacher's soft targets have shape \(8, 4\)"):
+        teacher_soft_targets(shifter, data, runtime)
+
+    class Pair(torch.nn.Module):
+        def forward(self, x):
+            return shifter.head(shifter.features(x).mean((2, 3)))[:, :classes], None
+
+    with pytest.raises(OutputShapeError, match=r"^logits on the test split: the model returned tuple"):
+        predict_logits(Pair(), data, data.splits["test"].images, runtime, what="logits on the test split")
 
 
 @pytest.mark.parametrize("args, named", [
@@ -120,6 +183,111 @@ def test_a_finished_cell_is_never_downgraded(tmp_path):
         store.start("k", "d", "t", "", "teacher", 1, {})  # left running by a killed run
         assert store.mark_running_interrupted() == 1
         assert store.get("k").status == "failed" and store.get("k").error.startswith("interrupted")
+
+
+def test_retraining_a_finished_cell_keeps_its_result_until_the_new_one_is_done(tmp_path):
+    """A done cell trained again (its checkpoint damaged) stays done; the attempt is recorded beside it."""
+    with Store(tmp_path / "runs.sqlite") as store:
+        store.start("h", "d", "t", "", "teacher", 0, {})
+        store.finish("h", {"accuracy": 0.9}, {}, {"checkpoint_sha256": "old"})
+        store.start("h", "d", "t", "", "teacher", 0, {})  # its checkpoint was found damaged: trained again
+        rec = store.get("h")
+        assert rec.status == "done" and rec.metrics == {"accuracy": 0.9}
+        assert rec.retrain_status == "running"
+        assert store.fail("h", "interrupted") is True  # Ctrl-C: the attempt failed, not the cell
+        rec = store.get("h")
+        assert rec.status == "done" and rec.metrics == {"accuracy": 0.9} and rec.error is None
+        assert (rec.retrain_status, rec.retrain_error) == ("failed", "interrupted")
+        assert [c.hash for c in store.cells(status="done")] == ["h"]
+        store.start("h", "d", "t", "", "teacher", 0, {})  # again, and the run is killed
+        assert store.mark_running_interrupted() == 1
+        rec = store.get("h")
+        assert rec.status == "done" and rec.retrain_status == "failed" and rec.retrain_error.startswith("interrupted")
+        store.start("h", "d", "t", "", "teacher", 0, {})
+        store.finish("h", {"accuracy": 0.8}, {}, {"checkpoint_sha256": "new"})
+        rec = store.get("h")
+        assert rec.status == "done" and rec.metrics == {"accuracy": 0.8} and rec.retrain_status is None
+        assert store.fail("h", "interrupted") is False  # nothing running: a done cell is left alone
+
+
+def _flip_last_byte(path: Path) -> None:
+    """One bit flipped in the file's last byte (a checkpoint's weights): it still loads, but is not the same."""
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 0x40
+    path.write_bytes(bytes(data))
+
+
+def test_ctrl_c_while_a_damaged_cell_is_retrained_keeps_its_result_on_the_page(run_cli, quick_run, monkeypatch):
+    from medkd_bench.run.computer import CellComputer
+
+    dirs = ["--work-dir", str(quick_run / "work"), "--leaderboard-dir", str(quick_run / "boards")]
+    page = quick_run / "boards" / "synthetic-cxr.md"
+    kd_row = table_row(page.read_text(), "## Students", ["ofa-595", "visformer-s", "kd"])
+    assert kd_row is not None and "| - | - |" not in kd_row  # a gain and a McNemar value
+    with _store(quick_run) as store:
+        before = {c.method: c for c in store.cells()}
+    _flip_last_byte(quick_run / "work" / before["label-only"].artifacts["checkpoint"])
+    compute = CellComputer.compute
+
+    def interrupted(self, cell, timings, on_epoch=None):
+        if cell.method == "label-only":
+            raise KeyboardInterrupt  # Ctrl-C while the damaged baseline is being trained again
+        return compute(self, cell, timings, on_epoch)
+
+    monkeypatch.setattr(CellComputer, "compute", interrupted)
+    result = run_cli([*QUICK, "--explainers", "all", *dirs])
+    assert result.exit_code == 130
+    assert "is damaged" in result.err and "training the cell again" in result.err
+    with _store(quick_run) as store:
+        base = store.get(before["label-only"].hash)
+    assert base.status == "done" and base.metrics == before["label-only"].metrics  # the previous result, kept
+    assert base.retrain_status == "failed" and base.retrain_error == "interrupted"
+    rendered = run_cli(["leaderboard", *dirs])
+    assert rendered.exit_code == 0, rendered.err
+    text = page.read_text()
+    assert table_row(text, "## Students", ["ofa-595", "visformer-s", "kd"]) == kd_row
+    assert "retraining it did not finish (interrupted)" in text  # the page says why the old result stands
+
+    monkeypatch.setattr(CellComputer, "compute", compute)
+    again = run_cli([*QUICK, "--explainers", "all", *dirs])
+    assert again.exit_code == 0, again.err
+    with _store(quick_run) as store:
+        base = store.get(before["label-only"].hash)
+    assert base.status == "done" and base.retrain_status is None
+    assert base.finished_at > before["label-only"].finished_at  # trained again, not trusted
+    assert base.metrics["test_predictions"] == before["label-only"].metrics["test_predictions"]
+    assert "did not finish" not in page.read_text()
+
+
+def test_a_teacher_whose_retraining_failed_teaches_no_student(run_cli, quick_run, monkeypatch):
+    """Its old result stays on the page, but its damaged checkpoint must not give a student soft targets."""
+    from medkd_bench.run.computer import CellComputer
+
+    dirs = ["--work-dir", str(quick_run / "work"), "--leaderboard-dir", str(quick_run / "boards")]
+    with _store(quick_run) as store:
+        before = {c.method: c for c in store.cells()}
+    for method in ("teacher", "kd"):
+        _flip_last_byte(quick_run / "work" / before[method].artifacts["checkpoint"])
+    compute = CellComputer.compute
+
+    def failing(self, cell, timings, on_epoch=None):
+        if cell.method == "teacher":
+            raise RuntimeError("out of cheese")
+        return compute(self, cell, timings, on_epoch)
+
+    monkeypatch.setattr(CellComputer, "compute", failing)
+    result = run_cli([*QUICK, *dirs])
+    assert result.exit_code == 1
+    out = result.out.replace("\n", " ")
+    assert "training it again failed: RuntimeError: out of cheese; its previous result is kept" in out
+    with _store(quick_run) as store:
+        after = {c.method: c for c in store.cells()}
+    assert after["teacher"].status == "done" and after["teacher"].retrain_error == "RuntimeError: out of cheese"
+    assert after["kd"].status == "done" and after["kd"].metrics == before["kd"].metrics
+    assert after["kd"].retrain_error == ("teacher 'visformer-s' on synthetic-cxr: its checkpoint is missing or "
+                                         "damaged and training it again did not finish (RuntimeError: out of cheese)")
+    page = (quick_run / "boards" / "synthetic-cxr.md").read_text()
+    assert "| teacher visformer-s seed 0 | retraining it did not finish (RuntimeError: out of cheese) |" in page
 
 
 # ---- damaged artifacts and stores -------------------------------------------------------------------
@@ -298,6 +466,98 @@ def test_a_truncated_store_is_a_one_line_error(run_cli, quick_run):
                       str(quick_run / "boards")])
     assert result.exit_code == 2
     _one_line_error(result, f"run store {store}")
+
+
+def _two_done_cells(path: Path) -> Store:
+    store = Store(path)
+    for h, method, student in (("good", "teacher", ""), ("bad", "kd", "ofa-595")):
+        store.start(h, "synthetic-cxr", "visformer-s", student, method, 0, {"method": method})
+        store.finish(h, {"accuracy": 0.5}, {"train_s": 1.0}, {"checkpoint": f"checkpoints/{h}.safetensors"})
+    return store
+
+
+@pytest.mark.parametrize("column, garbage", [
+    ("metrics", "{not json"),
+    ("metrics", "[1, 2]"),
+    ("metrics", '{"accuracy": "high"}'),
+    ("config", "\x00\x01"),
+    ("timings", '"12 s"'),
+    ("artifacts", "{"),
+    ("seed", "12x"),
+    ("status", "dnoe"),
+    ("finished_at", "yesterday"),
+])
+def test_a_store_row_that_does_not_parse_is_named_left_out_and_trained_again(tmp_path, capsys, column, garbage):
+    path = tmp_path / "runs.sqlite"
+    with _two_done_cells(path) as store:
+        store._db.execute(f"UPDATE cells SET {column}=? WHERE hash='bad'", (garbage,))
+        store._db.commit()
+        assert [c.hash for c in store.cells()] == ["good"]  # the rest of the store stays usable
+        assert [c.hash for c in store.cells(status="done")] == ["good"]
+        assert store.get("bad") is None and not store.is_done("bad") and store.get("good") is not None
+        err = capsys.readouterr().err
+        warnings = [line for line in err.splitlines() if line.strip()]
+        assert len(warnings) == 1, err  # said once per store, however often the row is read
+        assert warnings[0].startswith(f"warning: run store {path}: cell synthetic-cxr kd visformer-s ofa-595 seed ")
+        assert "(hash bad)" in warnings[0] and f"{column}:" in warnings[0] and "trains it again" in warnings[0]
+        store.start("bad", "synthetic-cxr", "visformer-s", "ofa-595", "kd", 0, {"method": "kd"})  # `run` retrains it
+        rec = store.get("bad")
+        assert rec.status == "running" and rec.metrics == {} and rec.retrain_status is None
+        assert store.fail("bad", "interrupted") is True and store.get("bad").status == "failed"
+        store.start("bad", "synthetic-cxr", "visformer-s", "ofa-595", "kd", 0, {"method": "kd"})
+        store.finish("bad", {"accuracy": 0.25}, {}, {})
+        assert store.get("bad").metrics == {"accuracy": 0.25} and len(store.cells()) == 2
+
+
+def test_unreadable_explanation_and_run_rows_are_left_out_with_a_warning(tmp_path, capsys):
+    path = tmp_path / "runs.sqlite"
+    with _two_done_cells(path) as store:
+        store.save_explanation("good", "grad-cam", 3, 0, "done", {"n_images": 3})
+        store.save_explanation("bad", "grad-cam", 3, 0, "done", {"n_images": 3})
+        store.begin_run({"epochs": 1}, ["good"])
+        store.begin_run({"epochs": 2}, ["bad"])
+        store._db.execute("UPDATE explanations SET metrics='{' WHERE cell_hash='bad'")
+        store._db.execute("UPDATE runs SET settings='nope' WHERE id=2")
+        store._db.commit()
+        assert [e.cell_hash for e in store.explanations()] == ["good"]
+        assert store.explanation("bad", "grad-cam", 3, 0) is None  # computed again by the next run
+        assert store.run_settings() == {"good": [(1, {"epochs": 1})]}
+        err = capsys.readouterr().err.replace("\n", " ")
+    assert f"run store {path}: explanation grad-cam (3 images, seed 0) of cell bad is unreadable (metrics:" in err
+    assert f"run store {path}: run 2's settings are unreadable" in err
+
+
+def test_a_garbage_metrics_row_blocks_neither_pages_nor_exports_and_run_retrains_it(run_cli, quick_run):
+    work, boards = quick_run / "work", quick_run / "boards"
+    dirs = ["--work-dir", str(work), "--leaderboard-dir", str(boards)]
+    store_path = work / "runs.sqlite"
+    with _store(quick_run) as store:
+        before = {c.method: c for c in store.cells()}
+    kd = before["kd"]
+    with sqlite3.connect(store_path) as db:
+        db.execute("UPDATE cells SET metrics='{\"accuracy\": 0.5, oops' WHERE hash=?", (kd.hash,))
+    named = f"run store {store_path}: cell synthetic-cxr kd visformer-s ofa-595 seed 0 (hash {kd.hash})"
+
+    rendered = run_cli(["leaderboard", *dirs])
+    assert rendered.exit_code == 0, rendered.err
+    assert named in rendered.err.replace("\n", "") and "JSONDecodeError" in rendered.err
+    page = (boards / "synthetic-cxr.md").read_text()
+    assert table_row(page, "## Students", ["ofa-595", "visformer-s", "kd"]) is None  # rendered without it
+    assert table_row(page, "## Students", ["ofa-595", "-", "label-only"]) is not None
+
+    exported = run_cli(["export", "--format", "json", *dirs])
+    assert exported.exit_code == 0, exported.err
+    assert named in exported.err.replace("\n", "")
+    assert sorted(r["method"] for r in json.loads(exported.out)) == ["label-only", "teacher"]
+
+    again = run_cli([*QUICK, "--explainers", "all", *dirs])
+    assert again.exit_code == 0, again.err
+    assert named in again.err.replace("\n", "")
+    assert "1 trained, 2 already done, 0 failed" in again.out.replace("\n", " ")
+    with _store(quick_run) as store:
+        rec = store.get(kd.hash)
+    assert rec.status == "done" and rec.metrics["test_predictions"] == kd.metrics["test_predictions"]
+    assert table_row((boards / "synthetic-cxr.md").read_text(), "## Students", ["ofa-595", "visformer-s", "kd"])
 
 
 # ---- names and paths -------------------------------------------------------------------------------

@@ -257,11 +257,12 @@ def _print_plan(registry: Any, options: Any, runtime: Any, cells: list, matrix: 
 
 
 def _print_failures(store: Any, hashes: list[str]) -> None:
-    """``--debug``: the stored traceback of every failed cell of this run."""
+    """``--debug``: the stored traceback of every failed cell (or failed retraining of a done cell) of this run."""
     for h in dict.fromkeys(hashes):
         rec = store.get(h)
-        if rec is not None and rec.status == "failed" and rec.traceback:
-            err_console.print(f"[red]failed[/] {rec.dataset} {rec.method} {rec.teacher}{rec.student} "
+        if rec is not None and (rec.status == "failed" or rec.retrain_status == "failed") and rec.traceback:
+            what = "failed" if rec.status == "failed" else "retraining failed"
+            err_console.print(f"[red]{what}[/] {rec.dataset} {rec.method} {rec.teacher}{rec.student} "
                               f"seed {rec.seed} ({h}):", highlight=False)
             err_console.print(escape(rec.traceback), highlight=False)
 

@@ -15,6 +15,7 @@ from medkd_bench.distill.teacher import DEFAULT_CACHE_MB, TeacherSide
 from medkd_bench.errors import MedkdError
 from medkd_bench.specs import MethodSpec, ModelSpec
 from medkd_bench.system.runtime import Runtime
+from medkd_bench.train.shapes import require_logits
 
 #: Options a feature method may declare to pick other layers than the models' target layers.
 LAYER_OPTIONS = ("student_layer", "teacher_layer")
@@ -48,6 +49,7 @@ class Distillation:
              flipped: torch.Tensor, images: torch.Tensor, step: int) -> torch.Tensor:
         """The batch's loss; ``step`` counts optimiser steps so far (the epoch fraction is ``step / steps``)."""
         student = self.student_taps(x) if self.student_taps is not None else ModelOutputs(model(x))
+        require_logits(student.logits, len(x), self.teacher.data.num_classes, "logits in training")
         teacher = self.teacher.outputs(idx, flipped, images)
         loss = self.loss_module(student, teacher, targets, step / self.steps_per_epoch)
         if not isinstance(loss, torch.Tensor) or loss.dim() != 0:

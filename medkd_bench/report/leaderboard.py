@@ -199,9 +199,10 @@ def render_dataset(registry: Registry, dataset: str, records: list[CellRecord],
                     for c in classes]}
         for k in row_keys
     ]
-    failed = [{"label": f"{r.method} {r.teacher} {r.student} seed {r.seed}".replace("  ", " "),
-               "error": (r.error or "").replace("|", "/")}
+    failed = [{"label": _cell_label(r), "error": (r.error or "").replace("|", "/")}
               for r in board.latest.values() if r.status == "failed"]
+    kept = [{"label": _cell_label(r), "why": _retrain_text(r)}
+            for r in board.latest.values() if r.status == "done" and r.retrain_status]
     any_cfg = records[0].config if records else {}
     n_test = next((r.metrics.get("n_test") for r in done), 0)
     seeds = sorted({r.seed for r in done})
@@ -233,6 +234,7 @@ def render_dataset(registry: Registry, dataset: str, records: list[CellRecord],
         clinical=clinical_rows(row_keys, groups, board.clinical, len(classes)),
         confusion=confusion_tables(row_keys, groups, classes),
         failed=failed,
+        kept=kept,
         explanations=explanation_tables(done, explanations),
         resamples=row_stats.resamples,
         seeds=", ".join(map(str, seeds)) or "-",
@@ -266,6 +268,17 @@ def methods_used(registry: Registry, done: list[CellRecord]) -> list[dict[str, s
         seen[r.method] = {"name": r.method, "revision": str(cfg.get("revision", "-")), "options": options,
                           "citation": spec.citation if spec else "(method plugin not installed)"}
     return list(seen.values())
+
+
+def _cell_label(r: CellRecord) -> str:
+    return f"{r.method} {r.teacher} {r.student} seed {r.seed}".replace("  ", " ")
+
+
+def _retrain_text(r: CellRecord) -> str:
+    """Why a done cell's row shows its earlier result: its retraining is under way, or did not finish."""
+    if r.retrain_status == "running":
+        return "being trained again now"
+    return f"retraining it did not finish ({(r.retrain_error or 'no reason recorded').replace('|', '/')})"
 
 
 @dataclass

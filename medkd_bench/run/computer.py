@@ -10,7 +10,9 @@ its revision and options, and the teacher's own hash) is what :func:`~medkd_benc
 
 from __future__ import annotations
 
+import contextlib
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -39,6 +41,7 @@ from medkd_bench.system.weights import file_digest, load_weights_file
 from medkd_bench.train.loop import EpochCallback, TrainResult, fit, steps_per_epoch_of
 from medkd_bench.train.optim import adamw_implementation, grad_norm_implementation
 from medkd_bench.train.predict import split_outputs, teacher_soft_targets
+from medkd_bench.train.shapes import OutputShapeError
 
 
 @dataclass
@@ -238,7 +241,8 @@ class CellComputer:
             cached = read_soft_targets(path, expected) if path.is_file() else None
             if cached is None:
                 teacher = self.load_checkpoint(teacher_cell)
-                cached = teacher_soft_targets(teacher, data, self.runtime_for(self.model_spec(teacher_cell)))
+                with outputs_named(self.model_spec(teacher_cell)):  # checked per batch, so never cached wrong
+                    cached = teacher_soft_targets(teacher, data, self.runtime_for(self.model_spec(teacher_cell)))
                 write_soft_targets(path, cached)
             self._soft_targets[h] = cached
         return self._soft_targets[h]
@@ -331,7 +335,7 @@ class CellComputer:
         runtime = self.runtime_for(spec)
         distill = self.distillation(cell, model, spec, settings, data) if cell.distilled else None
         timings["setup_s"] = time.perf_counter() - t0
-        with out_of_memory_named(cell, settings, runtime):
+        with outputs_named(spec), out_of_memory_named(cell, settings, runtime):
             result: TrainResult = fit(model, data, settings, runtime, seed=cell.seed, distill=distill,
                                       on_epoch=on_epoch)
         timings["warmup_s"] = result.warmup_seconds
@@ -340,7 +344,7 @@ class CellComputer:
         checkpoint_sha256 = self.save_checkpoint(model, h)
         t1 = time.perf_counter()
         test = data.splits["test"]
-        with out_of_memory_named(cell, settings, runtime, "scoring"):
+        with outputs_named(spec), out_of_memory_named(cell, settings, runtime, "scoring"):
             preds, probs = split_outputs(model if result.forward is None else result.forward, data, "test", runtime)
         metrics: dict[str, Any] = classification_metrics(test.labels.tolist(), preds, data.spec.classes)
         metrics["test_predictions"] = preds  # for paired comparisons between cells
@@ -368,10 +372,28 @@ class CellComputer:
         return CellResult(model, metrics, timings, artifacts)
 
 
+@contextlib.contextmanager
+def outputs_named(spec: ModelSpec) -> Iterator[None]:
+    """A model output that does not fit the dataset, as one line naming the model.
+
+    The shape checks run deep in training and prediction, which know the
+    dataset but not which plugin's model they run; this adds its name (once).
+    """
+    try:
+        yield
+    except OutputShapeError as exc:
+        if exc.model is not None:
+            raise
+        raise OutputShapeError(f"{_kind(spec)} {spec.name!r}: {exc}", model=spec.name) from None
+
+
+def _kind(spec: ModelSpec) -> str:
+    return "teacher" if isinstance(spec, TeacherSpec) else "student"
+
+
 def built(spec: ModelSpec, model: Any, builder: str = "build()") -> nn.Module:
     """A plugin builder's result, checked: a misbehaving plugin is named, not a later ``AttributeError``."""
     if not isinstance(model, nn.Module):
-        kind = "teacher" if isinstance(spec, TeacherSpec) else "student"
-        raise MedkdError(f"{kind} {spec.name!r}: {builder} returned {type(model).__name__}, expected torch.nn.Module")
+        raise MedkdError(f"{_kind(spec)} {spec.name!r}: {builder} returned {type(model).__name__}, expected torch.nn.Module")
     return model
 

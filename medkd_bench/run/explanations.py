@@ -112,7 +112,7 @@ class CellExplanations:
         def compute() -> np.ndarray | None:
             trained = model
             if trained is None:
-                if not self.runner.store.is_done(h):
+                if not self.runner.is_finished(h):  # done, and its checkpoint the one the store recorded
                     return None
                 trained = self.runner.load_trained(cell)
             spec = self.runner.model_spec(cell)

@@ -52,7 +52,7 @@ class MatrixRunner(CellComputer):
         self._warned: set[str] = set()
 
     def load_trained(self, cell: Cell) -> nn.Module:
-        """A finished cell's model, rebuilt from its checkpoint once its SHA-256 is the store's."""
+        """A finished cell's model, rebuilt from its checkpoint (which must match the store's SHA-256)."""
         if not self.is_finished(self.hash(cell)):
             raise MedkdError(f"{cell.label()} has no finished checkpoint (run it first)")
         return self.load_checkpoint(cell)
@@ -206,16 +206,23 @@ class MatrixRunner(CellComputer):
         return False
 
     def check_teacher(self, cell: Cell) -> None:
-        """A distilled cell needs its teacher finished, its checkpoint whole; raises with the teacher's own error otherwise."""
+        """A distilled cell needs its teacher finished, checkpoint intact; raises with the teacher's own error otherwise.
+
+        A teacher still done in the store whose checkpoint is damaged and whose
+        retraining did not finish cannot teach: its soft targets would come from
+        the damaged weights.
+        """
         if not cell.distilled:
             return
-        teacher_hash = self.hash(teacher_cell_of(cell))
-        teacher_rec = self.store.get(teacher_hash)
-        if teacher_rec is None or not self.is_finished(teacher_hash):
-            why = (teacher_rec.error if teacher_rec and teacher_rec.error
-                   else "its checkpoint is missing or damaged" if teacher_rec and teacher_rec.status == "done"
-                   else "no finished cell")
-            raise MedkdError(f"teacher {cell.teacher!r} has not been trained on {cell.dataset} ({why})")
+        h = self.hash(teacher_cell_of(cell))
+        teacher_rec = self.store.get(h)
+        if teacher_rec is None or teacher_rec.status != "done":
+            raise MedkdError(f"teacher {cell.teacher!r} has not been trained on {cell.dataset} "
+                             f"({teacher_rec.error if teacher_rec and teacher_rec.error else 'no finished cell'})")
+        if not self.is_finished(h):
+            why = f" ({teacher_rec.retrain_error})" if teacher_rec.retrain_error else ""
+            raise MedkdError(f"teacher {cell.teacher!r} on {cell.dataset}: its checkpoint is missing or damaged and "
+                             f"training it again did not finish{why}")
 
     def begin(self, cell: Cell, index: int, total: int) -> str:
         """Mark ``cell`` running in the store; its hash."""
@@ -230,9 +237,17 @@ class MatrixRunner(CellComputer):
         self.reporter.cell_finished(cell, "done", f"test accuracy {metrics['accuracy']:.3f}")
 
     def record_failed(self, cell: Cell, message: str, timings: dict[str, float], trace: str | None = None) -> None:
-        """Store a cell's one-line failure (and its traceback, for ``--debug``) unless it already finished."""
-        if self.store.fail(self.hash(cell), message, timings, trace):
-            self.reporter.cell_finished(cell, "failed", message)
+        """Store a cell's one-line failure (and its traceback, for ``--debug``) unless it already finished.
+
+        A finished cell that was being trained again keeps its result; the
+        failure is its retrain attempt's, and the line says so.
+        """
+        h = self.hash(cell)
+        if self.store.fail(h, message, timings, trace):
+            rec = self.store.get(h)
+            kept = rec is not None and rec.status == "done"
+            self.reporter.cell_finished(cell, "failed", f"training it again failed: {message}; its previous result "
+                                        "is kept" if kept else message)
 
     def record_skipped(self, cell: Cell) -> None:
         self.reporter.cell_finished(cell, "skipped", "finished earlier")

@@ -7,7 +7,17 @@ A store is trusted only as far as it can be checked: an empty (0-byte) or
 damaged file is a one-line :class:`StoreError` naming it, never a fresh
 start, and every later SQLite or disk error is one too, so the run stops
 cleanly with its finished cells kept. A cell's status only moves forward: a
-late failure or an interruption never overwrites ``done``.
+late failure or an interruption never overwrites ``done``. Training a done
+cell again (its checkpoint was found missing or damaged) is an *attempt*
+recorded beside the result (``retrain_status``): the cell stays done with its
+previous numbers until the new ones are stored, so a Ctrl-C or a failure
+mid-retrain costs the page nothing.
+
+Rows are checked when read: a row that does not parse (its JSON, or a column
+of the wrong type, say after a hand edit or a bad disk sector SQLite's page
+checks did not catch) is one warning naming the store and the cell, and is
+left out, so every other cell still renders and exports, and ``run`` trains
+that cell again (``start`` resets such a row, never keeps it as done).
 """
 
 from __future__ import annotations
@@ -17,123 +27,34 @@ import sqlite3
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from functools import wraps
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import quote
 
-from medkd_bench.errors import MedkdError
+from medkd_bench.errors import one_line
+from medkd_bench.run.records import (  # noqa: F401  (the records and errors are the store's API too)
+    ADDED_COLUMNS,
+    CELL_STATUSES,
+    EXPLANATION_COLUMNS,
+    EXPLANATION_STATUSES,
+    SCHEMA,
+    CellRecord,
+    ExplanationRecord,
+    StoreError,
+    StoreRowError,
+    TrialRecord,
+    _cell_name,
+    _cell_record,
+    _loads,
+    _parsed,
+    _readable,
+)
+from medkd_bench.system.messages import warn
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS cells (
-    hash        TEXT PRIMARY KEY,
-    dataset     TEXT NOT NULL,
-    teacher     TEXT NOT NULL,
-    student     TEXT NOT NULL,
-    method      TEXT NOT NULL,
-    seed        INTEGER NOT NULL,
-    status      TEXT NOT NULL,
-    config      TEXT NOT NULL,
-    metrics     TEXT,
-    timings     TEXT,
-    artifacts   TEXT,
-    error       TEXT,
-    started_at  REAL,
-    finished_at REAL,
-    traceback   TEXT
-);
-CREATE INDEX IF NOT EXISTS cells_by_dataset ON cells(dataset, method);
-CREATE TABLE IF NOT EXISTS explanations (
-    cell_hash   TEXT NOT NULL,
-    explainer   TEXT NOT NULL,
-    n_images    INTEGER NOT NULL,
-    seed        INTEGER NOT NULL,
-    status      TEXT NOT NULL,
-    metrics     TEXT,
-    artifacts   TEXT,
-    error       TEXT,
-    finished_at REAL,
-    traceback   TEXT,
-    PRIMARY KEY (cell_hash, explainer, n_images, seed)
-);
-CREATE TABLE IF NOT EXISTS runs (
-    id          INTEGER PRIMARY KEY AUTOINCREMENT,
-    settings    TEXT NOT NULL,
-    started_at  REAL NOT NULL
-);
-CREATE TABLE IF NOT EXISTS run_cells (
-    run_id      INTEGER NOT NULL,
-    cell_hash   TEXT NOT NULL,
-    PRIMARY KEY (run_id, cell_hash)
-);
-CREATE TABLE IF NOT EXISTS trials (
-    study       TEXT NOT NULL,
-    number      INTEGER NOT NULL,
-    arm         TEXT NOT NULL,
-    params      TEXT NOT NULL,
-    state       TEXT NOT NULL,
-    value       REAL,
-    record      TEXT NOT NULL,
-    finished_at REAL NOT NULL,
-    PRIMARY KEY (study, number)
-);
-"""
-
-
-@dataclass
-class TrialRecord:
-    """One finished tuning trial (``run --tune``): its point, how it ended and what validation said."""
-
-    study: str
-    number: int
-    arm: str
-    params: dict[str, Any]
-    state: str  # "complete", "pruned" or "failed"
-    value: float | None  # best validation accuracy (complete trials)
-    record: dict[str, Any]  # intermediate values, epochs, seconds, config hash, error
-
-
-@dataclass
-class CellRecord:
-    hash: str
-    dataset: str
-    teacher: str
-    student: str
-    method: str
-    seed: int
-    status: str
-    config: dict[str, Any]
-    metrics: dict[str, Any]
-    timings: dict[str, float]
-    artifacts: dict[str, str]
-    error: str | None
-    started_at: float | None
-    finished_at: float | None
-    traceback: str | None = None
-
-
-@dataclass
-class ExplanationRecord:
-    cell_hash: str
-    explainer: str
-    n_images: int
-    seed: int
-    status: str
-    metrics: dict[str, Any]
-    artifacts: dict[str, str]
-    error: str | None
-    finished_at: float | None
-    traceback: str | None = None
-
-
-#: Columns added after the first release, with their types: older stores gain them when opened for writing.
-ADDED_COLUMNS = {"cells": {"traceback": "TEXT"}, "explanations": {"traceback": "TEXT"}}
+#: Why a cell (or a retrain attempt) left running by a killed run failed.
+INTERRUPTED_BY_KILL = "interrupted (the run that started it ended without recording it)"
 R = TypeVar("R")
-
-
-class StoreError(MedkdError):
-    """The run store cannot be opened, read or written; the message names the file."""
 
 
 def guarded(method: Callable[..., R]) -> Callable[..., R]:
@@ -149,10 +70,6 @@ def guarded(method: Callable[..., R]) -> Callable[..., R]:
     return call
 
 
-def _loads(text: str | None) -> dict:
-    return json.loads(text) if text else {}
-
-
 class Store:
     """A thin, explicit wrapper over one SQLite file.
 
@@ -162,6 +79,7 @@ class Store:
 
     def __init__(self, path: Path, readonly: bool = False):
         self.path = Path(path)
+        self._unreadable: set[str] = set()  # rows already named in a warning
         exists = self.path.exists()
         if exists and self.path.is_file() and self.path.stat().st_size == 0:
             raise StoreError(f"run store {self.path} is empty (0 bytes): not a medkd-bench store; restore it or "
@@ -217,10 +135,23 @@ class Store:
         with self._db:
             yield self._db
 
+    def _skip(self, error: StoreRowError) -> None:
+        """Name an unreadable row once per store: it is read again by every later step of a run."""
+        if str(error) not in self._unreadable:
+            self._unreadable.add(str(error))
+            warn(str(error))
+
     @guarded
     def get(self, cell_hash: str) -> CellRecord | None:
+        """The cell's record; None if there is none or it does not parse (then warned, and ``run`` retrains it)."""
         row = self._db.execute("SELECT * FROM cells WHERE hash = ?", (cell_hash,)).fetchone()
-        return self._record(row) if row else None
+        if row is None:
+            return None
+        try:
+            return self._record(row)
+        except StoreRowError as exc:
+            self._skip(exc)
+            return None
 
     def is_done(self, cell_hash: str) -> bool:
         rec = self.get(cell_hash)
@@ -229,12 +160,29 @@ class Store:
     @guarded
     def start(self, cell_hash: str, dataset: str, teacher: str, student: str, method: str, seed: int,
               config: dict[str, Any]) -> None:
+        """Mark a cell running; a done cell keeps its status and result, and its retrain attempt is marked running.
+
+        A done cell is trained again only when its checkpoint is missing or
+        damaged: its stored numbers were computed from the intact checkpoint and
+        stay valid, so they are shown until the new ones replace them.
+        """
+        now = time.time()
         with self._tx() as db:
+            row = db.execute("SELECT * FROM cells WHERE hash=?", (cell_hash,)).fetchone()
+            if row is not None and row["status"] == "done" and _readable(row):
+                db.execute("UPDATE cells SET retrain_status='running', retrain_error=NULL, retrain_started_at=? "
+                           "WHERE hash=?", (now, cell_hash))
+                return
+            # New, failed, left running, or a row that does not parse: every column written afresh.
             db.execute(
                 "INSERT INTO cells (hash, dataset, teacher, student, method, seed, status, config, started_at) "
                 "VALUES (?, ?, ?, ?, ?, ?, 'running', ?, ?) "
-                "ON CONFLICT(hash) DO UPDATE SET status='running', error=NULL, started_at=excluded.started_at",
-                (cell_hash, dataset, teacher, student, method, seed, json.dumps(config, sort_keys=True), time.time()),
+                "ON CONFLICT(hash) DO UPDATE SET dataset=excluded.dataset, teacher=excluded.teacher, "
+                "student=excluded.student, method=excluded.method, seed=excluded.seed, status='running', "
+                "config=excluded.config, metrics=NULL, timings=NULL, artifacts=NULL, error=NULL, "
+                "started_at=excluded.started_at, finished_at=NULL, traceback=NULL, retrain_status=NULL, "
+                "retrain_error=NULL, retrain_started_at=NULL",
+                (cell_hash, dataset, teacher, student, method, seed, json.dumps(config, sort_keys=True), now),
             )
 
     @guarded
@@ -242,8 +190,8 @@ class Store:
                artifacts: dict[str, str]) -> None:
         with self._tx() as db:
             db.execute(
-                "UPDATE cells SET status='done', metrics=?, timings=?, artifacts=?, error=NULL, finished_at=? "
-                "WHERE hash=?",
+                "UPDATE cells SET status='done', metrics=?, timings=?, artifacts=?, error=NULL, finished_at=?, "
+                "retrain_status=NULL, retrain_error=NULL, retrain_started_at=NULL WHERE hash=?",
                 (json.dumps(metrics), json.dumps(timings), json.dumps(artifacts), time.time(), cell_hash),
             )
 
@@ -251,26 +199,35 @@ class Store:
     def update_metrics(self, cell_hash: str, updates: dict[str, Any]) -> None:
         """Merge ``updates`` into a stored cell's metrics (in one transaction, so concurrent writers keep theirs)."""
         with self._tx() as db:
-            row = db.execute("SELECT metrics FROM cells WHERE hash=?", (cell_hash,)).fetchone()
+            row = db.execute("SELECT * FROM cells WHERE hash=?", (cell_hash,)).fetchone()
             if row is None:
                 raise KeyError(cell_hash)
-            db.execute("UPDATE cells SET metrics=? WHERE hash=?", (json.dumps({**_loads(row[0]), **updates}),
-                                                                   cell_hash))
+            metrics = self._record(row).metrics  # a row that does not parse is a StoreRowError, never overwritten
+            db.execute("UPDATE cells SET metrics=? WHERE hash=?", (json.dumps({**metrics, **updates}), cell_hash))
 
     @guarded
     def fail(self, cell_hash: str, error: str, timings: dict[str, float] | None = None,
              traceback: str | None = None) -> bool:
-        """Record a cell's failure (``error`` one line, ``traceback`` for ``--debug``); False if it was done.
+        """Record a cell's failure (``error`` one line, ``traceback`` for ``--debug``); whether anything was recorded.
 
         Status only moves forward: a cell that finished stays finished, whatever
-        fails or is interrupted after (say, while it was being explained).
+        fails or is interrupted after. If it was being trained again, the
+        failure is its retrain attempt's (the previous result stands); if not
+        (say, it was being explained), nothing is recorded and this is False.
         """
+        now = time.time()
         with self._tx() as db:
             changed = db.execute(
                 "UPDATE cells SET status='failed', error=?, timings=?, finished_at=?, traceback=? "
                 "WHERE hash=? AND status != 'done'",
-                (error, json.dumps(timings or {}), time.time(), traceback, cell_hash),
+                (error, json.dumps(timings or {}), now, traceback, cell_hash),
             ).rowcount
+            if not changed:
+                changed = db.execute(
+                    "UPDATE cells SET retrain_status='failed', retrain_error=?, traceback=? "
+                    "WHERE hash=? AND status='done' AND retrain_status='running'",
+                    (error, traceback, cell_hash),
+                ).rowcount
         return bool(changed)
 
     # ---- runs: the settings each ``medkd-bench run`` was given and the cells it planned, so a
@@ -293,19 +250,28 @@ class Store:
         out: dict[str, list[tuple[int, dict[str, Any]]]] = {}
         for row in self._db.execute("SELECT run_cells.cell_hash, runs.id, runs.settings FROM run_cells "
                                     "JOIN runs ON runs.id = run_cells.run_id ORDER BY runs.id"):
-            out.setdefault(row[0], []).append((int(row[1]), _loads(row[2])))
+            try:
+                settings = _loads(row[2])
+            except ValueError as exc:  # its cells still render, on the page of their other runs or the default
+                self._skip(StoreRowError(f"run store {self.path}: run {row[1]}'s settings are unreadable "
+                                         f"({one_line(exc)}); its cells are paged as if it had recorded none"))
+                continue
+            out.setdefault(row[0], []).append((int(row[1]), settings))
         return out
 
     @guarded
     def mark_running_interrupted(self) -> int:
-        """Cells left ``running`` by a killed run are marked failed: interrupted; how many.
+        """Cells (and retrain attempts) left ``running`` by a killed run are marked failed: interrupted; how many.
 
         Called by a run holding the work dir's lock, so no other run can own them.
+        A done cell's attempt fails, never the cell: its previous result stands.
         """
         with self._tx() as db:
-            return db.execute(
-                "UPDATE cells SET status='failed', error='interrupted (the run that started it ended without "
-                "recording it)', finished_at=? WHERE status='running'", (time.time(),)).rowcount
+            cells = db.execute(f"UPDATE cells SET status='failed', error='{INTERRUPTED_BY_KILL}', finished_at=? "
+                               "WHERE status='running'", (time.time(),)).rowcount
+            attempts = db.execute(f"UPDATE cells SET retrain_status='failed', retrain_error='{INTERRUPTED_BY_KILL}' "
+                                  "WHERE status='done' AND retrain_status='running'").rowcount
+        return cells + attempts
 
     # ---- tuning trials (``run --tune``): written once each, so an interrupted tuning resumes after the last.
     @guarded
@@ -335,7 +301,13 @@ class Store:
             "SELECT * FROM explanations WHERE cell_hash=? AND explainer=? AND n_images=? AND seed=?",
             (cell_hash, explainer, n_images, seed),
         ).fetchone()
-        return self._explanation(row) if row else None
+        if row is None:
+            return None
+        try:
+            return self._explanation(row)
+        except StoreRowError as exc:  # computed again, like a missing one
+            self._skip(exc)
+            return None
 
     @guarded
     def save_explanation(self, cell_hash: str, explainer: str, n_images: int, seed: int, status: str,
@@ -356,15 +328,24 @@ class Store:
 
     @guarded
     def explanations(self, cell_hashes: list[str] | None = None) -> list[ExplanationRecord]:
-        rows = self._db.execute("SELECT * FROM explanations ORDER BY finished_at").fetchall()
-        recs = [self._explanation(r) for r in rows]
+        rows = self._db.execute("SELECT * FROM explanations").fetchall()
+        recs = []
+        for row in rows:
+            try:
+                recs.append(self._explanation(row))
+            except StoreRowError as exc:
+                self._skip(exc)
+        recs.sort(key=lambda r: r.finished_at or 0.0)  # in Python: a text finished_at must not reorder the rest
         return recs if cell_hashes is None else [r for r in recs if r.cell_hash in set(cell_hashes)]
 
-    @staticmethod
-    def _explanation(row: sqlite3.Row) -> ExplanationRecord:
-        return ExplanationRecord(row["cell_hash"], row["explainer"], int(row["n_images"]), int(row["seed"]),
-                                 row["status"], _loads(row["metrics"]), _loads(row["artifacts"]), row["error"],
-                                 row["finished_at"], _column(row, "traceback"))
+    def _explanation(self, row: sqlite3.Row) -> ExplanationRecord:
+        try:
+            return ExplanationRecord(**_parsed(row, EXPLANATION_COLUMNS))
+        except ValueError as exc:
+            raise StoreRowError(
+                f"run store {self.path}: explanation {row['explainer']} ({row['n_images']} images, seed {row['seed']}) "
+                f"of cell {row['cell_hash']} is unreadable ({exc}); left out, and computed again by the next run"
+            ) from None
 
     @guarded
     def cells(self, dataset: str | None = None, status: str | None = None) -> list[CellRecord]:
@@ -376,16 +357,17 @@ class Store:
             query += " AND status = ?"
             args.append(status)
         query += " ORDER BY dataset, method, teacher, student, seed"
-        return [self._record(r) for r in self._db.execute(query, args).fetchall()]
+        records = []
+        for row in self._db.execute(query, args).fetchall():
+            try:
+                records.append(self._record(row))
+            except StoreRowError as exc:  # the rest of the store stays usable
+                self._skip(exc)
+        return records
 
-    @staticmethod
-    def _record(row: sqlite3.Row) -> CellRecord:
-        return CellRecord(row["hash"], row["dataset"], row["teacher"], row["student"], row["method"],
-                          int(row["seed"]), row["status"], _loads(row["config"]), _loads(row["metrics"]),
-                          _loads(row["timings"]), _loads(row["artifacts"]), row["error"], row["started_at"],
-                          row["finished_at"], _column(row, "traceback"))
-
-
-def _column(row: sqlite3.Row, name: str) -> Any:
-    """A column a store opened read-only may predate."""
-    return row[name] if name in row.keys() else None
+    def _record(self, row: sqlite3.Row) -> CellRecord:
+        try:
+            return _cell_record(row)
+        except ValueError as exc:
+            raise StoreRowError(f"run store {self.path}: cell {_cell_name(row)} is unreadable ({exc}); left out of "
+                                "pages and exports, and `medkd-bench run` trains it again") from None

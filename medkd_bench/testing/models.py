@@ -45,20 +45,28 @@ def _build(spec: ModelSpec, num_classes: int, img_size: int) -> nn.Module:
 
 
 def _check_forward(spec: ModelSpec, model: nn.Module, num_classes: int, img_size: int) -> None:
-    """Logits of shape (N, num_classes): the trainer's cross-entropy and KD loss assume exactly that."""
+    """Logits of shape (N, num_classes) in eval and in train mode: the trainer's losses and scoring assume exactly that.
+
+    Both modes, as a run checks both (:mod:`medkd_bench.train.shapes`): a head
+    that differs between them would fail every cell of the model.
+    """
     x = torch.randn(2, 3, img_size, img_size)
+    for mode in ("eval", "train"):
+        model.train(mode == "train")
+        how = "" if mode == "eval" else " in train mode"
+        try:
+            with torch.no_grad():
+                out = model(x)
+        except Exception as exc:
+            raise spec_failure(spec, f"forward{how} on (2, 3, {img_size}, {img_size}) raised "
+                                     f"{type(exc).__name__}: {exc}") from exc
+        require(isinstance(out, torch.Tensor), spec,
+                 f"forward{how} must return a logits tensor (got {type(out).__name__}); unwrap tuples or dicts")
+        require(tuple(out.shape) == (2, num_classes), spec,
+                 f"forward{how} on (2, 3, {img_size}, {img_size}) must give logits (2, {num_classes}), "
+                 f"got {tuple(out.shape)}; build(num_classes, img_size) must size the head from num_classes")
+        require(bool(torch.isfinite(out).all()), spec, f"forward{how} at {img_size} px gives non-finite logits")
     model.eval()
-    try:
-        with torch.no_grad():
-            out = model(x)
-    except Exception as exc:
-        raise spec_failure(spec, f"forward on (2, 3, {img_size}, {img_size}) raised {type(exc).__name__}: {exc}") from exc
-    require(isinstance(out, torch.Tensor), spec,
-             f"forward must return a logits tensor (got {type(out).__name__}); unwrap tuples or dicts")
-    require(tuple(out.shape) == (2, num_classes), spec,
-             f"forward on (2, 3, {img_size}, {img_size}) must give logits (2, {num_classes}), "
-             f"got {tuple(out.shape)}; build(num_classes, img_size) must size the head from num_classes")
-    require(bool(torch.isfinite(out).all()), spec, f"forward at {img_size} px gives non-finite logits")
 
 
 def _target_layers(spec: ModelSpec, model: nn.Module) -> list[nn.Module]:

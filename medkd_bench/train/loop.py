@@ -30,6 +30,7 @@ from medkd_bench.train.losses import DEFAULT_ALPHA, DEFAULT_TEMPERATURE, kd_loss
 from medkd_bench.train.optim import clipped_step, make_adamw, param_groups
 from medkd_bench.train.predict import evaluate_accuracy, teacher_soft_targets
 from medkd_bench.train.schedule import PlateauStop, warmup_cosine
+from medkd_bench.train.shapes import require_logits
 from medkd_bench.train.warmup import warm_up
 
 if TYPE_CHECKING:
@@ -136,7 +137,7 @@ class Trainer:
         with runtime.autocast():
             if self.distill is not None:
                 return self.distill.loss(self.forward, x, y, idx, flipped, images, self.steps)
-            logits = self.forward(x)
+            logits = require_logits(self.forward(x), len(x), self.data.num_classes, "logits in training")
             return F.cross_entropy(logits.float(), y, label_smoothing=self.settings.label_smoothing)
 
     def step(self, idx: torch.Tensor, flipped: torch.Tensor, images: torch.Tensor) -> float:

@@ -8,6 +8,7 @@ from torch import nn
 from medkd_bench.data.prepare import PreparedData
 from medkd_bench.system.runtime import Runtime
 from medkd_bench.train.finite import require_finite
+from medkd_bench.train.shapes import require_logits
 
 
 @torch.inference_mode()
@@ -15,13 +16,19 @@ def predict_logits(
     model: nn.Module, data: PreparedData, images: torch.Tensor, runtime: Runtime, batch_size: int = 128,
     what: str = "logits",
 ) -> torch.Tensor:
-    """Logits (float32, on CPU) for uint8 images, in eval mode; NaN or infinite logits raise, naming ``what``."""
+    """Logits (float32, on CPU) for uint8 images, in eval mode; ``(N, classes)`` and finite, or an error naming ``what``.
+
+    Each batch's logits are checked against the dataset's classes: a model with
+    another head in eval mode than in training would otherwise be scored (and
+    cached as soft targets) with a column no label can match.
+    """
     model.eval()
     out = []
     for start in range(0, len(images), batch_size):
         x = runtime.to_model(data.normalise(images[start : start + batch_size], runtime.device))
         with runtime.autocast():
-            out.append(model(x).float().cpu())
+            logits = require_logits(model(x), len(x), data.num_classes, what)
+            out.append(logits.float().cpu())
     return require_finite(torch.cat(out), what)
 
 
