@@ -202,3 +202,60 @@ def test_ctrl_c_stops_the_pool_and_marks_cells_interrupted(tmp_path, whom):
         time.sleep(0.2)
     else:
         pytest.fail("processes of the run are still alive 15 s after the driver exited")
+
+
+def test_a_pool_run_shows_every_workers_epochs_phases_and_time_left(run_cli, dirs, monkeypatch):
+    """Workers send their cells' starts, epochs and phases down their pipes as they happen (issue 30)."""
+    import medkd_bench.cli.progress as progress
+
+    calls: list[tuple] = []
+
+    class Recording(progress.RichReporter):
+        def cell_started(self, cell, index, total, epochs):
+            calls.append(("started", cell.method, epochs))
+            super().cell_started(cell, index, total, epochs)
+
+        def epoch_done(self, cell, epoch, epochs, row):
+            calls.append(("epoch", cell.method, epoch, self.eta.text() if self.eta else ""))
+            super().epoch_done(cell, epoch, epochs, row)
+
+        def phase(self, text):
+            calls.append(("phase", text))
+            super().phase(text)
+
+    monkeypatch.setattr(progress, "RichReporter", Recording)
+    args = [*TWO_DATASETS, "--datasets", "synthetic-cxr", "--epochs", "2", *dirs]
+    args[args.index("--jobs") + 1] = "2"
+    result = run_cli(args)
+    assert result.exit_code == 0, result.err
+    for method in ("teacher", "label-only", "kd"):
+        assert ("started", method, 2) in calls
+        assert [c[2] for c in calls if c[:2] == ("epoch", method)] == [1, 2]
+    assert any(c[0] == "phase" and c[1].startswith("explaining synthetic-cxr | teacher visformer-s") for c in calls)
+    assert any(c[0] == "phase" and c[1].startswith("timing the trained models") for c in calls)
+    # Once a cell has finished this run, the matrix bar says how long is left.
+    assert any(c[0] == "epoch" and c[1] == "kd" and c[3].startswith("about ") for c in calls)
+    assert "writing the leaderboards" in result.out
+
+
+def test_time_left_comes_from_comparable_cells_in_the_store(quick_run):
+    from medkd_bench.run.estimate import MatrixEta, measured_seconds
+
+    with Store(quick_run / "work" / "runs.sqlite") as store:
+        done = {(c.dataset, c.method, c.teacher, c.student): c.timings["total_s"] for c in store.cells()}
+        fresh = [Cell("synthetic-cxr", "teacher", teacher="visformer-s", seed=5),
+                 Cell("synthetic-histo", "label-only", student="ofa-595"),  # same model, other dataset
+                 Cell("synthetic-cxr", "teacher", teacher="vgg19")]  # never measured
+        estimates = measured_seconds(store, fresh)
+    assert estimates[fresh[0]] == done[("synthetic-cxr", "teacher", "visformer-s", "")]
+    assert estimates[fresh[1]] == done[("synthetic-cxr", "label-only", "", "ofa-595")]
+    assert estimates[fresh[2]] is None
+    now = [100.0]
+    eta = MatrixEta(estimates, jobs=2, clock=lambda: now[0])
+    mean_known = (estimates[fresh[0]] + estimates[fresh[1]]) / 2
+    assert eta.seconds_left() == pytest.approx((estimates[fresh[0]] + estimates[fresh[1]] + mean_known) / 2)
+    eta.start(fresh[0])
+    now[0] += 1.0
+    eta.finish(fresh[0], trained=True)
+    assert eta.seconds_left() == pytest.approx((estimates[fresh[1]] + mean_known) / 2)
+    assert MatrixEta({fresh[2]: None}, 1, lambda: 0.0).text() == "time left: after the first cell"
