@@ -24,7 +24,7 @@ from medkd_bench.report.export import export_rows, to_csv
 from medkd_bench.report.format import deployed_latency_text, latency_text, method_label, num, pct
 from medkd_bench.report.method_summary import method_summary, weak_teachers
 from medkd_bench.report.pages import DEFAULT_KEY, Page, latest_records, pages_for
-from medkd_bench.report.plots import pareto_plot
+from medkd_bench.report.plots import ParetoFigure, pareto_plot
 from medkd_bench.report.provenance import checksums_text, reproduce_entries, versions_text
 from medkd_bench.report.row_stats import RowStats, gain_text, mcnemar_text
 from medkd_bench.report.trust import UNCONVERGED, UNDETECTABLE, Trust, teacher_design_text
@@ -159,7 +159,7 @@ def _seed_rows(board: _Board, row_stats: RowStats) -> list[dict[str, Any]]:
 def render_dataset(registry: Registry, dataset: str, records: list[CellRecord],
                    explanations: list[ExplanationRecord], row_stats: RowStats | None = None,
                    board: _Board | None = None, page: Page | None = None,
-                   other_pages: Sequence[Page] = (), plot: str | None = None,
+                   other_pages: Sequence[Page] = (), plot: ParetoFigure | None = None,
                    curves: CurvesFigure | None = None, trials: Sequence[TrialRecord] = ()) -> str:
     row_stats = row_stats or RowStats(registry)
     spec = registry.datasets.get(dataset)
