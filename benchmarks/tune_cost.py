@@ -31,7 +31,7 @@ def main() -> None:
         studies[t.study].append(t)
     total_trials = total_cells = 0.0
     print(f"{'arm':58} {'trials':>6} {'pruned':>6} {'trial s':>8} {'cell s':>7} {'ratio':>6}")
-    for study, ts in sorted(studies.items(), key=lambda kv: kv[1][0].arm):
+    for ts in sorted(studies.values(), key=lambda ts: ts[0].arm):
         seconds = sum(t.record.get("seconds", 0.0) for t in ts)
         final = next((cells[t.record["final_hash"]] for t in ts if t.record.get("final_hash") in cells), None)
         cell_s = final.timings.get("total_s") if final else None
