@@ -11,7 +11,7 @@ from torch import nn
 from medkd_bench.data.prepare import PreparedData
 from medkd_bench.errors import MedkdError
 from medkd_bench.explain.maps import compute_maps, explanation_sample
-from medkd_bench.explain.panels import panel_rows, render_panel
+from medkd_bench.explain.panels import PanelColumn, panel_rows, render_panel, stored_predictions
 from medkd_bench.run.artifacts import checkpoint_problem
 from medkd_bench.system.runtime import Runtime
 
@@ -83,7 +83,8 @@ def panel_from_store(
     for title, record in cells:
         model = _load_finished(registry, record, data, runtime.device, work_dir)
         model_spec = registry.get(record.config["model"]["role"], record.config["model"]["name"])
-        columns.append((title, compute_maps(model_spec, model, explainer_spec, data, indices,
-                                            runtime.for_model(model_spec))))
+        maps = compute_maps(model_spec, model, explainer_spec, data, indices, runtime.for_model(model_spec))
+        columns.append(PanelColumn(title, maps, stored_predictions(record.metrics, indices,
+                                                                    len(data.splits["test"]))))
     return render_panel(out, data, indices, columns, title=f"{explainer}: {dataset}, {teacher} -> {student} ({method})",
                         mask_name=data.spec.localisation_mask)

@@ -18,14 +18,16 @@ from medkd_bench.evaluate import stats
 from medkd_bench.registry import Registry
 from medkd_bench.report.board_owner import claim_leaderboard_dir
 from medkd_bench.report.clinical_tables import clinical_rows, confusion_tables
+from medkd_bench.report.contents import CONTENTS_MARK, with_contents
 from medkd_bench.report.curve_plot import CurvesFigure, curves_plot
 from medkd_bench.report.experiment import command_line, experiment_toml
 from medkd_bench.report.explanation_tables import explanation_tables, latest_explanations
 from medkd_bench.report.export import export_rows, to_csv
 from medkd_bench.report.format import deployed_latency_text, latency_text, method_label, num, pct
+from medkd_bench.report.glance import at_a_glance
 from medkd_bench.report.method_summary import method_summary, weak_teachers
 from medkd_bench.report.pages import DEFAULT_KEY, Page, latest_records, pages_for
-from medkd_bench.report.plots import pareto_plot
+from medkd_bench.report.plots import ParetoFigure, pareto_plot
 from medkd_bench.report.provenance import checksums_text, reproduce_entries, versions_text
 from medkd_bench.report.row_stats import RowStats, gain_text, mcnemar_text
 from medkd_bench.report.trust import UNCONVERGED, UNDETECTABLE, Trust, teacher_design_text
@@ -160,7 +162,7 @@ def _seed_rows(board: _Board, row_stats: RowStats) -> list[dict[str, Any]]:
 def render_dataset(registry: Registry, dataset: str, records: list[CellRecord],
                    explanations: list[ExplanationRecord], row_stats: RowStats | None = None,
                    board: _Board | None = None, page: Page | None = None,
-                   other_pages: Sequence[Page] = (), plot: str | None = None,
+                   other_pages: Sequence[Page] = (), plot: ParetoFigure | None = None,
                    curves: CurvesFigure | None = None, trials: Sequence[TrialRecord] = ()) -> str:
     row_stats = row_stats or RowStats(registry)
     spec = registry.datasets.get(dataset)
@@ -208,7 +210,11 @@ def render_dataset(registry: Registry, dataset: str, records: list[CellRecord],
     seeds = sorted({r.seed for r in done})
     reproduce = reproduce_entries(registry, dataset, done, explanations, row_stats.resamples,
                                   page.settings if page is not None and page.recorded else None)
-    return _env().get_template("dataset.md.j2").render(
+    glance = at_a_glance(dict(zip(teacher_keys, teachers, strict=True)), dict(zip(student_keys, students, strict=True)),
+                         board.accuracy, board.gains, len(failed))
+    return with_contents(_env().get_template("dataset.md.j2").render(
+        contents=CONTENTS_MARK,
+        glance=glance,
         dataset=spec or _FallbackDataset(dataset),
         img_size=any_cfg.get("dataset", {}).get("img_size", "-"),
         n_test=n_test,
@@ -253,7 +259,7 @@ def render_dataset(registry: Registry, dataset: str, records: list[CellRecord],
         curves=curves,
         tuning=tuning_rows(page.settings, records, trials) if page is not None else [],
         tune_trials=page.settings.get("tune_trials") if page is not None else None,
-    )
+    ))
 
 
 def methods_used(registry: Registry, done: list[CellRecord]) -> list[dict[str, str]]:

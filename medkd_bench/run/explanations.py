@@ -26,7 +26,7 @@ from medkd_bench.errors import one_line
 from medkd_bench.explain import agreement
 from medkd_bench.explain.faithfulness import road_faithfulness
 from medkd_bench.explain.maps import compute_maps, explanation_sample
-from medkd_bench.explain.panels import panel_rows, render_panel
+from medkd_bench.explain.panels import PanelColumn, panel_rows, render_panel, stored_predictions
 from medkd_bench.registry import Registry
 from medkd_bench.run.cells import Cell, baseline_cell_of, teacher_cell_of
 from medkd_bench.run.computer import built
@@ -153,14 +153,23 @@ class CellExplanations:
         teacher_cell, baseline_cell = teacher_cell_of(cell), baseline_cell_of(cell)
         sample = self.sample(cell)
         rows = panel_rows(data, sample, self.runner.options.panel_per_class)
+        indices = [sample[r] for r in rows]
+        n_test = len(data.splits["test"])
+
+        def column(name: str, of: Cell, maps: np.ndarray) -> PanelColumn:
+            """The cell's maps on the panel rows, with the predictions its store row recorded when it was scored."""
+            record = self.runner.store.get(self.runner.hash(of))
+            predictions = stored_predictions(record.metrics, indices, n_test) if record is not None else None
+            return PanelColumn(name, maps[rows], predictions)
+
         columns = []
         teacher_maps = self.maps_for(teacher_cell, explainer)
         if teacher_maps is not None:
-            columns.append((f"teacher {cell.teacher}", teacher_maps[rows]))
+            columns.append(column(f"teacher {cell.teacher}", teacher_cell, teacher_maps))
         baseline = self.maps_for(baseline_cell, explainer)
         if baseline is not None:
-            columns.append((f"{cell.student} labels only", baseline[rows]))
-        columns.append((f"{cell.student} {cell.method}", student_maps[rows]))
+            columns.append(column(f"{cell.student} labels only", baseline_cell, baseline))
+        columns.append(column(f"{cell.student} {cell.method}", cell, student_maps))
         suffix = "" if cell.seed == 0 else f"__seed{cell.seed}"
         board_dir = self.runner.options.leaderboard_dir
         path = path_inside(board_dir, "panels", cell.dataset, explainer,
@@ -168,7 +177,7 @@ class CellExplanations:
                            f"-{len(sample)}.png")
         rel = path.relative_to(board_dir)
         render_panel(
-            path, data, [sample[r] for r in rows], columns,
+            path, data, indices, columns,
             title=f"{explainer}: {cell.dataset}, {cell.teacher} -> {cell.student} ({cell.method})",
             mask_name=data.spec.localisation_mask,
         )

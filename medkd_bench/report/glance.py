@@ -1,0 +1,53 @@
+"""The answer first: a page's "At a glance" lines, from the rows its tables show.
+
+A reader opens a leaderboard to learn which teacher is best and whether
+distilling into each student beat training it on labels alone. Those answers
+are in the tables, but spread over 20 rows; these lines state them before the
+setup, the plots and the tables. Every figure is copied from the table cells
+(the same text, with the same flags), so the summary cannot disagree with
+the tables below it; the only new numbers are counts of rows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from medkd_bench.specs import BASE_METHODS
+
+Key = tuple[str, str, str]  # (method, teacher, student), as in :mod:`.leaderboard`
+
+
+def _verdicts(keys: list[Key], gains: Mapping[Key, dict[str, Any] | None]) -> str:
+    """How many of a student's distilled rows gained, lost, or cannot be told from label-only (by the gain's CI)."""
+    up = sum(1 for k in keys if (g := gains.get(k)) and g.get("significant") and g["mean"] > 0)
+    down = sum(1 for k in keys if (g := gains.get(k)) and g.get("significant") and g["mean"] < 0)
+    rows = "row" if len(keys) == 1 else "rows"
+    return (f"of its {len(keys)} distilled {rows}, {up} beat label-only (gain CI above 0), {down} fell below it "
+            f"(CI below 0), {len(keys) - up - down} cannot be told from it")
+
+
+def at_a_glance(teachers: Mapping[Key, Mapping[str, str]], students: Mapping[Key, Mapping[str, str]],
+                accuracy: Callable[[Key], float], gains: Mapping[Key, dict[str, Any] | None],
+                failed: int) -> list[str]:
+    """Markdown lines: the most accurate teacher, then per student its label-only and best distilled rows."""
+    lines = []
+    if teachers:
+        best = max(teachers, key=accuracy)
+        lines.append(f"Most accurate teacher: **{teachers[best]['teacher']}**, {teachers[best]['acc']}"
+                     + (f" (of {len(teachers)})" if len(teachers) > 1 else "") + ".")
+    for student in dict.fromkeys(k[2] for k in students):
+        base = students.get(("label-only", "", student))
+        distilled = [k for k in students if k[2] == student and k[0] not in BASE_METHODS]
+        text = f"**{student}**: label-only {base['acc'] if base else 'not run'}"
+        if distilled:
+            top = max(distilled, key=accuracy)
+            row = students[top]
+            text += (f"; most accurate distilled: {row['method']} from {row['teacher']}, {row['acc']}, gain "
+                     f"{row['gain']} pp; {_verdicts(distilled, gains)}")
+        lines.append(text + ".")
+    if failed:
+        lines.append(f"{failed} cell{'s' if failed > 1 else ''} failed: see [Failed cells](#failed-cells).")
+    if not lines:
+        lines.append("No finished cells yet.")
+    return lines

@@ -1,0 +1,105 @@
+"""The accuracy-vs-cost plot: which teacher each student came from, and names that stay readable.
+
+A full matrix puts fifteen distilled students (three teachers, five methods)
+in one column, since they share one architecture's cost. The figure is
+inspected as matplotlib objects: its keys, each mark's shape, and the drawn
+extents of the names (no two may overlap).
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import matplotlib.pyplot as plt
+import pytest
+
+from medkd_bench.report import plots
+from medkd_bench.report.pareto_marks import TEACHER_MARKERS, Point
+
+TEACHERS = {"autoformer-v2-t": (0.722, 19.7, 27.3), "vgg19": (0.689, 68.9, 139.6),
+            "visformer-s": (0.911, 28.7, 39.2)}
+METHODS = ["at", "cat-kd", "dkd", "fitnet", "kd"]
+
+
+def _matrix() -> list[Point]:
+    """Three teachers, the label-only ofa-595 and 15 distilled ofa-595s in one cost column."""
+    points = [Point(t, "teacher", acc, (acc - 0.05, acc + 0.05), ms, params, teacher=t)
+              for t, (acc, ms, params) in TEACHERS.items()]
+    points.append(Point("ofa-595", "label-only", 0.71, (0.65, 0.76), 6.6, 7.6, student="ofa-595"))
+    for k, (t, m) in enumerate(itertools.product(TEACHERS, METHODS)):
+        acc = 0.42 + 0.021 * k  # distinct, and crowded: 15 rows within 32 pp
+        points.append(Point(f"ofa-595, {m} from {t}", m, acc, (acc - 0.06, acc + 0.06), 6.6, 7.6,
+                            teacher=t, student="ofa-595"))
+    return points
+
+
+@pytest.fixture
+def figure():
+    fig = plots.pareto_figure(_matrix(), "synthetic-cxr: test accuracy against cost", chance=1 / 3)
+    fig.canvas.draw()  # lay it out, so the names' drawn extents are final
+    yield fig
+    plt.close(fig)
+
+
+def _legend(fig, title: str):
+    found = [ax.get_legend() for ax in fig.axes if ax.get_legend() and ax.get_legend().get_title().get_text() == title]
+    assert len(found) == 1, title
+    return found[0]
+
+
+def test_one_key_entry_per_teacher_and_per_method(figure):
+    teachers = _legend(figure, plots.TEACHERS_KEY)
+    assert [t.get_text() for t in teachers.get_texts()] == sorted(TEACHERS)
+    assert [h.get_marker() for h in teachers.legend_handles] == list(TEACHER_MARKERS[:3])
+    training = _legend(figure, plots.TRAINING_KEY)
+    assert [t.get_text() for t in training.get_texts()] == ["labels only", *METHODS]
+
+
+def test_each_student_wears_its_teachers_shape_in_every_panel(figure):
+    marker = dict(zip(sorted(TEACHERS), TEACHER_MARKERS, strict=False))
+    by_accuracy = {round(100 * p.accuracy, 6): p for p in _matrix()}
+    panels = [ax for ax in figure.axes if ax.containers]
+    assert len(panels) == 3  # latency, parameters, and the ofa-595 column spread out
+    for ax in panels:
+        drawn = 0
+        for container in ax.containers:
+            line = container.lines[0]
+            p = by_accuracy[round(float(line.get_ydata()[0]), 6)]
+            if p.kind != "label-only":
+                assert line.get_marker() == marker[p.teacher], p.label
+                drawn += 1
+        assert drawn == 18 if ax is not panels[-1] else drawn == 15
+
+
+def test_a_crowded_column_is_spread_out_by_teacher_and_names_never_overlap(figure):
+    cost_panels = [ax for ax in figure.axes if ax.get_xscale() == "log"]
+    column = next(ax for ax in figure.axes if ax.containers and ax.get_xscale() == "linear")
+    ticks = [t.get_text() for t in column.get_xticklabels()]
+    assert ticks == ["from autoformer-v2-t\nbest: kd 50.4", "from vgg19\nbest: kd 60.9",
+                     "from visformer-s\nbest: kd 71.4"]
+    text = plots.caption(_matrix())  # the page's caption says what the marks mean
+    assert "its teacher's shape and its method's colour" in text and "Below, ofa-595: its column" in text
+    renderer = figure.canvas.get_renderer()
+    for ax in cost_panels:
+        names = [t for t in ax.texts if t.get_text()]
+        # Named: the three teachers and the column (its label-only row), not fifteen students.
+        assert sorted(t.get_text() for t in names) == ["autoformer-v2-t", "ofa-595 (below)", "vgg19", "visformer-s"]
+        boxes = [t.get_window_extent(renderer) for t in names]
+        for a, b in itertools.combinations(boxes, 2):
+            assert not a.overlaps(b)
+
+
+def test_a_small_matrix_has_no_spread_panel_and_names_its_front():
+    points = [Point("visformer-s", "teacher", 0.9, None, 28.7, 39.2, teacher="visformer-s"),
+              Point("ofa-595", "label-only", 0.6, None, 6.6, 7.6, student="ofa-595"),
+              Point("ofa-595, kd from visformer-s", "kd", 0.7, None, 6.6, 7.6, teacher="visformer-s",
+                    student="ofa-595")]
+    fig = plots.pareto_figure(points, "quick")
+    try:
+        panels = [ax for ax in fig.axes if ax.containers]
+        assert len(panels) == 2
+        assert {t.get_text() for t in panels[0].texts} == {"visformer-s", "ofa-595",
+                                                            "ofa-595, kd from visformer-s"}
+        assert "Below" not in plots.caption(points)
+    finally:
+        plt.close(fig)
