@@ -307,5 +307,17 @@ def describe_spec(registry: Registry, name: str) -> list[dict[str, Any]]:
     return found
 
 
-def load_registry(plugin_files: Iterable[Path] = (), entry_points: bool = True) -> Registry:
-    return collect(make_plugin_manager(plugin_files, entry_points=entry_points))
+def load_registry(plugin_files: Iterable[Path] = (), entry_points: bool = True,
+                  work_dir: Path | None = None) -> Registry:
+    """Every plugin's specs; with ``work_dir``, spec files in its ``datasets/`` and ``students/`` join them.
+
+    Every command with a ``--work-dir`` passes it (and so do worker processes, from
+    the run's options), so a dataset added with ``datasets add --work-dir W`` is
+    found by every command given ``--work-dir W``
+    (:func:`medkd_bench.system.spec_files.specs_in_work_dir`).
+    """
+    from medkd_bench.system.spec_files import specs_in_work_dir
+
+    pm = make_plugin_manager(plugin_files, entry_points=entry_points)
+    with specs_in_work_dir(work_dir):
+        return collect(pm)

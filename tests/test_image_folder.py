@@ -273,11 +273,15 @@ def test_names_are_checked_against_the_rule_and_the_registry(tmp_path, specs, ru
     assert add(run_cli, tmp_path, "mine", *folder).exit_code == 0
     again = add(run_cli, tmp_path, "mine", *folder)
     assert again.exit_code == 2 and "already registered by plugin 'image-folder'" in again.err
-    elsewhere = run_cli(["datasets", "add", "other", *folder, "--work-dir", str(tmp_path / "w")])
-    assert elsewhere.exit_code == 0 and "note: it is not where datasets are looked for" in elsewhere.out
+    in_work_dir = run_cli(["datasets", "add", "other", *folder, "--work-dir", str(tmp_path / "w")])
+    assert in_work_dir.exit_code == 0 and f"commands given --work-dir {tmp_path / 'w'} find it" in in_work_dir.out
     assert (tmp_path / "w" / "datasets" / "other.json").is_file()
     exists = run_cli(["datasets", "add", "other", *folder, "--work-dir", str(tmp_path / "w")])
-    assert exists.exit_code == 2 and "other.json: exists; remove it" in exists.err
+    assert exists.exit_code == 2 and "already registered by plugin 'image-folder'" in exists.err
+    elsewhere = run_cli(["datasets", "add", "third", *folder, "--out", str(tmp_path / "loose" / "third.json")])
+    assert elsewhere.exit_code == 0 and "note: it is not where datasets are looked for" in elsewhere.out
+    again = run_cli(["datasets", "add", "third", *folder, "--out", str(tmp_path / "loose" / "third.json")])
+    assert again.exit_code == 2 and "third.json: exists; remove it" in again.err
 
 
 def test_bad_spec_files_fail_with_one_line_naming_the_file(tmp_path, specs, run_cli, monkeypatch):

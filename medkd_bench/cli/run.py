@@ -162,7 +162,7 @@ def run(matrix, teachers, students, datasets, methods, method_options, teacher_c
         from medkd_bench.deploy.onnx import require_onnx
 
         require_onnx()
-    registry = load_cli_registry(plugin_files)
+    registry = load_cli_registry(plugin_files, work_dir)
     if matrix == "quick" and epochs is None:  # a smoke run: a short fixed schedule, not training to convergence
         from medkd_bench.run.plan import QUICK_EPOCHS
 
