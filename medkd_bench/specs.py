@@ -186,6 +186,11 @@ class DatasetSpec:
     #: so a changed copy of the data never reuses results or cached pixels
     #: (datasets without one are not cached).
     fingerprint: DatasetFingerprint | None = None
+    #: Leave bad files out (with a warning naming them) even when a command is not given ``--skip-bad``:
+    #: the user chose it once, when adding the dataset (``datasets add --skip-bad``), and a choice made
+    #: there must not have to be repeated on every run. Not in the config hash: a cell trains on the
+    #: same images either way (a strict run stops instead), and its data checksums are recorded.
+    skip_bad: bool = False
 
     @property
     def num_classes(self) -> int:

@@ -172,7 +172,7 @@ def test_a_changed_folder_is_never_silently_reused(tmp_path, specs, run_cli):
     assert check.exit_code == 2 and "differ from the ['benign', 'malignant', 'normal'] recorded in" in check.err
 
 
-def test_skip_bad_adds_a_folder_with_a_stray_file_and_runs_need_it_too(tmp_path, specs, run_cli):
+def test_skip_bad_adds_a_folder_with_a_stray_file_and_is_remembered(tmp_path, specs, run_cli):
     class_tree(tmp_path / "imgs", per_class=4, classes=("a", "b"))
     (tmp_path / "imgs" / "a" / "notes.txt").write_text("not an image")
     strict = add(run_cli, tmp_path, "stray", "--folder", str(tmp_path / "imgs"), "--val", "0.25", "--test", "0.25")
@@ -180,8 +180,12 @@ def test_skip_bad_adds_a_folder_with_a_stray_file_and_runs_need_it_too(tmp_path,
     assert not (tmp_path / "specs" / "stray.json").exists()
     added = add(run_cli, tmp_path, "stray", "--folder", str(tmp_path / "imgs"), "--val", "0.25", "--test", "0.25",
                 "--skip-bad")
-    assert added.exit_code == 0 and "warning: 1 bad file(s)" in added.out
+    assert added.exit_code == 0 and "warning: 1 bad file(s)" in added.out and "every command leaves" in added.out
     work = ["--work-dir", str(tmp_path / "work"), "--img-size", "32"]
+    remembered = run_cli(["datasets", "check", "stray", *work])  # the spec file says --skip-bad
+    assert remembered.exit_code == 0 and "1 bad file(s) will be left out (datasets add --skip-bad)" in remembered.out
+    doc = json.loads((specs / "stray.json").read_text())
+    (specs / "stray.json").write_text(json.dumps({**doc, "skip_bad": False}))
     assert run_cli(["datasets", "check", "stray", *work]).exit_code == 2
     assert run_cli(["datasets", "check", "stray", *work, "--skip-bad"]).exit_code == 0
 
@@ -363,6 +367,7 @@ def test_an_empty_class_folder_and_a_missing_mask_root_are_errors(tmp_path, spec
     ({"split": {"seed": 0}}, "'split' needs seed, val_fraction and test_fraction"),
     ({"mask_root": 3}, "malformed 'mask_root'"),
     ({"has_masks": 1}, "missing or malformed 'has_masks'"),
+    ({"skip_bad": "yes"}, "'skip_bad' must be true or false"),
 ])
 def test_every_spec_file_key_is_checked(tmp_path, change, message):
     from medkd_bench import MedkdError

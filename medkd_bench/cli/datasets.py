@@ -24,7 +24,9 @@ def datasets_cmd() -> None:
 @click.option("--img-size", type=IMG_SIZE, default=None, help="Decode at this size, 32-1024 px [default: the dataset's].")
 @click.option("--dataset-option", "dataset_options", multiple=True, metavar="DATASET.KEY=VALUE",
               help="Override a dataset option, e.g. lc25000.seed=1.")
-@click.option("--skip-bad", is_flag=True, help="Report bad files as warnings (exit 0) instead of errors.")
+@click.option("--skip-bad", is_flag=True,
+              help="Report bad files as warnings (exit 0) instead of errors (the default for a dataset added "
+                   "with --skip-bad).")
 @click.option("--work-dir", type=click.Path(path_type=Path), default=DEFAULT_WORK_DIR, show_default=True,
               help="The decoded images are cached here, for the run to reuse.")
 @plugin_option
@@ -63,7 +65,9 @@ def datasets_check(name, root, img_size, dataset_options, skip_bad, work_dir, pl
               help="Read images as grey or RGB [default: grey if every sampled image is grey].")
 @click.option("--img-size", type=IMG_SIZE, default=64, show_default=True,
               help="The dataset's default image size (a run's --img-size overrides it).")
-@click.option("--skip-bad", is_flag=True, help="Add the dataset even if some files are bad (runs then need --skip-bad).")
+@click.option("--skip-bad", is_flag=True,
+              help="Add the dataset even if some files are bad; recorded in the spec file, so every command "
+                   "(run, check, preview, explain) leaves bad files out with a warning, without --skip-bad.")
 @click.option("--out", type=click.Path(path_type=Path), default=None,
               help="Spec file to write [default: <work-dir>/datasets/<name>.json].")
 @click.option("--work-dir", type=click.Path(path_type=Path), default=DEFAULT_WORK_DIR, show_default=True,
@@ -103,7 +107,8 @@ def datasets_add(name, folder, manifest, masks, val, test, seed, channels, img_s
         raise MedkdError(f"--out {target}: exists; remove it to add the dataset again")
     with bad_file_policy(skip_bad) as bad:
         dataset, doc = new_dataset(name, target, folder=folder, manifest=manifest, mask_root=masks, split=split,
-                                   channels={"grey": 1, "rgb": 3}.get(channels), img_size=img_size)
+                                   channels={"grey": 1, "rgb": 3}.get(channels), img_size=img_size,
+                                   skip_bad=skip_bad)
     if dataset.layout == "split-folders" and (val, test, seed) != (None, None, None):
         console.print("note: --val, --test and --seed are not used: the folder keeps its official split")
     write_dataset_spec(doc, target)
@@ -114,7 +119,8 @@ def datasets_add(name, folder, manifest, masks, val, test, seed, channels, img_s
                   f"{', with masks' if dataset.has_masks else ''}; files: {counts}", highlight=False, markup=False)
     if bad.problems:
         console.print(f"warning: {len(bad.problems)} bad file(s), first {bad.problems[0][0]}: "
-                      f"{bad.problems[0][1]}; runs need --skip-bad", highlight=False, markup=False)
+                      f"{bad.problems[0][1]}; every command leaves them out (--skip-bad is recorded in the "
+                      "spec file)", highlight=False, markup=False)
     console.print(f"spec file: {target}", highlight=False, markup=False)
     with specs_in_work_dir(work_dir):
         found = target.resolve() in {p.resolve() for p in dataset_spec_files()}

@@ -54,6 +54,20 @@ def stray_files_line(ignored: set[str], named: int = 5) -> str:
     return f"stray files: {found}; policy: {STRAY_POLICY}"
 
 
+def bad_files_line(spec: DatasetSpec, skip_bad: bool) -> str:
+    """What a run does with a bad file of this dataset, and who decided it.
+
+    Stated on every check: a choice recorded at ``datasets add --skip-bad`` is
+    invisible in the run's own command line, so the check is where it is told.
+    """
+    if spec.skip_bad:
+        return ("bad files: left out (datasets add --skip-bad, recorded in the dataset's spec file), "
+                "with a warning naming each, in every command")
+    if skip_bad:
+        return "bad files: left out here (--skip-bad); a run stops at one unless it too is given --skip-bad"
+    return "bad files: stop every command at the first unless it is given --skip-bad"
+
+
 def problems_table(problems: list[tuple[str, str]]) -> Table:
     table = Table(title=f"{len(problems)} bad file(s)", title_style="bold red")
     table.add_column("file", overflow="fold")  # the whole path, wrapped: it is what the user must find
@@ -82,12 +96,14 @@ def check_dataset(spec: DatasetSpec, root: Path | None, img_size: int | None, op
                        warn_skipped=False)
     console.print(counts_table(data))
     console.print(stray_files_line(ignored), highlight=False, markup=False)
+    console.print(bad_files_line(spec, skip_bad), highlight=False, markup=False)
     if data.skipped:
         console.print(problems_table(data.skipped))
-        if not skip_bad:
+        if not (skip_bad or spec.skip_bad):
             raise MedkdError(f"dataset {spec.name!r}: {len(data.skipped)} bad file(s), listed above, "
                              f"first {data.skipped[0][0]}: {data.skipped[0][1]}; fix them or pass --skip-bad")
-        console.print(f"[yellow]warning:[/] {len(data.skipped)} bad file(s) will be left out (--skip-bad)")
+        why = "--skip-bad" if skip_bad else "datasets add --skip-bad"
+        console.print(f"[yellow]warning:[/] {len(data.skipped)} bad file(s) will be left out ({why})")
     else:
         console.print(f"[green]ok:[/] {spec.name}: every file read", highlight=False)
     return data

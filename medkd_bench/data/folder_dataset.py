@@ -87,6 +87,8 @@ class FolderDataset:
     split: Mapping[str, Any] = field(default_factory=dict)
     #: SHA-256 (16 hex digits) of the spec file's content: part of the fingerprint.
     digest: str = ""
+    #: Added with ``--skip-bad``: every command leaves bad files out (``DatasetSpec.skip_bad``).
+    skip_bad: bool = False
 
     def where(self) -> str:
         return f"dataset {self.name!r} (spec file {self.path})"

@@ -104,11 +104,13 @@ def prepare(
     cached one. Generated datasets are not cached (the default synthetic-cxr
     takes about a second to generate). ``skip_bad``
     leaves out bad files (corrupt images, stray files, unpaired masks) with a
-    warning instead of stopping at the first.
+    warning instead of stopping at the first; so does a spec whose own
+    ``skip_bad`` is set (``datasets add --skip-bad`` records it).
     """
     from medkd_bench.data.cache import SplitCache
     from medkd_bench.data.imagefiles import bad_file_policy
 
+    skip_bad = skip_bad or spec.skip_bad
     size = int(img_size or spec.img_size)
     if spec.needs_root and root is None:
         raise MedkdError(f"dataset {spec.name!r} needs a local copy: pass --data-root or set MEDKD_DATA")

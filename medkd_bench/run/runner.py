@@ -72,13 +72,17 @@ class MatrixRunner(CellComputer):
         return {**summary, **self.explain_counts}
 
     def load_real_data(self, cells: Sequence[Cell]) -> None:
-        """Read every real dataset with unfinished cells before any training.
+        """Read every dataset read from files (a root, or folders its spec names) with unfinished cells first.
 
         A missing folder or a bad file is bad input: it stops the run with one
-        line (exit 2) instead of failing, and re-reading, in every cell.
+        line (exit 2) instead of failing, and re-reading, in every cell and
+        leaving a page of empty tables. Datasets added with ``datasets add`` are
+        read from files too, although they need no root.
         """
+        from medkd_bench.run.plan import reads_files
+
         for name in dict.fromkeys(c.dataset for c in cells if not self.store.is_done(self.hash(c))):
-            if self.registry.get("dataset", name).needs_root:
+            if reads_files(self.registry.get("dataset", name)):
                 self.data(name)
 
     def run_in_order(self, cells: Sequence[Cell]) -> dict[str, int]:
