@@ -258,7 +258,7 @@ def test_ofa_head_split_composes_to_the_models_forward():
     (["--methods", "nope"], "unknown method(s) 'nope' in --methods"),
     (["--method-option", "dkd.gamma=1"], "--method-option dkd.gamma=1: method 'dkd' has no option 'gamma'"),
     (["--method-option", "dkd.beta=abc"], "--method-option dkd.beta=abc: expected a number"),
-    (["--method-option", "nope.beta=1"], "--method-option nope.beta=1: no method 'nope'"),
+    (["--method-option", "nope.beta=1"], "--method-option nope.beta=1: unknown method 'nope'"),
     (["--method-option", "kd.alpha=2"], "--method-option kd.alpha=2: 2 is out of range"),
     (["--method-option", "at.p=0.5"], "--method-option at.p=0.5: 0.5 is out of range (allowed: 1 .. 8)"),
     (["--method-option", "at.p=-2"], "--method-option at.p=-2: -2 is out of range (allowed: 1 .. 8)"),

@@ -78,8 +78,10 @@ def explain(dataset, teacher, student, explainer, method, images, out, device, d
 
     path = work_dir / "runs.sqlite"
     registry = load_cli_registry(plugin_files, work_dir)
-    registry.get("explainer", explainer)
-    registry.get("method", method)
+    # Names first: a typo gets "did you mean", not "no finished cell ... run the matrix first".
+    for kind, name in (("dataset", dataset), ("teacher", teacher), ("student", student), ("explainer", explainer),
+                       ("method", method)):
+        registry.get(kind, name, f" in --{kind}")
     out = out or path_inside(leaderboard_dir, "panels", dataset, explainer, f"{teacher}__{student}__{method}-{images}.png")
     check_writable(out.parent, "--out folder")
     runtime = resolve_runtime(device, "auto")

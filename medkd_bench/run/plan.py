@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from medkd_bench.errors import MedkdError
-from medkd_bench.registry import Registry
+from medkd_bench.registry import Registry, unknown_names
 from medkd_bench.run.cells import Cell
 from medkd_bench.specs import DatasetSpec
 
@@ -23,10 +23,7 @@ def _check_names(kind: str, wanted: Sequence[str] | None, known: dict[str, Any])
         return sorted(known)  # stable across machines, whatever the entry-point order
     unknown = [n for n in wanted if n not in known]
     if unknown:
-        raise MedkdError(
-            f"unknown {kind}(s) {', '.join(repr(u) for u in unknown)} in --{kind}s "
-            f"(registered: {', '.join(sorted(known)) or 'none'})"
-        )
+        raise unknown_names(f"{kind}(s)", unknown, known, f" in --{kind}s")
     return list(dict.fromkeys(wanted))
 
 
