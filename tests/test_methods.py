@@ -264,6 +264,11 @@ def test_ofa_head_split_composes_to_the_models_forward():
     (["--method-option", "at.p=-2"], "--method-option at.p=-2: -2 is out of range (allowed: 1 .. 8)"),
     (["--methods", "fitnet", "--method-option", "fitnet.student_layer=blocks.99"],
      "--method-option fitnet.student_layer=blocks.99: 'ofa-595' has no layer 'blocks.99'"),
+    # An option for a method the run does not train would change nothing: refused, not ignored.
+    (["--methods", "kd", "--method-option", "dkd.beta=2"],
+     "--method-option dkd.beta=2: method 'dkd' is not in this run (its methods: kd); add it to --methods"),
+    (["--method-option", "dkd.beta=2"], "method 'dkd' is not in this run (its methods: kd)"),  # quick: kd alone
+    (["--methods", "dkd", "--temperature", "2"], "--temperature: method 'kd' is not in this run (its methods: dkd)"),
 ])
 def test_bad_method_input_is_a_one_line_error_and_writes_nothing(run_cli, tmp_path, args, named):
     work = tmp_path / "work"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -117,3 +117,18 @@ def plan(
             tk = seed + (k - seed) % n_teachers
             cells += [Cell(d, m, teacher=t, student=s, seed=k, teacher_seed=tk) for m in ms for t in ts for s in ss]
     return cells
+
+
+def check_method_options_used(option_flags: Mapping[str, str], cells: Sequence[Cell]) -> None:
+    """Every method given an option (``--method-option dkd.beta=2``, ``--temperature``) is in the run.
+
+    ``option_flags`` maps each such method to the flag that set it (for the
+    message). An option for a method the run does not train changes nothing,
+    so accepting it would let a typo in ``--methods`` (or a forgotten method)
+    pass as a finished experiment with that setting: it is bad input, one line, before any work.
+    """
+    methods = list(dict.fromkeys(c.method for c in cells if c.distilled))
+    for name, flag in option_flags.items():
+        if name not in methods:
+            raise MedkdError(f"{flag}: method {name!r} is not in this run (its methods: "
+                             f"{', '.join(methods) or 'none'}); add it to --methods or drop the option")
