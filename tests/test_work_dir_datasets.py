@@ -111,6 +111,8 @@ def test_added_with_work_dir_and_skip_bad_then_run_from_that_work_dir(tmp_path, 
     assert result.exit_code == 0, result.out + result.err
     assert "3 trained" in result.out and "0 failed" in result.out
     assert "cut.jpg" in result.err  # left out with a warning naming it, not silently
+    assert "(datasets add --skip-bad)" in result.err  # and says whose choice that was
+    assert "warning: dataset 'tiles': test size: " in result.err  # the data checks, before training
     page = (tmp_path / "boards" / "tiles.md").read_text()
     assert "tiny-resnet" in page and "ofa-595" in page
 

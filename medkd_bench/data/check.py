@@ -2,8 +2,10 @@
 
 It reads every file (collecting every bad one rather than stopping at the
 first), prints the class counts of each split and the bad files in rich
-tables, and leaves the decoded splits in the run's cache, so the run that
-follows starts from the cache.
+tables, then the data checks a reviewer would ask for (leakage across splits,
+class imbalance, grey and colour mixed in a class, a test split too small:
+:mod:`medkd_bench.data.audit`), and leaves the decoded splits in the run's
+cache, so the run that follows starts from the cache.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from medkd_bench.data.audit import CheckResult, audit
 from medkd_bench.data.imagefiles import STRAY_POLICY, record_ignored
 from medkd_bench.data.prepare import SPLITS, PreparedData, dataset_fingerprint, prepare
 from medkd_bench.errors import MedkdError
@@ -106,4 +109,17 @@ def check_dataset(spec: DatasetSpec, root: Path | None, img_size: int | None, op
         console.print(f"[yellow]warning:[/] {len(data.skipped)} bad file(s) will be left out ({why})")
     else:
         console.print(f"[green]ok:[/] {spec.name}: every file read", highlight=False)
+    console.print(audit_table(spec.name, audit(data, root, options, cache_dir=work_dir / "cache")))
     return data
+
+
+def audit_table(name: str, results: list[CheckResult]) -> Table:
+    """Every data check with its result (passed ones too: a reviewer wants to see that they ran)."""
+    failed = sum(not r.ok for r in results)
+    table = Table(title=f"{name}: data checks ({failed} warning(s))" if failed else f"{name}: data checks")
+    table.add_column("check")
+    table.add_column("result", overflow="fold")
+    for r in results:
+        mark = "[green]ok[/]" if r.ok else "[yellow]warning[/]"
+        table.add_row(r.check, f"{mark}: {escape(r.summary)}" + "".join(f"\n  {escape(d)}" for d in r.details))
+    return table

@@ -169,6 +169,10 @@ class FolderDataset:
                 report_orphan_masks(image_dir, mask_dir)
         return out
 
+    def files(self, split: str, root: Path | None, options: Mapping[str, Any]) -> list[Path]:
+        """The ``DatasetSpec.files`` of this dataset: each image :meth:`load` reads, in its order."""
+        return [sample.image for sample in self.samples(split, options)]
+
     def load(self, split: str, img_size: int, root: Path | None, options: Mapping[str, Any]) -> SplitData:
         """The ``DatasetSpec.load`` of this dataset: ``root`` is unused (the spec file names the data)."""
         return read_samples(self.samples(split, options), img_size, self.channels,

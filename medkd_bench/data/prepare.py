@@ -68,9 +68,10 @@ def _warn_skipped(spec: DatasetSpec, split: str, skipped: list[tuple[str, str]])
     from rich.markup import escape
 
     path, problem = skipped[0]
+    why = "datasets add --skip-bad" if spec.skip_bad else "--skip-bad"  # the user's own choice, named
     Console(stderr=True, soft_wrap=True).print(
         f"[yellow]warning:[/] dataset {spec.name!r} split {split!r}: left out {len(skipped)} bad file(s) "
-        f"(--skip-bad), e.g. {escape(path)}: {escape(problem)}", highlight=False)
+        f"({why}), e.g. {escape(path)}: {escape(problem)}", highlight=False)
 
 
 def _mean_std(images: torch.Tensor, chunk: int = 1024) -> tuple[float, float]:

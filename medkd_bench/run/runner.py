@@ -77,13 +77,20 @@ class MatrixRunner(CellComputer):
         A missing folder or a bad file is bad input: it stops the run with one
         line (exit 2) instead of failing, and re-reading, in every cell and
         leaving a page of empty tables. Datasets added with ``datasets add`` are
-        read from files too, although they need no root.
+        read from files too, although they need no root. Each one read is then
+        given the data checks of ``datasets check``; a failed one is a warning line.
         """
+        from medkd_bench.data.audit import audit, warning_lines
         from medkd_bench.run.plan import reads_files
 
         for name in dict.fromkeys(c.dataset for c in cells if not self.store.is_done(self.hash(c))):
             if reads_files(self.registry.get("dataset", name)):
-                self.data(name)
+                data = self.data(name)
+                # A reviewer's data checks, once per dataset (cached): warnings, not errors.
+                for line in warning_lines(name, audit(data, self.options.data_root,
+                                                      self.options.dataset_options.get(name, {}),
+                                                      cache_dir=self.options.work_dir / "cache")):
+                    warn(line)
 
     def run_in_order(self, cells: Sequence[Cell]) -> dict[str, int]:
         """Every cell in this process, in plan order: what runs when no executor is given."""

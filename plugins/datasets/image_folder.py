@@ -49,5 +49,6 @@ def register_datasets(register):
                 fingerprint=dataset.fingerprint,
                 # `datasets add --skip-bad`, recorded in the spec file: runs need not repeat it.
                 skip_bad=dataset.skip_bad,
+                files=dataset.files,  # the data checks name the files of a duplicate pair
             )
         )
