@@ -13,7 +13,7 @@ import importlib.util
 import os
 import re
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -51,6 +51,45 @@ KINDS: dict[str, tuple[str, type]] = {
 
 #: Cell methods that are not distillation: a method may not take their names.
 RESERVED_METHOD_NAMES = BASE_METHODS
+
+#: Names an "unknown name" message lists at most, when no registered name is close: a handful shows
+#: what names look like; the whole list (55 datasets with MedMNIST) is a wall nobody reads.
+LISTED_NAMES = 5
+
+
+def unknown_names(kind: str, unknown: Sequence[str], known: Iterable[str], where: str = "") -> MedkdError:
+    """The one error for names that are not registered: short, with ``did you mean`` when one is close.
+
+    Every place a user's name is resolved (``Registry.get``, ``run``'s
+    ``--teachers``/``--students``/``--datasets``/``--methods``, ``--method-option``,
+    ``--dataset-option``, ``--weights``, ``plugins show``) raises this, so a typo
+    reads the same everywhere. Close names come from :func:`difflib.get_close_matches`
+    (also tried without ``-``/``_``, so ``vgg-19`` finds ``vgg19``); without one,
+    a few registered names and how to list them all.
+    """
+    import difflib
+
+    known = sorted(set(known))
+    folded = {_fold(k): k for k in known}
+    close: list[str] = []
+    for name in unknown:
+        found = difflib.get_close_matches(name, known, n=3, cutoff=0.6)
+        found += [folded[f] for f in difflib.get_close_matches(_fold(name), list(folded), n=3, cutoff=0.6)]
+        close += [c for c in dict.fromkeys(found) if c not in close]
+    names = ", ".join(repr(n) for n in unknown)
+    if close:
+        hint = f"did you mean {', '.join(close[:3])}?"
+    elif not known:
+        hint = f"no {kind} is registered"
+    else:
+        more = f" and {len(known) - LISTED_NAMES} more" if len(known) > LISTED_NAMES else ""
+        hint = f"registered: {', '.join(known[:LISTED_NAMES])}{more}; `medkd-bench plugins` lists them"
+    return MedkdError(f"unknown {kind} {names}{where} ({hint})")
+
+
+def _fold(name: str) -> str:
+    """A name without case or separators: ``VGG-19``, ``vgg_19`` and ``vgg19`` fold alike."""
+    return re.sub(r"[-_.\s]+", "", name.lower())
 
 
 @dataclass
@@ -91,12 +130,12 @@ class Registry:
     def methods(self) -> dict[str, MethodSpec]:
         return self.specs["method"]
 
-    def get(self, kind: str, name: str) -> Any:
+    def get(self, kind: str, name: str, where: str = "") -> Any:
+        """The spec of ``kind`` called ``name``; an unknown name is one short line (:func:`unknown_names`)."""
         try:
             return self.specs[kind][name]
         except KeyError:
-            known = ", ".join(sorted(self.specs[kind])) or "none"
-            raise MedkdError(f"unknown {kind} {name!r} (registered: {known})") from None
+            raise unknown_names(kind, [name], self.specs[kind], where) from None
 
 
 def _load_file_plugin(pm: pluggy.PluginManager, path: Path) -> None:
@@ -298,14 +337,22 @@ def describe_spec(registry: Registry, name: str) -> list[dict[str, Any]]:
                       "description": getattr(spec, "description", ""), "citation": getattr(spec, "citation", ""),
                       "options": options})
     if not found:
-        import difflib
-
-        known = sorted({n for specs in registry.specs.values() for n in specs})
-        close = difflib.get_close_matches(name, known, n=3)
-        hint = f" (did you mean {', '.join(close)}?)" if close else " (`medkd-bench plugins` lists them)"
-        raise MedkdError(f"no teacher, student, dataset, explainer or method named {name!r}{hint}")
+        raise unknown_names("teacher, student, dataset, explainer or method", [name],
+                            {n for specs in registry.specs.values() for n in specs})
     return found
 
 
-def load_registry(plugin_files: Iterable[Path] = (), entry_points: bool = True) -> Registry:
-    return collect(make_plugin_manager(plugin_files, entry_points=entry_points))
+def load_registry(plugin_files: Iterable[Path] = (), entry_points: bool = True,
+                  work_dir: Path | None = None) -> Registry:
+    """Every plugin's specs; with ``work_dir``, spec files in its ``datasets/`` and ``students/`` join them.
+
+    Every command with a ``--work-dir`` passes it (and so do worker processes, from
+    the run's options), so a dataset added with ``datasets add --work-dir W`` is
+    found by every command given ``--work-dir W``
+    (:func:`medkd_bench.system.spec_files.specs_in_work_dir`).
+    """
+    from medkd_bench.system.spec_files import specs_in_work_dir
+
+    pm = make_plugin_manager(plugin_files, entry_points=entry_points)
+    with specs_in_work_dir(work_dir):
+        return collect(pm)

@@ -150,6 +150,9 @@ DatasetLocator = Callable[[Path], Path]
 #: ``(root, options) -> digest``: what the loader would read (file names and sizes,
 #: and for a seeded split, which file goes to which split).
 DatasetFingerprint = Callable[["Path | None", Mapping[str, Any]], Mapping[str, Any]]
+#: ``(split, root, options) -> files``: the file each image of the split is read from, in load order,
+#: bad files included (the data checks drop those a run left out).
+DatasetFiles = Callable[[str, "Path | None", Mapping[str, Any]], Sequence["Path"]]
 
 
 @dataclass(frozen=True)
@@ -187,6 +190,15 @@ class DatasetSpec:
     #: so a changed copy of the data never reuses results or cached pixels
     #: (datasets without one are not cached).
     fingerprint: DatasetFingerprint | None = None
+    #: Leave bad files out (with a warning naming them) even when a command is not given ``--skip-bad``:
+    #: the user chose it once, when adding the dataset (``datasets add --skip-bad``), and a choice made
+    #: there must not have to be repeated on every run. Not in the config hash: a cell trains on the
+    #: same images either way (a strict run stops instead), and its data checksums are recorded.
+    skip_bad: bool = False
+    #: For datasets read from files: lists them per split (:data:`DatasetFiles`), so the data checks of
+    #: ``datasets check`` and ``run`` (:mod:`medkd_bench.data.audit`) name the two files of a duplicate
+    #: and check a grey dataset's files for colour. Optional: without it images are named by index.
+    files: DatasetFiles | None = None
 
     @property
     def num_classes(self) -> int:

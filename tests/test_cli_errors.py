@@ -34,6 +34,46 @@ def test_bad_run_options(run_cli, dirs, args, fragments):
     _one_line_error(run_cli(["run", *TINY_DATA, *dirs, *args]), *fragments)
 
 
+#: An "unknown name" line stays short whatever is installed: a few names, never the 55 registered datasets.
+SHORT = 200
+
+
+@pytest.mark.parametrize(
+    "args,fragments",
+    [
+        (["run", "--teachers", "vgg-19"], ["unknown teacher(s) 'vgg-19' in --teachers (did you mean vgg19?)"]),
+        (["run", "--students", "ofa595"], ["unknown student(s) 'ofa595' in --students (did you mean ofa-595?)"]),
+        (["run", "--datasets", "my-xary"], ["unknown dataset(s) 'my-xary' in --datasets (did you mean my-xray?)"]),
+        (["run", "--datasets", "zzzz"], ["unknown dataset(s) 'zzzz' in --datasets (registered: ", " more; "
+                                         "`medkd-bench plugins` lists them)"]),
+        (["run", "--methods", "dkdd"], ["unknown method(s) 'dkdd' in --methods (did you mean dkd"]),
+        (["run", "--explainers", "scorecam"], ["unknown explainer 'scorecam' in --explainers (did you mean score-cam?)"]),
+        (["run", "--method-option", "dkdd.beta=2"], ["--method-option dkdd.beta=2: unknown method 'dkdd' (did you mean dkd"]),
+        (["run", "--dataset-option", "synthetic-cxr.n_tran=5"], ["has no option 'n_tran' (did you mean 'n_train'?"]),
+        (["explain", "--dataset", "synthetic-cxr", "--teacher", "vgg-19", "--student", "ofa-595"],
+         ["unknown teacher 'vgg-19' in --teacher (did you mean vgg19?)"]),
+        (["datasets", "check", "my-xary"], ["unknown dataset 'my-xary' (did you mean my-xray?)"]),
+        (["plugins", "show", "scorecam"], ["(did you mean score-cam?)"]),
+    ],
+)
+def test_unknown_names_are_one_short_line_with_did_you_mean(run_cli, tmp_path, args, fragments):
+    """The issue's `--teachers vgg-19` and `--datasets my-xary` (a typo of a dataset added in the work dir)."""
+    from PIL import Image
+
+    from tests.fixture_trees import grey_image
+
+    for label, cls in enumerate(("a", "b")):
+        (tmp_path / "imgs" / cls).mkdir(parents=True)
+        for i in range(4):
+            Image.fromarray(grey_image(label, i)).save(tmp_path / "imgs" / cls / f"{i}.png")
+    work = ["--work-dir", str(tmp_path / "work")]
+    assert run_cli(["datasets", "add", "my-xray", "--folder", str(tmp_path / "imgs"), "--val", "0.25",
+                    "--test", "0.25", *work]).exit_code == 0
+    result = run_cli([*args, *work])
+    _one_line_error(result, *fragments)
+    assert len(result.err.strip()) < SHORT, result.err
+
+
 def test_unwritable_work_dir(run_cli, tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("not a directory")

@@ -167,7 +167,7 @@ BASE = 'datasets = "synthetic-cxr"\nteachers = "visformer-s"\nmethods = "kd"\nim
         ("[dataset-options.synthetic-cxr]\nn_tran = 5\n",
          ["key 'dataset-options':", "dataset 'synthetic-cxr' has no option 'n_tran'"]),
         ("[dataset-options.synthetic-cxr]\nn_train = 2.5\n", ["key 'dataset-options':", "expected a whole number"]),
-        ("[dataset-options.no-such-data]\nn_train = 2\n", ["key 'dataset-options':", "no dataset 'no-such-data'"]),
+        ("[dataset-options.no-such-data]\nn_train = 2\n", ["key 'dataset-options':", "unknown dataset 'no-such-data'"]),
         ("[method-options.dkd]\nbeta = 'big'\n", ["key 'method-options':", "dkd.beta=big: expected a number"]),
         ("[weights]\nofa-595 = 3\n", ["key 'weights.ofa-595': expected a path (a string), got 3"]),
         ("[weights]\nofa-595 = '/no/such.safetensors'\n", ["key 'weights':", "no such file"]),

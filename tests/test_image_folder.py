@@ -172,7 +172,7 @@ def test_a_changed_folder_is_never_silently_reused(tmp_path, specs, run_cli):
     assert check.exit_code == 2 and "differ from the ['benign', 'malignant', 'normal'] recorded in" in check.err
 
 
-def test_skip_bad_adds_a_folder_with_a_stray_file_and_runs_need_it_too(tmp_path, specs, run_cli):
+def test_skip_bad_adds_a_folder_with_a_stray_file_and_is_remembered(tmp_path, specs, run_cli):
     class_tree(tmp_path / "imgs", per_class=4, classes=("a", "b"))
     (tmp_path / "imgs" / "a" / "notes.txt").write_text("not an image")
     strict = add(run_cli, tmp_path, "stray", "--folder", str(tmp_path / "imgs"), "--val", "0.25", "--test", "0.25")
@@ -180,8 +180,12 @@ def test_skip_bad_adds_a_folder_with_a_stray_file_and_runs_need_it_too(tmp_path,
     assert not (tmp_path / "specs" / "stray.json").exists()
     added = add(run_cli, tmp_path, "stray", "--folder", str(tmp_path / "imgs"), "--val", "0.25", "--test", "0.25",
                 "--skip-bad")
-    assert added.exit_code == 0 and "warning: 1 bad file(s)" in added.out
+    assert added.exit_code == 0 and "warning: 1 bad file(s)" in added.out and "every command leaves" in added.out
     work = ["--work-dir", str(tmp_path / "work"), "--img-size", "32"]
+    remembered = run_cli(["datasets", "check", "stray", *work])  # the spec file says --skip-bad
+    assert remembered.exit_code == 0 and "1 bad file(s) will be left out (datasets add --skip-bad)" in remembered.out
+    doc = json.loads((specs / "stray.json").read_text())
+    (specs / "stray.json").write_text(json.dumps({**doc, "skip_bad": False}))
     assert run_cli(["datasets", "check", "stray", *work]).exit_code == 2
     assert run_cli(["datasets", "check", "stray", *work, "--skip-bad"]).exit_code == 0
 
@@ -273,11 +277,15 @@ def test_names_are_checked_against_the_rule_and_the_registry(tmp_path, specs, ru
     assert add(run_cli, tmp_path, "mine", *folder).exit_code == 0
     again = add(run_cli, tmp_path, "mine", *folder)
     assert again.exit_code == 2 and "already registered by plugin 'image-folder'" in again.err
-    elsewhere = run_cli(["datasets", "add", "other", *folder, "--work-dir", str(tmp_path / "w")])
-    assert elsewhere.exit_code == 0 and "note: it is not where datasets are looked for" in elsewhere.out
+    in_work_dir = run_cli(["datasets", "add", "other", *folder, "--work-dir", str(tmp_path / "w")])
+    assert in_work_dir.exit_code == 0 and f"commands given --work-dir {tmp_path / 'w'} find it" in in_work_dir.out
     assert (tmp_path / "w" / "datasets" / "other.json").is_file()
     exists = run_cli(["datasets", "add", "other", *folder, "--work-dir", str(tmp_path / "w")])
-    assert exists.exit_code == 2 and "other.json: exists; remove it" in exists.err
+    assert exists.exit_code == 2 and "already registered by plugin 'image-folder'" in exists.err
+    elsewhere = run_cli(["datasets", "add", "third", *folder, "--out", str(tmp_path / "loose" / "third.json")])
+    assert elsewhere.exit_code == 0 and "note: it is not where datasets are looked for" in elsewhere.out
+    again = run_cli(["datasets", "add", "third", *folder, "--out", str(tmp_path / "loose" / "third.json")])
+    assert again.exit_code == 2 and "third.json: exists; remove it" in again.err
 
 
 def test_bad_spec_files_fail_with_one_line_naming_the_file(tmp_path, specs, run_cli, monkeypatch):
@@ -359,6 +367,7 @@ def test_an_empty_class_folder_and_a_missing_mask_root_are_errors(tmp_path, spec
     ({"split": {"seed": 0}}, "'split' needs seed, val_fraction and test_fraction"),
     ({"mask_root": 3}, "malformed 'mask_root'"),
     ({"has_masks": 1}, "missing or malformed 'has_masks'"),
+    ({"skip_bad": "yes"}, "'skip_bad' must be true or false"),
 ])
 def test_every_spec_file_key_is_checked(tmp_path, change, message):
     from medkd_bench import MedkdError

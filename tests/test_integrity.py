@@ -133,7 +133,7 @@ def test_logits_that_do_not_fit_the_dataset_are_refused_in_every_mode():
     (["--dataset-option", "synthetic-cxr.n_train=-5"], "--dataset-option synthetic-cxr.n_train=-5"),
     (["--dataset-option", "synthetic-cxr.n_train=2.5"], "--dataset-option synthetic-cxr.n_train=2.5"),
     (["--dataset-option", "synthetic-cxr.colour=1"], "has no option 'colour'"),
-    (["--dataset-option", "nosuch.n_train=1"], "no dataset 'nosuch'"),
+    (["--dataset-option", "nosuch.n_train=1"], "unknown dataset 'nosuch'"),
 ])
 def test_bad_numbers_are_refused_before_any_work(run_cli, dirs, tmp_path, args, named):
     result = run_cli(["run", "--matrix", "quick", *args, *dirs])

@@ -258,12 +258,17 @@ def test_ofa_head_split_composes_to_the_models_forward():
     (["--methods", "nope"], "unknown method(s) 'nope' in --methods"),
     (["--method-option", "dkd.gamma=1"], "--method-option dkd.gamma=1: method 'dkd' has no option 'gamma'"),
     (["--method-option", "dkd.beta=abc"], "--method-option dkd.beta=abc: expected a number"),
-    (["--method-option", "nope.beta=1"], "--method-option nope.beta=1: no method 'nope'"),
+    (["--method-option", "nope.beta=1"], "--method-option nope.beta=1: unknown method 'nope'"),
     (["--method-option", "kd.alpha=2"], "--method-option kd.alpha=2: 2 is out of range"),
     (["--method-option", "at.p=0.5"], "--method-option at.p=0.5: 0.5 is out of range (allowed: 1 .. 8)"),
     (["--method-option", "at.p=-2"], "--method-option at.p=-2: -2 is out of range (allowed: 1 .. 8)"),
     (["--methods", "fitnet", "--method-option", "fitnet.student_layer=blocks.99"],
      "--method-option fitnet.student_layer=blocks.99: 'ofa-595' has no layer 'blocks.99'"),
+    # An option for a method the run does not train would change nothing: refused, not ignored.
+    (["--methods", "kd", "--method-option", "dkd.beta=2"],
+     "--method-option dkd.beta=2: method 'dkd' is not in this run (its methods: kd); add it to --methods"),
+    (["--method-option", "dkd.beta=2"], "method 'dkd' is not in this run (its methods: kd)"),  # quick: kd alone
+    (["--methods", "dkd", "--temperature", "2"], "--temperature: method 'kd' is not in this run (its methods: dkd)"),
 ])
 def test_bad_method_input_is_a_one_line_error_and_writes_nothing(run_cli, tmp_path, args, named):
     work = tmp_path / "work"

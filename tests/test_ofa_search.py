@@ -123,7 +123,7 @@ def _search_cli(run_cli, work: Path, shared_lut: Path, *extra: str):
                     "--generations", "2", "--repeats", "5", "--work-dir", str(work), *extra])
 
 
-def test_spec_file_round_trips_into_a_student_that_trains(run_cli, tmp_path, shared_lut, monkeypatch):
+def test_spec_file_round_trips_into_a_student_that_trains(run_cli, tmp_path, shared_lut):
     work = tmp_path / "work"
     result = _search_cli(run_cli, work, shared_lut)
     assert result.exit_code == 0, result.err
@@ -132,10 +132,10 @@ def test_spec_file_round_trips_into_a_student_that_trains(run_cli, tmp_path, sha
     assert doc["budget"] == {"kind": "gmacs", "value": 0.012}
     assert doc["measured"]["gmacs"] <= 0.012 and doc["img_size"] == IMG and doc["machine"]
     assert len(doc["subnet"]["ks"]) == 20 and len(doc["subnet"]["d"]) == 5
-    assert "MEDKD_STUDENTS" in result.out  # tmp work dir is not the default search path: say how to add it
-
-    monkeypatch.setenv("MEDKD_STUDENTS", str(work / "students"))
-    registry = load_registry()
+    # Written into the work dir's students/: every command given that --work-dir registers it.
+    assert f"registered as student ofa-12mmacs for commands given --work-dir {work}" in result.out
+    assert "ofa-12mmacs" not in load_registry().students
+    registry = load_registry(work_dir=work)
     spec = registry.students["ofa-12mmacs"]
     assert registry.owners[("student", "ofa-12mmacs")] == "ofa-search"
     assert "0.012 GMACs" in spec.description and "ofa-595" in registry.students
@@ -155,7 +155,7 @@ def test_spec_file_round_trips_into_a_student_that_trains(run_cli, tmp_path, sha
     # Editing the file's settings changes the student's revision, so cells are not reused.
     doc["subnet"]["e"] = [6 if x == 3 else x for x in doc["subnet"]["e"]]
     spec_file.write_text(json.dumps(doc))
-    assert load_registry().students["ofa-12mmacs"].revision != spec.revision
+    assert load_registry(work_dir=work).students["ofa-12mmacs"].revision != spec.revision
     dry = run_cli(["run", "--matrix", "quick", "--teachers", "visformer-s", "--students", "ofa-12mmacs",
                    *TINY_DATA, "--work-dir", str(work), "--leaderboard-dir", str(boards), "--dry-run"])
     assert dry.out.count("new") == 2 and dry.out.count("done") == 1  # only the teacher is reused

@@ -35,11 +35,15 @@ def set_debug(on: bool) -> None:
     _DEBUG["on"] = on
 
 
-def load_cli_registry(plugin_files: Sequence[Path]) -> Registry:
-    """The registry a command works with: installed plugins, then its ``--plugin`` files."""
+def load_cli_registry(plugin_files: Sequence[Path], work_dir: Path | None = None) -> Registry:
+    """The registry a command works with: installed plugins, then its ``--plugin`` files.
+
+    A command with ``--work-dir`` passes it: spec files added there (``datasets add
+    --work-dir W``) are registered for it as for every other command given ``W``.
+    """
     from medkd_bench.registry import load_registry
 
-    return load_registry(plugin_files)
+    return load_registry(plugin_files, work_dir=work_dir)
 
 
 class BoundedGroup(click.Group):

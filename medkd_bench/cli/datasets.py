@@ -24,7 +24,9 @@ def datasets_cmd() -> None:
 @click.option("--img-size", type=IMG_SIZE, default=None, help="Decode at this size, 32-1024 px [default: the dataset's].")
 @click.option("--dataset-option", "dataset_options", multiple=True, metavar="DATASET.KEY=VALUE",
               help="Override a dataset option, e.g. lc25000.seed=1.")
-@click.option("--skip-bad", is_flag=True, help="Report bad files as warnings (exit 0) instead of errors.")
+@click.option("--skip-bad", is_flag=True,
+              help="Report bad files as warnings (exit 0) instead of errors (the default for a dataset added "
+                   "with --skip-bad).")
 @click.option("--work-dir", type=click.Path(path_type=Path), default=DEFAULT_WORK_DIR, show_default=True,
               help="The decoded images are cached here, for the run to reuse.")
 @plugin_option
@@ -36,7 +38,7 @@ def datasets_check(name, root, img_size, dataset_options, skip_bad, work_dir, pl
     from medkd_bench.data.check import check_dataset
     from medkd_bench.system.files import check_writable
 
-    registry = load_cli_registry(plugin_files)
+    registry = load_cli_registry(plugin_files, work_dir)
     spec = registry.get("dataset", name)
     options = parse_dataset_options(dataset_options, registry)
     others = sorted(set(options) - {name})
@@ -63,16 +65,20 @@ def datasets_check(name, root, img_size, dataset_options, skip_bad, work_dir, pl
               help="Read images as grey or RGB [default: grey if every sampled image is grey].")
 @click.option("--img-size", type=IMG_SIZE, default=64, show_default=True,
               help="The dataset's default image size (a run's --img-size overrides it).")
-@click.option("--skip-bad", is_flag=True, help="Add the dataset even if some files are bad (runs then need --skip-bad).")
+@click.option("--skip-bad", is_flag=True,
+              help="Add the dataset even if some files are bad; recorded in the spec file, so every command "
+                   "(run, check, preview, explain) leaves bad files out with a warning, without --skip-bad.")
 @click.option("--out", type=click.Path(path_type=Path), default=None,
               help="Spec file to write [default: <work-dir>/datasets/<name>.json].")
 @click.option("--work-dir", type=click.Path(path_type=Path), default=DEFAULT_WORK_DIR, show_default=True,
-              help="By default the spec file goes into its datasets/ folder.")
+              help="By default the spec file goes into its datasets/ folder, where every command given "
+                   "this --work-dir finds it.")
 def datasets_add(name, folder, manifest, masks, val, test, seed, channels, img_size, skip_bad, out, work_dir) -> None:
     """Register your own images as dataset NAME: list and check every file, then write a small spec file.
 
-    The built-in image-folder plugin registers every spec file found in $MEDKD_DATASETS (files or
-    folders), else in .medkd/datasets/. Nothing is decoded except a few images to tell grey from RGB;
+    The built-in image-folder plugin registers every spec file in the datasets/ folder of a command's
+    --work-dir (so `run --work-dir W` finds what `datasets add --work-dir W` wrote), and those in
+    $MEDKD_DATASETS (files or folders), else in .medkd/datasets/. Nothing is decoded except a few images to tell grey from RGB;
     `datasets check NAME` reads every file. Exits 2, writing nothing, on a folder with one class, a
     class too small for the split, a manifest row whose file is missing, a mask without its image.
     """
@@ -80,6 +86,7 @@ def datasets_add(name, folder, manifest, masks, val, test, seed, channels, img_s
     from medkd_bench.data.folder_dataset import SPLITS
     from medkd_bench.data.imagefiles import bad_file_policy
     from medkd_bench.registry import NAME_RULE, NAME_RULE_TEXT
+    from medkd_bench.system.spec_files import specs_in_work_dir
 
     if not NAME_RULE.match(name):
         raise MedkdError(f"dataset name {name!r}: use {NAME_RULE_TEXT} (it names files and folders)")
@@ -91,7 +98,7 @@ def datasets_add(name, folder, manifest, masks, val, test, seed, channels, img_s
              "test_fraction": 0.1 if test is None else test}
     if split["val_fraction"] + split["test_fraction"] >= 1:
         raise MedkdError(f"--val {split['val_fraction']:g} + --test {split['test_fraction']:g} must be below 1")
-    registry = load_cli_registry(())
+    registry = load_cli_registry((), work_dir)
     if name in registry.datasets:
         raise MedkdError(f"dataset {name!r} is already registered by plugin {registry.owners[('dataset', name)]!r}; "
                          "choose another name (or remove its spec file first)")
@@ -100,7 +107,8 @@ def datasets_add(name, folder, manifest, masks, val, test, seed, channels, img_s
         raise MedkdError(f"--out {target}: exists; remove it to add the dataset again")
     with bad_file_policy(skip_bad) as bad:
         dataset, doc = new_dataset(name, target, folder=folder, manifest=manifest, mask_root=masks, split=split,
-                                   channels={"grey": 1, "rgb": 3}.get(channels), img_size=img_size)
+                                   channels={"grey": 1, "rgb": 3}.get(channels), img_size=img_size,
+                                   skip_bad=skip_bad)
     if dataset.layout == "split-folders" and (val, test, seed) != (None, None, None):
         console.print("note: --val, --test and --seed are not used: the folder keeps its official split")
     write_dataset_spec(doc, target)
@@ -111,11 +119,18 @@ def datasets_add(name, folder, manifest, masks, val, test, seed, channels, img_s
                   f"{', with masks' if dataset.has_masks else ''}; files: {counts}", highlight=False, markup=False)
     if bad.problems:
         console.print(f"warning: {len(bad.problems)} bad file(s), first {bad.problems[0][0]}: "
-                      f"{bad.problems[0][1]}; runs need --skip-bad", highlight=False, markup=False)
+                      f"{bad.problems[0][1]}; every command leaves them out (--skip-bad is recorded in the "
+                      "spec file)", highlight=False, markup=False)
     console.print(f"spec file: {target}", highlight=False, markup=False)
-    if target.resolve() not in {p.resolve() for p in dataset_spec_files()}:
-        console.print(f"note: it is not where datasets are looked for; add it to $MEDKD_DATASETS "
-                      f"(now {os.environ.get('MEDKD_DATASETS', 'unset: .medkd/datasets/')})",
+    with specs_in_work_dir(work_dir):
+        found = target.resolve() in {p.resolve() for p in dataset_spec_files()}
+    if found:
+        console.print(f"commands given --work-dir {work_dir} find it: medkd-bench run --datasets {name} "
+                      f"--work-dir {work_dir}", highlight=False, markup=False)
+    else:
+        console.print(f"note: it is not where datasets are looked for (the datasets/ folder of a command's "
+                      f"--work-dir, and $MEDKD_DATASETS, now "
+                      f"{os.environ.get('MEDKD_DATASETS', 'unset: .medkd/datasets/')}); add it to $MEDKD_DATASETS",
                       highlight=False, markup=False)
 
 
@@ -147,7 +162,7 @@ def datasets_preview(name, out, split, per_class, root, img_size, dataset_option
     from medkd_bench.data.preview import check_out_file, render_preview
     from medkd_bench.system.files import check_writable
 
-    registry = load_cli_registry(plugin_files)
+    registry = load_cli_registry(plugin_files, work_dir)
     spec = registry.get("dataset", name)
     options = parse_dataset_options(dataset_options, registry)
     others = sorted(set(options) - {name})

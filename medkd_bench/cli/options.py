@@ -6,6 +6,7 @@ flag and the value, so :func:`medkd_bench.cli.main.main` prints one line.
 
 from __future__ import annotations
 
+import difflib
 import math
 import re
 from collections.abc import Callable, Mapping, Sequence
@@ -27,6 +28,7 @@ from medkd_bench.cli.types import (  # noqa: F401  (re-exported: commands import
     upper_bound,
 )
 from medkd_bench.errors import MedkdError
+from medkd_bench.registry import unknown_names
 
 if TYPE_CHECKING:
     from medkd_bench.registry import Registry
@@ -86,11 +88,12 @@ def parse_spec_options(values: Sequence[str], specs: Mapping[str, Any], kind: st
         if not (sep and dot and name and option):
             raise MedkdError(f"{flag} {v!r}: expected {kind.upper()}.KEY=VALUE")
         if name not in specs:
-            raise MedkdError(f"{flag} {v}: no {kind} {name!r} (registered: {', '.join(sorted(specs)) or 'none'})")
+            raise MedkdError(f"{flag} {v}: {unknown_names(kind, [name], specs)}")
         spec = specs[name]
         if option not in spec.options:
-            raise MedkdError(f"{flag} {v}: {kind} {name!r} has no option {option!r} "
-                             f"(known: {', '.join(sorted(spec.options)) or 'none'})")
+            close = difflib.get_close_matches(option, list(spec.options), n=1)
+            hint = f"did you mean {close[0]!r}?" if close else f"known: {', '.join(sorted(spec.options)) or 'none'}"
+            raise MedkdError(f"{flag} {v}: {kind} {name!r} has no option {option!r} ({hint})")
         out.setdefault(name, {})[option] = _typed_option(f"{flag} {v}", value, spec.options[option],
                                                          spec.option_ranges.get(option))
     return out

@@ -8,19 +8,24 @@ from pathlib import Path
 import click
 from rich.table import Table
 
-from medkd_bench.cli.app import cli, console, load_cli_registry
+from medkd_bench.cli.app import DEFAULT_WORK_DIR, cli, console, load_cli_registry
 from medkd_bench.cli.options import plugin_option
+
+#: ``plugins`` reads a work dir only to list the datasets and students added there; it writes nothing.
+_WORK_DIR_HELP = "Also list the datasets and searched students added in this work dir's datasets/ and students/."
 
 
 @cli.group("plugins", invoke_without_command=True)
 @plugin_option
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.option("--work-dir", type=click.Path(path_type=Path), default=DEFAULT_WORK_DIR, show_default=True,
+              help=_WORK_DIR_HELP)
 @click.pass_context
-def plugins_cmd(ctx, plugin_files, as_json) -> None:
+def plugins_cmd(ctx, plugin_files, as_json, work_dir) -> None:
     """List plugins: origin, version and what each registers (`plugins show NAME`: one spec's options)."""
     if ctx.invoked_subcommand is not None:
         return
-    registry = load_cli_registry(plugin_files)
+    registry = load_cli_registry(plugin_files, work_dir)
     if as_json:
         click.echo(json.dumps([p.__dict__ for p in registry.plugins], indent=2))
         return
@@ -71,7 +76,9 @@ def add_plugin(kind, name, standalone_dir, timm_model, target_layer, repo_root) 
 @click.argument("name")
 @plugin_option
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-def plugins_show(name, plugin_files, as_json) -> None:
+@click.option("--work-dir", type=click.Path(path_type=Path), default=DEFAULT_WORK_DIR, show_default=True,
+              help=_WORK_DIR_HELP)
+def plugins_show(name, plugin_files, as_json, work_dir) -> None:
     """What a registered teacher, student, dataset, explainer or method NAME is, and its options.
 
     Options come with their defaults, allowed ranges and, for methods, the range
@@ -79,7 +86,7 @@ def plugins_show(name, plugin_files, as_json) -> None:
     """
     from medkd_bench.registry import describe_spec
 
-    registry = load_cli_registry(plugin_files)
+    registry = load_cli_registry(plugin_files, work_dir)
     found = describe_spec(registry, name)
     if as_json:
         click.echo(json.dumps(found, indent=2, default=str))

@@ -20,7 +20,7 @@ def leaderboard(plugin_files, work_dir, leaderboard_dir, bootstrap) -> None:
     from medkd_bench.report.leaderboard import render_all
     from medkd_bench.run.store import Store
 
-    registry = load_cli_registry(plugin_files)
+    registry = load_cli_registry(plugin_files, work_dir)
     check_writable(leaderboard_dir, "--leaderboard-dir")
     with Store(work_dir / "runs.sqlite", readonly=True) as store:  # rendering never writes the store
         written = render_all(registry, store, leaderboard_dir, bootstrap)
@@ -42,7 +42,7 @@ def export(fmt, out, plugin_files, work_dir, leaderboard_dir, bootstrap) -> None
     from medkd_bench.report.row_stats import RowStats
     from medkd_bench.run.store import Store
 
-    registry = load_cli_registry(plugin_files)
+    registry = load_cli_registry(plugin_files, work_dir)
     if out is not None:
         check_writable(out.parent if str(out.parent) else Path("."), "--out")
     with Store(work_dir / "runs.sqlite", readonly=True) as store:
@@ -77,9 +77,11 @@ def explain(dataset, teacher, student, explainer, method, images, out, device, d
     from medkd_bench.system.runtime import resolve_runtime
 
     path = work_dir / "runs.sqlite"
-    registry = load_cli_registry(plugin_files)
-    registry.get("explainer", explainer)
-    registry.get("method", method)
+    registry = load_cli_registry(plugin_files, work_dir)
+    # Names first: a typo gets "did you mean", not "no finished cell ... run the matrix first".
+    for kind, name in (("dataset", dataset), ("teacher", teacher), ("student", student), ("explainer", explainer),
+                       ("method", method)):
+        registry.get(kind, name, f" in --{kind}")
     out = out or path_inside(leaderboard_dir, "panels", dataset, explainer, f"{teacher}__{student}__{method}-{images}.png")
     check_writable(out.parent, "--out folder")
     runtime = resolve_runtime(device, "auto")

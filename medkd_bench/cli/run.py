@@ -126,7 +126,7 @@ def run(matrix, teachers, students, datasets, methods, method_options, teacher_c
     from medkd_bench.report.board_owner import claim_leaderboard_dir
     from medkd_bench.report.leaderboard import render_all
     from medkd_bench.run.options import RunOptions, result_settings
-    from medkd_bench.run.plan import plan
+    from medkd_bench.run.plan import check_method_options_used, plan
     from medkd_bench.run.runner import MatrixRunner
     from medkd_bench.run.store import Store
     from medkd_bench.system.runtime import resolve_runtime
@@ -136,17 +136,22 @@ def run(matrix, teachers, students, datasets, methods, method_options, teacher_c
         from medkd_bench.deploy.onnx import require_onnx
 
         require_onnx()
-    registry = load_cli_registry(plugin_files)
+    registry = load_cli_registry(plugin_files, work_dir)
     if matrix == "quick" and epochs is None:  # a smoke run: a short fixed schedule, not training to convergence
         from medkd_bench.run.plan import QUICK_EPOCHS
 
         epochs = QUICK_EPOCHS
-    shorthand = [f"kd.{k}={v}" for k, v in (("temperature", temperature), ("alpha", alpha)) if v is not None]
-    parsed_method_options = parse_method_options([*shorthand, *method_options], registry)
+    given = {"--temperature": temperature, "--alpha": alpha}
+    shorthand = {flag: f"kd.{flag[2:]}={v}" for flag, v in given.items() if v is not None}
+    parsed_method_options = parse_method_options([*shorthand.values(), *method_options], registry)
     parsed_dataset_options = parse_dataset_options(dataset_options, registry)  # bad values: before planning
     cells = plan(registry, matrix, split_names(teachers), split_names(students), split_names(datasets), seed,
                  data_root=data_root, seeds=seeds, methods=split_names(methods),
                  teacher_seeds=teacher_seeds)
+    option_flags: dict[str, str] = {}  # method -> the first flag that gave it an option, for the message
+    for flag, text in [*shorthand.items(), *(("--method-option " + v, v) for v in method_options)]:
+        option_flags.setdefault(text.partition(".")[0], flag)
+    check_method_options_used(option_flags, cells)
     if not split_names(datasets):
         _print_unavailable(registry, data_root)
     options = RunOptions(

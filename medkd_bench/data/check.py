@@ -2,8 +2,10 @@
 
 It reads every file (collecting every bad one rather than stopping at the
 first), prints the class counts of each split and the bad files in rich
-tables, and leaves the decoded splits in the run's cache, so the run that
-follows starts from the cache.
+tables, then the data checks a reviewer would ask for (leakage across splits,
+class imbalance, grey and colour mixed in a class, a test split too small:
+:mod:`medkd_bench.data.audit`), and leaves the decoded splits in the run's
+cache, so the run that follows starts from the cache.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from medkd_bench.data.audit import CheckResult, audit
 from medkd_bench.data.imagefiles import STRAY_POLICY, record_ignored
 from medkd_bench.data.prepare import SPLITS, PreparedData, dataset_fingerprint, prepare
 from medkd_bench.errors import MedkdError
@@ -54,6 +57,20 @@ def stray_files_line(ignored: set[str], named: int = 5) -> str:
     return f"stray files: {found}; policy: {STRAY_POLICY}"
 
 
+def bad_files_line(spec: DatasetSpec, skip_bad: bool) -> str:
+    """What a run does with a bad file of this dataset, and who decided it.
+
+    Stated on every check: a choice recorded at ``datasets add --skip-bad`` is
+    invisible in the run's own command line, so the check is where it is told.
+    """
+    if spec.skip_bad:
+        return ("bad files: left out (datasets add --skip-bad, recorded in the dataset's spec file), "
+                "with a warning naming each, in every command")
+    if skip_bad:
+        return "bad files: left out here (--skip-bad); a run stops at one unless it too is given --skip-bad"
+    return "bad files: stop every command at the first unless it is given --skip-bad"
+
+
 def problems_table(problems: list[tuple[str, str]]) -> Table:
     table = Table(title=f"{len(problems)} bad file(s)", title_style="bold red")
     table.add_column("file", overflow="fold")  # the whole path, wrapped: it is what the user must find
@@ -82,12 +99,27 @@ def check_dataset(spec: DatasetSpec, root: Path | None, img_size: int | None, op
                        warn_skipped=False)
     console.print(counts_table(data))
     console.print(stray_files_line(ignored), highlight=False, markup=False)
+    console.print(bad_files_line(spec, skip_bad), highlight=False, markup=False)
     if data.skipped:
         console.print(problems_table(data.skipped))
-        if not skip_bad:
+        if not (skip_bad or spec.skip_bad):
             raise MedkdError(f"dataset {spec.name!r}: {len(data.skipped)} bad file(s), listed above, "
                              f"first {data.skipped[0][0]}: {data.skipped[0][1]}; fix them or pass --skip-bad")
-        console.print(f"[yellow]warning:[/] {len(data.skipped)} bad file(s) will be left out (--skip-bad)")
+        why = "--skip-bad" if skip_bad else "datasets add --skip-bad"
+        console.print(f"[yellow]warning:[/] {len(data.skipped)} bad file(s) will be left out ({why})")
     else:
         console.print(f"[green]ok:[/] {spec.name}: every file read", highlight=False)
+    console.print(audit_table(spec.name, audit(data, root, options, cache_dir=work_dir / "cache")))
     return data
+
+
+def audit_table(name: str, results: list[CheckResult]) -> Table:
+    """Every data check with its result (passed ones too: a reviewer wants to see that they ran)."""
+    failed = sum(not r.ok for r in results)
+    table = Table(title=f"{name}: data checks ({failed} warning(s))" if failed else f"{name}: data checks")
+    table.add_column("check")
+    table.add_column("result", overflow="fold")
+    for r in results:
+        mark = "[green]ok[/]" if r.ok else "[yellow]warning[/]"
+        table.add_row(r.check, f"{mark}: {escape(r.summary)}" + "".join(f"\n  {escape(d)}" for d in r.details))
+    return table

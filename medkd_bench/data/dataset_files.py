@@ -11,6 +11,13 @@ the absolute image root (or manifest), the mask root, the classes in label
 order, the channels, the default image size, and the seeded split's
 defaults. Its content digest is part of the dataset's fingerprint, so every
 cell's config hash changes with it.
+
+It also records the other choices made when the dataset was added, so that
+runs honour them without being told again: ``skip_bad`` (``datasets add
+--skip-bad``: every command leaves the bad files out, with a warning naming
+them). That key is outside the digest (as ``created`` is): it decides whether
+a bad file stops a command, not which images a finished cell trained on, and
+leaving it out keeps the digests, and so the results, of files written before it existed.
 """
 
 from __future__ import annotations
@@ -56,7 +63,7 @@ def content_digest(doc: dict[str, Any]) -> str:
 
 def new_dataset(name: str, out: Path, folder: Path | None = None, manifest: Path | None = None,
                 mask_root: Path | None = None, split: dict[str, Any] | None = None, channels: int | None = None,
-                img_size: int = 64) -> tuple[FolderDataset, dict[str, Any]]:
+                img_size: int = 64, skip_bad: bool = False) -> tuple[FolderDataset, dict[str, Any]]:
     """The dataset and spec document for a folder or a manifest, after listing every file of every split.
 
     Nothing is decoded except a few images to tell grey from RGB (unless
@@ -86,6 +93,7 @@ def new_dataset(name: str, out: Path, folder: Path | None = None, manifest: Path
         "mask_root": str(mask_root.resolve()) if mask_root is not None else None, "has_masks": has_masks,
         "classes": list(classes), "channels": channels or 1, "img_size": img_size,
         "split": {} if official else dict(split or {"seed": 0, "val_fraction": 0.1, "test_fraction": 0.1}),
+        "skip_bad": bool(skip_bad),
     }
     dataset = from_document(doc, out)
     entries = dataset.entries(dataset.split)  # every folder, class and split, listed
@@ -137,11 +145,14 @@ def from_document(doc: dict[str, Any], path: Path) -> FolderDataset:
     mask_root = doc.get("mask_root")
     if mask_root is not None and not isinstance(mask_root, str):
         raise MedkdError(f"dataset spec file {path}: malformed 'mask_root'")
+    skip_bad = doc.get("skip_bad", False)  # absent from files written before it was recorded: strict
+    if not isinstance(skip_bad, bool):
+        raise MedkdError(f"dataset spec file {path}: 'skip_bad' must be true or false")
     return FolderDataset(
         path=Path(path), name=name, layout=layout, source=Path(_require(doc, "source", str, path)),
         classes=tuple(classes), channels=channels, img_size=img_size,
         mask_root=Path(mask_root) if mask_root else None, has_masks=_require(doc, "has_masks", bool, path),
-        split=dict(split), digest=content_digest(doc),
+        split=dict(split), digest=content_digest(doc), skip_bad=skip_bad,
     )
 
 

@@ -90,6 +90,8 @@ class FolderDataset:
     split: Mapping[str, Any] = field(default_factory=dict)
     #: SHA-256 (16 hex digits) of the spec file's content: part of the fingerprint.
     digest: str = ""
+    #: Added with ``--skip-bad``: every command leaves bad files out (``DatasetSpec.skip_bad``).
+    skip_bad: bool = False
 
     def where(self) -> str:
         return f"dataset {self.name!r} (spec file {self.path})"
@@ -169,6 +171,10 @@ class FolderDataset:
             for _, _, image_dir, mask_dir in self._groups():
                 report_orphan_masks(image_dir, mask_dir)
         return out
+
+    def files(self, split: str, root: Path | None, options: Mapping[str, Any]) -> list[Path]:
+        """The ``DatasetSpec.files`` of this dataset: each image :meth:`load` reads, in its order."""
+        return [sample.image for sample in self.samples(split, options)]
 
     def load(self, split: str, img_size: int, root: Path | None, options: Mapping[str, Any]) -> SplitData:
         """The ``DatasetSpec.load`` of this dataset: ``root`` is unused (the spec file names the data)."""

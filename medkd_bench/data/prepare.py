@@ -68,9 +68,10 @@ def _warn_skipped(spec: DatasetSpec, split: str, skipped: list[tuple[str, str]])
     from rich.markup import escape
 
     path, problem = skipped[0]
+    why = "datasets add --skip-bad" if spec.skip_bad else "--skip-bad"  # the user's own choice, named
     Console(stderr=True, soft_wrap=True).print(
         f"[yellow]warning:[/] dataset {spec.name!r} split {split!r}: left out {len(skipped)} bad file(s) "
-        f"(--skip-bad), e.g. {escape(path)}: {escape(problem)}", highlight=False)
+        f"({why}), e.g. {escape(path)}: {escape(problem)}", highlight=False)
 
 
 def _mean_std(images: torch.Tensor, chunk: int = 1024) -> tuple[float, float]:
@@ -110,11 +111,13 @@ def prepare(
     cached one. Generated datasets are not cached (the default synthetic-cxr
     takes about a second to generate). ``skip_bad``
     leaves out bad files (corrupt images, stray files, unpaired masks) with a
-    warning instead of stopping at the first.
+    warning instead of stopping at the first; so does a spec whose own
+    ``skip_bad`` is set (``datasets add --skip-bad`` records it).
     """
     from medkd_bench.data.cache import SplitCache
     from medkd_bench.data.imagefiles import bad_file_policy
 
+    skip_bad = skip_bad or spec.skip_bad
     size = int(img_size or spec.img_size)
     if spec.needs_root and root is None:
         raise MedkdError(f"dataset {spec.name!r} needs a local copy: pass --data-root or set MEDKD_DATA")

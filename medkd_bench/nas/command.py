@@ -64,7 +64,8 @@ def student_search(latency_ms, gmacs, img_size, device, amp, num_classes, width_
     supernet's accuracy predictor, which would need a download, this picks the biggest student the
     budget allows, not a proven most-accurate one; on small medical datasets trained from scratch,
     bigger is not guaranteed to be better. The result is a spec file the `ofa-search` student plugin
-    registers (from $MEDKD_STUDENTS, else .medkd/students/), so `run --students NAME` trains it.
+    registers (from the students/ folder of a command's --work-dir, and $MEDKD_STUDENTS, else
+    .medkd/students/), so `run --students NAME --work-dir W` trains it.
     """
     from medkd_bench.nas.cost_table import LUT_FILE
     from medkd_bench.nas.evolution import Budget, SearchSettings, search
@@ -78,18 +79,21 @@ def student_search(latency_ms, gmacs, img_size, device, amp, num_classes, width_
         write_spec,
     )
     from medkd_bench.system.runtime import resolve_runtime
+    from medkd_bench.system.spec_files import specs_in_work_dir
 
     if (latency_ms is None) == (gmacs is None):
         raise MedkdError("student search: give exactly one budget, --latency-ms or --gmacs")
     budget = Budget("latency_ms", latency_ms) if latency_ms is not None else Budget("gmacs", gmacs)
     runtime = resolve_runtime(device, amp)
     name = check_name(name or default_name(budget, runtime.device.type))
-    registry = load_registry(())
+    registry = load_registry((), work_dir=work_dir)
     if name in registry.students and registry.owners[("student", name)] != "ofa-search":
         raise MedkdError(f"--name {name}: a student of that name is already registered by plugin "
                          f"{registry.owners[('student', name)]!r}")
     out = out or work_dir / "students" / f"{name}.json"
-    clash = [st.path for st in iter_searched_students() if st.name == name and st.path.resolve() != out.resolve()]
+    with specs_in_work_dir(work_dir):  # the files every command given this --work-dir registers
+        clash = [st.path for st in iter_searched_students()
+                 if st.name == name and st.path.resolve() != out.resolve()]
     if clash:
         raise MedkdError(f"--name {name}: spec file {clash[0]} already defines it; remove that file or pick "
                          "another --name")
@@ -116,8 +120,11 @@ def student_search(latency_ms, gmacs, img_size, device, amp, num_classes, width_
                   highlight=False)
     console.print(f"{result.evaluated} subnets evaluated, {result.parts_timed} parts newly timed "
                   f"(table {work_dir / LUT_FILE}); wrote {path}", highlight=False)
-    if path.resolve() in {p.resolve() for p in searched_student_files()}:
-        console.print(f"registered as student {name}: medkd-bench run --students {name},ofa-595", highlight=False)
+    with specs_in_work_dir(work_dir):
+        found = path.resolve() in {p.resolve() for p in searched_student_files()}
+    if found:
+        console.print(f"registered as student {name} for commands given --work-dir {work_dir}: "
+                      f"medkd-bench run --students {name},ofa-595 --work-dir {work_dir}", highlight=False)
     else:
         console.print(f"not in the student search path: set MEDKD_STUDENTS={path.parent} so runs register "
                       f"{name}", highlight=False)

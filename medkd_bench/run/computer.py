@@ -28,7 +28,7 @@ from medkd_bench.errors import MedkdError, one_line
 from medkd_bench.evaluate.cost import timed_metrics
 from medkd_bench.evaluate.count_cache import cached_size_metrics
 from medkd_bench.evaluate.metrics import classification_metrics
-from medkd_bench.registry import Registry
+from medkd_bench.registry import Registry, unknown_names
 from medkd_bench.run.artifacts import read_soft_targets, write_soft_targets
 from medkd_bench.run.cells import Cell, teacher_cell_of
 from medkd_bench.run.config import SCHEMA_VERSION, config_hash
@@ -74,11 +74,12 @@ class CellComputer:
         self.measure_timings = True
         for name in options.weights:
             if name not in registry.teachers and name not in registry.students:
-                raise MedkdError(f"--weights {name}=...: no teacher or student named {name!r}")
+                raise unknown_names("teacher or student", [name], [*registry.teachers, *registry.students],
+                                    f" in --weights {name}=...")
         for name in options.method_options:
-            registry.get("method", name)
+            registry.get("method", name, " in --method-option")
         for name, given in options.dataset_options.items():
-            known = registry.get("dataset", name).options
+            known = registry.get("dataset", name, " in --dataset-option").options
             unknown = sorted(set(given) - set(known))
             if unknown:
                 raise MedkdError(

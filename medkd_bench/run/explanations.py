@@ -69,7 +69,7 @@ class CellExplanations:
         wanted = self.runner.options.explainers
         names = sorted(self.runner.registry.explainers) if not wanted or "all" in wanted else list(wanted)
         for n in names:
-            self.runner.registry.get("explainer", n)
+            self.runner.registry.get("explainer", n, " in --explainers")
         return names
 
     def sample(self, cell: Cell) -> list[int]:

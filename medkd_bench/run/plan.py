@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from medkd_bench.errors import MedkdError
-from medkd_bench.registry import Registry
+from medkd_bench.registry import Registry, unknown_names
 from medkd_bench.run.cells import Cell
 from medkd_bench.specs import DatasetSpec
 
@@ -23,10 +23,7 @@ def _check_names(kind: str, wanted: Sequence[str] | None, known: dict[str, Any])
         return sorted(known)  # stable across machines, whatever the entry-point order
     unknown = [n for n in wanted if n not in known]
     if unknown:
-        raise MedkdError(
-            f"unknown {kind}(s) {', '.join(repr(u) for u in unknown)} in --{kind}s "
-            f"(registered: {', '.join(sorted(known)) or 'none'})"
-        )
+        raise unknown_names(f"{kind}(s)", unknown, known, f" in --{kind}s")
     return list(dict.fromkeys(wanted))
 
 
@@ -120,3 +117,18 @@ def plan(
             tk = seed + (k - seed) % n_teachers
             cells += [Cell(d, m, teacher=t, student=s, seed=k, teacher_seed=tk) for m in ms for t in ts for s in ss]
     return cells
+
+
+def check_method_options_used(option_flags: Mapping[str, str], cells: Sequence[Cell]) -> None:
+    """Every method given an option (``--method-option dkd.beta=2``, ``--temperature``) is in the run.
+
+    ``option_flags`` maps each such method to the flag that set it (for the
+    message). An option for a method the run does not train changes nothing,
+    so accepting it would let a typo in ``--methods`` (or a forgotten method)
+    pass as a finished experiment with that setting: it is bad input, one line, before any work.
+    """
+    methods = list(dict.fromkeys(c.method for c in cells if c.distilled))
+    for name, flag in option_flags.items():
+        if name not in methods:
+            raise MedkdError(f"{flag}: method {name!r} is not in this run (its methods: "
+                             f"{', '.join(methods) or 'none'}); add it to --methods or drop the option")

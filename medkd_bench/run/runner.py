@@ -73,16 +73,28 @@ class MatrixRunner(CellComputer):
         return {**summary, **self.explain_counts}
 
     def load_data(self, cells: Sequence[Cell]) -> None:
-        """Read (or generate) every dataset with unfinished cells before any training.
+        """Read (or generate) every dataset with unfinished cells before any training; check the file-read ones.
 
         A missing folder, a bad file or an unusable split (a train split of one
         image, say ``synthetic-cxr.n_train=1``) is bad input: it stops the run
-        with one line (exit 2) instead of failing, and re-reading, in every cell.
-        The local executor's cells use the data read here; a pool's driver needs
-        it afterwards for the cost figures.
+        with one line (exit 2) instead of failing, and re-reading, in every cell
+        and leaving a page of empty tables. The local executor's cells use the
+        data read here; a pool's driver needs it afterwards for the cost figures.
+        Each dataset read from files (a root, or folders its spec names, as
+        ``datasets add`` writes) is given the data checks of ``datasets check``;
+        a failed one is a warning line.
         """
+        from medkd_bench.data.audit import audit, warning_lines
+        from medkd_bench.run.plan import reads_files
+
         for name in dict.fromkeys(c.dataset for c in cells if not self.store.is_done(self.hash(c))):
-            self.data(name)
+            data = self.data(name)
+            if reads_files(self.registry.get("dataset", name)):
+                # A reviewer's data checks, once per dataset (cached): warnings, not errors.
+                for line in warning_lines(name, audit(data, self.options.data_root,
+                                                      self.options.dataset_options.get(name, {}),
+                                                      cache_dir=self.options.work_dir / "cache")):
+                    warn(line)
 
     def run_in_order(self, cells: Sequence[Cell]) -> dict[str, int]:
         """Every cell in this process, in plan order: what runs when no executor is given."""

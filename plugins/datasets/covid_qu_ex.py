@@ -97,6 +97,13 @@ def load(subset: Subset, split: str, img_size: int, root: Path | None, options: 
                         description=f"decoding {subset.name} {split}")
 
 
+def files(subset: Subset, split: str, root: Path | None, options: Mapping[str, Any]) -> list[Path]:
+    """Each image :func:`load` reads, in its order: the data checks name duplicates by file."""
+    if root is None:
+        raise MedkdError(f"dataset {subset.name!r} needs a local copy: pass --data-root or set MEDKD_DATA")
+    return [sample.image for sample in samples(subset, split, root)]
+
+
 def fingerprint(subset: Subset, root: Path | None, options: Mapping[str, Any]) -> dict[str, Any]:
     if root is None:
         raise MedkdError(f"dataset {subset.name!r} needs a local copy: pass --data-root or set MEDKD_DATA")
@@ -122,5 +129,6 @@ def register_datasets(register):
                 description=subset.description,
                 locate=partial(locate, subset),
                 fingerprint=partial(fingerprint, subset),
+                files=partial(files, subset),
             )
         )

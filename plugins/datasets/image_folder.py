@@ -12,7 +12,7 @@ file fails with one line naming it.
 
 The spec file names its own folder, so these datasets need no ``--data-root``.
 They are read with the host's readers (bad files, ``--skip-bad``, the decoded
-cache), and their fingerprint (the spec file's content digest, every file's
+cache; a dataset added with ``--skip-bad`` leaves bad files out in every command), and their fingerprint (the spec file's content digest, every file's
 path and size, the split) enters every cell's config hash.
 """
 
@@ -47,5 +47,8 @@ def register_datasets(register):
                              f"({LAYOUT_TEXT[dataset.layout]}{', with masks' if masks else ''}); "
                              f"spec file {dataset.path}."),
                 fingerprint=dataset.fingerprint,
+                # `datasets add --skip-bad`, recorded in the spec file: runs need not repeat it.
+                skip_bad=dataset.skip_bad,
+                files=dataset.files,  # the data checks name the files of a duplicate pair
             )
         )

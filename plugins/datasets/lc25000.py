@@ -98,6 +98,13 @@ def load(name: str, split: str, img_size: int, root: Path | None, options: Mappi
     return read_samples(samples, img_size, channels=3, description=f"decoding {name} {split}")
 
 
+def files(name: str, split: str, root: Path | None, options: Mapping[str, Any]) -> list[Path]:
+    """Each image :func:`load` reads, in its order: the data checks name duplicates by file."""
+    if root is None:
+        raise MedkdError(f"dataset {name!r} needs a local copy: pass --data-root or set MEDKD_DATA")
+    return [path for by_split in assignment(name, root, options) for path in keep_images(by_split[split])]
+
+
 def fingerprint(name: str, root: Path | None, options: Mapping[str, Any]) -> dict[str, Any]:
     if root is None:
         raise MedkdError(f"dataset {name!r} needs a local copy: pass --data-root or set MEDKD_DATA")
@@ -122,5 +129,6 @@ def register_datasets(register):
                 description=DESCRIPTIONS[name],
                 locate=partial(locate, name),
                 fingerprint=partial(fingerprint, name),
+                files=partial(files, name),
             )
         )

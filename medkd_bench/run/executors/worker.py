@@ -61,7 +61,8 @@ def worker_setup(recipe: WorkerRecipe) -> tuple[Any, Runtime]:
     torch.set_num_threads(recipe.threads)
     keep_freed_memory()
     quiet_dependency_warnings()
-    registry = load_registry([Path(p) for p in recipe.plugin_files])
+    # The run's work dir, as the driver's registry saw it: datasets added there are registered here too.
+    registry = load_registry([Path(p) for p in recipe.plugin_files], work_dir=recipe.options.work_dir)
     return registry, resolve_runtime(recipe.device, recipe.amp, recipe.deterministic,
                                        compile_mode=recipe.options.compile_mode)
 
