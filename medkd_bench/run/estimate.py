@@ -1,7 +1,7 @@
 """How long the cells still to run will take: from what the store measured, else from this run so far.
 
-A cell's estimate is the median wall time (``timings.total_s``) of finished
-cells of the same model, role and dataset in the store, then of the same model
+A cell's estimate is the median wall time (``timings.total_s`` plus its
+explanations' seconds) of finished cells of the same model, role and dataset in the store, then of the same model
 and role on any dataset; cells with neither borrow the mean of the cells that
 have one, or of the cells this run has finished. Rough by nature (early
 stopping ends cells at different epochs): the run prints it as "about".
@@ -23,11 +23,17 @@ def _key(dataset: str, method: str, teacher: str, student: str) -> tuple[str, st
 
 def measured_seconds(store: Store, cells: Sequence[Cell]) -> dict[Cell, float | None]:
     """Each cell's estimated seconds from the store's finished cells (None: nothing comparable measured)."""
+    explaining: dict[str, float] = {}
+    for e in store.explanations():
+        spent = e.metrics.get("seconds")
+        if e.status == "done" and isinstance(spent, int | float):
+            explaining[e.cell_hash] = explaining.get(e.cell_hash, 0.0) + float(spent)
     same: dict[tuple[str, str, str], list[float]] = {}
     for rec in store.cells(status="done"):
         seconds = rec.timings.get("total_s")
         if isinstance(seconds, int | float) and seconds > 0:
-            same.setdefault(_key(rec.dataset, rec.method, rec.teacher, rec.student), []).append(float(seconds))
+            same.setdefault(_key(rec.dataset, rec.method, rec.teacher, rec.student), []).append(
+                float(seconds) + explaining.get(rec.hash, 0.0))
     anywhere: dict[tuple[str, str], list[float]] = {}
     for (_, role, model), values in same.items():
         anywhere.setdefault((role, model), []).extend(values)
