@@ -17,6 +17,7 @@ saliency panels, and written atomically without the "Software" PNG field.
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -211,7 +212,8 @@ def pareto_figure(points: Sequence[Point], title: str, chance: float | None = No
         for ax, student in zip(np.atleast_1d(bottom.subplots(1, len(students))), students, strict=True):
             column_panel(ax, student, points, style)
     _legends(side, style, points, chance, bool(students))
-    fig.suptitle(title, fontsize=10)
+    # Wrapped to the figure's width: a page's settings can run to several flags (they were cut off).
+    fig.suptitle(textwrap.fill(title, width=int(fig.get_figwidth() * 14)), fontsize=10)
     return fig
 
 
