@@ -182,7 +182,7 @@ def test_run_warns_once_per_failed_check_before_training(tmp_path, run_cli, caps
     cells = plan(registry, "quick", ["vgg19"], ["ofa-595"], ["leaky"])
     options = RunOptions(work_dir=work, img_size=32)
     with Store(work / "runs.sqlite") as store:
-        MatrixRunner(registry, options, store, resolve_runtime("cpu", "off")).load_real_data(cells)
+        MatrixRunner(registry, options, store, resolve_runtime("cpu", "off")).load_data(cells)
     err = capsys.readouterr().err
     lines = [line for line in err.splitlines() if line.startswith("warning: dataset 'leaky'")]
     assert [line.split(": ")[2] for line in lines] == ["leakage", "test size"], err
