@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from medkd_bench.run.store import CellRecord, TrialRecord
+from medkd_bench.tune.options import parse_arm
 
 
 def _text(params: dict[str, Any]) -> str:
@@ -34,7 +35,8 @@ def tuning_rows(settings: dict[str, Any], records: Sequence[CellRecord],
     study_of = {t.arm: t.study for t in trials if t.record.get("final_hash") in page_hashes}
     rows = []
     for arm, chosen in sorted(tuned.items()):
-        dataset, teacher, student, method = arm.split("/")
+        parsed = parse_arm(arm)
+        teacher, student, method = parsed.teacher, parsed.student, parsed.method
         mine = sorted((t for t in trials if t.study == study_of.get(arm)), key=lambda t: t.number)
         if budget:
             mine = mine[:budget]
