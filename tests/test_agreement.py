@@ -77,3 +77,12 @@ def test_summary_ci_is_seeded_and_brackets_the_mean():
     assert ag.summarise([np.nan, np.nan]) == {"mean": None, "ci": None, "n": 0}
     assert ag.format_summary(ag.summarise([0.5, 0.5])) == "0.50 [0.50, 0.50]"
     assert ag.format_summary(None) == "-"
+
+
+def test_one_explained_image_has_no_confidence_interval():
+    """Issue 30: one explained image printed a "CI" of [-0.80, -0.80]; a bootstrap of one value is no interval."""
+    one = ag.summarise([-0.8])
+    assert one == {"mean": -0.8, "ci": None, "n": 1}
+    assert ag.format_summary(one) == "-0.80 (1 image, no CI)"
+    two = ag.summarise([-0.8, 0.2])
+    assert two["ci"] is not None and two["ci"][0] < two["ci"][1]

@@ -65,11 +65,17 @@ def bootstrap_ci(n: int, statistic: IndexStatistic, seed: int = 0, resamples: in
 
 
 def mean_ci(values: Sequence[float] | np.ndarray, seed: int = 0, resamples: int = 2000) -> dict[str, Any]:
-    """Mean and percentile-bootstrap CI over the finite values (NaNs are units a metric skips)."""
+    """Mean and percentile-bootstrap CI over the finite values (NaNs are units a metric skips).
+
+    One value has no CI (``ci`` is None): resampling one image only ever draws
+    that image, and printing ``[-0.80, -0.80]`` would read as certainty.
+    """
     v = np.asarray(values, dtype=float)
     v = v[np.isfinite(v)]
     if len(v) == 0:
         return {"mean": None, "ci": None, "n": 0}
+    if len(v) == 1:
+        return {"mean": float(v[0]), "ci": None, "n": 1}
     if np.ptp(v) == 0:
         return {"mean": float(v.mean()), "ci": [float(v.mean())] * 2, "n": int(len(v))}
     lo, hi = bootstrap_ci(len(v), lambda idx: v[idx].mean(-1), seed, resamples)  # type: ignore[misc]

@@ -118,8 +118,10 @@ def localisation(maps: np.ndarray, masks: np.ndarray, seed: int = 0) -> dict[str
 
 
 def format_summary(summary: dict[str, Any] | None, digits: int = 2) -> str:
-    """``0.61 [0.55, 0.66]`` or ``-``: how leaderboards print a summarised metric."""
+    """``0.61 [0.55, 0.66]``, ``-0.80 (1 image, no CI)`` or ``-``: how leaderboards print a summarised metric."""
     if not summary or summary.get("mean") is None or (isinstance(summary["mean"], float) and math.isnan(summary["mean"])):
         return "-"
+    if not summary.get("ci"):
+        return f"{summary['mean']:.{digits}f} ({summary.get('n', 1)} image, no CI)"
     lo, hi = summary["ci"]
     return f"{summary['mean']:.{digits}f} [{lo:.{digits}f}, {hi:.{digits}f}]"
