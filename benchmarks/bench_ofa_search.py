@@ -1,7 +1,7 @@
 """Searched OFA students next to OFA-595: measured latency, GMACs and parameters for three budgets.
 
 OFA-595 (the study's reference student) is measured first on this machine, at ``--img-size``, the
-way the leaderboard measures models. Then ``medkd_bench.ofa_search.search`` is run for three
+way the leaderboard measures models. Then ``medkd_bench.nas.evolution.search`` is run for three
 budgets given as fractions of OFA-595's own cost (latency by default, or GMACs with
 ``--kind gmacs``), and each searched student is measured the same way. Search wall time is shown
 too: the first search fills the per-part lookup table, later ones mostly reuse it.

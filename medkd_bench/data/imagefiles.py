@@ -51,7 +51,7 @@ from medkd_bench.specs import SplitData
 IMAGE_SUFFIXES = PILLOW_SUFFIXES + DICOM_SUFFIXES
 #: Names operating systems and archivers write next to images, ignored wherever they are (lower case).
 SYSTEM_FILES = ("thumbs.db", "ehthumbs.db", "desktop.ini", "__macosx")
-#: The stray-file policy in one sentence, as ``datasets check`` prints it and the README states it.
+#: The stray-file policy in one sentence, as ``datasets check`` prints it and docs/data.md states it.
 STRAY_POLICY = ("hidden files (.DS_Store, ._*), Thumbs.db, desktop.ini and __MACOSX folders are ignored "
                 "everywhere; any other file that is not an image is a bad file")
 
