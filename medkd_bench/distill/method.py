@@ -17,9 +17,6 @@ from medkd_bench.specs import MethodSpec, ModelSpec
 from medkd_bench.system.runtime import Runtime
 from medkd_bench.train.shapes import require_logits
 
-#: Options a feature method may declare to pick other layers than the models' target layers.
-LAYER_OPTIONS = ("student_layer", "teacher_layer")
-
 
 def method_options(spec: MethodSpec, given: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """The spec's defaults with ``given`` (already parsed and checked) on top, in the defaults' key order."""

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -43,4 +43,3 @@ class MethodContext:
     teacher_features: tuple[tuple[int, ...], ...] = ()
     student_class_maps: tuple[int, ...] | None = None
     teacher_class_maps: tuple[int, ...] | None = None
-    extra: Mapping[str, Any] = field(default_factory=dict)
