@@ -1,9 +1,11 @@
-"""Dataclasses a plugin hands to the host through a ``register`` callback.
+"""The plugin contract: everything a plugin hands to the host or gets back from it.
 
-A spec carries what the host cannot derive: how to build the model or load
-the data, where Score-CAM should look, a citation, and default training
-settings. Everything else (parameters, FLOPs, normalisation) the host
-measures itself, so plugins stay small.
+The specs a plugin passes to a ``register`` callback, and what a distillation
+method's loss is built from and sees (:class:`MethodContext`,
+:class:`ModelOutputs`). A spec carries what the host cannot derive: how to build
+the model or load the data, where Score-CAM should look, a citation, and
+default training settings. Everything else (parameters, FLOPs, normalisation)
+the host measures itself, so plugins stay small.
 """
 
 from __future__ import annotations
@@ -208,8 +210,48 @@ class DatasetSpec:
 #: The matrix's cells that are not distillation; a registered method may not take these names.
 BASE_METHODS = ("teacher", "label-only")
 
-#: What a method's loss module sees, see :class:`medkd_bench.distill.outputs.ModelOutputs`.
+#: What a method's loss module may read beyond logits (:class:`ModelOutputs`).
 METHOD_NEEDS = ("features", "class_maps")
+
+
+@dataclass
+class ModelOutputs:
+    """One model's outputs on a batch, as a method's loss module sees them.
+
+    ``logits`` is ``(N, classes)``; ``features`` holds one ``(N, C, H, W)`` map per
+    feature layer (the model's target layers unless a layer option names
+    others); ``class_maps`` is ``(N, classes, H, W)``: the classifier head applied
+    at every location of the last feature map, minus its output for an all-zero
+    location (for a linear head the CAM ``W f`` without the bias, see
+    :func:`~medkd_bench.distill.taps.head_at_locations`). Both are filled only when the
+    method's spec ``needs`` them. The teacher's side carries no gradient.
+    """
+
+    logits: torch.Tensor
+    features: tuple[torch.Tensor, ...] = ()
+    class_maps: torch.Tensor | None = None
+
+
+@dataclass(frozen=True)
+class MethodContext:
+    """What a method's ``build`` gets: its options and the shapes it must fit its own modules to.
+
+    Shapes are per image, ``(C, H, W)``, one per feature layer; ``epochs`` and
+    ``steps_per_epoch`` let a loss schedule its terms (DKD's warm-up).
+    """
+
+    options: Mapping[str, Any]
+    num_classes: int
+    epochs: int
+    steps_per_epoch: int
+    student_features: tuple[tuple[int, ...], ...] = ()
+    teacher_features: tuple[tuple[int, ...], ...] = ()
+    student_class_maps: tuple[int, ...] | None = None
+    teacher_class_maps: tuple[int, ...] | None = None
+
+
+#: ``context -> loss module``: builds a method's loss for one cell (see :class:`MethodSpec`).
+MethodBuilder = Callable[[MethodContext], nn.Module]
 
 
 @dataclass(frozen=True)
@@ -245,7 +287,7 @@ class MethodSpec:
 
     ``build(context)`` returns an ``nn.Module`` whose ``forward(student, teacher,
     targets, epoch)`` returns the batch's scalar loss; ``student`` and ``teacher``
-    are :class:`~medkd_bench.distill.outputs.ModelOutputs` (logits, and what
+    are :class:`ModelOutputs` (logits, and what
     ``needs`` asks for), ``epoch`` the fractional training progress (for warm-ups):
     optimiser steps taken before this one over steps per epoch, so 0 on the first step.
     The module's own parameters (a FitNets regressor) train with the student and
@@ -257,7 +299,7 @@ class MethodSpec:
     """
 
     name: str
-    build: Callable[[Any], nn.Module]
+    build: MethodBuilder
     needs: tuple[str, ...] = ()
     citation: str = ""
     description: str = ""

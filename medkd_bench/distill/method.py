@@ -9,11 +9,10 @@ import torch
 from torch import nn
 
 from medkd_bench.data.prepare import PreparedData
-from medkd_bench.distill.outputs import MethodContext, ModelOutputs
 from medkd_bench.distill.taps import TARGET_LAYERS, OutputTaps
 from medkd_bench.distill.teacher import DEFAULT_CACHE_MB, TeacherSide
 from medkd_bench.errors import MedkdError
-from medkd_bench.specs import MethodSpec, ModelSpec
+from medkd_bench.specs import MethodContext, MethodSpec, ModelOutputs, ModelSpec
 from medkd_bench.system.runtime import Runtime
 from medkd_bench.train.shapes import require_logits
 

@@ -22,9 +22,8 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import nn
 
-from medkd_bench.distill.outputs import ModelOutputs
 from medkd_bench.errors import MedkdError
-from medkd_bench.specs import ModelSpec
+from medkd_bench.specs import ModelOutputs, ModelSpec
 
 #: The option value meaning "the model's own target layers".
 TARGET_LAYERS = "target"
