@@ -291,7 +291,7 @@ def _check_model(owner: str, kind: str, spec: ModelSpec) -> None:
 
 def _check_method(owner: str, spec: MethodSpec) -> None:
     """A method's name, needs and options are checked when it registers, naming the plugin."""
-    from medkd_bench.specs import METHOD_NEEDS
+    from medkd_bench.specs import LAYER_ROLES, METHOD_NEEDS, TARGET_LAYERS
 
     if spec.name in RESERVED_METHOD_NAMES:
         raise MedkdError(f"plugin {owner!r}: method name {spec.name!r} is reserved "
@@ -302,6 +302,13 @@ def _check_method(owner: str, spec: MethodSpec) -> None:
                          f"(a method may need: {', '.join(METHOD_NEEDS)})")
     if not callable(spec.build):
         raise MedkdError(f"plugin {owner!r}: method {spec.name!r}: build is not callable")
+    for role, option in (spec.layer_options or {}).items():
+        if role not in LAYER_ROLES:
+            raise MedkdError(f"plugin {owner!r}: method {spec.name!r}: layer_options role {role!r} is not one of "
+                             f"{', '.join(LAYER_ROLES)}")
+        if not isinstance(spec.options.get(option), str):
+            raise MedkdError(f"plugin {owner!r}: method {spec.name!r}: layer option {option!r} ({role}) must be one "
+                             f"of its options with a text default, such as {TARGET_LAYERS!r} (the target layers)")
     from medkd_bench.tune.space import check_space
 
     check_space(owner, spec)

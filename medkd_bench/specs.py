@@ -213,6 +213,13 @@ BASE_METHODS = ("teacher", "label-only")
 #: What a method's loss module may read beyond logits (:class:`ModelOutputs`).
 METHOD_NEEDS = ("features", "class_maps")
 
+#: A layer option's value meaning "the model's own target layers" (the default of every layer option).
+TARGET_LAYERS = "target"
+#: The models a method's layer options point into (:attr:`MethodSpec.layer_options`).
+LAYER_ROLES = ("student", "teacher")
+#: The layer options of a method that declares none: these options, where the method has them.
+DEFAULT_LAYER_OPTIONS = {"student": "student_layer", "teacher": "teacher_layer"}
+
 
 @dataclass
 class ModelOutputs:
@@ -313,6 +320,19 @@ class MethodSpec:
     #: The options worth tuning and their ranges (``run --tune N``), each containing the default, so the
     #: paper's setting is one point of the search. Options left out keep their defaults when tuned.
     search_space: Mapping[str, SearchParam] = field(default_factory=dict)
+    #: Which options name the layer a model is tapped at instead of its target layers, by role
+    #: (:data:`LAYER_ROLES`), e.g. ``{"student": "student_layer", "teacher": "teacher_layer"}``: then
+    #: ``--method-option fitnet.teacher_layer=stage3`` taps the teacher's ``stage3`` submodule, and a layer a
+    #: planned model lacks is an error before any work starts. Each must be one of ``options`` with a text
+    #: default (:data:`TARGET_LAYERS` for the target layers). ``None``: :data:`DEFAULT_LAYER_OPTIONS`.
+    layer_options: Mapping[str, str] | None = None
+
+    def layer_option(self, role: str) -> str | None:
+        """The option naming the ``role`` model's feature layer; None when the method declares none for it."""
+        if self.layer_options is None:
+            option = DEFAULT_LAYER_OPTIONS[role]
+            return option if option in self.options else None
+        return self.layer_options.get(role)
 
 
 #: ``(model, images, targets) -> maps``: images normalised ``(N, 3, H, W)``,

@@ -1,0 +1,73 @@
+"""The plugin contract (``medkd_bench.specs``): declared layer options, the one name rule, method search spaces.
+
+Fast checks on specs and registration alone: nothing here trains.
+"""
+
+from __future__ import annotations
+
+import textwrap
+
+import pytest
+from torch import nn
+
+from medkd_bench import MethodSpec
+from medkd_bench.distill.taps import layer_choices
+from medkd_bench.errors import MedkdError
+from medkd_bench.registry import load_registry
+
+
+def _method_plugin(tmp_path, spec_source: str):
+    path = tmp_path / "method_plugin.py"
+    path.write_text(textwrap.dedent(f"""
+        from torch import nn
+        from medkd_bench import Choice, LogUniform, MethodSpec, Uniform, hookimpl
+
+        @hookimpl
+        def register_methods(register):
+            register({spec_source})
+    """))
+    return path
+
+
+def _one_line(exc: pytest.ExceptionInfo) -> str:
+    message = str(exc.value)
+    assert "\n" not in message, message
+    return message
+
+
+# ---- declared layer options ------------------------------------------------------------------------
+
+
+def test_declared_layer_options_are_what_the_host_reads():
+    spec = MethodSpec(name="hints", build=lambda ctx: nn.Identity(), needs=("features",),
+                      options={"hint_layer": "layer2", "student_layer": "layer1"},
+                      layer_options={"teacher": "hint_layer"})
+    # student_layer is an ordinary option here: only declared options name layers.
+    assert layer_choices(spec, spec.options) == {"student": (None, "target"), "teacher": ("hint_layer", "layer2")}
+    assert layer_choices(spec, {**spec.options, "hint_layer": "layer3"})["teacher"] == ("hint_layer", "layer3")
+
+
+def test_without_declared_layer_options_the_conventional_names_are_read_where_present():
+    spec = MethodSpec(name="old-style", build=lambda ctx: nn.Identity(), options={"teacher_layer": "stage3"})
+    assert layer_choices(spec, spec.options) == {"student": (None, "target"), "teacher": ("teacher_layer", "stage3")}
+    plain = MethodSpec(name="logits", build=lambda ctx: nn.Identity())
+    assert layer_choices(plain, {}) == {"student": (None, "target"), "teacher": (None, "target")}
+
+
+def test_builtin_feature_methods_declare_their_layer_options():
+    registry = load_registry()
+    for name in ("fitnet", "at"):
+        assert registry.methods[name].layer_options == {"student": "student_layer", "teacher": "teacher_layer"}
+
+
+@pytest.mark.parametrize(("layer_options", "options", "message"), [
+    ("{'teacher': 'hint_layer'}", "{}", "layer option 'hint_layer' (teacher) must be one of its options"),
+    ("{'teacher': 'hint_layer'}", "{'hint_layer': 3}", "layer option 'hint_layer' (teacher) must be one of its"),
+    ("{'assistant': 'a_layer'}", "{'a_layer': 'target'}", "layer_options role 'assistant' is not one of student"),
+])
+def test_a_bad_layer_option_declaration_fails_registration_in_one_line(tmp_path, layer_options, options, message):
+    path = _method_plugin(tmp_path, f"MethodSpec(name='hints', build=lambda ctx: nn.Identity(), "
+                                    f"options={options}, layer_options={layer_options})")
+    with pytest.raises(MedkdError) as exc:
+        load_registry([path], entry_points=False)
+    assert f"plugin 'file:{path}': method 'hints': {message}" in _one_line(exc)
