@@ -30,15 +30,12 @@ from medkd_bench.specs import (
     ModelSpec,
     StudentSpec,
     TeacherSpec,
+    check_name,
 )
 
 #: Comma-separated entry-point names to load, as llm's LLM_LOAD_PLUGINS: unset loads every installed
 #: plugin, an empty value none. The test suite sets it to medkd-bench's own plugins.
 LOAD_PLUGINS_ENV = "MEDKD_BENCH_LOAD_PLUGINS"
-
-#: The one name rule for every kind: names become file names, folder names and URLs in the leaderboards.
-NAME_RULE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
-NAME_RULE_TEXT = "1-64 of lowercase letters, digits, '.', '_' and '-', starting with a letter or digit"
 
 #: kind -> (hook name, spec class)
 KINDS: dict[str, tuple[str, type]] = {
@@ -251,9 +248,7 @@ def collect(pm: pluggy.PluginManager) -> Registry:
                     raise MedkdError(
                         f"plugin {_owner!r}: {KINDS[_kind][0]} got {type(spec).__name__}, expected {_cls.__name__}"
                     )
-                if not isinstance(spec.name, str) or not NAME_RULE.match(spec.name):
-                    raise MedkdError(f"plugin {_owner!r}: {_kind} name {spec.name!r} is not allowed: names are "
-                                     f"{NAME_RULE_TEXT} (they name files and folders)")
+                check_name(_kind, spec.name, f"plugin {_owner!r}")
                 if _kind == "method":
                     _check_method(_owner, spec)
                 if _kind in ("teacher", "student"):

@@ -10,6 +10,7 @@ the host measures itself, so plugins stay small.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +19,21 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
+
+from medkd_bench.errors import MedkdError
+
+#: The one rule for every registered name (teachers, students, datasets, explainers, methods; plugins,
+#: searched students and ``datasets add`` alike): names become file names, folder names and leaderboard rows.
+NAME_RULE = re.compile(r"^(?=.{1,64}\Z)[a-z][a-z0-9]*(?:-[a-z0-9]+)*\Z")
+NAME_RULE_TEXT = ("names are lowercase slugs of at most 64 characters: letters and digits in words joined by "
+                  "single dashes, starting with a letter, such as 'resnet34' or 'my-data'")
+
+
+def check_name(kind: str, name: object, where: str = "") -> str:
+    """``name`` if :data:`NAME_RULE` allows it, else one line: ``WHERE: KIND name 'a_b' is not allowed (...)``."""
+    if isinstance(name, str) and NAME_RULE.match(name):
+        return name
+    raise MedkdError(f"{where + ': ' if where else ''}{kind} name {name!r} is not allowed ({NAME_RULE_TEXT})")
 
 #: ``(num_classes, img_size) -> nn.Module`` with random initial weights.
 ModelBuilder = Callable[[int, int], nn.Module]

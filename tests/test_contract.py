@@ -71,3 +71,69 @@ def test_a_bad_layer_option_declaration_fails_registration_in_one_line(tmp_path,
     with pytest.raises(MedkdError) as exc:
         load_registry([path], entry_points=False)
     assert f"plugin 'file:{path}': method 'hints': {message}" in _one_line(exc)
+
+
+# ---- one name rule ---------------------------------------------------------------------------------
+
+NAMES = ["resnet34", "my-teacher", "ofa-cpu-2p5ms", "a", "x" * 64,  # allowed
+         "a_b", "a.b", "My-Net", "3net", "a--b", "-a", "a-", "a b", "../x", "a\n", "x" * 65, ""]  # refused
+
+
+def _teacher_plugin(tmp_path, name: str):
+    path = tmp_path / "named_teacher.py"
+    path.write_text(textwrap.dedent(f"""
+        from medkd_bench import TeacherSpec, hookimpl, last_module, timm_builder
+
+        @hookimpl
+        def register_teachers(register):
+            register(TeacherSpec(name={name!r}, build=timm_builder("resnet10t"),
+                                 target_layers=last_module("layer3"), citation="x"))
+    """))
+    return path
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_registration_and_the_conformance_kit_apply_one_name_rule(tmp_path, name):
+    """A name registers exactly when the kit's name check passes it, so ``a_b`` cannot register and then fail."""
+    from types import SimpleNamespace
+
+    from medkd_bench.testing.common import check_identity
+
+    path = _teacher_plugin(tmp_path, name)
+    try:
+        registered = name in load_registry([path], entry_points=False).teachers
+    except MedkdError as exc:
+        registered = False
+        assert "\n" not in str(exc)
+        assert str(exc).startswith(f"plugin 'file:{path}': teacher name {name!r} is not allowed (names are")
+    try:
+        check_identity(SimpleNamespace(name=name, citation="x"))
+        kit_passes = True
+    except AssertionError as exc:
+        kit_passes = False
+        assert f"name {name!r} is not allowed" in str(exc)
+    assert registered == kit_passes == (NAMES.index(name) < 5)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_searched_students_and_added_datasets_apply_the_same_rule(name):
+    from medkd_bench.nas.spec_files import check_name as student_name
+    from medkd_bench.specs import NAME_RULE, check_name
+    from medkd_bench.testing import NAME_PATTERN
+
+    allowed = NAMES.index(name) < 5
+    assert NAME_PATTERN is NAME_RULE
+    for check in (lambda: student_name(name), lambda: check_name("dataset", name)):
+        if allowed:
+            assert check() == name
+        else:
+            with pytest.raises(MedkdError, match="is not allowed"):
+                check()
+
+
+def test_datasets_add_refuses_a_name_in_one_line_before_reading_anything(run_cli, tmp_path):
+    result = run_cli(["datasets", "add", "chest_xray", "--folder", str(tmp_path / "missing"),
+                      "--work-dir", str(tmp_path / "w")])
+    assert result.exit_code == 2 and len(result.err.strip().splitlines()) == 1
+    assert "dataset name 'chest_xray' is not allowed (names are lowercase slugs" in result.err
+    assert not (tmp_path / "w").exists()
