@@ -10,7 +10,7 @@ import textwrap
 import pytest
 from torch import nn
 
-from medkd_bench import MethodSpec
+from medkd_bench import Choice, LogUniform, MethodSpec, Uniform
 from medkd_bench.distill.taps import layer_choices
 from medkd_bench.errors import MedkdError
 from medkd_bench.registry import load_registry
@@ -137,3 +137,40 @@ def test_datasets_add_refuses_a_name_in_one_line_before_reading_anything(run_cli
     assert result.exit_code == 2 and len(result.err.strip().splitlines()) == 1
     assert "dataset name 'chest_xray' is not allowed (names are lowercase slugs" in result.err
     assert not (tmp_path / "w").exists()
+
+
+# ---- method search spaces in the conformance kit ---------------------------------------------------
+
+
+def _kd_like(**changes) -> MethodSpec:
+    fields = dict(name="my-kd", build=lambda ctx: nn.Identity(), citation="Hinton et al., 2015",
+                  options={"temperature": 4.0, "alpha": 0.5, "layer": "target"},
+                  option_ranges={"temperature": (0.01, 100.0), "alpha": (0.0, 1.0)},
+                  search_space={"temperature": LogUniform(1.0, 16.0), "alpha": Uniform(0.0, 0.9)})
+    return MethodSpec(**{**fields, **changes})
+
+
+@pytest.mark.parametrize(("changes", "message"), [
+    ({"search_space": {"temperature": LogUniform(8.0, 16.0)}}, "does not contain the default 4.0"),
+    ({"search_space": {"temperature": LogUniform(16.0, 1.0)}}, "needs finite low < high"),
+    ({"search_space": {"temperature": LogUniform(0.0, 16.0)}}, "its low end must be > 0"),
+    ({"search_space": {"alpha": Uniform(0.0, 2.0)}}, "'alpha' reaches 2.0, outside the option's range 0 .. 1"),
+    ({"search_space": {"alpha": Choice(())}}, "'alpha' offers no values"),
+    ({"search_space": {"beta": Uniform(0.0, 1.0)}}, "'beta' is not one of its options"),
+    ({"layer_options": {"student": "nope"}}, "layer option 'nope' (student) must be one of its options"),
+    ({"needs": ("logits",)}, "needs 'logits'"),
+])
+def test_the_conformance_kit_checks_a_methods_declared_search_space_and_layer_options(changes, message):
+    """What registration refuses, the kit refuses too (before building any model), naming the method."""
+    from medkd_bench.testing import check_method_spec
+
+    with pytest.raises(AssertionError) as exc:
+        check_method_spec(_kd_like(**changes))
+    assert "method 'my-kd'" in str(exc.value) and message in str(exc.value)
+
+
+def test_every_builtin_methods_declaration_passes_the_kits_checks():
+    from medkd_bench.registry import check_method_declaration
+
+    for spec in [*load_registry().methods.values(), _kd_like()]:
+        check_method_declaration(spec)
