@@ -35,6 +35,7 @@ def check_name(kind: str, name: object, where: str = "") -> str:
         return name
     raise MedkdError(f"{where + ': ' if where else ''}{kind} name {name!r} is not allowed ({NAME_RULE_TEXT})")
 
+
 #: ``(num_classes, img_size) -> nn.Module`` with random initial weights.
 ModelBuilder = Callable[[int, int], nn.Module]
 #: Picks the layer(s) a CAM explainer hooks, from a built model.
@@ -316,7 +317,7 @@ class MethodSpec:
     The module's own parameters (a FitNets regressor) train with the student and
     are discarded afterwards. ``needs`` lists what beyond logits the loss reads:
     ``"features"`` (each model's target layers, stride 16 for every built-in
-    model, as ``(N, C, H, W)``) and ``"class_maps"`` (the head applied at every
+    model, or the layers its ``layer_options`` name, as ``(N, C, H, W)``) and ``"class_maps"`` (the head applied at every
     location of the last feature map minus its output for a zero location, for a
     linear head the bias-free CAM: ``(N, classes, H, W)``).
     """
