@@ -21,7 +21,6 @@ from medkd_bench.data.imagefiles import (
     require_folder,
 )
 from medkd_bench.data.splits import split_class
-from medkd_bench.distill.outputs import MethodContext, ModelOutputs
 from medkd_bench.errors import MedkdError
 from medkd_bench.explain.cams import grad_cam_builder
 from medkd_bench.hookspecs import hookimpl
@@ -38,7 +37,9 @@ from medkd_bench.specs import (
     DatasetSpec,
     ExplainerSpec,
     LogUniform,
+    MethodContext,
     MethodSpec,
+    ModelOutputs,
     ModelSpec,
     SplitData,
     StudentSpec,

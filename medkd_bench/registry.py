@@ -30,15 +30,12 @@ from medkd_bench.specs import (
     ModelSpec,
     StudentSpec,
     TeacherSpec,
+    check_name,
 )
 
 #: Comma-separated entry-point names to load, as llm's LLM_LOAD_PLUGINS: unset loads every installed
 #: plugin, an empty value none. The test suite sets it to medkd-bench's own plugins.
 LOAD_PLUGINS_ENV = "MEDKD_BENCH_LOAD_PLUGINS"
-
-#: The one name rule for every kind: names become file names, folder names and URLs in the leaderboards.
-NAME_RULE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
-NAME_RULE_TEXT = "1-64 of lowercase letters, digits, '.', '_' and '-', starting with a letter or digit"
 
 #: kind -> (hook name, spec class)
 KINDS: dict[str, tuple[str, type]] = {
@@ -251,11 +248,9 @@ def collect(pm: pluggy.PluginManager) -> Registry:
                     raise MedkdError(
                         f"plugin {_owner!r}: {KINDS[_kind][0]} got {type(spec).__name__}, expected {_cls.__name__}"
                     )
-                if not isinstance(spec.name, str) or not NAME_RULE.match(spec.name):
-                    raise MedkdError(f"plugin {_owner!r}: {_kind} name {spec.name!r} is not allowed: names are "
-                                     f"{NAME_RULE_TEXT} (they name files and folders)")
+                check_name(_kind, spec.name, f"plugin {_owner!r}")
                 if _kind == "method":
-                    _check_method(_owner, spec)
+                    check_method_declaration(spec, _owner)
                 if _kind in ("teacher", "student"):
                     _check_model(_owner, _kind, spec)
                 key = (_kind, spec.name)
@@ -289,21 +284,31 @@ def _check_model(owner: str, kind: str, spec: ModelSpec) -> None:
                              f"{', '.join(allowed)}")
 
 
-def _check_method(owner: str, spec: MethodSpec) -> None:
-    """A method's name, needs and options are checked when it registers, naming the plugin."""
-    from medkd_bench.specs import METHOD_NEEDS
+def check_method_declaration(spec: MethodSpec, owner: str | None = None) -> None:
+    """A method's name, needs, build, layer options and search space, as it registers (naming the plugin).
 
+    The conformance kit's :func:`~medkd_bench.testing.check_method_spec` runs the same checks (``owner`` None).
+    """
+    from medkd_bench.specs import LAYER_ROLES, METHOD_NEEDS, TARGET_LAYERS
+    from medkd_bench.tune.space import check_space
+
+    plugin = "" if owner is None else f"plugin {owner!r}: "
     if spec.name in RESERVED_METHOD_NAMES:
-        raise MedkdError(f"plugin {owner!r}: method name {spec.name!r} is reserved "
+        raise MedkdError(f"{plugin}method name {spec.name!r} is reserved "
                          f"({' and '.join(RESERVED_METHOD_NAMES)} are the matrix's own cells)")
     unknown = [n for n in spec.needs if n not in METHOD_NEEDS]
     if unknown:
-        raise MedkdError(f"plugin {owner!r}: method {spec.name!r} needs {', '.join(map(repr, unknown))} "
+        raise MedkdError(f"{plugin}method {spec.name!r} needs {', '.join(map(repr, unknown))} "
                          f"(a method may need: {', '.join(METHOD_NEEDS)})")
     if not callable(spec.build):
-        raise MedkdError(f"plugin {owner!r}: method {spec.name!r}: build is not callable")
-    from medkd_bench.tune.space import check_space
-
+        raise MedkdError(f"{plugin}method {spec.name!r}: build is not callable")
+    for role, option in (spec.layer_options or {}).items():
+        if role not in LAYER_ROLES:
+            raise MedkdError(f"{plugin}method {spec.name!r}: layer_options role {role!r} is not one of "
+                             f"{', '.join(LAYER_ROLES)}")
+        if not isinstance(spec.options.get(option), str):
+            raise MedkdError(f"{plugin}method {spec.name!r}: layer option {option!r} ({role}) must be one "
+                             f"of its options with a text default, such as {TARGET_LAYERS!r} (the target layers)")
     check_space(owner, spec)
 
 

@@ -1,13 +1,16 @@
-"""Dataclasses a plugin hands to the host through a ``register`` callback.
+"""The plugin contract: everything a plugin hands to the host or gets back from it.
 
-A spec carries what the host cannot derive: how to build the model or load
-the data, where Score-CAM should look, a citation, and default training
-settings. Everything else (parameters, FLOPs, normalisation) the host
-measures itself, so plugins stay small.
+The specs a plugin passes to a ``register`` callback, and what a distillation
+method's loss is built from and sees (:class:`MethodContext`,
+:class:`ModelOutputs`). A spec carries what the host cannot derive: how to build
+the model or load the data, where Score-CAM should look, a citation, and
+default training settings. Everything else (parameters, FLOPs, normalisation)
+the host measures itself, so plugins stay small.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,6 +19,22 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
+
+from medkd_bench.errors import MedkdError
+
+#: The one rule for every registered name (teachers, students, datasets, explainers, methods; plugins,
+#: searched students and ``datasets add`` alike): names become file names, folder names and leaderboard rows.
+NAME_RULE = re.compile(r"^(?=.{1,64}\Z)[a-z][a-z0-9]*(?:-[a-z0-9]+)*\Z")
+NAME_RULE_TEXT = ("names are lowercase slugs of at most 64 characters: letters and digits in words joined by "
+                  "single dashes, starting with a letter, such as 'resnet34' or 'my-data'")
+
+
+def check_name(kind: str, name: object, where: str = "") -> str:
+    """``name`` if :data:`NAME_RULE` allows it, else one line: ``WHERE: KIND name 'a_b' is not allowed (...)``."""
+    if isinstance(name, str) and NAME_RULE.match(name):
+        return name
+    raise MedkdError(f"{where + ': ' if where else ''}{kind} name {name!r} is not allowed ({NAME_RULE_TEXT})")
+
 
 #: ``(num_classes, img_size) -> nn.Module`` with random initial weights.
 ModelBuilder = Callable[[int, int], nn.Module]
@@ -208,8 +227,55 @@ class DatasetSpec:
 #: The matrix's cells that are not distillation; a registered method may not take these names.
 BASE_METHODS = ("teacher", "label-only")
 
-#: What a method's loss module sees, see :class:`medkd_bench.distill.outputs.ModelOutputs`.
+#: What a method's loss module may read beyond logits (:class:`ModelOutputs`).
 METHOD_NEEDS = ("features", "class_maps")
+
+#: A layer option's value meaning "the model's own target layers" (the default of every layer option).
+TARGET_LAYERS = "target"
+#: The models a method's layer options point into (:attr:`MethodSpec.layer_options`).
+LAYER_ROLES = ("student", "teacher")
+#: The layer options of a method that declares none: these options, where the method has them.
+DEFAULT_LAYER_OPTIONS = {"student": "student_layer", "teacher": "teacher_layer"}
+
+
+@dataclass
+class ModelOutputs:
+    """One model's outputs on a batch, as a method's loss module sees them.
+
+    ``logits`` is ``(N, classes)``; ``features`` holds one ``(N, C, H, W)`` map per
+    feature layer (the model's target layers unless a layer option names
+    others); ``class_maps`` is ``(N, classes, H, W)``: the classifier head applied
+    at every location of the last feature map, minus its output for an all-zero
+    location (for a linear head the CAM ``W f`` without the bias, see
+    :func:`~medkd_bench.distill.taps.head_at_locations`). Both are filled only when the
+    method's spec ``needs`` them. The teacher's side carries no gradient.
+    """
+
+    logits: torch.Tensor
+    features: tuple[torch.Tensor, ...] = ()
+    class_maps: torch.Tensor | None = None
+
+
+@dataclass(frozen=True)
+class MethodContext:
+    """What a method's ``build`` gets: its options and the shapes it must fit its own modules to.
+
+    Shapes are per image, ``(C, H, W)``, one per feature layer; ``epochs`` and
+    ``steps_per_epoch`` let a loss schedule its terms (DKD's warm-up).
+    """
+
+    options: Mapping[str, Any]
+    num_classes: int
+    epochs: int
+    steps_per_epoch: int
+    student_features: tuple[tuple[int, ...], ...] = ()
+    teacher_features: tuple[tuple[int, ...], ...] = ()
+    student_class_maps: tuple[int, ...] | None = None
+    teacher_class_maps: tuple[int, ...] | None = None
+
+
+#: ``context -> loss module``: builds a method's loss for one cell (see :class:`MethodSpec`).
+MethodBuilder = Callable[[MethodContext], nn.Module]
 
 
 @dataclass(frozen=True)
@@ -245,19 +311,19 @@ class MethodSpec:
 
     ``build(context)`` returns an ``nn.Module`` whose ``forward(student, teacher,
     targets, epoch)`` returns the batch's scalar loss; ``student`` and ``teacher``
-    are :class:`~medkd_bench.distill.outputs.ModelOutputs` (logits, and what
+    are :class:`ModelOutputs` (logits, and what
     ``needs`` asks for), ``epoch`` the fractional training progress (for warm-ups):
     optimiser steps taken before this one over steps per epoch, so 0 on the first step.
     The module's own parameters (a FitNets regressor) train with the student and
     are discarded afterwards. ``needs`` lists what beyond logits the loss reads:
     ``"features"`` (each model's target layers, stride 16 for every built-in
-    model, as ``(N, C, H, W)``) and ``"class_maps"`` (the head applied at every
+    model, or the layers its ``layer_options`` name, as ``(N, C, H, W)``) and ``"class_maps"`` (the head applied at every
     location of the last feature map minus its output for a zero location, for a
     linear head the bias-free CAM: ``(N, classes, H, W)``).
     """
 
     name: str
-    build: Callable[[Any], nn.Module]
+    build: MethodBuilder
     needs: tuple[str, ...] = ()
     citation: str = ""
     description: str = ""
@@ -271,6 +337,19 @@ class MethodSpec:
     #: The options worth tuning and their ranges (``run --tune N``), each containing the default, so the
     #: paper's setting is one point of the search. Options left out keep their defaults when tuned.
     search_space: Mapping[str, SearchParam] = field(default_factory=dict)
+    #: Which options name the layer a model is tapped at instead of its target layers, by role
+    #: (:data:`LAYER_ROLES`), e.g. ``{"student": "student_layer", "teacher": "teacher_layer"}``: then
+    #: ``--method-option fitnet.teacher_layer=stage3`` taps the teacher's ``stage3`` submodule, and a layer a
+    #: planned model lacks is an error before any work starts. Each must be one of ``options`` with a text
+    #: default (:data:`TARGET_LAYERS` for the target layers). ``None``: :data:`DEFAULT_LAYER_OPTIONS`.
+    layer_options: Mapping[str, str] | None = None
+
+    def layer_option(self, role: str) -> str | None:
+        """The option naming the ``role`` model's feature layer; None when the method declares none for it."""
+        if self.layer_options is None:
+            option = DEFAULT_LAYER_OPTIONS[role]
+            return option if option in self.options else None
+        return self.layer_options.get(role)
 
 
 #: ``(model, images, targets) -> maps``: images normalised ``(N, 3, H, W)``,

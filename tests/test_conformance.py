@@ -156,7 +156,7 @@ class TrainingHead(FixedHead):
         ({"target_layers": lambda model: [nn.Conv2d(3, 3, 1)]},
          "must return submodules of the model it is given"),
         ({"target_layers": lambda model: []}, "returned no layer"),
-        ({"name": "Tiny_ResNet"}, "TeacherSpec 'Tiny_ResNet': name must be a lowercase slug"),
+        ({"name": "Tiny_ResNet"}, "TeacherSpec 'Tiny_ResNet': name 'Tiny_ResNet' is not allowed"),
         ({"citation": "  "}, "TeacherSpec 'tiny-resnet': citation is empty"),
         ({"train": TrainSettings(batch_size=1)}, "train.batch_size must be >= 2"),
         ({"build": lambda num_classes, img_size: "not a model"}, "must return an nn.Module"),

@@ -271,7 +271,7 @@ def test_names_are_checked_against_the_rule_and_the_registry(tmp_path, specs, ru
     class_tree(tmp_path / "imgs", per_class=4, classes=("a", "b"))
     folder = ["--folder", str(tmp_path / "imgs"), "--val", "0.25", "--test", "0.25"]
     bad_name = add(run_cli, tmp_path, "My Data", *folder)
-    assert bad_name.exit_code == 2 and "dataset name 'My Data': use 1-64 of lowercase" in bad_name.err
+    assert bad_name.exit_code == 2 and "dataset name 'My Data' is not allowed (names are lowercase slugs" in bad_name.err
     taken = add(run_cli, tmp_path, "lc25000", *folder)
     assert taken.exit_code == 2 and "dataset 'lc25000' is already registered by plugin 'lc25000'" in taken.err
     assert add(run_cli, tmp_path, "mine", *folder).exit_code == 0
@@ -359,7 +359,7 @@ def test_an_empty_class_folder_and_a_missing_mask_root_are_errors(tmp_path, spec
 @pytest.mark.parametrize(("change", "message"), [
     ({"format": "other"}, "not a medkd-bench dataset"),
     ({"version": 2}, "version 2 not supported"),
-    ({"name": "Bad Name"}, "name 'Bad Name' is not a valid dataset name"),
+    ({"name": "Bad Name"}, "dataset name 'Bad Name' is not allowed"),
     ({"layout": "zip"}, "layout 'zip' must be one of"),
     ({"classes": ["a"]}, "'classes' must be two or more distinct names"),
     ({"img_size": "64"}, "missing or malformed 'img_size'"),

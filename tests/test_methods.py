@@ -13,9 +13,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from medkd_bench.distill.outputs import MethodContext, ModelOutputs
 from medkd_bench.distill.taps import head_at_locations, head_split
 from medkd_bench.registry import load_registry
+from medkd_bench.specs import MethodContext, ModelOutputs
 from medkd_bench.testing import check_method_spec
 from tests.helpers import TINY_DATA, plugin_fixture
 

@@ -175,7 +175,7 @@ def _doc(**changes):
     (json.dumps(_doc(format="something-else")), "not a medkd-bench OFA student"),
     (json.dumps(_doc(subnet={"ks": [9] * 20, "e": [3] * 20, "d": [2] * 5, "width_mult": 1.2})), "ks must be 20"),
     (json.dumps(_doc(subnet={"ks": [3] * 20, "e": [3] * 20, "width_mult": 1.2})), "subnet needs ks, e, d"),
-    (json.dumps(_doc(name="Bad Name")), "not a valid student name"),
+    (json.dumps(_doc(name="Bad Name")), "student name 'Bad Name' is not allowed"),
     (json.dumps(_doc(budget={"kind": "watts", "value": 3})), "budget needs kind"),
 ])
 def test_bad_spec_file_is_one_line_naming_it(run_cli, tmp_path, monkeypatch, text, match):
@@ -212,7 +212,7 @@ def test_cli_rejects_bad_budgets_and_names(run_cli, tmp_path):
     taken = run_cli(["student", "search", "--gmacs", "0.1", "--name", "ofa-595", *work])
     assert taken.exit_code == 2 and "already registered by plugin 'ofa-595'" in taken.err
     bad = run_cli(["student", "search", "--gmacs", "0.1", "--name", "Big Net", *work])
-    assert bad.exit_code == 2 and "--name 'Big Net'" in bad.err
+    assert bad.exit_code == 2 and "--name: student name 'Big Net' is not allowed" in bad.err
     negative = run_cli(["student", "search", "--latency-ms", "-1", *work])
     assert negative.exit_code == 2 and "--latency-ms must be positive" in negative.err
     missing = run_cli(["student", "search", "--gmacs", "0.1", "--supernet-weights", str(tmp_path / "no.pt"), *work])

@@ -85,11 +85,10 @@ def datasets_add(name, folder, manifest, masks, val, test, seed, channels, img_s
     from medkd_bench.data.dataset_files import dataset_spec_files, new_dataset, write_dataset_spec
     from medkd_bench.data.folder_dataset import SPLITS
     from medkd_bench.data.imagefiles import bad_file_policy
-    from medkd_bench.registry import NAME_RULE, NAME_RULE_TEXT
+    from medkd_bench.specs import check_name
     from medkd_bench.system.spec_files import specs_in_work_dir
 
-    if not NAME_RULE.match(name):
-        raise MedkdError(f"dataset name {name!r}: use {NAME_RULE_TEXT} (it names files and folders)")
+    check_name("dataset", name)
     if (folder is None) == (manifest is None):
         raise MedkdError("datasets add: give exactly one of --folder ROOT and --csv MANIFEST")
     if manifest is not None and masks is not None:

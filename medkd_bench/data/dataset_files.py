@@ -41,7 +41,7 @@ from medkd_bench.data.folder_dataset import (
 )
 from medkd_bench.data.imagefiles import require_folder
 from medkd_bench.errors import MedkdError
-from medkd_bench.registry import NAME_RULE
+from medkd_bench.specs import check_name
 from medkd_bench.system.files import atomic_write_text
 from medkd_bench.system.spec_files import read_json_spec, spec_files, unique_specs
 
@@ -125,8 +125,7 @@ def from_document(doc: dict[str, Any], path: Path) -> FolderDataset:
         raise MedkdError(f"dataset spec file {path}: version {doc.get('version')!r} not supported "
                          f"(expected {SPEC_VERSION})")
     name = _require(doc, "name", str, path)
-    if not NAME_RULE.match(name):
-        raise MedkdError(f"dataset spec file {path}: name {name!r} is not a valid dataset name")
+    check_name("dataset", name, f"dataset spec file {path}")
     layout = _require(doc, "layout", str, path)
     if layout not in LAYOUTS:
         raise MedkdError(f"dataset spec file {path}: layout {layout!r} must be one of {', '.join(LAYOUTS)}")

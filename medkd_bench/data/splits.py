@@ -19,9 +19,6 @@ from typing import Any
 
 from medkd_bench.errors import MedkdError
 
-#: The options a seeded split reads, with LC25000's defaults.
-SPLIT_OPTIONS = ("seed", "val_fraction", "test_fraction")
-
 
 def split_fractions(name: str, options: Mapping[str, Any]) -> tuple[int, float, float]:
     """``(seed, val_fraction, test_fraction)`` from a dataset's options, checked."""

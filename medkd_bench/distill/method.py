@@ -9,16 +9,12 @@ import torch
 from torch import nn
 
 from medkd_bench.data.prepare import PreparedData
-from medkd_bench.distill.outputs import MethodContext, ModelOutputs
-from medkd_bench.distill.taps import TARGET_LAYERS, OutputTaps
+from medkd_bench.distill.taps import OutputTaps, layer_choices
 from medkd_bench.distill.teacher import DEFAULT_CACHE_MB, TeacherSide
 from medkd_bench.errors import MedkdError
-from medkd_bench.specs import MethodSpec, ModelSpec
+from medkd_bench.specs import MethodContext, MethodSpec, ModelOutputs, ModelSpec
 from medkd_bench.system.runtime import Runtime
 from medkd_bench.train.shapes import require_logits
-
-#: Options a feature method may declare to pick other layers than the models' target layers.
-LAYER_OPTIONS = ("student_layer", "teacher_layer")
 
 
 def method_options(spec: MethodSpec, given: Mapping[str, Any] | None = None) -> dict[str, Any]:
@@ -85,10 +81,10 @@ def bind_method(spec: MethodSpec, options: Mapping[str, Any], *, teacher_logits:
     if needs:
         if student is None or student_spec is None or teacher is None or teacher_spec is None:
             raise MedkdError(f"{who} needs the student and teacher models and their specs")
-        student_taps = OutputTaps(student, student_spec, needs, str(options.get("student_layer", TARGET_LAYERS)),
-                                  f"{who} (option student_layer)")
-        teacher_taps = OutputTaps(teacher, teacher_spec, needs, str(options.get("teacher_layer", TARGET_LAYERS)),
-                                  f"{who} (option teacher_layer)")
+        layers = layer_choices(spec, options)
+        whos = {role: who if option is None else f"{who} (option {option})" for role, (option, _) in layers.items()}
+        student_taps = OutputTaps(student, student_spec, needs, layers["student"][1], whos["student"])
+        teacher_taps = OutputTaps(teacher, teacher_spec, needs, layers["teacher"][1], whos["teacher"])
         probe = data.splits["train"].images[:2]
         was_training = student.training
         student.eval()

@@ -17,19 +17,28 @@ exactly the classifier's bias.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import torch
 from torch import nn
 
-from medkd_bench.distill.outputs import ModelOutputs
 from medkd_bench.errors import MedkdError
-from medkd_bench.specs import ModelSpec
-
-#: The option value meaning "the model's own target layers".
-TARGET_LAYERS = "target"
+from medkd_bench.specs import LAYER_ROLES, TARGET_LAYERS, MethodSpec, ModelOutputs, ModelSpec
 
 Forward = Callable[[torch.Tensor], torch.Tensor]
+
+
+def layer_choices(spec: MethodSpec, options: Mapping[str, Any]) -> dict[str, tuple[str | None, str]]:
+    """``role -> (option, layer)``: where the method's declared layer options tap each model.
+
+    A role without a layer option (``option`` None) is tapped at its target layers (:data:`TARGET_LAYERS`).
+    """
+    choices: dict[str, tuple[str | None, str]] = {}
+    for role in LAYER_ROLES:
+        option = spec.layer_option(role)
+        choices[role] = (option, TARGET_LAYERS if option is None else str(options.get(option, TARGET_LAYERS)))
+    return choices
 
 
 def feature_layers(model: nn.Module, spec: ModelSpec, layer: str, who: str) -> list[nn.Module]:

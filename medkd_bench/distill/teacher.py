@@ -13,8 +13,8 @@ import torch
 from torch import nn
 
 from medkd_bench.data.prepare import PreparedData
-from medkd_bench.distill.outputs import ModelOutputs
 from medkd_bench.distill.taps import OutputTaps
+from medkd_bench.specs import ModelOutputs
 from medkd_bench.system.runtime import Runtime
 from medkd_bench.train.finite import require_finite
 

@@ -9,7 +9,6 @@ file fails with one line naming it.
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -21,6 +20,7 @@ from torch import nn
 from medkd_bench.errors import MedkdError
 from medkd_bench.nas.evolution import OBJECTIVE, Budget, SearchResult
 from medkd_bench.nas.space import DEPTHS, EXPAND_RATIOS, KERNEL_SIZES, SubnetSettings, build_subnet
+from medkd_bench.specs import check_name as check_spec_name
 from medkd_bench.system.files import atomic_write_text
 from medkd_bench.system.spec_files import read_json_spec, spec_files, unique_specs
 
@@ -38,10 +38,6 @@ STUDENTS_ENV = "MEDKD_STUDENTS"
 DEFAULT_STUDENTS_DIR = Path(".medkd") / "students"
 
 
-#: The conformance kit's plugin-name rule (``medkd_bench.testing.NAME_PATTERN``): dash-separated slugs.
-_NAME = re.compile(r"^[a-z][a-z0-9]*(-[a-z0-9]+)*$")
-
-
 def default_name(budget: Budget, device: str) -> str:
     """``ofa-cpu-8ms``, ``ofa-cuda-2p5ms`` or ``ofa-50mmacs`` (MACs do not depend on the device)."""
     if budget.kind == "latency_ms":
@@ -50,10 +46,8 @@ def default_name(budget: Budget, device: str) -> str:
 
 
 def check_name(name: str) -> str:
-    if not _NAME.match(name):
-        raise MedkdError(f"--name {name!r}: use dash-separated lower-case words of letters and digits, "
-                         "starting with a letter (it becomes a student name and a file name)")
-    return name
+    """``student search --name``: the one name rule (:func:`medkd_bench.specs.check_name`)."""
+    return check_spec_name("student", name, "--name")
 
 
 def spec_document(result: SearchResult, name: str, supernet_weights: Path | None = None) -> dict[str, Any]:
@@ -152,8 +146,7 @@ def read_searched_student(path: Path) -> SearchedStudent:
         raise MedkdError(f"student spec file {path}: version {doc.get('version')!r} not supported "
                          f"(expected {SPEC_VERSION})")
     name = require(doc, "name", str, path)
-    if not _NAME.match(name):
-        raise MedkdError(f"student spec file {path}: name {name!r} is not a valid student name")
+    check_spec_name("student", name, f"student spec file {path}")
     sub = require(doc, "subnet", dict, path)
     try:
         settings = SubnetSettings(tuple(sub["ks"]), tuple(sub["e"]), tuple(sub["d"]), float(sub["width_mult"]))

@@ -23,7 +23,7 @@ from torch import nn
 from medkd_bench.data.decode import DECODER_VERSION
 from medkd_bench.data.prepare import PreparedData, dataset_fingerprint, prepare
 from medkd_bench.distill.method import Distillation, bind_method, method_options
-from medkd_bench.distill.taps import TARGET_LAYERS, feature_layers
+from medkd_bench.distill.taps import TARGET_LAYERS, feature_layers, layer_choices
 from medkd_bench.errors import MedkdError, one_line
 from medkd_bench.evaluate.cost import timed_metrics
 from medkd_bench.evaluate.count_cache import cached_size_metrics
@@ -272,9 +272,8 @@ class CellComputer:
             if not cell.distilled:
                 continue
             options = self.cell_method_options(cell)
-            for option, role, name in (("student_layer", "student", cell.student),
-                                       ("teacher_layer", "teacher", cell.teacher)):
-                layer = str(options.get(option, TARGET_LAYERS))
+            for role, (option, layer) in layer_choices(self.registry.get("method", cell.method), options).items():
+                name = cell.student if role == "student" else cell.teacher
                 if layer == TARGET_LAYERS or (role, name, layer) in checked:
                     continue
                 checked.add((role, name, layer))

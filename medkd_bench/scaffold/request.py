@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from medkd_bench.errors import MedkdError
-from medkd_bench.testing import NAME_PATTERN
+from medkd_bench.specs import NAME_RULE
 
 KINDS = ("teacher", "student", "dataset", "explainer", "method")
 
@@ -107,7 +107,7 @@ def normalise_name(given: str) -> PluginName:
     """
     slug = given.strip().lower().replace("_", "-")
     module = slug.replace("-", "_")
-    if not NAME_PATTERN.match(slug) or not module.isidentifier() or keyword.iskeyword(module):
+    if not NAME_RULE.match(slug) or not module.isidentifier() or keyword.iskeyword(module):
         raise MedkdError(
             f"invalid plugin name {given!r}: use a lowercase slug of letters, digits and single dashes "
             "that starts with a letter, such as 'resnet34' or 'my-teacher'"

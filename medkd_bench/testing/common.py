@@ -1,9 +1,8 @@
-"""Helpers every conformance check shares: the plugin-name rule, spec errors, a tiny workload, registries."""
+"""Helpers every conformance check shares: the name check, spec errors, a tiny workload, registries."""
 
 from __future__ import annotations
 
 import contextlib
-import re
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
@@ -11,8 +10,10 @@ from typing import Any
 
 import torch
 
-#: Plugin names are lowercase slugs: letters and digits in dash-separated words, starting with a letter.
-NAME_PATTERN = re.compile(r"^[a-z][a-z0-9]*(-[a-z0-9]+)*$")
+from medkd_bench.specs import NAME_RULE, NAME_RULE_TEXT
+
+#: The registry's one name rule (:data:`medkd_bench.specs.NAME_RULE`), under the kit's old name.
+NAME_PATTERN = NAME_RULE
 
 
 def registry_of(*plugins: str | Path | ModuleType) -> Any:
@@ -83,8 +84,8 @@ def tiny_workload() -> Iterator[None]:
 def check_identity(spec: Any, citation_required: bool = True) -> None:
     """Name and citation: leaderboard rows are keyed by the name and credit the citation."""
     name = getattr(spec, "name", None)
-    require(isinstance(name, str) and bool(NAME_PATTERN.match(name)), spec,
-             f"name must be a lowercase slug such as 'resnet34' or 'my-teacher' (got {name!r})")
+    require(isinstance(name, str) and bool(NAME_RULE.match(name)), spec,
+             f"name {name!r} is not allowed ({NAME_RULE_TEXT})")
     if citation_required:
         citation = getattr(spec, "citation", "")
         require(isinstance(citation, str) and bool(citation.strip()), spec,

@@ -5,7 +5,9 @@ The method is bound exactly as a matrix cell binds it
 (random weights, no download), once with the teacher's outputs cached and once
 with a teacher forward per batch. Its loss must be a finite scalar, identical
 on both paths, and differentiable: gradients reach the student and every
-parameter of the method's own modules.
+parameter of the method's own modules. First, what registration checks: the
+name, ``needs``, the declared layer options and the search space (known options,
+valid ranges within the options' own, each default inside).
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ import torch
 
 from medkd_bench.data.prepare import PreparedData
 from medkd_bench.distill.method import bind_method
+from medkd_bench.errors import MedkdError
+from medkd_bench.registry import check_method_declaration
 from medkd_bench.specs import DatasetSpec, MethodSpec, SplitData, StudentSpec, TeacherSpec
 from medkd_bench.system.runtime import Runtime
 from medkd_bench.testing.common import check_identity, require, spec_failure, tiny_workload
@@ -49,9 +53,10 @@ def check_method_spec(spec: MethodSpec, img_size: int = 32, num_classes: int = 3
     require(isinstance(spec, MethodSpec), spec, f"expected a MethodSpec, got {type(spec).__name__}")
     check_identity(spec)
     require(callable(spec.build), spec, "build must be callable as build(context) -> torch.nn.Module")
-    from medkd_bench.specs import METHOD_NEEDS
-
-    require(all(n in METHOD_NEEDS for n in spec.needs), spec, f"needs must be among {METHOD_NEEDS}, got {spec.needs}")
+    try:  # what registration checks: needs, layer options, the search space (ranges, default inside)
+        check_method_declaration(spec)
+    except MedkdError as exc:
+        raise AssertionError(str(exc)) from None
     runtime = Runtime(torch.device("cpu"), None)
     data = _probe_data(num_classes, img_size)
     (s_name, s_layer), (t_name, t_layer) = METHOD_PROBE_MODELS

@@ -61,13 +61,6 @@ class TrainResult:
     def images_per_second(self) -> float:
         return self.train_images / self.train_seconds if self.train_seconds else 0.0
 
-    @property
-    def warm_images_per_second(self) -> float:
-        """Throughput after the first epoch, which also pays one-off kernel selection and allocation."""
-        warm = self.epoch_times[1:] or self.epoch_times
-        seconds = sum(s for _, s in warm)
-        return sum(n for n, _ in warm) / seconds if seconds else 0.0
-
 
 def compiled(model: nn.Module, runtime: Runtime) -> nn.Module:
     """``model`` through ``torch.compile`` in the runtime's mode, or ``model`` itself when compiling is off.

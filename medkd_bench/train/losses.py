@@ -6,8 +6,6 @@ Hinton, Vinyals & Dean, Distilling the Knowledge in a Neural Network, 2015:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 import torch.nn.functional as F
 
@@ -18,12 +16,6 @@ DEFAULT_TEMPERATURE = 4.0
 
 #: Equal weight on ground truth and teacher: the "hybrid supervision" of the source study.
 DEFAULT_ALPHA = 0.5
-
-
-@dataclass(frozen=True)
-class KDSettings:
-    temperature: float = DEFAULT_TEMPERATURE
-    alpha: float = DEFAULT_ALPHA
 
 
 def kd_loss(

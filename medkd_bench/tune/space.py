@@ -90,9 +90,12 @@ def contains(param: SearchParam, value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool) and param.low <= value <= param.high
 
 
-def check_space(owner: str, spec: MethodSpec) -> None:
-    """A method's declared search space, checked when it registers: known options, sane ranges, default inside."""
-    where = f"plugin {owner!r}: method {spec.name!r}: search_space"
+def check_space(owner: str | None, spec: MethodSpec) -> None:
+    """A method's declared search space: known options, sane ranges inside the option's own, default inside.
+
+    Checked when it registers (naming plugin ``owner``) and by the conformance kit (``owner`` None).
+    """
+    where = f"{'' if owner is None else f'plugin {owner!r}: '}method {spec.name!r}: search_space"
     for key, param in spec.search_space.items():
         if key not in spec.options:
             raise MedkdError(f"{where}: {key!r} is not one of its options ({', '.join(spec.options) or 'none'})")
@@ -109,6 +112,13 @@ def check_space(owner: str, spec: MethodSpec) -> None:
         if not contains(param, spec.options[key]):
             raise MedkdError(f"{where}: {key!r} does not contain the default {spec.options[key]!r}: "
                              "the paper's setting must be one point of the search")
+        low, high = spec.option_ranges.get(key, (None, None))
+        ends = param.values if isinstance(param, Choice) else (param.low, param.high)
+        outside = [v for v in ends if isinstance(v, int | float) and not isinstance(v, bool)
+                   and ((low is not None and v < low) or (high is not None and v > high))]
+        if outside:
+            raise MedkdError(f"{where}: {key!r} reaches {outside[0]!r}, outside the option's range "
+                             f"{'-inf' if low is None else f'{low:g}'} .. {'inf' if high is None else f'{high:g}'}")
 
 
 def describe(param: SearchParam) -> str:

@@ -93,6 +93,7 @@ def register_methods(register):
             revision="2",
             options={"at_weight": 1000.0, "p": 2.0, "ce_weight": 1.0, "student_layer": "target",
                      "teacher_layer": "target"},
+            layer_options={"student": "student_layer", "teacher": "teacher_layer"},
             option_ranges={"p": P_RANGE},
             # Two decades either side of the paper's 1000 (the maps' scale differs per layer); the
             # paper's p = 2 and its two neighbours on a doubling scale.
