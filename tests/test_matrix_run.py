@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 
 from medkd_bench.run.store import Store
-from tests.helpers import QUICK, TINY_DATA, plugin_fixture
+from tests.helpers import QUICK, TINY_DATA, assert_one_line_error, plugin_fixture
 
 
 def _store(tmp_path: Path) -> Store:
@@ -105,8 +105,7 @@ def test_leaderboard_command_rerenders_without_training(run_cli, dirs, quick_run
 
 def test_explain_needs_a_finished_kd_cell(run_cli, dirs, quick_run):
     result = run_cli(["explain", "--dataset", "synthetic-cxr", "--teacher", "vgg19", "--student", "ofa-595", *dirs])
-    assert result.exit_code == 2
-    assert "no finished kd cell vgg19 -> ofa-595 on synthetic-cxr" in result.err
+    assert_one_line_error(result, "no finished kd cell vgg19 -> ofa-595 on synthetic-cxr")
 
 
 def test_dry_run_lists_cells(run_cli, dirs):
