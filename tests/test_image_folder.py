@@ -65,6 +65,7 @@ def specs(tmp_path, monkeypatch) -> Path:
     return folder
 
 
+@pytest.mark.slow
 def test_class_folders_with_masks_run_a_quick_matrix_to_their_leaderboard(tmp_path, specs, run_cli, dirs):
     class_tree(tmp_path / "imgs", masks=tmp_path / "masks")
     added = add(run_cli, tmp_path, "my-xray", "--folder", str(tmp_path / "imgs"), "--masks", str(tmp_path / "masks"))
@@ -383,6 +384,7 @@ def test_every_spec_file_key_is_checked(tmp_path, change, message):
     assert message in str(err.value)
 
 
+@pytest.mark.slow
 def test_a_manifest_and_a_medmnist_file_run_to_their_pages_rows_and_plots(tmp_path, specs, run_cli, dirs):
     """The issue's other two layouts end to end, in one run: a CSV manifest (seeded split) and a MedMNIST .npz."""
     from tests.fixture_trees import medmnist_npz

@@ -29,6 +29,7 @@ def _store(root: Path) -> Store:
 # ---- non-finite results -------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_a_nan_teacher_fails_its_cell_and_its_kd_student_names_it(run_cli, dirs, tmp_path):
     result = run_cli(["run", "--plugin", plugin_fixture("nan_teacher"), "--plugin", plugin_fixture("str_builder"), "--methods", "kd",
                       "--teachers", "nan-teacher,str-teacher", "--students", "ofa-595", "--datasets",
@@ -51,6 +52,7 @@ def test_a_nan_teacher_fails_its_cell_and_its_kd_student_names_it(run_cli, dirs,
 # ---- model outputs that do not fit the dataset ------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_a_teacher_with_another_head_in_evaluation_fails_naming_itself_and_the_shapes(run_cli, dirs, tmp_path):
     result = run_cli(["run", "--plugin", plugin_fixture("shape_shifting_teacher"), "--methods", "kd",
                       "--teachers", "shape-shifter", "--students", "ofa-595", "--datasets", "synthetic-cxr",
@@ -581,6 +583,7 @@ def test_a_second_run_on_the_same_work_dir_is_refused(run_cli, dirs, tmp_path):
         pass
 
 
+@pytest.mark.slow
 def test_a_full_disk_mid_run_stops_cleanly_and_a_rerun_completes(run_cli, dirs, tmp_path, monkeypatch):
     finish = Store.finish
     calls = []
@@ -614,6 +617,7 @@ def test_dry_run_writes_nothing(run_cli, dirs, tmp_path):
     assert not (tmp_path / "work").exists() and not (tmp_path / "boards").exists()
 
 
+@pytest.mark.slow
 def test_debug_prints_the_traceback_of_a_failed_cell(run_cli, dirs):
     result = run_cli(["--debug", "run", "--plugin", plugin_fixture("str_builder"), "--teachers", "str-teacher",
                       "--students", "ofa-595", "--datasets", "synthetic-cxr", "--explainers", "grad-cam",

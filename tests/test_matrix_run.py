@@ -68,6 +68,7 @@ def test_quick_matrix_trains_scores_and_resumes(run_cli, dirs, quick_run, tmp_pa
     assert "1 trained, 2 already done, 0 failed" in changed.out
 
 
+@pytest.mark.slow
 def test_a_failing_cell_is_recorded_and_the_matrix_goes_on(run_cli, dirs, tmp_path):
     args = ["run", "--plugin", plugin_fixture("broken_teacher"), "--methods", "kd", "--teachers", "broken,visformer-s", "--datasets", "synthetic-cxr",
             "--explainers", "grad-cam"]

@@ -286,6 +286,7 @@ def test_a_method_may_not_take_a_base_cell_name(run_cli, tmp_path):
     assert_one_line_error(result, "method name 'label-only' is reserved")
 
 
+@pytest.mark.slow
 def test_quick_matrix_with_every_method_and_a_nan_one(run_cli, tmp_path):
     """`run --matrix quick --methods all`: one cell per method, the method summary, explanations by method.
 

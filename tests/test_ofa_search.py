@@ -123,6 +123,7 @@ def _search_cli(run_cli, work: Path, shared_lut: Path, *extra: str):
                     "--generations", "2", "--repeats", "5", "--work-dir", str(work), *extra])
 
 
+@pytest.mark.slow
 def test_spec_file_round_trips_into_a_student_that_trains(run_cli, tmp_path, shared_lut):
     work = tmp_path / "work"
     result = _search_cli(run_cli, work, shared_lut)

@@ -223,6 +223,7 @@ def test_standalone_generated_tests_pass(installed):
         assert _run_test_module(root / "tests" / "test_plugin.py") == 3
 
 
+@pytest.mark.slow
 def test_standalone_plugins_run_a_quick_matrix(installed, run_cli, dirs, one_thread):
     tiny = ["--dataset-option", "alone-dataset.n_train=24", "--dataset-option", "alone-dataset.n_val=9",
             "--dataset-option", "alone-dataset.n_test=9"]
