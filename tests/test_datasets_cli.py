@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import sqlite3
 
+import pytest
+
 from tests.fixture_trees import covid_tree, lc_tree
 from tests.helpers import assert_one_line_error
 
@@ -88,6 +90,7 @@ def test_full_dry_run_with_a_root_plans_the_datasets_found_there(tmp_path, run_c
     assert lines and lines[0] not in other.out
 
 
+@pytest.mark.slow
 def test_end_to_end_run_on_a_real_layout_records_the_file_fingerprint(tmp_path, run_cli, dirs):
     lc_tree(tmp_path / "data", per_class=8)
     plugin = tmp_path / "tiny_teacher.py"

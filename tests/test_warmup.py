@@ -60,6 +60,7 @@ def test_an_epoch_s_batch_shapes_are_each_warmed():
     assert epoch_batch_sizes(5, 8) == [5]
 
 
+@pytest.mark.slow
 def test_warm_cells_train_as_cold_ones_for_every_kind_of_cell(run_cli, tmp_path, monkeypatch):
     """Teacher, label-only and a feature method (FitNets' regressor is restored too; logits methods touch less):
     the same checkpoints with the warm-up forced on as without it, and the warm-up stored as ``warmup_s``."""

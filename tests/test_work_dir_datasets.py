@@ -12,6 +12,7 @@ import csv
 import json
 from pathlib import Path
 
+import pytest
 from PIL import Image
 
 from tests.fixture_trees import grey_image
@@ -78,6 +79,7 @@ def test_worker_processes_register_the_runs_work_dir_datasets(tmp_path, run_cli)
     assert "mine" not in registry.datasets
 
 
+@pytest.mark.slow
 def test_added_with_work_dir_and_skip_bad_then_run_from_that_work_dir(tmp_path, run_cli):
     """The issue's session: a folder with Thumbs.db and a truncated JPEG, added with --skip-bad, run without it."""
     root = grey_tree(tmp_path / "imgs", per_class=8)
