@@ -6,6 +6,10 @@ the registry: searched students and added datasets come from nowhere (``MEDKD_ST
 only medkd-bench's own entry points are loaded (``MEDKD_BENCH_LOAD_PLUGINS``),
 so a third-party plugin in the developer's environment cannot change results.
 Only the discovery tests (``tests/test_plugins.py``) lift that restriction.
+
+Tests that train models end to end carry the ``slow`` marker (``pytest -m "not slow"`` is the
+fast tier); a test using the session's finished quick matrix, the tuned matrix or the Ray cluster
+is marked here (:data:`SLOW_FIXTURES`), since asking for one trains or starts it the first time.
 """
 
 from __future__ import annotations
@@ -30,6 +34,16 @@ def pytest_configure(config: pytest.Config) -> None:
     builtins = [ep.name for ep in importlib.metadata.distribution("medkd-bench").entry_points
                 if ep.group == "medkd_bench"]
     os.environ["MEDKD_BENCH_LOAD_PLUGINS"] = ",".join(builtins)
+
+
+#: Fixtures whose first use trains models or starts a cluster: every test using one is ``slow``.
+SLOW_FIXTURES = frozenset({"quick_run_template", "tuned_run", "ray_cluster"})
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
 
 
 @pytest.fixture

@@ -8,6 +8,7 @@ matplotlib) runs for real.
 
 from __future__ import annotations
 
+import subprocess
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,6 +49,29 @@ class CliResult:
     exit_code: int
     out: str
     err: str
+
+
+def assert_one_line_error(result: CliResult | subprocess.CompletedProcess, *fragments: str) -> str:
+    """The contract for bad input (README, "one line naming the culprit"): assert it, return the line.
+
+    Exit code 2; exactly one non-empty line on stderr and it starts with ``error:``; no
+    ``Traceback`` on stdout or stderr; every fragment (an option, a file, a plugin, a row) in
+    that line. Takes a :class:`CliResult` or a finished :func:`subprocess.run` (text mode).
+    """
+    if isinstance(result, subprocess.CompletedProcess):
+        code, out, err = result.returncode, result.stdout or "", result.stderr or ""
+    else:
+        code, out, err = result.exit_code, result.out, result.err
+    shown = f"exit code {code}\n--- stdout ---\n{out}\n--- stderr ---\n{err}"
+    assert code == 2, shown
+    assert "Traceback" not in out and "Traceback" not in err, shown
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1, shown
+    line = lines[0]
+    assert line.startswith("error:"), shown
+    for fragment in fragments:
+        assert fragment in line, (fragment, line)
+    return line
 
 
 def run_main(args: Sequence[str]) -> int:

@@ -10,6 +10,7 @@ import pytest
 from medkd_bench.data.prepare import prepare
 from medkd_bench.registry import load_registry
 from tests.fixture_trees import covid_tree, lc_tree
+from tests.helpers import assert_one_line_error
 
 REGISTRY = load_registry()
 COVID_TRAIN = Path("Lung Segmentation Data/Lung Segmentation Data/Train")
@@ -85,8 +86,7 @@ def test_bad_file_is_a_one_line_error_naming_it_and_skippable(tmp_path, run_cli,
     work = tmp_path / "work"
     args = ["datasets", "check", dataset, "--root", str(root), "--img-size", "32", "--work-dir", str(work)]
     strict = run_cli(args)
-    assert strict.exit_code == 2
-    assert len(strict.err.strip().splitlines()) == 1 and str(bad) in strict.err.replace("\n", "")
+    assert_one_line_error(strict, str(bad))
     assert problem in strict.out  # the problems table
     lenient = run_cli([*args, "--skip-bad"])
     assert lenient.exit_code == 0, lenient.err
@@ -116,8 +116,8 @@ def test_run_with_a_bad_file_exits_2_and_runner_skips_with_skip_bad(tmp_path, ru
             "--data-root", str(tmp_path / "data"), "--img-size", "32", "--epochs", "1", *dirs]
     strict = run_cli(args)
     # Real data is read before any cell trains: a bad file is bad input, one line and exit 2.
-    assert strict.exit_code == 2 and str(bad) in strict.err.replace("\n", "")
-    assert len(strict.err.strip().splitlines()) == 1 and "trained" not in strict.out
+    assert_one_line_error(strict, str(bad))
+    assert "trained" not in strict.out
     # --skip-bad reaches the loader through the run options, and the cache lands under --work-dir.
     work = tmp_path / "work"
     options = RunOptions(work_dir=work, data_root=tmp_path / "data", img_size=32, skip_bad=True)
@@ -131,9 +131,9 @@ def test_run_with_a_bad_file_exits_2_and_runner_skips_with_skip_bad(tmp_path, ru
 
 def test_missing_root_is_exit_2(tmp_path, run_cli):
     result = run_cli(["datasets", "check", "lc25000", "--root", str(tmp_path / "nowhere")])
-    assert result.exit_code == 2 and f"--data-root {tmp_path / 'nowhere'} is not a folder" in result.err
+    assert_one_line_error(result, f"--data-root {tmp_path / 'nowhere'} is not a folder")
     result = run_cli(["datasets", "check", "covid-qu-ex", "--root", str(tmp_path)])
-    assert result.exit_code == 2 and "no folder 'Lung Segmentation Data/Lung Segmentation Data'" in result.err
+    assert_one_line_error(result, "no folder 'Lung Segmentation Data/Lung Segmentation Data'")
 
 
 @pytest.mark.parametrize("dataset,folder", [
@@ -149,8 +149,7 @@ def test_missing_class_folder_is_exit_2_even_with_skip_bad(tmp_path, run_cli, da
     for extra in ([], ["--skip-bad"]):
         result = run_cli(["datasets", "check", dataset, "--root", str(tmp_path), "--work-dir",
                           str(tmp_path / "work"), *extra])
-        assert result.exit_code == 2 and f"folder: {tmp_path / folder}" in result.err
-        assert len(result.err.strip().splitlines()) == 1
+        assert_one_line_error(result, f"folder: {tmp_path / folder}")
     _cache_is_clean(tmp_path / "work" / "cache")
 
 
@@ -164,5 +163,5 @@ def test_empty_class_is_exit_2(tmp_path, run_cli, dataset, folder):
         f.unlink()
     result = run_cli(["datasets", "check", dataset, "--root", str(tmp_path), "--skip-bad",
                       "--work-dir", str(tmp_path / "work")])
-    assert result.exit_code == 2 and str(tmp_path / folder) in result.err
+    assert_one_line_error(result, str(tmp_path / folder))
     assert "empty class folder" in result.err or "has no usable image" in result.err

@@ -83,10 +83,9 @@ def test_other_runtime_errors_pass_through_unchanged():
 def test_a_train_split_of_one_image_is_refused_before_any_training(run_cli, dirs, tmp_path):
     """``n_train=1``: no batch of two exists, so nothing would train; say so before the first cell, not as
     "val logits not finite" in every cell."""
-    from tests.helpers import QUICK
-    from tests.test_cli_errors import _one_line_error
+    from tests.helpers import QUICK, assert_one_line_error
 
     result = run_cli([*QUICK, "--datasets", "synthetic-cxr", "--dataset-option", "synthetic-cxr.n_train=1", *dirs])
-    _one_line_error(result, "dataset 'synthetic-cxr': the train split has 1 image(s); training needs at least 2",
-                    "batch norm")
+    assert_one_line_error(result, "dataset 'synthetic-cxr': the train split has 1 image(s); training needs at least 2",
+                          "batch norm")
     assert not (tmp_path / "work" / "checkpoints").exists()

@@ -3,16 +3,7 @@
 
 import pytest
 
-from tests.helpers import TINY_DATA, plugin_fixture
-
-
-def _one_line_error(result, *fragments):
-    assert result.exit_code == 2, result.out + result.err
-    lines = [line for line in result.err.strip().splitlines() if line.strip()]
-    assert len(lines) == 1, result.err
-    assert "Traceback" not in result.err
-    for f in fragments:
-        assert f in lines[0], lines[0]
+from tests.helpers import TINY_DATA, assert_one_line_error, plugin_fixture
 
 
 @pytest.mark.parametrize(
@@ -31,7 +22,7 @@ def _one_line_error(result, *fragments):
     ],
 )
 def test_bad_run_options(run_cli, dirs, args, fragments):
-    _one_line_error(run_cli(["run", *TINY_DATA, *dirs, *args]), *fragments)
+    assert_one_line_error(run_cli(["run", *TINY_DATA, *dirs, *args]), *fragments)
 
 
 #: An "unknown name" line stays short whatever is installed: a few names, never the 55 registered datasets.
@@ -69,39 +60,51 @@ def test_unknown_names_are_one_short_line_with_did_you_mean(run_cli, tmp_path, a
     work = ["--work-dir", str(tmp_path / "work")]
     assert run_cli(["datasets", "add", "my-xray", "--folder", str(tmp_path / "imgs"), "--val", "0.25",
                     "--test", "0.25", *work]).exit_code == 0
-    result = run_cli([*args, *work])
-    _one_line_error(result, *fragments)
+    # run and explain get a leaderboard dir of their own: the default, leaderboards/, is the checkout's.
+    boards = ["--leaderboard-dir", str(tmp_path / "boards")] if args[0] in ("run", "explain") else []
+    result = run_cli([*args, *work, *boards])
+    assert_one_line_error(result, *fragments)
     assert len(result.err.strip()) < SHORT, result.err
+
+
+@pytest.mark.xfail(strict=True, reason="defect: run checks --explainers only after claiming --leaderboard-dir "
+                   "(cli/run.py: claim_leaderboard_dir, then Store, then explainer_names); left to the run-core "
+                   "refactor of issue 27")
+def test_an_unknown_explainer_writes_nothing(run_cli, dirs, tmp_path):
+    """Bad input is refused before anything is written: no owner file in the leaderboard dir, no store."""
+    result = run_cli(["run", "--explainers", "scorecam", *TINY_DATA, *dirs])
+    assert_one_line_error(result, "unknown explainer 'scorecam'")
+    assert not (tmp_path / "boards").exists() and not (tmp_path / "work").exists()
 
 
 def test_unwritable_work_dir(run_cli, tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("not a directory")
     result = run_cli(["run", *TINY_DATA, "--work-dir", str(blocker / "sub"), "--leaderboard-dir", str(tmp_path)])
-    _one_line_error(result, "--work-dir", str(blocker / "sub"), "not writable")
+    assert_one_line_error(result, "--work-dir", str(blocker / "sub"), "not writable")
 
 
 def test_unwritable_leaderboard_dir_fails_before_training(run_cli, tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("x")
     result = run_cli(["run", *TINY_DATA, "--work-dir", str(tmp_path / "w"), "--leaderboard-dir", str(blocker)])
-    _one_line_error(result, "--leaderboard-dir", "not writable")
+    assert_one_line_error(result, "--leaderboard-dir", "not writable")
     assert not (tmp_path / "w" / "checkpoints").exists()
 
 
 def test_plugin_hook_that_raises(run_cli, dirs, tmp_path):
-    _one_line_error(run_cli(["run", "--plugin", plugin_fixture("raising_hook"), *dirs]),
-                    "plugin 'file:", "raising_hook.py' failed in register_datasets: ValueError: no data here")
+    assert_one_line_error(run_cli(["run", "--plugin", plugin_fixture("raising_hook"), *dirs]),
+                          "plugin 'file:", "raising_hook.py' failed in register_datasets: ValueError: no data here")
 
 
 def test_plugin_file_with_syntax_error(run_cli, tmp_path):
     plugin = tmp_path / "syntax.py"
     plugin.write_text("def broken(:\n")
-    _one_line_error(run_cli(["plugins", "--plugin", str(plugin)]), "syntax.py: failed to import: SyntaxError")
+    assert_one_line_error(run_cli(["plugins", "--plugin", str(plugin)]), "syntax.py: failed to import: SyntaxError")
 
 
 def test_leaderboard_without_store(run_cli, tmp_path):
-    _one_line_error(run_cli(["leaderboard", "--work-dir", str(tmp_path / "none")]), "no run store at")
+    assert_one_line_error(run_cli(["leaderboard", "--work-dir", str(tmp_path / "none")]), "no run store at")
 
 
 def test_run_defaults_match_the_run_options_provenance_compares_with():

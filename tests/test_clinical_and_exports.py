@@ -23,7 +23,7 @@ from medkd_bench.evaluate.clinical import (
 from medkd_bench.report.export import COLUMNS, EXPLAINER_FIGURES
 from medkd_bench.report.plots import pareto_front
 from medkd_bench.run.store import Store
-from tests.helpers import QUICK
+from tests.helpers import QUICK, assert_one_line_error
 
 
 def _probs(n: int, k: int, seed: int = 0, decimals: int | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -150,7 +150,7 @@ def test_export_results_csv_and_plot_match_the_store(run_cli, quick_run):
 
 def test_an_unknown_export_format_is_one_line(run_cli, tmp_path):
     result = run_cli(["export", "--format", "xlsx", "--work-dir", str(tmp_path)])
-    assert result.exit_code == 2 and len(result.err.strip().splitlines()) == 1 and "--format" in result.err
+    assert_one_line_error(result, "--format")
 
 
 def test_probabilities_missing_from_an_older_store_are_recomputed_and_checked(run_cli, quick_run):

@@ -19,7 +19,7 @@ try:
 except ModuleNotFoundError:  # Python 3.10: the same parser, published as tomli
     import tomli as tomllib
 
-from tests.test_cli_errors import _one_line_error
+from tests.helpers import assert_one_line_error
 
 #: Three cells (teacher, baseline, KD) on a tiny slice of synthetic-cxr.
 SMALL = ["--datasets", "synthetic-cxr", "--teachers", "visformer-s", "--students", "ofa-595", "--methods", "kd",
@@ -175,40 +175,40 @@ BASE = 'datasets = "synthetic-cxr"\nteachers = "visformer-s"\nmethods = "kd"\nim
 )
 def test_bad_experiment_file(run_cli, dirs, tmp_path, lines, fragments):
     path = _write(tmp_path, BASE + lines)
-    _one_line_error(run_cli(["run", "--config", path, *dirs]), path, *fragments)
+    assert_one_line_error(run_cli(["run", "--config", path, *dirs]), path, *fragments)
     assert not (tmp_path / "work").exists() and not (tmp_path / "boards").exists()
 
 
 def test_unreadable_experiment_files(run_cli, dirs, tmp_path):
     missing = str(tmp_path / "none.toml")
-    _one_line_error(run_cli(["run", "--config", missing, *dirs]), missing, "cannot read the experiment file")
+    assert_one_line_error(run_cli(["run", "--config", missing, *dirs]), missing, "cannot read the experiment file")
     latin1 = tmp_path / "latin1.toml"
     latin1.write_bytes('teachers = "vgg19 é"\n'.encode("latin-1"))
-    _one_line_error(run_cli(["run", "--config", str(latin1), *dirs]), str(latin1), "not a UTF-8 text file")
+    assert_one_line_error(run_cli(["run", "--config", str(latin1), *dirs]), str(latin1), "not a UTF-8 text file")
 
 
 def test_a_bad_flag_next_to_a_file_names_the_flag_not_the_file(run_cli, dirs, tmp_path):
     """The file's keyed options merge with the flag's: an error names whichever of the two gave the bad value."""
     path = _write(tmp_path, SMALL_TOML)
     result = run_cli(["run", "--config", path, "--dataset-option", "synthetic-cxr.n_tran=5", *dirs])
-    _one_line_error(result, "--dataset-option synthetic-cxr.n_tran=5")
+    assert_one_line_error(result, "--dataset-option synthetic-cxr.n_tran=5")
     assert path not in result.err
     result = run_cli(["run", "--config", path, "--epochs", "0", *dirs])
-    _one_line_error(result, "--epochs")
+    assert_one_line_error(result, "--epochs")
     assert path not in result.err
     bad = _write(tmp_path, SMALL_TOML.replace("n_test", "n_tst"), "bad.toml")
-    _one_line_error(run_cli(["run", "--config", bad, "--dataset-option", "synthetic-cxr.n_val=4", *dirs]),
-                    f"{bad}: key 'dataset-options': --dataset-option synthetic-cxr.n_tst=9")
+    assert_one_line_error(run_cli(["run", "--config", bad, "--dataset-option", "synthetic-cxr.n_val=4", *dirs]),
+                          f"{bad}: key 'dataset-options': --dataset-option synthetic-cxr.n_tst=9")
 
 
 def test_medkd_data_beats_the_files_data_root(run_cli, dirs, tmp_path, monkeypatch):
     """Where the data lies is the machine's business: the environment variable wins over the experiment file."""
     path = _write(tmp_path, 'data-root = "/no/such/root"\ndatasets = "lc25000"\n')
     monkeypatch.delenv("MEDKD_DATA", raising=False)
-    _one_line_error(run_cli(["run", "--config", path, *dirs, "--dry-run"]),
-                    f"{path}: key 'data-root':", "--data-root /no/such/root is not a folder")
+    assert_one_line_error(run_cli(["run", "--config", path, *dirs, "--dry-run"]),
+                          f"{path}: key 'data-root':", "--data-root /no/such/root is not a folder")
     (tmp_path / "env").mkdir()
     monkeypatch.setenv("MEDKD_DATA", str(tmp_path / "env"))
     result = run_cli(["run", "--config", path, *dirs, "--dry-run"])
-    _one_line_error(result, f"--data-root {tmp_path / 'env'}")
+    assert_one_line_error(result, f"--data-root {tmp_path / 'env'}")
     assert path not in result.err

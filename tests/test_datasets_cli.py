@@ -5,7 +5,10 @@ from __future__ import annotations
 import json
 import sqlite3
 
+import pytest
+
 from tests.fixture_trees import covid_tree, lc_tree
+from tests.helpers import assert_one_line_error
 
 REAL = ("covid-qu-ex", "covid-qu-ex-infection", "lc25000", "lc25000-colon", "lc25000-lung")
 
@@ -50,9 +53,9 @@ def test_datasets_check_reads_root_from_the_environment_and_options(tmp_path, ru
     assert result.exit_code == 0, result.err
     assert "lung_scc │ 6     │ 1   │ 3    │ 10" in result.out
     wrong = run_cli(["datasets", "check", "lc25000-lung", "--dataset-option", "lc25000.seed=1"])
-    assert wrong.exit_code == 2 and "this check is of dataset 'lc25000-lung'" in wrong.err
+    assert_one_line_error(wrong, "this check is of dataset 'lc25000-lung'")
     unknown = run_cli(["datasets", "check", "no-such-data"])
-    assert unknown.exit_code == 2 and "unknown dataset 'no-such-data'" in unknown.err
+    assert_one_line_error(unknown, "unknown dataset 'no-such-data'")
 
 
 def test_full_dry_run_without_data_skips_real_datasets_and_says_why(tmp_path, run_cli, dirs, monkeypatch):
@@ -65,7 +68,7 @@ def test_full_dry_run_without_data_skips_real_datasets_and_says_why(tmp_path, ru
     assert "synthetic-cxr | teacher vgg19" in result.out and "lc25000 |" not in result.out
     # Naming a real dataset without its data is an error, not a silent skip.
     named = run_cli(["run", "--datasets", "lc25000", "--dry-run", *dirs])
-    assert named.exit_code == 2 and "needs a local copy" in named.err
+    assert_one_line_error(named, "needs a local copy")
     # quick prefers the generated dataset even when real data is there.
     lc_tree(tmp_path / "data", per_class=5)
     quick = run_cli(["run", "--matrix", "quick", "--dry-run", "--data-root", str(tmp_path / "data"), *dirs])
@@ -87,6 +90,7 @@ def test_full_dry_run_with_a_root_plans_the_datasets_found_there(tmp_path, run_c
     assert lines and lines[0] not in other.out
 
 
+@pytest.mark.slow
 def test_end_to_end_run_on_a_real_layout_records_the_file_fingerprint(tmp_path, run_cli, dirs):
     lc_tree(tmp_path / "data", per_class=8)
     plugin = tmp_path / "tiny_teacher.py"

@@ -10,6 +10,7 @@ from medkd_bench.data.prepare import prepare
 from medkd_bench.data.preview import preview_rows
 from medkd_bench.registry import load_registry
 from tests.fixture_trees import raw16, save_png16
+from tests.helpers import assert_one_line_error
 from tests.test_image_folder import add, specs  # noqa: F401  (specs is a fixture)
 
 TINY_CXR = ["--dataset-option", "synthetic-cxr.n_train=12", "--dataset-option", "synthetic-cxr.n_val=6",
@@ -51,16 +52,14 @@ def test_preview_of_an_embedded_dataset_and_its_one_line_errors(tmp_path, run_cl
     assert out.is_file() and "preview of synthetic-cxr (test, up to 4 per class, 32 px)" in ok.out
 
     unknown = run_cli(["datasets", "preview", "no-such-set", "--out", str(tmp_path / "x.png")])
-    assert unknown.exit_code == 2 and len(unknown.err.strip().splitlines()) == 1
-    assert "unknown dataset 'no-such-set'" in unknown.err
+    assert_one_line_error(unknown, "unknown dataset 'no-such-set'")
 
     (tmp_path / "a-file").write_text("not a folder")
     blocked = tmp_path / "a-file" / "preview.png"  # its folder is a file: cannot be written
     bad = run_cli(["datasets", "preview", "synthetic-cxr", "--out", str(blocked), *TINY_CXR])
-    assert bad.exit_code == 2 and len(bad.err.strip().splitlines()) == 1, bad.err
-    assert f"--out {blocked}: cannot be written" in bad.err
+    assert_one_line_error(bad, f"--out {blocked}: cannot be written")
 
     not_png = run_cli(["datasets", "preview", "synthetic-cxr", "--out", str(tmp_path / "x.jpg"), *TINY_CXR])
-    assert not_png.exit_code == 2 and "give a file name ending in .png" in not_png.err
+    assert_one_line_error(not_png, "give a file name ending in .png")
     folder = run_cli(["datasets", "preview", "synthetic-cxr", "--out", str(tmp_path), *TINY_CXR])
-    assert folder.exit_code == 2 and len(folder.err.strip().splitlines()) == 1
+    assert_one_line_error(folder)

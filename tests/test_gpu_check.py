@@ -40,6 +40,7 @@ def summary_lines(log: str, figures: dict) -> None:
         assert f"  {target['verdict']}  {target['label']}: " in summary
 
 
+@pytest.mark.slow
 def test_cpu_smoke_runs_every_step(tmp_path):
     out = tmp_path / "log"
     # About a minute on 2 quiet cores; the large budget keeps a busy machine from skipping steps.
@@ -60,6 +61,7 @@ def test_cpu_smoke_runs_every_step(tmp_path):
     assert "torch: " in log and "python: " in log  # the environment header
 
 
+@pytest.mark.slow
 def test_budget_skips_instead_of_overrunning(tmp_path):
     out = tmp_path / "log"
     proc, log, figures = run_check(out, "--device", "cpu", "--budget-s", "1")

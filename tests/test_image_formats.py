@@ -17,6 +17,7 @@ from PIL import Image
 from medkd_bench.data.imagefiles import decode_image
 from medkd_bench.registry import load_registry
 from tests.fixture_trees import SIZE, grey_image, raw16, save_dicom, save_float_tiff, save_png16
+from tests.helpers import assert_one_line_error
 from tests.test_image_folder import add, specs  # noqa: F401  (specs is a fixture)
 
 CLASSES = ("a", "b")
@@ -162,10 +163,7 @@ def test_a_multi_frame_dicom_is_refused_with_one_line_naming_it(tmp_path, specs,
     assert add(run_cli, tmp_path, "cine", "--folder", str(root), "--val", "0.2", "--test", "0.2").exit_code == 0
     work = ["--work-dir", str(tmp_path / "work"), "--img-size", "32"]
     strict = run_cli(["datasets", "check", "cine", *work])
-    assert strict.exit_code == 2
-    err = strict.err.strip()
-    assert len(err.splitlines()) == 1 and str(root / "a" / "cine.dcm") in err and "multi-frame" in err, err
-    assert "3 frames" in err
+    assert_one_line_error(strict, str(root / "a" / "cine.dcm"), "multi-frame", "3 frames")
     lenient = run_cli(["datasets", "check", "cine", *work, "--skip-bad"])
     assert lenient.exit_code == 0 and "1 bad file(s) will be left out" in lenient.out
 
@@ -174,9 +172,7 @@ def test_dicom_without_pydicom_is_one_line_saying_what_to_install(tmp_path, spec
     root = _dicom_tree(tmp_path / "dcm")
     monkeypatch.setitem(sys.modules, "pydicom", None)  # import pydicom now raises ImportError
     added = add(run_cli, tmp_path, "nodcm", "--folder", str(root), "--val", "0.2", "--test", "0.2")
-    assert added.exit_code == 2
-    err = added.err.strip()
-    assert len(err.splitlines()) == 1 and 'pip install "medkd-bench[dicom]"' in err and ".dcm" in err, err
+    assert_one_line_error(added, 'pip install "medkd-bench[dicom]"', ".dcm")
     assert not (tmp_path / "specs" / "nodcm.json").exists()
     with pytest.raises(Exception, match=r'pip install "medkd-bench\[dicom\]"'):
         decode_image(root / "a" / "a_0.dcm", SIZE, "L")
@@ -206,7 +202,7 @@ def test_stray_files_follow_one_policy_stated_by_datasets_check(tmp_path, specs,
     # Any other stray file is a bad file, in every folder, whether or not --skip-bad is given.
     (root / "b" / "notes.txt").write_text("scanned twice")
     strict = run_cli(["datasets", "check", "tidy", "--work-dir", str(tmp_path / "work2"), "--img-size", "32"])
-    assert strict.exit_code == 2 and "notes.txt" in strict.err
+    assert_one_line_error(strict, "notes.txt")
 
 
 def test_the_decoded_cache_is_keyed_by_the_decoder_version(tmp_path, monkeypatch):

@@ -18,7 +18,7 @@ import pytest
 from PIL import Image
 
 from tests.fixture_trees import grey_image
-from tests.test_cli_errors import _one_line_error
+from tests.helpers import assert_one_line_error
 
 
 @pytest.fixture
@@ -60,7 +60,7 @@ def no_planning(monkeypatch):
     ids=lambda v: " ".join(v)[:60] if isinstance(v, list) and v and v[0].startswith("--") else "",
 )
 def test_numeric_run_options_have_upper_bounds(run_cli, dirs, no_planning, args, fragments):
-    _one_line_error(run_cli(["run", *args, *dirs, "--dry-run"]), *fragments)
+    assert_one_line_error(run_cli(["run", *args, *dirs, "--dry-run"]), *fragments)
 
 
 def test_jobs_has_an_upper_bound(run_cli, dirs):
@@ -86,7 +86,7 @@ def test_jobs_has_an_upper_bound(run_cli, dirs):
 )
 def test_numeric_options_of_other_commands_have_upper_bounds(run_cli, tmp_path, args, fragments):
     result = run_cli([*args, "--work-dir", str(tmp_path / "work")])
-    _one_line_error(result, *fragments)
+    assert_one_line_error(result, *fragments)
     assert not (tmp_path / "work").exists()
 
 
@@ -165,14 +165,14 @@ def test_experiment_file_past_the_limits(run_cli, dirs, tmp_path, no_planning, t
     path = tmp_path / "experiment.toml"
     path.write_text(text, encoding="utf-8")
     result = run_cli(["run", "--config", str(path), *dirs, "--dry-run"])
-    _one_line_error(result, str(path), *fragments)
+    assert_one_line_error(result, str(path), *fragments)
     assert "internal error" not in result.err
 
 
 def test_experiment_file_too_large(run_cli, dirs, tmp_path, no_planning):
     path = tmp_path / "big.toml"
     path.write_text("# padding\n" * 200_000, encoding="utf-8")
-    _one_line_error(run_cli(["run", "--config", str(path), *dirs]), str(path), "too large for an experiment file")
+    assert_one_line_error(run_cli(["run", "--config", str(path), *dirs]), str(path), "too large for an experiment file")
 
 
 def test_brackets_and_digits_inside_strings_and_comments_are_not_counted():
@@ -218,8 +218,8 @@ def test_a_class_folder_named_in_no_utf8_is_one_line(run_cli, tmp_path):
     _class_tree_bytes(tmp_path / "imgs", [b"benign", b"malig\xffnant"])
     result = run_cli(["datasets", "add", "mine", "--folder", str(tmp_path / "imgs"),
                       "--out", str(tmp_path / "specs" / "mine.json")])
-    _one_line_error(result, str(tmp_path.resolve() / "imgs" / "malig") + "\\xffnant",
-                    "class folder name is not UTF-8 text; rename the folder")
+    assert_one_line_error(result, str(tmp_path.resolve() / "imgs" / "malig") + "\\xffnant",
+                          "class folder name is not UTF-8 text; rename the folder")
     assert not (tmp_path / "specs").exists()
 
 
@@ -231,8 +231,8 @@ def test_a_file_named_in_no_utf8_is_a_bad_file(run_cli, tmp_path, monkeypatch):
     args = ["datasets", "add", "mine", "--folder", str(tmp_path / "imgs"), "--out", str(tmp_path / "specs" / "mine.json")]
     result = run_cli(args)
     odd = str(tmp_path.resolve() / "imgs" / "a" / "x") + "\\xfe.png"
-    _one_line_error(result, odd, "file name is not UTF-8 text",
-                    "--skip-bad")
+    assert_one_line_error(result, odd, "file name is not UTF-8 text",
+                          "--skip-bad")
     assert not (tmp_path / "specs").exists()
     # Under --skip-bad it is left out like any bad file; the dataset reads (and fingerprints) without it.
     added = run_cli([*args, "--skip-bad"])

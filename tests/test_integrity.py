@@ -19,24 +19,17 @@ import pytest
 from medkd_bench.run.explanations import CellExplanations
 from medkd_bench.run.lock import WorkDirLock
 from medkd_bench.run.store import Store, guarded
-from tests.helpers import QUICK, TINY_DATA, plugin_fixture, table_row
+from tests.helpers import QUICK, TINY_DATA, assert_one_line_error, plugin_fixture, table_row
 
 
 def _store(root: Path) -> Store:
     return Store(root / "work" / "runs.sqlite")
 
 
-def _one_line_error(result, *fragments: str) -> None:
-    lines = [line for line in result.err.strip().splitlines() if line.strip()]
-    assert lines and lines[-1].startswith("error:"), result.err
-    assert "Traceback" not in result.err, result.err
-    for fragment in fragments:
-        assert fragment in lines[-1], (fragment, lines[-1])
-
-
 # ---- non-finite results -------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_a_nan_teacher_fails_its_cell_and_its_kd_student_names_it(run_cli, dirs, tmp_path):
     result = run_cli(["run", "--plugin", plugin_fixture("nan_teacher"), "--plugin", plugin_fixture("str_builder"), "--methods", "kd",
                       "--teachers", "nan-teacher,str-teacher", "--students", "ofa-595", "--datasets",
@@ -59,6 +52,7 @@ def test_a_nan_teacher_fails_its_cell_and_its_kd_student_names_it(run_cli, dirs,
 # ---- model outputs that do not fit the dataset ------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_a_teacher_with_another_head_in_evaluation_fails_naming_itself_and_the_shapes(run_cli, dirs, tmp_path):
     result = run_cli(["run", "--plugin", plugin_fixture("shape_shifting_teacher"), "--methods", "kd",
                       "--teachers", "shape-shifter", "--students", "ofa-595", "--datasets", "synthetic-cxr",
@@ -137,8 +131,7 @@ def test_logits_that_do_not_fit_the_dataset_are_refused_in_every_mode():
 ])
 def test_bad_numbers_are_refused_before_any_work(run_cli, dirs, tmp_path, args, named):
     result = run_cli(["run", "--matrix", "quick", *args, *dirs])
-    assert result.exit_code == 2
-    _one_line_error(result, named)
+    assert_one_line_error(result, named)
     assert not (tmp_path / "work").exists() and not (tmp_path / "boards").exists()
 
 
@@ -159,8 +152,7 @@ def test_unreadable_weights_are_refused_by_content_before_any_work(run_cli, dirs
                            (garbage, "neither a safetensors file nor a torch.save checkpoint"),
                            (legacy, "neither a safetensors file nor a torch.save checkpoint")):
         result = run_cli(["run", "--matrix", "quick", "--weights", f"ofa-595={path}", *dirs])
-        assert result.exit_code == 2
-        _one_line_error(result, f"--weights ofa-595={path}", fragment)
+        assert_one_line_error(result, f"--weights ofa-595={path}", fragment)
         assert "weights_only=False" not in result.err
     from medkd_bench.system.weights import read_state_dict
 
@@ -414,8 +406,7 @@ def test_explain_refuses_a_bit_flipped_checkpoint(run_cli, quick_run):
     pictures = sorted((quick_run / "boards").rglob("*.png"))
     result = run_cli(["explain", "--dataset", "synthetic-cxr", "--teacher", "visformer-s", "--student", "ofa-595",
                       "--explainer", "grad-cam", "--images", "1", *dirs])
-    assert result.exit_code == 2, result.out + result.err
-    _one_line_error(result, f"checkpoint {checkpoint}", "SHA-256 differs from the store's")
+    assert_one_line_error(result, f"checkpoint {checkpoint}", "SHA-256 differs from the store's")
     assert sorted((quick_run / "boards").rglob("*.png")) == pictures  # no panel from damaged weights
 
 
@@ -451,8 +442,7 @@ def test_an_empty_or_damaged_store_is_a_one_line_error(run_cli, dirs, tmp_path, 
     store.write_bytes(content)
     for args in (["leaderboard", *dirs], ["run", "--matrix", "quick", *TINY_DATA, *dirs]):
         result = run_cli(args)
-        assert result.exit_code == 2
-        _one_line_error(result, f"run store {store}")
+        assert_one_line_error(result, f"run store {store}")
     assert store.read_bytes() == content  # never rewritten as a fresh store
     assert not (tmp_path / "boards" / "README.md").exists()
 
@@ -464,8 +454,7 @@ def test_a_truncated_store_is_a_one_line_error(run_cli, quick_run):
     _truncate(store)
     result = run_cli(["leaderboard", "--work-dir", str(quick_run / "work"), "--leaderboard-dir",
                       str(quick_run / "boards")])
-    assert result.exit_code == 2
-    _one_line_error(result, f"run store {store}")
+    assert_one_line_error(result, f"run store {store}")
 
 
 def _two_done_cells(path: Path) -> Store:
@@ -568,8 +557,7 @@ def test_names_that_would_escape_their_folder_are_refused(run_cli, dirs, tmp_pat
     monkeypatch.setenv("MEDKD_TEST_HOSTILE_NAME", name)
     monkeypatch.chdir(tmp_path)
     result = run_cli(["run", "--matrix", "quick", "--plugin", plugin_fixture("hostile_name"), *dirs])
-    assert result.exit_code == 2
-    _one_line_error(result, f"teacher name {name!r} is not allowed")
+    assert_one_line_error(result, f"teacher name {name!r} is not allowed")
     assert sorted(p.name for p in tmp_path.iterdir()) == []
 
 
@@ -589,13 +577,13 @@ def test_output_paths_stay_inside_their_folder(tmp_path):
 def test_a_second_run_on_the_same_work_dir_is_refused(run_cli, dirs, tmp_path):
     with WorkDirLock(tmp_path / "work"):
         result = run_cli(["run", "--matrix", "quick", *TINY_DATA, *dirs])
-    assert result.exit_code == 2
-    _one_line_error(result, f"another medkd-bench run (PID {os.getpid()}) is using it")
+    assert_one_line_error(result, f"another medkd-bench run (PID {os.getpid()}) is using it")
     assert not (tmp_path / "work" / "runs.sqlite").exists()
     with WorkDirLock(tmp_path / "work"):  # released: the next run may take it
         pass
 
 
+@pytest.mark.slow
 def test_a_full_disk_mid_run_stops_cleanly_and_a_rerun_completes(run_cli, dirs, tmp_path, monkeypatch):
     finish = Store.finish
     calls = []
@@ -629,6 +617,7 @@ def test_dry_run_writes_nothing(run_cli, dirs, tmp_path):
     assert not (tmp_path / "work").exists() and not (tmp_path / "boards").exists()
 
 
+@pytest.mark.slow
 def test_debug_prints_the_traceback_of_a_failed_cell(run_cli, dirs):
     result = run_cli(["--debug", "run", "--plugin", plugin_fixture("str_builder"), "--teachers", "str-teacher",
                       "--students", "ofa-595", "--datasets", "synthetic-cxr", "--explainers", "grad-cam",

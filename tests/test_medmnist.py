@@ -12,6 +12,7 @@ from PIL import Image
 from medkd_bench.registry import load_registry
 from medkd_bench_plugins.datasets.medmnist import SETS, SIZES, variants
 from tests.fixture_trees import medmnist_npz
+from tests.helpers import assert_one_line_error
 
 REGISTRY = load_registry()
 
@@ -60,10 +61,9 @@ def test_datasets_check_and_the_full_matrix_find_the_files_under_the_root(tmp_pa
 def test_chestmnist_is_refused_with_the_reason(tmp_path, run_cli, dirs):
     medmnist_npz(tmp_path / "chestmnist.npz", train_labels=np.zeros((6, 14), np.uint8))
     check = run_cli(["datasets", "check", "medmnist-chestmnist", "--root", str(tmp_path)])
-    assert check.exit_code == 2
-    assert "chestmnist.npz: ChestMNIST is multi-label" in check.err and "not supported" in check.err
+    assert_one_line_error(check, "chestmnist.npz: ChestMNIST is multi-label", "not supported")
     named = run_cli(["run", "--datasets", "medmnist-chestmnist", "--dry-run", "--data-root", str(tmp_path), *dirs])
-    assert named.exit_code == 2 and "ChestMNIST is multi-label" in named.err
+    assert_one_line_error(named, "ChestMNIST is multi-label")
     plan = run_cli(["run", "--matrix", "full", "--dry-run", "--data-root", str(tmp_path), *dirs])
     assert "skipped dataset medmnist-chestmnist: " in plan.out
 
@@ -81,7 +81,7 @@ def test_a_broken_file_is_one_line_naming_the_file_and_key(tmp_path, run_cli, re
                  **replace)
     result = run_cli(["datasets", "check", "medmnist-bloodmnist", "--root", str(tmp_path),
                       "--work-dir", str(tmp_path / "work")])
-    assert result.exit_code == 2 and message in result.err and len(result.err.strip().splitlines()) == 1
+    assert_one_line_error(result, message)
     assert not (tmp_path / "work" / "cache" / "medmnist-bloodmnist").exists() or \
         not any(p.name.startswith("test") for p in (tmp_path / "work" / "cache" / "medmnist-bloodmnist").iterdir())
 
@@ -89,21 +89,21 @@ def test_a_broken_file_is_one_line_naming_the_file_and_key(tmp_path, run_cli, re
 def test_not_an_npz_and_a_missing_file_are_one_line_errors(tmp_path, run_cli):
     (tmp_path / "octmnist.npz").write_text("not a zip")
     bad = run_cli(["datasets", "check", "medmnist-octmnist", "--root", str(tmp_path)])
-    assert bad.exit_code == 2 and "octmnist.npz: not a readable .npz file" in bad.err
+    assert_one_line_error(bad, "octmnist.npz: not a readable .npz file")
     gone = run_cli(["datasets", "check", "medmnist-octmnist-64", "--root", str(tmp_path)])
-    assert gone.exit_code == 2 and "no MedMNIST file for it in --data-root" in gone.err
+    assert_one_line_error(gone, "no MedMNIST file for it in --data-root")
 
 
 def test_a_single_array_non_square_images_and_no_root_are_one_line_errors(tmp_path, run_cli):
     with open(tmp_path / "breastmnist.npz", "wb") as f:
         np.save(f, np.zeros((2, 28, 28), np.uint8))
     single = run_cli(["datasets", "check", "medmnist-breastmnist", "--root", str(tmp_path)])
-    assert single.exit_code == 2 and "breastmnist.npz: a single array, not an .npz archive" in single.err
+    assert_one_line_error(single, "breastmnist.npz: a single array, not an .npz archive")
     medmnist_npz(tmp_path / "retinamnist.npz", channels=3, classes=5, per_split={"train": 5, "val": 2, "test": 2},
                  val_images=np.zeros((2, 28, 20, 3), np.uint8))
     wide = run_cli(["datasets", "check", "medmnist-retinamnist", "--root", str(tmp_path),
                     "--work-dir", str(tmp_path / "work")])
-    assert wide.exit_code == 2 and "key 'val_images': expected uint8 (N, H, W) or (N, H, W, 3) square" in wide.err
+    assert_one_line_error(wide, "key 'val_images': expected uint8 (N, H, W) or (N, H, W, 3) square")
     spec = REGISTRY.datasets["medmnist-retinamnist"]
     with pytest.raises(Exception, match="needs a local copy"):
         spec.load("train", 32, None, {})

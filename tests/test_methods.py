@@ -17,7 +17,7 @@ from medkd_bench.distill.taps import head_at_locations, head_split
 from medkd_bench.registry import load_registry
 from medkd_bench.specs import MethodContext, ModelOutputs
 from medkd_bench.testing import check_method_spec
-from tests.helpers import TINY_DATA, plugin_fixture
+from tests.helpers import TINY_DATA, assert_one_line_error, plugin_fixture
 
 REGISTRY = load_registry()
 BUILTIN = ("at", "cat-kd", "dkd", "fitnet", "kd")
@@ -274,8 +274,7 @@ def test_bad_method_input_is_a_one_line_error_and_writes_nothing(run_cli, tmp_pa
     work = tmp_path / "work"
     result = run_cli(["run", "--matrix", "quick", "--teachers", "visformer-s", *TINY_DATA, "--work-dir", str(work),
                       "--leaderboard-dir", str(tmp_path / "boards"), *args])
-    assert result.exit_code == 2, result.err
-    assert named in result.err and len(result.err.strip().splitlines()) == 1, result.err
+    assert_one_line_error(result, named)
     assert not work.exists() and not (tmp_path / "boards").exists()
 
 
@@ -284,9 +283,10 @@ def test_a_method_may_not_take_a_base_cell_name(run_cli, tmp_path):
     plugin.write_text("from medkd_bench import MethodSpec, hookimpl\n\n@hookimpl\ndef register_methods(register):\n"
                       "    register(MethodSpec(name='label-only', build=lambda ctx: None))\n")
     result = run_cli(["plugins", "--plugin", str(plugin)])
-    assert result.exit_code == 2 and "method name 'label-only' is reserved" in result.err
+    assert_one_line_error(result, "method name 'label-only' is reserved")
 
 
+@pytest.mark.slow
 def test_quick_matrix_with_every_method_and_a_nan_one(run_cli, tmp_path):
     """`run --matrix quick --methods all`: one cell per method, the method summary, explanations by method.
 

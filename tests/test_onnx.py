@@ -9,7 +9,7 @@ from torch import nn
 
 from medkd_bench.deploy import onnx as deploy
 from medkd_bench.run.store import Store
-from tests.helpers import QUICK, table_row
+from tests.helpers import QUICK, assert_one_line_error, table_row
 
 
 def _tiny(seed: int) -> nn.Module:
@@ -33,8 +33,7 @@ def test_the_check_accepts_the_exported_model_and_refuses_another(tmp_path):
 def test_missing_onnx_packages_are_a_one_line_error_before_any_work(run_cli, tmp_path, monkeypatch):
     monkeypatch.setattr(deploy, "PACKAGES", (*deploy.PACKAGES, "medkd_no_such_package"))
     result = run_cli([*QUICK, "--onnx", "--work-dir", str(tmp_path / "work")])
-    assert result.exit_code == 2 and len(result.err.strip().splitlines()) == 1
-    assert "medkd_no_such_package" in result.err and "medkd-bench[onnx]" in result.err
+    assert_one_line_error(result, "medkd_no_such_package", "medkd-bench[onnx]")
     assert not (tmp_path / "work").exists()
 
 

@@ -1,11 +1,13 @@
 """Out of device memory: the cell fails alone, with one line naming it and its batch size."""
 
+import pytest
 import torch
 
 from medkd_bench.run.store import Store
 from tests.helpers import QUICK
 
 
+@pytest.mark.slow
 def test_out_of_memory_fails_the_cell_alone_with_its_batch_size(run_cli, tmp_path, monkeypatch):
     import medkd_bench.train.loop as loop
 

@@ -74,18 +74,18 @@ def test_a_leaderboard_dir_belongs_to_one_work_dir(tmp_path, capsys):
 def test_two_work_dirs_cannot_render_into_one_leaderboard_dir(run_cli, quick_run):
     import shutil
 
-    from tests.test_cli_errors import _one_line_error
+    from tests.helpers import assert_one_line_error
 
     boards, work, other = quick_run / "boards", quick_run / "work", quick_run / "other"
     shutil.copytree(work, other)  # another store with rows of its own
     before = {p.name: p.read_bytes() for p in boards.glob("*.md")}
     result = run_cli(["leaderboard", "--work-dir", str(other), "--leaderboard-dir", str(boards)])
-    _one_line_error(result, f"--leaderboard-dir {boards}: holds the pages of work dir {work.resolve()}",
-                    f"--work-dir {other.resolve()}", "pass another --leaderboard-dir")
+    assert_one_line_error(result, f"--leaderboard-dir {boards}: holds the pages of work dir {work.resolve()}",
+                          f"--work-dir {other.resolve()}", "pass another --leaderboard-dir")
     assert {p.name: p.read_bytes() for p in boards.glob("*.md")} == before  # nothing replaced
     fresh = quick_run / "fresh"
     result = run_cli([*QUICK, "--work-dir", str(fresh), "--leaderboard-dir", str(boards)])
-    _one_line_error(result, f"holds the pages of work dir {work.resolve()}", f"--work-dir {fresh.resolve()}")
+    assert_one_line_error(result, f"holds the pages of work dir {work.resolve()}", f"--work-dir {fresh.resolve()}")
     assert not (fresh / "runs.sqlite").exists() and not (fresh / "checkpoints").exists()  # before any work
     again = run_cli(["leaderboard", "--work-dir", str(work), "--leaderboard-dir", str(boards)])
     assert again.exit_code == 0, again.err  # its own work dir renders as before

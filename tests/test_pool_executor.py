@@ -40,6 +40,7 @@ def test_jobs_option_values():
             resolve_jobs(bad, "cpu", cells=10)
 
 
+@pytest.mark.slow
 def test_pool_gives_the_local_executors_results(run_cli, tmp_path):
     """Two workers with one thread each write the same store a one-thread local run writes."""
     local, pool = tmp_path / "local", tmp_path / "pool"
@@ -83,6 +84,7 @@ def test_pool_gives_the_local_executors_results(run_cli, tmp_path):
 
 
 # What the kernel's out-of-memory killer does to a worker.
+@pytest.mark.slow
 def test_a_dying_worker_fails_only_its_own_cell(run_cli, dirs, tmp_path):
     result = run_cli(["run", "--plugin", plugin_fixture("dying_teacher"), "--methods", "kd", "--teachers", "dies,visformer-s", "--students", "ofa-595",
                       "--datasets", "synthetic-cxr", "--explainers", "grad-cam", *TINY_DATA, "--jobs", "2", *dirs])
@@ -147,6 +149,7 @@ def _alive_in_group(pgid: int) -> list[int]:
     return alive
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not Path("/proc/self/stat").is_file(), reason="reads processes from /proc (Linux)")
 @pytest.mark.parametrize("signame", ["SIGKILL", "SIGTERM"])
 def test_workers_die_with_their_driver_and_write_nothing(tmp_path, signame):
@@ -170,6 +173,7 @@ def test_workers_die_with_their_driver_and_write_nothing(tmp_path, signame):
         assert {c.status for c in store.cells()} == {"running"}  # nobody finished or failed a cell after the kill
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("whom", ["group", "driver"])
 def test_ctrl_c_stops_the_pool_and_marks_cells_interrupted(tmp_path, whom):
     """SIGINT to the process group (a terminal's Ctrl-C) or to the driver alone (a supervisor, ``kill -INT``):
@@ -204,6 +208,7 @@ def test_ctrl_c_stops_the_pool_and_marks_cells_interrupted(tmp_path, whom):
         pytest.fail("processes of the run are still alive 15 s after the driver exited")
 
 
+@pytest.mark.slow
 def test_a_pool_run_shows_every_workers_epochs_phases_and_time_left(run_cli, dirs, monkeypatch):
     """Workers send their cells' starts, epochs and phases down their pipes as they happen (issue 30)."""
     import medkd_bench.cli.progress as progress

@@ -31,7 +31,7 @@ from medkd_bench.scaffold import transaction as scaffold_transaction
 from medkd_bench.scaffold.api import scaffold
 from medkd_bench.scaffold.pyproject import add_entry_point
 from medkd_bench.scaffold.request import KINDS, ScaffoldRequest
-from tests.helpers import TINY_DATA
+from tests.helpers import TINY_DATA, assert_one_line_error
 
 
 @pytest.fixture(autouse=True)
@@ -118,15 +118,6 @@ def _ruff_check(*args: str, cwd: Path) -> None:
 
 def _entry_points(pyproject: Path) -> dict[str, str]:
     return tomllib.loads(pyproject.read_text())["project"]["entry-points"]["medkd_bench"]
-
-
-def _one_line_error(result, *fragments: str) -> None:
-    assert result.exit_code == 2, result.out + result.err
-    lines = [line for line in result.err.strip().splitlines() if line.strip()]
-    assert len(lines) == 1, result.err
-    assert "Traceback" not in result.err
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
 
 
 # ---- repository mode ------------------------------------------------------------------------------
@@ -232,6 +223,7 @@ def test_standalone_generated_tests_pass(installed):
         assert _run_test_module(root / "tests" / "test_plugin.py") == 3
 
 
+@pytest.mark.slow
 def test_standalone_plugins_run_a_quick_matrix(installed, run_cli, dirs, one_thread):
     tiny = ["--dataset-option", "alone-dataset.n_train=24", "--dataset-option", "alone-dataset.n_val=9",
             "--dataset-option", "alone-dataset.n_test=9"]
@@ -322,7 +314,7 @@ def bad_input_tree(tmp_path: Path, checkout: Path) -> tuple[Path, Path]:
 def test_bad_input_writes_nothing(case, bad_input_tree, tmp_path, run_cli):
     args, fragments = _bad_cases(*bad_input_tree)[case]
     before = _tree(tmp_path)
-    _one_line_error(run_cli(["add-plugin", *args]), *fragments)
+    assert_one_line_error(run_cli(["add-plugin", *args]), *fragments)
     assert _tree(tmp_path) == before
 
 
@@ -330,15 +322,15 @@ def test_outside_a_checkout_suggests_standalone(tmp_path, run_cli, monkeypatch):
     if REPO in tmp_path.parents:
         pytest.skip("the temporary directory is inside the checkout: it would be found")
     monkeypatch.chdir(tmp_path)
-    _one_line_error(run_cli(["add-plugin", "teacher", "lost"]), "not inside a medkd-bench checkout", "--standalone")
+    assert_one_line_error(run_cli(["add-plugin", "teacher", "lost"]), "not inside a medkd-bench checkout", "--standalone")
     assert list(tmp_path.iterdir()) == []
 
 
 def test_broken_pyproject_is_not_touched(checkout, tmp_path, run_cli):
     (checkout / "pyproject.toml").write_text(MINIMAL_PYPROJECT.replace('name = "medkd-bench"', 'name = "medkd-bench"\n['))
     before = _tree(tmp_path)
-    _one_line_error(run_cli(["add-plugin", "teacher", "t7", "--repo-root", str(checkout)]),
-                    "no pyproject.toml of project 'medkd-bench'")
+    assert_one_line_error(run_cli(["add-plugin", "teacher", "t7", "--repo-root", str(checkout)]),
+                          "no pyproject.toml of project 'medkd-bench'")
     assert _tree(tmp_path) == before
 
 
@@ -359,7 +351,7 @@ def test_a_failed_write_is_rolled_back(fail_at, checkout, tmp_path, run_cli, mon
     if fail_at == "pyproject":
         monkeypatch.setattr(scaffold_transaction._Transaction, "replace", replace)
     result = run_cli(["add-plugin", "explainer", "half-written", "--repo-root", str(checkout)])
-    _one_line_error(result, "failed", "nothing was written")
+    assert_one_line_error(result, "failed", "nothing was written")
     assert _tree(tmp_path) == before  # files removed, tests/plugins/ removed, pyproject.toml as it was
 
 

@@ -3,6 +3,7 @@ import torch
 
 from medkd_bench.data.prepare import prepare
 from medkd_bench.registry import load_registry
+from tests.helpers import assert_one_line_error
 
 
 def _spec():
@@ -101,4 +102,4 @@ def test_texture_patterns_ground_glass_and_leaves_normal_lungs_alone():
 
 def test_out_of_range_difficulty_is_refused_before_any_work(run_cli, dirs):
     result = run_cli(["run", "--matrix", "quick", *dirs, "--dataset-option", "synthetic-cxr.atypical=1.5"])
-    assert result.exit_code == 2 and "atypical" in result.err and len(result.err.strip().splitlines()) == 1
+    assert_one_line_error(result, "atypical")

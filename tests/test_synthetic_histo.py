@@ -3,6 +3,7 @@
 import json
 
 import numpy as np
+import pytest
 import torch
 
 from medkd_bench.data.prepare import prepare
@@ -71,6 +72,7 @@ def test_difficulty_options_scale_the_region_and_the_evidence():
     assert contrast(load(evidence=1.0)) > 3 * contrast(load(evidence=0.05))
 
 
+@pytest.mark.slow
 def test_quick_matrix_on_histology_scores_localisation_in_the_region(run_cli, dirs, tmp_path):
     result = run_cli(["run", "--matrix", "quick", "--datasets", "synthetic-histo", "--teachers", "visformer-s",
                       "--explainers", "grad-cam", *TINY_DATA, *dirs])

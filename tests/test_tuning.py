@@ -13,7 +13,7 @@ from medkd_bench.errors import MedkdError
 from medkd_bench.registry import load_registry
 from medkd_bench.specs import Choice, LogUniform, MethodSpec, Uniform
 from medkd_bench.tune.space import check_space, contains
-from tests.helpers import QUICK
+from tests.helpers import QUICK, assert_one_line_error
 
 TUNE = [*QUICK, "--tune", "3"]
 ARMS = {"synthetic-cxr//ofa-595/label-only", "synthetic-cxr/visformer-s/ofa-595/kd"}
@@ -212,9 +212,8 @@ def test_the_cli_stops_an_interrupted_tuning_with_130_and_keeps_its_trials(run_c
 ])
 def test_a_bad_tuned_option_is_one_line_before_any_work(run_cli, dirs, tmp_path, flag, says):
     result = run_cli([*QUICK, "--tuned-option", flag, *dirs])
-    assert result.exit_code == 2
-    assert result.err.strip().startswith("error: --tuned-option") and says in result.err
-    assert len(result.err.strip().splitlines()) == 1
+    line = assert_one_line_error(result, says)
+    assert line.startswith("error: --tuned-option"), line
     assert not (tmp_path / "work").exists()
 
 
@@ -229,5 +228,5 @@ def test_plugins_show_lists_a_methods_options_ranges_and_search_space(run_cli):
     beta = next(o for o in spec["options"] if o["name"] == "beta")
     assert beta == {"name": "beta", "default": 8.0, "allowed": "0 .. inf", "tuned": "log-uniform 0.5 .. 16"}
     typo = run_cli(["plugins", "show", "dkdd"])
-    assert typo.exit_code == 2 and "did you mean dkd" in typo.err and len(typo.err.strip().splitlines()) == 1
+    assert_one_line_error(typo, "did you mean dkd")
     assert run_cli(["plugins"]).exit_code == 0  # the listing without a subcommand stays
