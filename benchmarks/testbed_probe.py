@@ -24,11 +24,12 @@ from typing import Any
 
 
 def train_one(model_name: str, dataset: str, options: dict[str, Any], seed: int,
-              train: dict[str, Any] | None = None) -> dict[str, Any]:
+              train: dict[str, Any] | None = None, log: str | None = None) -> dict[str, Any]:
     """Train ``model_name`` to its stopping rule on ``dataset`` with ``options``; its test predictions and history.
 
     ``train`` overrides fields of the spec's :class:`~medkd_bench.specs.TrainSettings` (e.g. ``{"lr": 2e-4}``),
-    to compare recipes by their validation accuracy.
+    to compare recipes by their validation accuracy. ``log``: a file that gets one JSON line per
+    epoch as it ends, so a long run killed before its end still leaves its validation curve.
     """
     import torch
 
@@ -46,7 +47,13 @@ def train_one(model_name: str, dataset: str, options: dict[str, Any], seed: int,
     torch.manual_seed(seed)
     model = spec.build(data.num_classes, data.img_size)
     started = time.perf_counter()
-    result = fit(model, data, spec.train.replace(**(train or {})), runtime, seed=seed)
+    def on_epoch(epoch: int, epochs: int, row: dict[str, float]) -> None:
+        if log:
+            with open(log, "a") as out:
+                out.write(json.dumps({"model": model_name, "train": train or {}, "seed": seed, "epoch": epoch,
+                                      "val_accuracy": round(row["val_accuracy"], 4)}) + "\n")
+
+    result = fit(model, data, spec.train.replace(**(train or {})), runtime, seed=seed, on_epoch=on_epoch)
     preds, _ = split_outputs(model, data, "test", runtime)
     return {"model": model_name, "train": train or {}, "best_val": round(result.best_val_accuracy, 4),
             "role": "teacher" if model_name in registry.teachers else "student",
@@ -67,6 +74,7 @@ def main() -> None:
                         '\'{"visformer-s": {"lr": 0.00025}}\'; a name may repeat in --models as NAME@K to try '
                         'the K-th override of a list')
     parser.add_argument("--jobs", type=int, default=2)
+    parser.add_argument("--log", help="append one JSON line per model and epoch to this file as training goes")
     args = parser.parse_args()
     from medkd_bench.evaluate import stats
 
@@ -76,7 +84,7 @@ def main() -> None:
     for entry in (n for n in args.models.split(",") if n):
         name, _, k = entry.partition("@")
         given = overrides.get(name, {})
-        jobs.append((name, args.dataset, options, args.seed, given[int(k)] if k else given))
+        jobs.append((name, args.dataset, options, args.seed, given[int(k)] if k else given, args.log))
     with mp.get_context("spawn").Pool(args.jobs) as pool:
         results = pool.starmap(train_one, jobs)
     student = next((r for r in results if r["role"] == "student"), None)
