@@ -20,11 +20,11 @@ anything (issue 26). The class evidence overlaps, as in real radiographs:
   faint blob in the other lung), pneumonia as patchy multifocal opacities in one lung;
 * acquisition varies: rotation, scale and position of the chest, exposure, noise.
 
-It is not yet a fair KD testbed: trained to a plateau on the defaults (seed 0, 600 test
-images), the label-only OFA-595 scores 72.2% (57 epochs) and Visformer-S 55.8%; without the
-texture 81.8% and 71.8%; the teacher overtook the student only once, with 1,080 training
-images (88.8% vs 86.5%), and not with 2,000 (91.5% vs 93.0%). ``benchmarks/README.md``
-(training to convergence) has every variant measured.
+Is it a fair KD testbed? Trained to a plateau on the defaults (seed 0, 600 test images), the
+label-only OFA-595 scores 72.2% (57 epochs). Of the teachers, only the convolutional VGG19 beats
+it: 76.2% at its 40-epoch cap, +4.0 pp [+0.3, +7.8], still climbing; Visformer-S reaches 55.8% and
+AutoFormer-V2-T's recipe stays near chance (38.5%). Without the texture the student scores 81.8% and
+Visformer-S 71.8%. ``benchmarks/RESULTS.md`` (2026-12-04 and 2026-12-05) has every variant measured.
 """
 
 from __future__ import annotations
