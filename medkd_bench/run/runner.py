@@ -231,22 +231,21 @@ class MatrixRunner:
                 rows[rec.hash] = rec
         return rows
 
-    def record(self, job: CellJob, outcome: CellOutcome, explained: list[ExplanationResult] | None = None) -> None:
-        """Store what an executor computed for ``job``: the cell's row (if trained), and explanations it brought."""
-        if job.train and outcome.status == "done":
+    def record(self, job: CellJob, outcome: CellOutcome) -> None:
+        """Store what an executor computed for ``job``'s cell: done, with its record, or failed."""
+        if outcome.status == "done":
             self.store.finish(job.hash, outcome.metrics, outcome.timings, outcome.artifacts)
             self.summary["done"] += 1
             self.reporter.cell_finished(job.cell, "done", f"test accuracy {outcome.metrics['accuracy']:.3f}")
-        elif job.train:
+        else:
             self.record_failed(job.cell, outcome.error, outcome.timings, outcome.traceback)
-        if explained is not None:
-            self.record_explanations(job, explained)
 
     def explain(self, job: CellJob, model: nn.Module | None = None) -> None:
         """Explain ``job``'s finished cell here, on the driver (``model``: its trained model, else loaded); store it."""
         self.record_explanations(job, self.explanations.explain(job.cell, job.explainers, model, self.reporter.phase))
 
     def record_explanations(self, job: CellJob, results: list[ExplanationResult]) -> None:
+        """Store each explainer's result for ``job``'s cell (computed here or by the executor)."""
         for r in results:
             self.store.save_explanation(job.hash, r.explainer, r.n_images, r.seed, r.status, r.metrics, r.artifacts,
                                         r.error, r.traceback)
