@@ -2,7 +2,9 @@
 
 No import cycles among first-party modules (``medkd_bench`` and the built-in
 plugins), counting imports inside functions and under ``TYPE_CHECKING`` too,
-and no module over 400 lines.
+no module over 400 lines, layers that do not reach up, and one writer of the
+run store: the runner has a cell computer (it is not one), and what workers
+run cannot import the store.
 """
 
 from __future__ import annotations
@@ -115,3 +117,22 @@ def test_layers_do_not_reach_up():
     assert not [t for m in report for t in graph[m] if t.startswith(("medkd_bench.train.loop", "medkd_bench.run.runner"))]
     contract = ["medkd_bench.hookspecs", "medkd_bench.specs", "medkd_bench.errors"]
     assert {m: sorted(graph[m] - set(contract)) for m in contract} == {m: [] for m in contract}
+
+
+def test_the_runner_has_a_cell_computer_instead_of_being_one():
+    """``MatrixRunner`` (the store's writer) holds a ``CellComputer``; it does not inherit from it."""
+    tree = ast.parse((REPO / "medkd_bench" / "run" / "runner.py").read_text())
+    runner = next(n for n in ast.walk(tree) if isinstance(n, ast.ClassDef) and n.name == "MatrixRunner")
+    assert [ast.unparse(b) for b in runner.bases] == []
+
+
+def test_the_worker_side_cannot_reach_the_store():
+    """What pool workers and Ray tasks run imports neither the store nor the runner (its only writer), even lazily."""
+    graph = import_graph()
+    for start in ("medkd_bench.run.executors.pool_worker", "medkd_bench.run.executors.worker"):
+        reached, todo = set(), [start]
+        while todo:
+            for target in graph[todo.pop()] - reached:
+                reached.add(target)
+                todo.append(target)
+        assert not reached & {"medkd_bench.run.store", "medkd_bench.run.runner"}, start

@@ -105,9 +105,8 @@ def test_bad_file_is_a_one_line_error_naming_it_and_skippable(tmp_path, run_cli,
 
 
 def test_run_with_a_bad_file_exits_2_and_runner_skips_with_skip_bad(tmp_path, run_cli, dirs, capsys):
+    from medkd_bench.run.computer import CellComputer
     from medkd_bench.run.options import RunOptions
-    from medkd_bench.run.runner import MatrixRunner
-    from medkd_bench.run.store import Store
     from medkd_bench.system.runtime import resolve_runtime
 
     lc_tree(tmp_path / "data", per_class=5)
@@ -121,8 +120,7 @@ def test_run_with_a_bad_file_exits_2_and_runner_skips_with_skip_bad(tmp_path, ru
     # --skip-bad reaches the loader through the run options, and the cache lands under --work-dir.
     work = tmp_path / "work"
     options = RunOptions(work_dir=work, data_root=tmp_path / "data", img_size=32, skip_bad=True)
-    with Store(work / "runs.sqlite") as store:
-        data = MatrixRunner(REGISTRY, options, store, resolve_runtime("cpu", "off")).data("lc25000-colon")
+    data = CellComputer(REGISTRY, options, resolve_runtime("cpu", "off")).data("lc25000-colon")
     assert [p for p, _ in data.skipped] == [str(bad)] and len(data.splits["train"]) == 2 * 3
     assert "left out 1 bad file(s)" in capsys.readouterr().err.replace("\n", " ")
     assert len(list((work / "cache" / "lc25000-colon").iterdir())) == 3

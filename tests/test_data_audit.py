@@ -168,6 +168,7 @@ def test_run_warns_once_per_failed_check_before_training(tmp_path, run_cli, caps
     """The runner's up-front read of file datasets ends with the checks: one warning line each, no error."""
     from medkd_bench.data.audit import ci_half_width_pp
     from medkd_bench.registry import load_registry
+    from medkd_bench.run.computer import CellComputer
     from medkd_bench.run.options import RunOptions
     from medkd_bench.run.plan import plan
     from medkd_bench.run.runner import MatrixRunner
@@ -182,7 +183,7 @@ def test_run_warns_once_per_failed_check_before_training(tmp_path, run_cli, caps
     cells = plan(registry, "quick", ["vgg19"], ["ofa-595"], ["leaky"])
     options = RunOptions(work_dir=work, img_size=32)
     with Store(work / "runs.sqlite") as store:
-        MatrixRunner(registry, options, store, resolve_runtime("cpu", "off")).load_data(cells)
+        MatrixRunner(CellComputer(registry, options, resolve_runtime("cpu", "off")), store).load_data(cells)
     err = capsys.readouterr().err
     lines = [line for line in err.splitlines() if line.startswith("warning: dataset 'leaky'")]
     assert [line.split(": ")[2] for line in lines] == ["leakage", "test size"], err

@@ -315,7 +315,7 @@ def test_damaged_checkpoints_and_soft_targets_are_rebuilt_with_the_same_results(
 
 def test_damaged_saliency_maps_are_computed_again(tmp_path, capsys):
     host = SimpleNamespace(options=SimpleNamespace(work_dir=tmp_path))
-    explanations = CellExplanations(host)  # only the cache's file handling is exercised here
+    explanations = CellExplanations(host, None)  # only the cache's file handling is exercised here
     path = explanations.maps_path("abc", "grad-cam", 2)
     good = np.random.default_rng(0).random((2, 4, 4)).astype(np.float32)
     assert explanations._cached_maps(path, 2, lambda: good) is good
@@ -414,7 +414,7 @@ def test_maps_without_a_recorded_digest_or_outside_0_1_are_computed_again(tmp_pa
     """Behind the SHA-256, the content checks stay: maps the record vouches for must still lie within [0, 1]."""
     from medkd_bench.system.digests import write_recorded
 
-    explanations = CellExplanations(SimpleNamespace(options=SimpleNamespace(work_dir=tmp_path)))
+    explanations = CellExplanations(SimpleNamespace(options=SimpleNamespace(work_dir=tmp_path)), None)
     path = explanations.maps_path("abc", "grad-cam", 2)
     good = np.random.default_rng(0).random((2, 4, 4)).astype(np.float32)
 

@@ -124,7 +124,7 @@ def _start_two_workers(tmp_path: Path):
     proc = subprocess.Popen(args, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 120
     running = 0
-    while time.time() < deadline and running < 2:  # both workers are training
+    while time.time() < deadline and running < 2:  # the driver handed both workers a cell
         time.sleep(0.5)
         if (work / "runs.sqlite").is_file():
             with sqlite3.connect(work / "runs.sqlite") as db:
@@ -133,7 +133,37 @@ def _start_two_workers(tmp_path: Path):
                 except sqlite3.OperationalError:  # the file exists, its schema not yet
                     continue
     assert running == 2, "the workers did not start"
+    if Path("/proc/self/stat").is_file():  # and both are past their start-up, into training
+        deadline = time.time() + 240
+        while time.time() < deadline:
+            busy = _worker_cpu_seconds(proc.pid)
+            if len(busy) == 2 and min(busy) >= WORKER_BUSY_CPU_S:
+                break
+            time.sleep(0.5)
+        else:
+            pytest.fail(f"the workers did not start training (CPU seconds: {busy})")
     return proc, work
+
+
+#: CPU seconds a pool worker has used once it trains: importing torch and timm and building the model take fewer.
+WORKER_BUSY_CPU_S = 8.0
+
+
+def _worker_cpu_seconds(pgid: int) -> list[float]:
+    """CPU seconds used so far by each pool worker (``--multiprocessing-fork``) of process group ``pgid``."""
+    import os
+
+    ticks = os.sysconf("SC_CLK_TCK")
+    used = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            cmdline = (stat.parent / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid and fields[0] != "Z" and b"--multiprocessing-fork" in cmdline:
+            used.append((int(fields[11]) + int(fields[12])) / ticks)  # utime + stime
+    return used
 
 
 def _alive_in_group(pgid: int) -> list[int]:

@@ -122,6 +122,7 @@ def _tuner_inputs(tuned_run: Path, tmp_path: Path):
     import shutil
 
     from medkd_bench.cli.options import parse_dataset_options
+    from medkd_bench.run.computer import CellComputer
     from medkd_bench.run.executors.worker import absolute_paths
     from medkd_bench.run.options import RunOptions
     from medkd_bench.run.plan import plan
@@ -138,10 +139,10 @@ def _tuner_inputs(tuned_run: Path, tmp_path: Path):
         work_dir=tmp_path / "work", leaderboard_dir=tmp_path / "boards", img_size=32, epochs=1, latency_runs=3,
         dataset_options=parse_dataset_options(dataset_options, registry), explain_images=3, sanity_images=2))
     store = Store(tmp_path / "work" / "runs.sqlite")
-    runner = MatrixRunner(registry, options, store, resolve_runtime("auto", "auto", False))
+    runner = MatrixRunner(CellComputer(registry, options, resolve_runtime("auto", "auto", False)), store)
     cells = plan(registry, "quick", ["visformer-s"], [], [], 0)
     teacher = next(c for c in cells if c.method == "teacher")
-    assert store.is_done(runner.hash(teacher))  # the CLI's teacher (untuned: its hash is the same), not retrained
+    assert store.is_done(runner.computer.hash(teacher))  # the CLI's teacher (untuned: its hash is the same), not retrained
     return runner, cells
 
 
@@ -161,7 +162,7 @@ def test_tuning_never_reads_the_test_split(tuned_run, tmp_path, monkeypatch):
     monkeypatch.setattr(computer, "prepare", garbled)
     runner, cells = _tuner_inputs(tuned_run, tmp_path)
     tune_matrix(runner, cells, None, 3, 0)
-    assert runner.data("synthetic-cxr").splits["test"].labels.tolist() != []  # the garbled data was used
+    assert runner.computer.data("synthetic-cxr").splits["test"].labels.tolist() != []  # the garbled data was used
     runner.store.close()
     assert _trials(tmp_path / "work") == _trials(tuned_run / "work")
 

@@ -1,14 +1,17 @@
-"""``medkd-bench run``: plan the matrix, run it through an executor, write the leaderboards.
+"""``medkd-bench run``: parse the flags, hand the run to the run core, print what it did.
 
-The command parses and validates its flags, builds :class:`RunOptions`, and
-hands the cells to :class:`~medkd_bench.run.runner.MatrixRunner`; progress
+The command parses and validates its flags into a
+:class:`~medkd_bench.run.session.RunRequest` (the planned cells, their
+:class:`RunOptions`, the executor), runs it with
+:class:`~medkd_bench.run.session.RunSession` and prints the summary; progress
 is drawn by :class:`RichReporter`.
 """
 
 from __future__ import annotations
 
 import sys
-import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +19,6 @@ import click
 from rich.markup import escape
 from rich.table import Table
 
-from medkd_bench import __version__
 from medkd_bench.cli.app import cli, console, err_console, is_debug, load_cli_registry
 from medkd_bench.cli.config_file import ExperimentCommand, config_option
 from medkd_bench.cli.options import (
@@ -31,9 +33,6 @@ from medkd_bench.cli.options import (
     work_dir_option,
 )
 from medkd_bench.errors import MedkdError
-from medkd_bench.run.lock import WorkDirLock
-from medkd_bench.run.store import StoreError
-from medkd_bench.system.files import check_writable
 
 
 @cli.command(cls=ExperimentCommand)
@@ -123,13 +122,10 @@ def run(matrix, teachers, students, datasets, methods, method_options, teacher_c
 
     Every option can also come from a TOML experiment file (--config); flags given here override it.
     """
-    from medkd_bench.report.board_owner import claim_leaderboard_dir
-    from medkd_bench.report.leaderboard import render_all
-    from medkd_bench.run.options import RunOptions, result_settings
+    from medkd_bench.cli.executors import make_executor, resolve_jobs
+    from medkd_bench.run.options import RunOptions
     from medkd_bench.run.plan import check_method_options_used, plan
-    from medkd_bench.run.runner import MatrixRunner
-    from medkd_bench.run.store import Store
-    from medkd_bench.system.runtime import resolve_runtime
+    from medkd_bench.run.session import RunRequest, RunSession, RunStopped
     from medkd_bench.tune.options import parse_tuned_options
 
     if onnx:  # missing packages are bad input: before any work
@@ -165,100 +161,50 @@ def run(matrix, teachers, students, datasets, methods, method_options, teacher_c
     )
     if tune and tuned_options:
         raise MedkdError("--tune and --tuned-option: give one (--tuned-option reuses an earlier tuning's choice)")
-
-    from medkd_bench.cli.executors import make_executor, resolve_jobs
-    from medkd_bench.run.executors.pool import PoolExecutor
-    from medkd_bench.run.executors.ray import driver_runtime
-    from medkd_bench.run.executors.worker import absolute_paths
-
-    # Workers run in other processes (or on other machines): they need absolute paths, and the hashes must
-    # agree whichever executor ran a cell, so every run hashes the absolute ones.
-    options = absolute_paths(options)
     if executor == "ray" and jobs not in ("auto", "1"):
         raise MedkdError("--jobs: only with --executor local (Ray sizes its tasks with --cpus-per-cell)")
     n_jobs = resolve_jobs(jobs, device, len(cells)) if executor == "local" else 1
     cell_executor = make_executor(executor, options, plugin_files, device, amp, address, ray_cpus, cpus_per_cell,
                                   gpus_per_cell, max_retries, deterministic, jobs=n_jobs)
-    runtime = (driver_runtime(device, amp, deterministic, compile_mode) if executor == "ray"
-               else resolve_runtime(device, amp, deterministic, compile_mode=compile_mode))
-    if compile_mode != "off" and not dry_run:  # a missing compiler is bad input: before any work
-        from medkd_bench.system.compiler import require_compiler
-
-        require_compiler(runtime, compile_mode)
-    from medkd_bench.run.computer import CellComputer
-
-    CellComputer(registry, options, runtime).check_method_layers(cells)  # before anything is written
-    store_path = work_dir / "runs.sqlite"
+    session = RunSession(RunRequest(registry, cells, options, cell_executor, device, amp, deterministic, tune, seed,
+                                    bootstrap))
     if dry_run:  # writes nothing: not the store, not the folders
-        _print_plan(registry, options, runtime, cells, matrix, store_path)
-        if tune:
-            from medkd_bench.tune.session import arms_of
-
-            console.print(f"--tune {tune}: {len(arms_of(cells))} arms would get {tune} trials each on seed {seed} "
-                          "first; the student cells' hashes then change with the options chosen", highlight=False)
+        _print_plan(session.planned(), matrix, tune, seed)
         return
-    check_writable(work_dir, "--work-dir")
-    check_writable(leaderboard_dir, "--leaderboard-dir")
-    claim_leaderboard_dir(leaderboard_dir, work_dir)  # another work dir's pages there: refused before any work
-    with WorkDirLock(work_dir), Store(store_path) as store:
-        store.mark_running_interrupted()  # left by a killed run: this run holds the lock, so none is live
-        runner = MatrixRunner(registry, options, store, runtime)  # validates options before any work
-        runner.explanations.explainer_names()
-        if tune:
-            from dataclasses import replace
 
-            from medkd_bench.tune.session import chosen_options, tune_matrix
+    @contextmanager
+    def reporting(eta: Any) -> Iterator[Any]:
+        from medkd_bench.cli.progress import RichReporter, run_progress
 
-            results = tune_matrix(runner, cells, cell_executor, tune, seed,
-                                  say=lambda line: console.print(line, highlight=False))
-            options = replace(options, tuned=chosen_options(results), tune_trials=tune)
-            cell_executor = make_executor(executor, options, plugin_files, device, amp, address, ray_cpus,
-                                          cpus_per_cell, gpus_per_cell, max_retries, deterministic, jobs=n_jobs)
-            runner = MatrixRunner(registry, options, store, runtime)
-        store.begin_run(result_settings(options, amp, deterministic), [runner.hash(c) for c in cells])
-        where = runtime.describe() if executor == "local" else f"Ray ({address or 'local cluster'})"
-        if isinstance(cell_executor, PoolExecutor):
-            where += f" in {n_jobs} worker processes, {cell_executor.recipe.threads} thread(s) each"
-        console.print(f"medkd-bench {__version__}: {len(cells)} cells on {where}; store {store.path}")
-        try:
-            from medkd_bench.cli.progress import RichReporter, run_progress
-            from medkd_bench.run.estimate import MatrixEta, measured_seconds
+        with run_progress(console) as progress:
+            yield RichReporter(progress, len(cells), eta)
 
-            eta = MatrixEta(measured_seconds(store, cells), n_jobs, time.perf_counter)
-            with run_progress(console) as progress:
-                runner.reporter = RichReporter(progress, len(cells), eta)
-                summary = runner.run(cells, cell_executor)
-        except StoreError as exc:  # mid-run: stop cleanly, exit 1; the cells it finished are in the store
-            err_console.print(f"[red]error:[/] {escape(str(exc))}; the run stopped, finished cells are kept",
-                              highlight=False)
-            sys.exit(1)
-        finally:
-            if is_debug():
-                _print_failures(store, [runner.hash(c) for c in cells])
-        console.print("[dim]writing the leaderboards[/]", highlight=False)
-        written = render_all(registry, store, leaderboard_dir, bootstrap)
-    console.print(f"cells: {summary['done']} trained, {summary['skipped']} already done, "
-                  f"{summary['failed']} failed; explanations: {summary['explained']} computed, "
-                  f"{summary['explain_failed']} failed; leaderboards: {', '.join(str(p) for p in written)}")
-    if summary["failed"] or summary["explain_failed"]:
+    try:
+        summary = session.run(say=lambda line: console.print(line, highlight=False), reporting=reporting,
+                              on_stop=_print_failures if is_debug() else None)
+    except RunStopped as exc:
+        err_console.print(f"[red]error:[/] {escape(str(exc))}; the run stopped, finished cells are kept",
+                          highlight=False)
+        sys.exit(1)
+    console.print(f"cells: {summary.done} trained, {summary.skipped} already done, "
+                  f"{summary.failed} failed; explanations: {summary.explained} computed, "
+                  f"{summary.explain_failed} failed; leaderboards: {', '.join(str(p) for p in summary.leaderboards)}")
+    if summary.failed or summary.explain_failed:
         sys.exit(1)
 
 
-def _print_plan(registry: Any, options: Any, runtime: Any, cells: list, matrix: str, store_path: Path) -> None:
-    """``--dry-run``: every planned cell, its hash and its status in the store (opened read-only, if any)."""
-    from medkd_bench.run.computer import CellComputer
-    from medkd_bench.run.store import Store
-
-    computer = CellComputer(registry, options, runtime)
-    store = Store(store_path, readonly=True) if store_path.exists() else None
-    table = Table("cell", "hash", "status", title=f"{len(cells)} cells ({matrix})")
-    for c in cells:
-        h = computer.hash(c)
-        rec = store.get(h) if store is not None else None
-        table.add_row(c.label(), h, rec.status if rec else "new")
-    if store is not None:
-        store.close()
+def _print_plan(planned: list, matrix: str, tune: int, seed: int) -> None:
+    """``--dry-run``: every planned cell, its hash and its status in the store."""
+    table = Table("cell", "hash", "status", title=f"{len(planned)} cells ({matrix})")
+    for cell, h, status in planned:
+        table.add_row(cell.label(), h, status)
     console.print(table)
+    if tune:
+        from medkd_bench.tune.session import arms_of
+
+        console.print(f"--tune {tune}: {len(arms_of([c for c, _, _ in planned]))} arms would get {tune} trials "
+                      f"each on seed {seed} first; the student cells' hashes then change with the options chosen",
+                      highlight=False)
 
 
 def _print_failures(store: Any, hashes: list[str]) -> None:

@@ -4,76 +4,64 @@ Every model of the matrix is explained on the same seeded sample of test
 images (:func:`medkd_bench.explain.maps.explanation_sample`), so a KD
 student's maps can be compared with its teacher's and its label-only
 baseline's number by number (agreement) and picture by picture (panels).
-Maps are cached in the work dir per cell hash, explainer and sample size;
-the results go to the store's explanation table, one row per (cell,
-explainer), so a rerun computes only the explainers still missing.
+Maps are cached in the work dir per cell hash, explainer and sample size.
+Explaining never writes the run store: :meth:`CellExplanations.explain`
+returns one :class:`~medkd_bench.run.outcomes.ExplanationResult` per
+explainer, and the driver stores each as a row of the explanation table,
+keyed by (cell, explainer), so a rerun computes only the explainers still
+missing. It reads finished cells through
+:class:`~medkd_bench.run.finished.FinishedCells`: the store on the driver, the
+driver's snapshot of the rows it needs in a pool worker.
 """
 
 from __future__ import annotations
 
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
-from medkd_bench.data.prepare import PreparedData
 from medkd_bench.errors import one_line
 from medkd_bench.explain import agreement
 from medkd_bench.explain.faithfulness import road_faithfulness
 from medkd_bench.explain.maps import compute_maps, explanation_sample
 from medkd_bench.explain.panels import PanelColumn, panel_rows, render_panel, stored_predictions
-from medkd_bench.registry import Registry
 from medkd_bench.run.cells import Cell, baseline_cell_of, teacher_cell_of
-from medkd_bench.run.computer import built
+from medkd_bench.run.computer import CellComputer, built
 from medkd_bench.run.config import SCHEMA_VERSION, config_hash
-from medkd_bench.run.options import Reporter, RunOptions
-from medkd_bench.run.store import Store, StoreError
-from medkd_bench.specs import ModelSpec
+from medkd_bench.run.finished import FinishedCells
+from medkd_bench.run.outcomes import ExplanationResult
+from medkd_bench.run.records import StoreError
 from medkd_bench.system.digests import verified, write_recorded
 from medkd_bench.system.files import path_inside
 from medkd_bench.system.messages import warn
-from medkd_bench.system.runtime import Runtime
 from medkd_bench.train.finite import require_finite_array
 
 
-class Host(Protocol):
-    """What explaining needs from the runner (:class:`medkd_bench.run.runner.MatrixRunner`)."""
-
-    registry: Registry
-    options: RunOptions
-    store: Store
-    reporter: Reporter
-
-    def hash(self, cell: Cell) -> str: ...
-    def data(self, name: str) -> PreparedData: ...
-    def model_spec(self, cell: Cell) -> ModelSpec: ...
-    def runtime_for(self, spec: ModelSpec) -> Runtime: ...
-    def dataset_config(self, name: str) -> dict[str, Any]: ...
-    def load_trained(self, cell: Cell) -> nn.Module: ...
-
-
 class CellExplanations:
-    """Computes and stores the requested explainers' results for the cells a runner runs."""
+    """Computes the requested explainers' results for finished cells; the driver stores them."""
 
-    def __init__(self, runner: Host):
-        self.runner = runner
+    def __init__(self, computer: CellComputer, finished: FinishedCells):
+        self.computer = computer
+        self.finished = finished
         self._random_models: dict[str, nn.Module] = {}  # the latest only: VGG19 alone is 0.5 GB
-        self.maps_dir = runner.options.work_dir / "maps"
+        self.maps_dir = computer.options.work_dir / "maps"
 
     def explainer_names(self) -> list[str]:
-        wanted = self.runner.options.explainers
-        names = sorted(self.runner.registry.explainers) if not wanted or "all" in wanted else list(wanted)
+        """The run's explainers (``--explainers``; every registered one for ``all``); unknown names are errors."""
+        wanted = self.computer.options.explainers
+        names = sorted(self.computer.registry.explainers) if not wanted or "all" in wanted else list(wanted)
         for n in names:
-            self.runner.registry.get("explainer", n, " in --explainers")
+            self.computer.registry.get("explainer", n, " in --explainers")
         return names
 
     def sample(self, cell: Cell) -> list[int]:
-        return explanation_sample(self.runner.data(cell.dataset), self.runner.options.explain_images, seed=cell.seed)
+        return explanation_sample(self.computer.data(cell.dataset), self.computer.options.explain_images, seed=cell.seed)
 
     def maps_path(self, key: str, explainer: str, n_images: int) -> Path:
         return path_inside(self.maps_dir, f"{key}-{explainer}-{n_images}.npy")
@@ -106,36 +94,36 @@ class CellExplanations:
 
     def maps_for(self, cell: Cell, explainer: str, model: nn.Module | None = None) -> np.ndarray | None:
         """A finished cell's saliency maps on the explanation sample (cached on disk); None if it has none yet."""
-        h = self.runner.hash(cell)
+        h = self.computer.hash(cell)
         indices = self.sample(cell)
 
         def compute() -> np.ndarray | None:
             trained = model
             if trained is None:
-                if not self.runner.is_finished(h):  # done, and its checkpoint the one the store recorded
+                if not self.finished.is_finished(h):  # done, and its checkpoint the one the store recorded
                     return None
-                trained = self.runner.load_trained(cell)
-            spec = self.runner.model_spec(cell)
-            return compute_maps(spec, trained, self.runner.registry.get("explainer", explainer),
-                                self.runner.data(cell.dataset), indices, self.runner.runtime_for(spec))
+                trained = self.finished.load_trained(cell)
+            spec = self.computer.model_spec(cell)
+            return compute_maps(spec, trained, self.computer.registry.get("explainer", explainer),
+                                self.computer.data(cell.dataset), indices, self.computer.runtime_for(spec))
 
         return self._cached_maps(self.maps_path(h, explainer, len(indices)), len(indices), compute)
 
     def random_maps_for(self, cell: Cell, explainer: str) -> np.ndarray:
         """Maps of the same architecture with random weights (Adebayo et al., 2018), on the sanity subset."""
-        spec = self.runner.model_spec(cell)
-        data = self.runner.data(cell.dataset)
-        indices = self.sample(cell)[: self.runner.options.sanity_images]
-        key = "random-" + config_hash({"model": spec.name, "dataset": self.runner.dataset_config(cell.dataset),
+        spec = self.computer.model_spec(cell)
+        data = self.computer.data(cell.dataset)
+        indices = self.sample(cell)[: self.computer.options.sanity_images]
+        key = "random-" + config_hash({"model": spec.name, "dataset": self.computer.dataset_config(cell.dataset),
                                        "seed": cell.seed, "schema": SCHEMA_VERSION,
-                                       "precision": self.runner.runtime_for(spec).precision})
+                                       "precision": self.computer.runtime_for(spec).precision})
 
         def compute() -> np.ndarray:
             if key not in self._random_models:  # one build per architecture, whatever the explainer
                 torch.manual_seed(cell.seed)
                 self._random_models = {key: built(spec, spec.build(data.num_classes, data.img_size))}
-            return compute_maps(spec, self._random_models[key], self.runner.registry.get("explainer", explainer), data,
-                                indices, self.runner.runtime_for(spec))
+            return compute_maps(spec, self._random_models[key], self.computer.registry.get("explainer", explainer), data,
+                                indices, self.computer.runtime_for(spec))
 
         maps = self._cached_maps(self.maps_path(key, explainer, len(indices)), len(indices), compute)
         assert maps is not None
@@ -149,16 +137,16 @@ class CellExplanations:
         other hashes, so a run under other settings draws a panel of its own instead of
         overwriting the one another settings' page links.
         """
-        data = self.runner.data(cell.dataset)
+        data = self.computer.data(cell.dataset)
         teacher_cell, baseline_cell = teacher_cell_of(cell), baseline_cell_of(cell)
         sample = self.sample(cell)
-        rows = panel_rows(data, sample, self.runner.options.panel_per_class)
+        rows = panel_rows(data, sample, self.computer.options.panel_per_class)
         indices = [sample[r] for r in rows]
         n_test = len(data.splits["test"])
 
         def column(name: str, of: Cell, maps: np.ndarray) -> PanelColumn:
             """The cell's maps on the panel rows, with the predictions its store row recorded when it was scored."""
-            record = self.runner.store.get(self.runner.hash(of))
+            record = self.finished.row(of)
             predictions = stored_predictions(record.metrics, indices, n_test) if record is not None else None
             return PanelColumn(name, maps[rows], predictions)
 
@@ -171,9 +159,9 @@ class CellExplanations:
             columns.append(column(f"{cell.student} labels only", baseline_cell, baseline))
         columns.append(column(f"{cell.student} {cell.method}", cell, student_maps))
         suffix = "" if cell.seed == 0 else f"__seed{cell.seed}"
-        board_dir = self.runner.options.leaderboard_dir
+        board_dir = self.computer.options.leaderboard_dir
         path = path_inside(board_dir, "panels", cell.dataset, explainer,
-                           f"{cell.teacher}__{cell.student}__{cell.method}{suffix}__{self.runner.hash(cell)}"
+                           f"{cell.teacher}__{cell.student}__{cell.method}{suffix}__{self.computer.hash(cell)}"
                            f"-{len(sample)}.png")
         rel = path.relative_to(board_dir)
         render_panel(
@@ -185,7 +173,7 @@ class CellExplanations:
 
     def explanation_metrics(self, cell: Cell, explainer: str, model: nn.Module) -> tuple[dict, dict]:
         """Localisation, faithfulness and sanity for any cell; agreement with the teacher for distilled cells."""
-        data = self.runner.data(cell.dataset)
+        data = self.computer.data(cell.dataset)
         indices = self.sample(cell)
         maps = self.maps_for(cell, explainer, model)
         assert maps is not None
@@ -203,9 +191,9 @@ class CellExplanations:
                 m: {"mask": m, **agreement.localisation(maps, test_masks[m][indices].numpy(), seed)} for m in others
             }
         metrics["road"] = agreement.summarise(road_faithfulness(model, data, indices, maps,
-                                                                self.runner.runtime_for(self.runner.model_spec(cell)), seed=seed),
+                                                                self.computer.runtime_for(self.computer.model_spec(cell)), seed=seed),
                                               seed)
-        n_sanity = min(self.runner.options.sanity_images, len(indices))
+        n_sanity = min(self.computer.options.sanity_images, len(indices))
         metrics["n_sanity"] = n_sanity
         if n_sanity:
             metrics["sanity"] = agreement.agreement(maps[:n_sanity], self.random_maps_for(cell, explainer), seed)
@@ -220,40 +208,31 @@ class CellExplanations:
             artifacts["panel"] = str(self.panel_for(cell, explainer, maps))
         return metrics, artifacts
 
-    def missing(self, cell: Cell) -> list[str]:
-        """The requested explainers without a finished explanation of this cell in the store."""
-        h, n = self.runner.hash(cell), len(self.sample(cell))
-        missing = []
-        for explainer in self.explainer_names():
-            rec = self.runner.store.explanation(h, explainer, n, cell.seed)
-            if rec is None or rec.status != "done":
-                missing.append(explainer)
-        return missing
+    def explain(self, cell: Cell, explainers: Sequence[str], model: nn.Module | None = None,
+                phase: Callable[[str], None] = lambda text: None) -> list[ExplanationResult]:
+        """Run ``explainers`` on a finished cell (``model``: its trained model, else loaded); one result each.
 
-    def explain(self, cell: Cell, model: nn.Module | None = None) -> tuple[int, int]:
-        """Run every requested explainer not yet stored for this cell: (explained, failed)."""
-        h = self.runner.hash(cell)
+        An explainer's own error is a failed result (one line and its
+        traceback); the next explainer still runs.
+        """
         n = len(self.sample(cell))
-        explained = failed = 0
-        for explainer in self.missing(cell):
+        results = []
+        for explainer in explainers:
             started = time.perf_counter()
-            self.runner.reporter.phase(f"explaining {cell.label()} with {explainer} ({n} images)")
+            phase(f"explaining {cell.label()} with {explainer} ({n} images)")
             try:
                 if model is None:
-                    model = self.runner.load_trained(cell)
+                    model = self.finished.load_trained(cell)
                 metrics, artifacts = self.explanation_metrics(cell, explainer, model)
             except (KeyboardInterrupt, StoreError):
                 raise
             except Exception as exc:
-                self.runner.store.save_explanation(h, explainer, n, cell.seed, "failed", error=one_line(exc),
-                                                   traceback=traceback.format_exc())
-                self.runner.reporter.cell_finished(cell, "failed", f"{explainer}: {one_line(exc)}")
-                failed += 1
+                results.append(ExplanationResult(explainer, n, cell.seed, "failed", error=one_line(exc),
+                                                 traceback=traceback.format_exc()))
                 continue
             metrics["seconds"] = time.perf_counter() - started
-            self.runner.store.save_explanation(h, explainer, n, cell.seed, "done", metrics, artifacts)
-            explained += 1
-        return explained, failed
+            results.append(ExplanationResult(explainer, n, cell.seed, "done", metrics, artifacts))
+        return results
 
 
 #: How far a cached map may stray outside [0, 1]: the explainers' own rounding, nothing a flipped bit gives.

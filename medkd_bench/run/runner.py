@@ -1,76 +1,72 @@
-"""The matrix runner: runs cells (in order here, or through an executor) and commits each to the store.
+"""The matrix runner: the driver of a run, and the only writer of its store.
 
-Computing a cell is :class:`~medkd_bench.run.computer.CellComputer`, which
-never touches the run store; :class:`MatrixRunner` adds the store, the
-explanations and the run loop. The split lets an executor compute cells in
-other processes or on other machines while the driver alone writes the store.
+Computing a cell is :class:`~medkd_bench.run.computer.CellComputer`'s, which
+never touches the run store; the runner *has* one. An executor (one module
+each in :mod:`medkd_bench.run.executors`) asks the runner to open a
+:class:`~medkd_bench.run.outcomes.CellJob` for each cell, computes it (in this
+process, in worker processes, on Ray nodes) and hands back a
+:class:`~medkd_bench.run.outcomes.CellOutcome`; the runner records it. Only
+the runner, in the driver process, writes the store: cells started, done and
+failed (every failure through :meth:`MatrixRunner.record_failed`), their
+explanations, and the back-fills after the cells (timings, probabilities, ONNX).
 """
 
 from __future__ import annotations
 
-import traceback
 from collections.abc import Sequence
 from typing import Any, Protocol
 
 from torch import nn
 
 from medkd_bench.errors import MedkdError, one_line
-from medkd_bench.registry import Registry
-from medkd_bench.run.artifacts import checkpoint_problem
-from medkd_bench.run.cells import Cell, teacher_cell_of
+from medkd_bench.run.cells import Cell, baseline_cell_of, teacher_cell_of
 from medkd_bench.run.computer import CellComputer
 from medkd_bench.run.explanations import CellExplanations
+from medkd_bench.run.finished import FinishedCells
 from medkd_bench.run.options import Reporter, RunOptions, SilentReporter
-from medkd_bench.run.store import Store, StoreError
-from medkd_bench.system.files import check_writable, sha256_file
+from medkd_bench.run.outcomes import CellJob, CellOutcome, ExplanationResult
+from medkd_bench.run.records import CellRecord
+from medkd_bench.run.store import Store
+from medkd_bench.system.files import sha256_file
 from medkd_bench.system.messages import warn
-from medkd_bench.system.runtime import Runtime
 
 
 class Executor(Protocol):
-    """Runs planned cells through a :class:`MatrixRunner`; returns ``{"done", "skipped", "failed"}`` counts.
+    """Computes the cells a :class:`MatrixRunner` opens jobs for, and hands each outcome back to it to record.
 
     Implementations live in :mod:`medkd_bench.run.executors`: one module each.
     """
 
-    def run(self, runner: MatrixRunner, cells: Sequence[Cell]) -> dict[str, int]: ...
+    def run(self, runner: MatrixRunner, cells: Sequence[Cell]) -> None: ...
 
 
-class MatrixRunner(CellComputer):
-    """Runs cells (in order here, or through an executor), committing each to the store as soon as it ends.
+class MatrixRunner:
+    """Runs cells through an executor, recording each in the store as soon as it ends; the store's only writer."""
 
-    Only this class writes the store: on a cluster it runs on the driver.
-    """
-
-    def __init__(self, registry: Registry, options: RunOptions, store: Store, runtime: Runtime,
-                 reporter: Reporter | None = None):
-        super().__init__(registry, options, runtime)
+    def __init__(self, computer: CellComputer, store: Store, reporter: Reporter | None = None):
+        self.computer = computer
         self.store = store
         self.reporter = reporter or SilentReporter()
-        self.explain_counts = {"explained": 0, "explain_failed": 0}
-        self.explanations = CellExplanations(self)
-        self._warned: set[str] = set()
+        self.finished = FinishedCells(computer, store.get)
+        self.explanations = CellExplanations(computer, self.finished)
+        self.summary = _empty_summary()
 
-    def load_trained(self, cell: Cell) -> nn.Module:
-        """A finished cell's model, rebuilt from its checkpoint (which must match the store's SHA-256)."""
-        if not self.is_finished(self.hash(cell)):
-            raise MedkdError(f"{cell.label()} has no finished checkpoint (run it first)")
-        return self.load_checkpoint(cell)
+    @property
+    def options(self) -> RunOptions:
+        return self.computer.options
 
     # ---- running ---------------------------------------------------------
-    def run(self, cells: Sequence[Cell], executor: Executor | None = None) -> dict[str, int]:
-        """Run ``cells`` with ``executor`` (default: in this process, in order)."""
-        check_writable(self.options.work_dir, "--work-dir")
-        check_writable(self.options.leaderboard_dir, "--leaderboard-dir")
-        self.explanations.explainer_names()  # unknown explainer names fail before any training
+    def run(self, cells: Sequence[Cell], executor: Executor) -> dict[str, int]:
+        """Run ``cells`` with ``executor``, then the back-fills; the counts of what happened."""
         self.load_data(cells)
-        summary = executor.run(self, cells) if executor is not None else self.run_in_order(cells)
+        self.summary = _empty_summary()
+        executor.run(self, cells)
         self.measure_missing_costs(cells)
         self.fill_missing_probabilities(cells)
         if self.options.onnx:
             self.reporter.phase("exporting the students to ONNX, checking and timing them on ONNX Runtime")
             self.deploy_onnx(cells)
-        return {**summary, **self.explain_counts}
+        return dict(self.summary)
 
     def load_data(self, cells: Sequence[Cell]) -> None:
         """Read (or generate) every dataset with unfinished cells before any training; check the file-read ones.
@@ -87,21 +83,15 @@ class MatrixRunner(CellComputer):
         from medkd_bench.data.audit import audit, warning_lines
         from medkd_bench.run.plan import reads_files
 
-        for name in dict.fromkeys(c.dataset for c in cells if not self.store.is_done(self.hash(c))):
-            data = self.data(name)
-            if reads_files(self.registry.get("dataset", name)):
+        computer = self.computer
+        for name in dict.fromkeys(c.dataset for c in cells if not self.store.is_done(computer.hash(c))):
+            data = computer.data(name)
+            if reads_files(computer.registry.get("dataset", name)):
                 # A reviewer's data checks, once per dataset (cached): warnings, not errors.
                 for line in warning_lines(name, audit(data, self.options.data_root,
                                                       self.options.dataset_options.get(name, {}),
                                                       cache_dir=self.options.work_dir / "cache")):
                     warn(line)
-
-    def run_in_order(self, cells: Sequence[Cell]) -> dict[str, int]:
-        """Every cell in this process, in plan order: what runs when no executor is given."""
-        summary = {"done": 0, "skipped": 0, "failed": 0}
-        for index, cell in enumerate(cells, start=1):
-            summary[self.run_cell(cell, index, len(cells))] += 1
-        return summary
 
     def measure_missing_costs(self, cells: Sequence[Cell]) -> int:
         """Timed cost metrics for finished cells stored without them (pool workers leave them out); how many.
@@ -113,18 +103,18 @@ class MatrixRunner(CellComputer):
         Runs after the cells, when nothing else trains, from each cell's checkpoint.
         A run interrupted before this point leaves them missing; the next run fills them in.
         """
-        filled = 0
+        computer, filled = self.computer, 0
         for cell in cells:
-            h = self.hash(cell)
+            h = computer.hash(cell)
             rec = self.store.get(h)
-            if rec is None or rec.status != "done" or not self.is_finished(h):
+            if rec is None or rec.status != "done" or not self.finished.is_finished(h):
                 continue
-            if not needs_timing(rec.metrics, self.runtime.device.type):
+            if not needs_timing(rec.metrics, computer.runtime.device.type):
                 continue
             if not filled:
                 self.reporter.phase("timing the trained models (latency, throughput), nothing else running")
-            model = None if self.has_cost(cell) else self.load_checkpoint(cell)  # one load per architecture
-            self.store.update_metrics(h, self.cost_of(cell, model))
+            model = None if computer.has_cost(cell) else computer.load_checkpoint(cell)  # one load per architecture
+            self.store.update_metrics(h, computer.cost_of(cell, model))
             filled += 1
         return filled
 
@@ -138,16 +128,16 @@ class MatrixRunner(CellComputer):
         """
         from medkd_bench.train.predict import split_outputs
 
-        filled = 0
+        computer, filled = self.computer, 0
         for cell in cells:
-            h = self.hash(cell)
+            h = computer.hash(cell)
             rec = self.store.get(h)
             if (rec is None or rec.status != "done" or "test_probabilities" in rec.metrics
-                    or "test_predictions" not in rec.metrics or not self.is_finished(h)):
+                    or "test_predictions" not in rec.metrics or not self.finished.is_finished(h)):
                 continue
-            model = self.load_checkpoint(cell)
-            preds, probs = split_outputs(model, self.data(cell.dataset), "test",
-                                         self.runtime_for(self.model_spec(cell)))
+            model = computer.load_checkpoint(cell)
+            preds, probs = split_outputs(model, computer.data(cell.dataset), "test",
+                                         computer.runtime_for(computer.model_spec(cell)))
             if preds != rec.metrics["test_predictions"]:
                 differ = sum(a != b for a, b in zip(preds, rec.metrics["test_predictions"], strict=False))
                 warn(f"{cell.label()}: its checkpoint predicts {differ} test image(s) differently from the "
@@ -169,18 +159,18 @@ class MatrixRunner(CellComputer):
         from medkd_bench.deploy.onnx import check_onnx, export_onnx, onnx_latency
 
         latencies: dict[tuple, dict[str, float]] = {}
-        done = 0
+        computer, done = self.computer, 0
         for cell in cells:
-            h = self.hash(cell)
+            h = computer.hash(cell)
             rec = self.store.get(h)
             if (cell.method == "teacher" or rec is None or rec.status != "done" or "onnx_latency_ms" in rec.metrics
-                    or not self.is_finished(h)):
+                    or not self.finished.is_finished(h)):
                 continue
-            size = self.dataset_config(cell.dataset)["img_size"]
+            size = computer.dataset_config(cell.dataset)["img_size"]
             path = self.options.work_dir / "onnx" / f"{h}.onnx"
-            data = self.data(cell.dataset)
+            data = computer.data(cell.dataset)
             try:
-                model = self.load_checkpoint(cell)
+                model = computer.load_checkpoint(cell)
                 export_onnx(model, size, path)
                 check = check_onnx(path, model, data.normalise(data.splits["test"].images))
             except Exception as exc:  # the exporter's failures are many and deep: one line, the run goes on
@@ -189,7 +179,7 @@ class MatrixRunner(CellComputer):
             if not check.ok:
                 warn(f"{cell.label()}: {check.problem()}; no ONNX figures for it")
                 continue
-            key = self.cost_key(cell)
+            key = computer.cost_key(cell)
             if key not in latencies:
                 latencies[key] = onnx_latency(path, size, self.options.latency_runs)
             self.store.update_metrics(h, {**latencies[key], "onnx_max_abs_logit_diff": check.max_abs_diff,
@@ -199,105 +189,99 @@ class MatrixRunner(CellComputer):
             done += 1
         return done
 
-    def is_finished(self, cell_hash: str) -> bool:
-        """Done in the store, and its checkpoint on disk with the SHA-256 the store recorded.
+    # ---- the driver's side of a cell: what executors call -----------------------------------------------------
+    def missing_explanations(self, cell: Cell) -> tuple[str, ...]:
+        """The run's explainers without a finished explanation of ``cell`` in the store."""
+        h, n = self.computer.hash(cell), len(self.explanations.sample(cell))
+        missing = []
+        for explainer in self.explanations.explainer_names():
+            rec = self.store.explanation(h, explainer, n, cell.seed)
+            if rec is None or rec.status != "done":
+                missing.append(explainer)
+        return tuple(missing)
 
-        A missing or damaged checkpoint means the cell is trained again (with a
-        warning naming the file) instead of failing every cell that needs it.
+    def open_job(self, cell: Cell, index: int, total: int) -> CellJob | None:
+        """The job for ``cell``, marked running in the store, or None when it is settled here.
+
+        Settled here: a cell finished earlier with nothing left to explain
+        (skipped), or a distilled cell whose teacher did not finish (failed). A
+        finished cell with explanations missing is a job that only explains.
         """
-        rec = self.store.get(cell_hash)
-        if rec is None or rec.status != "done":
-            return False
-        path = self.checkpoint_path(cell_hash)
-        problem = checkpoint_problem(path, rec.artifacts)
-        if problem is None:
-            return True
-        if str(path) not in self._warned:  # checked again by later steps of the run: say it once
-            self._warned.add(str(path))
-            warn(f"checkpoint {path} of finished cell {cell_hash} is {problem}: training the cell again")
-        return False
+        h = self.computer.hash(cell)
+        if self.finished.is_finished(h):
+            self.record_skipped(cell)
+            missing = self.missing_explanations(cell)
+            return CellJob(cell, index, total, h, False, missing, self._rows(cell, own=True)) if missing else None
+        self.reporter.cell_started(cell, index, total, self.computer.cell_settings(cell).epochs)
+        self.store.start(h, cell.dataset, cell.teacher, cell.student, cell.method, cell.seed, self.computer.config(cell))
+        try:
+            self.finished.check_teacher(cell)
+        except MedkdError as exc:
+            self.record_failed(cell, str(exc), {})
+            return None
+        return CellJob(cell, index, total, h, True, self.missing_explanations(cell), self._rows(cell, own=False))
 
-    def check_teacher(self, cell: Cell) -> None:
-        """A distilled cell needs its teacher finished, checkpoint intact; raises with the teacher's own error otherwise.
+    def _rows(self, cell: Cell, own: bool) -> dict[str, CellRecord]:
+        """The finished rows explaining ``cell`` reads: its teacher's, its baseline's (and its own, if ``own``)."""
+        cells = [teacher_cell_of(cell), baseline_cell_of(cell)] if cell.distilled else []
+        rows = {}
+        for c in [cell] * own + cells:
+            rec = self.finished.row(c)
+            if rec is not None and rec.status == "done":
+                rows[rec.hash] = rec
+        return rows
 
-        A teacher still done in the store whose checkpoint is damaged and whose
-        retraining did not finish cannot teach: its soft targets would come from
-        the damaged weights.
-        """
-        if not cell.distilled:
-            return
-        h = self.hash(teacher_cell_of(cell))
-        teacher_rec = self.store.get(h)
-        if teacher_rec is None or teacher_rec.status != "done":
-            raise MedkdError(f"teacher {cell.teacher!r} has not been trained on {cell.dataset} "
-                             f"({teacher_rec.error if teacher_rec and teacher_rec.error else 'no finished cell'})")
-        if not self.is_finished(h):
-            why = f" ({teacher_rec.retrain_error})" if teacher_rec.retrain_error else ""
-            raise MedkdError(f"teacher {cell.teacher!r} on {cell.dataset}: its checkpoint is missing or damaged and "
-                             f"training it again did not finish{why}")
+    def record(self, job: CellJob, outcome: CellOutcome) -> None:
+        """Store what an executor computed for ``job``'s cell: done, with its record, or failed."""
+        if outcome.status == "done":
+            self.store.finish(job.hash, outcome.metrics, outcome.timings, outcome.artifacts)
+            self.summary["done"] += 1
+            self.reporter.cell_finished(job.cell, "done", f"test accuracy {outcome.metrics['accuracy']:.3f}")
+        else:
+            self.record_failed(job.cell, outcome.error, outcome.timings, outcome.traceback)
 
-    def begin(self, cell: Cell, index: int, total: int) -> str:
-        """Mark ``cell`` running in the store; its hash."""
-        h = self.hash(cell)
-        self.reporter.cell_started(cell, index, total, self.cell_settings(cell).epochs)
-        self.store.start(h, cell.dataset, cell.teacher, cell.student, cell.method, cell.seed, self.config(cell))
-        return h
+    def explain(self, job: CellJob, model: nn.Module | None = None) -> None:
+        """Explain ``job``'s finished cell here, on the driver (``model``: its trained model, else loaded); store it."""
+        self.record_explanations(job, self.explanations.explain(job.cell, job.explainers, model, self.reporter.phase))
 
-    def record_done(self, cell: Cell, metrics: dict[str, Any], timings: dict[str, float],
-                    artifacts: dict[str, str]) -> None:
-        self.store.finish(self.hash(cell), metrics, timings, artifacts)
-        self.reporter.cell_finished(cell, "done", f"test accuracy {metrics['accuracy']:.3f}")
+    def record_explanations(self, job: CellJob, results: list[ExplanationResult]) -> None:
+        """Store each explainer's result for ``job``'s cell (computed here or by the executor)."""
+        for r in results:
+            self.store.save_explanation(job.hash, r.explainer, r.n_images, r.seed, r.status, r.metrics, r.artifacts,
+                                        r.error, r.traceback)
+            if r.status == "done":
+                self.summary["explained"] += 1
+            else:
+                self.summary["explain_failed"] += 1
+                self.reporter.cell_finished(job.cell, "failed", f"{r.explainer}: {r.error}")
 
     def record_failed(self, cell: Cell, message: str, timings: dict[str, float], trace: str | None = None) -> None:
         """Store a cell's one-line failure (and its traceback, for ``--debug``) unless it already finished.
 
-        A finished cell that was being trained again keeps its result; the
-        failure is its retrain attempt's, and the line says so.
+        Every failure of a cell goes through here: its own error, its teacher's,
+        a dead worker or Ray task, an interruption. A finished cell that was
+        being trained again keeps its result; the failure is its retrain
+        attempt's, and the line says so. A finished cell not being trained
+        (explaining it failed, or was interrupted) keeps its row as it is.
         """
-        h = self.hash(cell)
+        h = self.computer.hash(cell)
         if self.store.fail(h, message, timings, trace):
+            self.summary["failed"] += 1
             rec = self.store.get(h)
             kept = rec is not None and rec.status == "done"
             self.reporter.cell_finished(cell, "failed", f"training it again failed: {message}; its previous result "
                                         "is kept" if kept else message)
+        else:
+            self.summary["explain_failed"] += 1
+            self.reporter.cell_finished(cell, "failed", f"after it finished: {message}")
 
     def record_skipped(self, cell: Cell) -> None:
+        self.summary["skipped"] += 1
         self.reporter.cell_finished(cell, "skipped", "finished earlier")
 
-    def explain_finished(self, cell: Cell, model: nn.Module | None = None) -> None:
-        explained, failed = self.explanations.explain(cell, model)
-        self.explain_counts["explained"] += explained
-        self.explain_counts["explain_failed"] += failed
 
-    def run_cell(self, cell: Cell, index: int = 1, total: int = 1) -> str:
-        """Train and score a cell unless it is finished, then explain it. Never raises for a cell's own failure."""
-        model: nn.Module | None = None
-        if self.is_finished(self.hash(cell)):
-            status = "skipped"
-            self.record_skipped(cell)
-        else:
-            model, status = self._train_cell(cell, index, total)
-        if status != "failed":
-            self.explain_finished(cell, model)
-        return status
-
-    def _train_cell(self, cell: Cell, index: int, total: int) -> tuple[nn.Module | None, str]:
-        h = self.begin(cell, index, total)
-        timings: dict[str, float] = {}
-        try:
-            self.check_teacher(cell)
-            result = self.compute(cell, timings, on_epoch=lambda epoch, epochs, row:
-                                  self.reporter.epoch_done(cell, epoch, epochs, row))
-        except KeyboardInterrupt:
-            self.store.fail(h, "interrupted", timings)
-            raise
-        except StoreError:
-            raise  # the store itself fails: the run stops cleanly, its finished cells kept
-        except Exception as exc:
-            self.record_failed(cell, one_line(exc), timings, traceback.format_exc())
-            return None, "failed"
-        self.record_done(cell, result.metrics, result.timings, result.artifacts)
-        return result.model, "done"
+def _empty_summary() -> dict[str, int]:
+    return {"done": 0, "skipped": 0, "failed": 0, "explained": 0, "explain_failed": 0}
 
 
 #: What a stored timing must carry to count as done, per device: on CPU the CPU share it got

@@ -11,6 +11,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from medkd_bench.run.cells import Cell, teacher_cell_of
+from medkd_bench.run.executors.local import LocalExecutor
 from medkd_bench.run.runner import Executor, MatrixRunner
 from medkd_bench.tune.space import Arm, arm_of
 from medkd_bench.tune.study import ArmTuning, Tuner
@@ -33,12 +34,12 @@ def tune_matrix(runner: MatrixRunner, cells: Sequence[Cell], executor: Executor 
     teachers = list(dict.fromkeys(teacher_cell_of(a.cell(seed)) for a in arms if a.teacher))
     if teachers:
         say(f"tuning needs {len(teachers)} trained teacher(s) first")
-        runner.run(teachers, executor)
-        failed = {t.teacher for t in teachers if not runner.store.is_done(runner.hash(t))}
+        runner.run(teachers, executor or LocalExecutor())
+        failed = {t.teacher for t in teachers if not runner.store.is_done(runner.computer.hash(t))}
         if failed:  # their distilled cells fail on their own later; tuning them would only fail every trial
             say(f"[yellow]not tuned: the arms of teacher(s) {', '.join(sorted(failed))}, which did not train[/]")
             arms = [a for a in arms if a.teacher not in failed]
-    tuner = Tuner(runner, runner.store, budget, seed, say)
+    tuner = Tuner(runner.computer, runner.store, budget, seed, say)
     say(f"tuning {len(arms)} arm(s), {budget} trial(s) each, on validation (seed {seed})")
     return [tuner.tune(arm) for arm in arms]
 

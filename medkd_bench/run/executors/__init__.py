@@ -6,4 +6,9 @@ checkpoint. :mod:`.local` runs the plan in order in this process.
 machine. :mod:`.ray` submits every cell as a Ray task with its resource
 request. :mod:`.worker` is what worker processes and Ray tasks run: they
 rebuild the registry, data and runtime from a picklable recipe.
+
+Every executor computes and hands back; none writes the run store. The
+runner opens a job for each cell (:meth:`MatrixRunner.open_job
+<medkd_bench.run.runner.MatrixRunner.open_job>`) and records what comes back,
+in the driver process, whichever executor computed it.
 """

@@ -1,10 +1,11 @@
 """Cells in worker processes on this machine (``--jobs N``), a share of the threads each.
 
 On a 2-core CPU two one-thread processes train 1.16x faster than one
-two-thread process. Each worker runs whole cells (training, scoring and
-explanations) exactly as the runner does in process and writes the SQLite
-store itself (WAL serialises the writes); the driver measures cost metrics
-afterwards, when nothing else runs.
+two-thread process. Each worker computes whole cells (training, scoring and
+explanations) as the local executor does and writes their files, but never
+the run store: it sends the cell's outcome down its pipe the moment the cell
+is trained, then its explanations, and the driver records both. The driver
+measures cost metrics afterwards, when nothing else runs.
 
 The workers are plain processes, one pipe each, not a
 ``concurrent.futures.ProcessPoolExecutor``: that pool breaks as a whole when
@@ -21,7 +22,7 @@ writing them into the store while the next run held the work-dir lock.
 
 Ctrl-C is the driver's business alone. Workers ignore SIGINT, and the driver
 turns it into a flag its scheduling loop reads. On that flag the driver
-terminates its workers, marks their cells interrupted and exits: ``kill -INT``
+terminates its workers, records their cells interrupted and exits: ``kill -INT``
 of the driver alone (a supervisor, ``timeout -s INT``) stops the run as
 promptly as a terminal's Ctrl-C to the whole process group.
 """
@@ -33,15 +34,16 @@ import signal
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from multiprocessing.connection import Connection
 from multiprocessing.connection import wait as wait_for
 from multiprocessing.process import BaseProcess
 
 from medkd_bench.errors import MedkdError
 from medkd_bench.run.cells import Cell, baseline_cell_of, teacher_cell_of
-from medkd_bench.run.executors.pool_worker import PoolOutcome, Progress, WorkerError, worker_main
+from medkd_bench.run.executors.pool_worker import Explained, Progress, WorkerError, worker_main
 from medkd_bench.run.executors.worker import WorkerRecipe
+from medkd_bench.run.outcomes import CellJob, CellOutcome
 from medkd_bench.run.runner import MatrixRunner
 
 #: Scheduling order of ready cells in a pool: teachers first, since every distilled cell waits for one.
@@ -69,11 +71,11 @@ def cell_dependencies(cell: Cell, planned: set[Cell]) -> list[Cell]:
 class PoolExecutor:
     """Cells in ``jobs`` worker processes on this machine (``--jobs N``), ``recipe.threads`` torch threads each.
 
-    Each worker runs whole cells exactly as :class:`LocalExecutor` does and
-    writes the store itself (SQLite in WAL mode serialises the writes). Cost
-    metrics (latency, throughput) are left to the driver, which measures them
-    after the pool has finished: timed next to another training process they
-    would be slow by up to 2x. A worker that dies (killed, out of memory)
+    Each worker computes whole cells as :class:`LocalExecutor` does and hands
+    back what it computed; the driver (this process) records it in the store.
+    Cost metrics (latency, throughput) are left to the driver, which measures
+    them after the pool has finished: timed next to another training process
+    they would be slow by up to 2x. A worker that dies (killed, out of memory)
     fails only the cell it ran; a fresh worker takes its place.
     """
 
@@ -84,17 +86,19 @@ class PoolExecutor:
         if self.jobs < 2:
             raise MedkdError("--jobs: a worker pool needs at least 2 workers (1 runs in this process)")
 
-    def run(self, runner: MatrixRunner, cells: Sequence[Cell]) -> dict[str, int]:
-        return _PoolSchedule(self, runner, cells).run()
+    def run(self, runner: MatrixRunner, cells: Sequence[Cell]) -> None:
+        # The runner's options: tuning (``run --tune``) chooses some between two runs of one pool.
+        recipe = replace(self.recipe, options=runner.options)
+        _PoolSchedule(recipe, self.jobs, runner, cells).run()
 
 
 @dataclass
 class _Worker:
-    """One worker process, the driver's end of its pipe, and the cell it runs (``None`` when idle)."""
+    """One worker process, the driver's end of its pipe, and the job it runs (``None`` when idle)."""
 
     process: BaseProcess
     conn: Connection
-    job: tuple[int, Cell] | None = None
+    job: CellJob | None = None
 
 
 #: What :meth:`_PoolSchedule.receive` returns for a worker that died before replying.
@@ -112,13 +116,13 @@ def _death_message(exitcode: int | None) -> str:
 class _PoolSchedule:
     """One pool run's bookkeeping on the driver: waiting cells, workers and the cells they run."""
 
-    def __init__(self, executor: PoolExecutor, runner: MatrixRunner, cells: Sequence[Cell]):
-        self.executor = executor
+    def __init__(self, recipe: WorkerRecipe, jobs: int, runner: MatrixRunner, cells: Sequence[Cell]):
+        self.recipe = recipe
+        self.jobs = jobs
         self.runner = runner
         self.cells = list(cells)
         self.total = len(cells)
         self.planned = set(cells)
-        self.summary = {"done": 0, "skipped": 0, "failed": 0}
         self.workers: list[_Worker] = []
         self.settled: set[Cell] = set()
         self.ctrl_c = threading.Event()
@@ -132,7 +136,7 @@ class _PoolSchedule:
         # The kernel's parent-death signal follows the thread that started the child: only the main thread's lasts.
         on_main_thread = threading.current_thread() is threading.main_thread()
         process = context.Process(target=worker_main, name="medkd-bench-worker",
-                                  args=(theirs, self.executor.recipe, multiprocessing.current_process().pid,
+                                  args=(theirs, self.recipe, multiprocessing.current_process().pid,
                                         on_main_thread))
         process.start()
         theirs.close()  # the worker holds its end: EOF here means it is gone
@@ -140,11 +144,11 @@ class _PoolSchedule:
         self.workers.append(worker)
         return worker
 
-    def _idle_worker(self) -> _Worker | None:
-        idle = next((w for w in self.workers if w.job is None), None)
-        if idle is None and len(self.workers) < self.executor.jobs:
-            idle = self._spawn()
-        return idle
+    def _can_take_one(self) -> bool:
+        return any(w.job is None for w in self.workers) or len(self.workers) < self.jobs
+
+    def _idle_worker(self) -> _Worker:
+        return next((w for w in self.workers if w.job is None), None) or self._spawn()
 
     def _busy(self) -> list[_Worker]:
         return [w for w in self.workers if w.job is not None]
@@ -173,21 +177,30 @@ class _PoolSchedule:
         return all(dep in self.settled for dep in cell_dependencies(cell, self.planned))
 
     def start_ready(self, waiting: list[tuple[int, Cell]]) -> list[tuple[int, Cell]]:
-        """Hand the cells that may start now to idle workers; the cells still waiting."""
+        """Open a job for each cell that may start now and hand it to an idle worker; the cells still waiting.
+
+        A cell the runner settles itself (skipped, or its teacher did not finish) needs no worker.
+        """
         still: list[tuple[int, Cell]] = []
         for index, cell in waiting:
-            worker = self._idle_worker() if self._may_start(cell) else None
-            if worker is None:
+            if not (self._may_start(cell) and self._can_take_one()):
                 still.append((index, cell))
                 continue
-            worker.conn.send((cell, index, self.total))  # the worker reports the cell's start itself
-            worker.job = (index, cell)
+            job = self.runner.open_job(cell, index, self.total)
+            if job is None:
+                self.settled.add(cell)
+                continue
+            worker = self._idle_worker()
+            worker.conn.send(job)
+            worker.job = job
         return still
 
     def receive(self, worker: _Worker) -> object | None:
-        """Pass on every progress message waiting on ``worker``'s pipe; its cell's reply if it came, else None.
+        """Pass on what is waiting on ``worker``'s pipe; the job's last reply if it came, else None.
 
-        ``_DIED`` when the pipe broke or the process is gone with no reply.
+        Progress goes to the reporter; a trained cell's outcome is recorded at
+        once (its explanations come after). ``_DIED`` when the pipe broke or the
+        process is gone with no last reply.
         """
         while True:
             try:
@@ -196,56 +209,50 @@ class _PoolSchedule:
                 message = worker.conn.recv()
             except (EOFError, OSError):  # died (perhaps while sending)
                 return _DIED
-            if not isinstance(message, Progress):
-                return message
-            getattr(self.runner.reporter, message.call)(*message.args)
+            if isinstance(message, Progress):
+                getattr(self.runner.reporter, message.call)(*message.args)
+                continue
+            if isinstance(message, CellOutcome):
+                assert worker.job is not None
+                self.runner.record(worker.job, message)
+                if message.status == "done":
+                    continue  # its explanations come next
+            return message
 
     def settle(self, worker: _Worker, reply: object) -> None:
-        """Report the cell ``worker`` finished, or fail it if the worker died; re-raise a worker's internal error."""
-        assert worker.job is not None
-        _, cell = worker.job
+        """Settle the job ``worker`` finished: record its explanations, or fail its cell if the worker died.
+
+        A worker's internal error (a fault of medkd-bench, not of the cell) is re-raised: it stops the run.
+        """
+        job = worker.job
+        assert job is not None
         worker.job = None
         if reply is _DIED:  # the worker died: this cell, and only this one, fails
             worker.process.join(TERMINATE_GRACE_S)
             self.workers.remove(worker)
             worker.conn.close()
-            self.runner.record_failed(cell, _death_message(worker.process.exitcode), {})
-            self.summary["failed"] += 1
-            self.settled.add(cell)
-            return
-        if isinstance(reply, WorkerError):  # a fault of medkd-bench itself, not of the cell: stop the run
+            self.runner.record_failed(job.cell, _death_message(worker.process.exitcode), {})
+        elif isinstance(reply, WorkerError):
             reply.reraise()
-        outcome: PoolOutcome = reply
-        for status, detail in outcome.events:
-            self.runner.reporter.cell_finished(cell, status, detail)
-        self.summary[outcome.status] += 1
-        self.runner.explain_counts["explained"] += outcome.explained
-        self.runner.explain_counts["explain_failed"] += outcome.explain_failed
-        self.settled.add(cell)
+        elif isinstance(reply, Explained):
+            self.runner.record_explanations(job, reply.results)
+        self.settled.add(job.cell)  # a failed cell's outcome was recorded as it came
 
-    def run(self) -> dict[str, int]:
-        waiting: list[tuple[int, Cell]] = []
-        for index, cell in enumerate(self.cells_in_priority(), start=1):
-            if self.runner.is_finished(self.runner.hash(cell)) and not self.runner.explanations.missing(cell):
-                self.runner.record_skipped(cell)  # nothing to do: no worker needed
-                self.summary["skipped"] += 1
-                self.settled.add(cell)
-            else:
-                waiting.append((index, cell))
+    def run(self) -> None:
+        waiting = list(enumerate(self.cells_in_priority(), start=1))
         finished = False
         try:
             with _ctrl_c_sets(self.ctrl_c):
                 self._schedule(waiting)
             finished = True
         except KeyboardInterrupt:
-            in_flight = [w.job[1] for w in self._busy() if w.job is not None]
-            self._stop_workers(ask=False)  # before marking: a worker could otherwise still write its cell
-            for cell in in_flight:
-                self.runner.store.fail(self.runner.hash(cell), "interrupted")
+            in_flight = [w.job for w in self._busy() if w.job is not None]
+            self._stop_workers(ask=False)  # first: a worker's last message must not follow the interruption
+            for job in in_flight:
+                self.runner.record_failed(job.cell, "interrupted", {})
             raise
         finally:
             self._stop_workers(ask=finished)
-        return self.summary
 
     def _schedule(self, waiting: list[tuple[int, Cell]]) -> None:
         waiting = self.start_ready(waiting)

@@ -1,7 +1,12 @@
 """The worker side of the ``--jobs N`` pool: one process, one pipe, whole cells until told to stop.
 
 Kept apart from the driver's scheduling (``pool.py``) because this code runs in
-another process, with SIGINT ignored and tied to its driver's life.
+another process, with SIGINT ignored and tied to its driver's life. A worker
+trains, scores and explains its cells and writes their files (checkpoints,
+soft targets, saliency maps, panels); it never opens the run store. What it
+computed goes back down the pipe for the driver to record: the cell's
+:class:`~medkd_bench.run.outcomes.CellOutcome` the moment it is trained, then
+its explanations.
 """
 
 from __future__ import annotations
@@ -14,13 +19,16 @@ import threading
 import time
 import traceback
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from typing import Any
 
-from medkd_bench.run.cells import Cell
+from medkd_bench.run.computer import CellComputer
 from medkd_bench.run.executors.worker import WorkerRecipe, worker_setup
-from medkd_bench.run.runner import MatrixRunner
+from medkd_bench.run.explanations import CellExplanations
+from medkd_bench.run.finished import FinishedCells
+from medkd_bench.run.outcomes import CellJob, ExplanationResult, computed
+from medkd_bench.run.records import CellRecord
 
 #: prctl(2) option: the signal the kernel sends this process when its parent thread dies (Linux).
 PR_SET_PDEATHSIG = 1
@@ -67,45 +75,17 @@ class WorkerError:
 
 @dataclass(frozen=True)
 class Progress:
-    """A worker's word while its cell runs, sent at once (the outcome comes after): the reporter call to repeat."""
+    """A worker's word while its cell runs, sent at once: the reporter call for the driver to repeat."""
 
-    call: str  # "cell_started", "epoch_done" or "phase"
+    call: str  # "epoch_done" or "phase"
     args: tuple[Any, ...]
 
 
 @dataclass
-class RecordingReporter:
-    """A pool worker's reporter: sends progress to the driver as it happens, keeps finished-cell lines.
+class Explained:
+    """A job's last reply: the explanations computed for its cell (after its outcome, if it was trained)."""
 
-    The finished-cell lines travel with the outcome, so the driver prints them in
-    the order it records cells; epochs and phases go at once, so a pool run shows
-    every worker's epochs as a one-process run does.
-    """
-
-    events: list[tuple[str, str]] = field(default_factory=list)
-    send: Callable[[Progress], None] = lambda progress: None
-
-    def cell_started(self, cell: Cell, index: int, total: int, epochs: int) -> None:
-        self.send(Progress("cell_started", (cell, index, total, epochs)))
-
-    def epoch_done(self, cell: Cell, epoch: int, epochs: int, row: dict[str, float]) -> None:
-        self.send(Progress("epoch_done", (cell, epoch, epochs, dict(row))))
-
-    def cell_finished(self, cell: Cell, status: str, detail: str) -> None:
-        self.events.append((status, detail))
-
-    def phase(self, text: str) -> None:
-        self.send(Progress("phase", (text,)))
-
-
-@dataclass
-class PoolOutcome:
-    """What a pool worker returns for one cell: its status and the lines to report."""
-
-    status: str  # "done", "skipped" or "failed"
-    events: list[tuple[str, str]]
-    explained: int
-    explain_failed: int
+    results: list[ExplanationResult]
 
 
 def die_with_driver(driver_pid: int, kernel_signal: bool) -> None:
@@ -131,50 +111,60 @@ def die_with_driver(driver_pid: int, kernel_signal: bool) -> None:
     threading.Thread(target=watch, name="medkd-bench-driver-watch", daemon=True).start()
 
 
-def _runner(recipe: WorkerRecipe, conn: Connection) -> MatrixRunner:
-    from medkd_bench.run.store import Store
+class PoolWorker:
+    """One worker process's computer and explanations; the rows of finished cells come from each job."""
 
-    registry, runtime = worker_setup(recipe)
-    store = Store(recipe.options.work_dir / "runs.sqlite")
-    runner = MatrixRunner(registry, recipe.options, store, runtime, RecordingReporter(send=conn.send))
-    runner.measure_timings = False  # the driver times every model afterwards, alone on the machine
-    return runner
+    def __init__(self, recipe: WorkerRecipe, send: Callable[[object], None]):
+        registry, runtime = worker_setup(recipe)
+        self.computer = CellComputer(registry, recipe.options, runtime)
+        self.computer.measure_timings = False  # the driver times every model afterwards, alone on the machine
+        self.rows: dict[str, CellRecord] = {}
+        self.explanations = CellExplanations(self.computer, FinishedCells(self.computer, self.rows.get))
+        self.send = send
 
+    def run(self, job: CellJob) -> object:
+        """Train the job's cell (its outcome sent at once), then explain it; the last reply.
 
-def _run_cell(runner: MatrixRunner, cell: Cell, index: int, total: int) -> PoolOutcome:
-    """The same ``run_cell`` as the local executor's, with the lines it reported."""
-    reporter = runner.reporter
-    assert isinstance(reporter, RecordingReporter)
-    reporter.events = []
-    before = dict(runner.explain_counts)
-    status = runner.run_cell(cell, index, total)
-    return PoolOutcome(status, reporter.events, runner.explain_counts["explained"] - before["explained"],
-                       runner.explain_counts["explain_failed"] - before["explain_failed"])
+        A failed cell's outcome is its last reply; a finished one's is :class:`Explained`.
+        """
+        cell = job.cell
+        self.rows.clear()
+        self.rows.update(job.records)
+        model = None
+        if job.train:
+            outcome, model = computed(self.computer, cell, on_epoch=lambda epoch, epochs, row:
+                                      self.send(Progress("epoch_done", (cell, epoch, epochs, dict(row)))))
+            if outcome.status != "done":
+                return outcome
+            self.send(outcome)  # the driver records the cell now: a later death costs only its explanations
+            self.rows[job.hash] = outcome.record(job)  # its panel shows its own predictions
+        return Explained(self.explanations.explain(cell, job.explainers, model,
+                                                   phase=lambda text: self.send(Progress("phase", (text,)))))
 
 
 def worker_main(conn: Connection, recipe: WorkerRecipe, driver_pid: int, kernel_signal: bool) -> None:
-    """A worker process: receive ``(cell, index, total)``, send back a :class:`PoolOutcome`; ``None`` ends it.
+    """A worker process: receive a :class:`CellJob`, send back what it computed; ``None`` ends it.
 
-    While the cell runs, :class:`Progress` messages come first (epochs, phases).
-
-    A cell's own failure is recorded by ``run_cell`` and comes back as a failed
-    outcome; any other exception (a fault of medkd-bench itself) comes back as
-    the exception, its traceback chained, for the driver to re-raise.
+    While the cell runs, :class:`Progress` messages come first (epochs,
+    phases), then its :class:`~medkd_bench.run.outcomes.CellOutcome` once it
+    is trained, then :class:`Explained` (a failed cell's outcome is its last).
+    Any exception that is not a cell's own failure (a fault of medkd-bench
+    itself) comes back as the exception, its traceback chained, for the
+    driver to re-raise.
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the driver stops its workers itself (pool.py's docstring)
     die_with_driver(driver_pid, kernel_signal)
-    runner: MatrixRunner | None = None
+    worker: PoolWorker | None = None
     while True:
         try:
-            task = conn.recv()
+            job = conn.recv()
         except EOFError:  # the driver closed its end
             return
-        if task is None:
+        if job is None:
             return
-        cell, index, total = task
         try:
-            runner = runner or _runner(recipe, conn)
-            reply: object = _run_cell(runner, cell, index, total)
+            worker = worker or PoolWorker(recipe, conn.send)
+            reply: object = worker.run(job)
         except Exception as exc:
             reply = WorkerError.of(exc)
         conn.send(reply)

@@ -1,23 +1,24 @@
-"""Cells as Ray tasks; the driver schedules them and alone writes the store.
+"""Cells as Ray tasks; the driver schedules them, explains them and alone writes the store.
 
 Teachers and label-only baselines start at once, and each distilled cell is
 submitted the moment its own teacher finishes. Workers train, write the
 checkpoint (and the teacher's soft targets) into the shared work dir with
-atomic renames, and return the cell's record, so a lost worker or node can
+atomic renames, and return the cell's outcome, so a lost worker or node can
 never corrupt the store. A task whose worker dies, or whose cell raises, is
 retried up to ``max_retries`` times and then recorded as failed. Explanations
-run on the driver as each record comes back, while the cluster trains on.
+run on the driver as each outcome comes back, while the cluster trains on.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from medkd_bench.errors import MedkdError, one_line
 from medkd_bench.run.cells import Cell, teacher_cell_of
-from medkd_bench.run.executors.worker import CellOutcome, WorkerRecipe, compute_cell
+from medkd_bench.run.executors.worker import WorkerRecipe, compute_cell
+from medkd_bench.run.outcomes import CellJob, CellOutcome
 from medkd_bench.run.runner import MatrixRunner
 from medkd_bench.system.runtime import Runtime, resolve_runtime
 
@@ -92,12 +93,12 @@ class RayExecutor:
             raise MedkdError(f"--cpus-per-cell {self.cpus_per_cell:g} --gpus-per-cell {self.gpus_per_cell:g}: "
                              f"no node of the Ray cluster has that much ({have})")
 
-    def run(self, runner: MatrixRunner, cells: Sequence[Cell]) -> dict[str, int]:
+    def run(self, runner: MatrixRunner, cells: Sequence[Cell]) -> None:
         ray = import_ray()
         started = self._connect(ray)
         try:
             self.check_fits(ray)
-            return _RaySchedule(ray, self, runner, cells).run()
+            _RaySchedule(ray, self, runner, cells).run()
         finally:
             if started:
                 ray.shutdown()
@@ -112,39 +113,40 @@ class _RaySchedule:
         self.runner = runner
         self.cells = list(cells)
         self.total = len(cells)
-        self.summary = {"done": 0, "skipped": 0, "failed": 0}
         self.task = ray.remote(compute_cell)
-        self.recipe_ref = ray.put(executor.recipe)
-        self.in_flight: dict[Any, tuple[int, Cell, int]] = {}  # ref -> (index, cell, attempt)
+        # The runner's options: tuning (``run --tune``) chooses some between two runs of one executor.
+        self.recipe_ref = ray.put(replace(executor.recipe, options=runner.options))
+        self.in_flight: dict[Any, tuple[CellJob, int]] = {}  # ref -> (job, attempt)
 
-    def submit(self, index: int, cell: Cell, attempt: int) -> None:
+    def submit(self, job: CellJob, attempt: int) -> None:
         # Ray's own retries are off (max_retries=0): the driver retries, so every
         # attempt's failure is seen here and the last one is recorded.
         ref = self.task.options(
             num_cpus=self.executor.cpus_per_cell, num_gpus=self.executor.gpus_per_cell, max_retries=0,
-            name=f"medkd {cell.label()}",
-        ).remote(self.recipe_ref, cell, self.runner.hash(cell))
-        self.in_flight[ref] = (index, cell, attempt)
-
-    def busy_hashes(self) -> set[str]:
-        return {self.runner.hash(c) for _, c, _ in self.in_flight.values()}
+            name=f"medkd {job.cell.label()}",
+        ).remote(self.recipe_ref, replace(job, records={}))  # the rows are for explaining, done here
+        self.in_flight[ref] = (job, attempt)
 
     def start_ready(self, waiting: list[tuple[int, Cell]]) -> list[tuple[int, Cell]]:
-        """Submit every waiting cell whose teacher is settled; the cells still waiting."""
-        pending = {self.runner.hash(c) for _, c in waiting} | self.busy_hashes()
+        """Open a job for every waiting cell whose teacher is settled; the cells still waiting.
+
+        A job that only explains (its cell finished earlier) is explained here at once.
+        """
+        hash_of = self.runner.computer.hash
+        pending = {hash_of(c) for _, c in waiting} | {job.hash for job, _ in self.in_flight.values()}
         still: list[tuple[int, Cell]] = []
-        for index, cell in waiting:
-            if cell.distilled and self.runner.hash(teacher_cell_of(cell)) in pending:
+        for index, cell in waiting:  # plan order: a teacher before its distilled cells
+            if cell.distilled and hash_of(teacher_cell_of(cell)) in pending:
                 still.append((index, cell))
                 continue
-            self.runner.begin(cell, index, self.total)
-            try:
-                self.runner.check_teacher(cell)
-            except MedkdError as exc:  # its teacher failed: recorded like the local executor does
-                self.runner.record_failed(cell, str(exc), {})
-                self.summary["failed"] += 1
-                continue
-            self.submit(index, cell, attempt=1)
+            job = self.runner.open_job(cell, index, self.total)
+            if job is None:
+                pending.discard(hash_of(cell))  # settled here: skipped, or failed
+            elif job.train:
+                self.submit(job, attempt=1)
+            else:
+                pending.discard(job.hash)
+                self.runner.explain(job)
         return still
 
     def outcome(self, ref: Any) -> CellOutcome:
@@ -153,40 +155,29 @@ class _RaySchedule:
         except self.ray.exceptions.RayError as exc:  # the worker or its node died, or the task was lost
             return CellOutcome("failed", error=f"Ray task lost: {one_line(exc)}")
 
-    def run(self) -> dict[str, int]:
-        waiting: list[tuple[int, Cell]] = []
-        for index, cell in enumerate(self.cells, start=1):
-            if self.runner.is_finished(self.runner.hash(cell)):
-                self.runner.record_skipped(cell)
-                self.summary["skipped"] += 1
-                self.runner.explain_finished(cell)
-            else:
-                waiting.append((index, cell))
+    def run(self) -> None:
+        waiting = list(enumerate(self.cells, start=1))
         try:
             waiting = self.start_ready(waiting)
             while self.in_flight:
                 ready, _ = self.ray.wait(list(self.in_flight), num_returns=1)
-                index, cell, attempt = self.in_flight.pop(ready[0])
+                job, attempt = self.in_flight.pop(ready[0])
                 result = self.outcome(ready[0])
                 if result.status != "done" and attempt <= self.executor.max_retries:
-                    self.submit(index, cell, attempt + 1)
+                    self.submit(job, attempt + 1)
                     continue
                 result.timings["attempts"] = attempt
+                self.runner.record(job, result)
+                waiting = self.start_ready(waiting)  # its distilled cells may start now
                 if result.status == "done":
-                    self.runner.record_done(cell, result.metrics, result.timings, result.artifacts)
-                    self.summary["done"] += 1
-                    waiting = self.start_ready(waiting)  # its distilled cells may start now
-                    self.runner.explain_finished(cell)
-                else:
-                    self.runner.record_failed(cell, result.error, result.timings, result.traceback)
-                    self.summary["failed"] += 1
-                    waiting = self.start_ready(waiting)
+                    self.runner.explain(job)  # on the driver, while the cluster trains on
+            if waiting:  # cannot happen in plan order; never leave cells unrun silently
+                raise RuntimeError(f"ray: {len(waiting)} cell(s) never became ready: {[c.label() for _, c in waiting]}")
         except KeyboardInterrupt:
-            for ref, (_, cell, _) in self.in_flight.items():
+            for ref, (job, _) in self.in_flight.items():
                 self.ray.cancel(ref, force=True)
-                self.runner.store.fail(self.runner.hash(cell), "interrupted")
+                self.runner.record_failed(job.cell, "interrupted", {})
             raise
-        return self.summary
 
 
 def driver_runtime(device: str, amp: str, deterministic: bool = False, compile_mode: str = "off") -> Runtime:

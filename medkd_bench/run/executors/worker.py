@@ -1,7 +1,10 @@
 """The worker side: rebuild the driver's cell computer from a picklable recipe and compute a cell.
 
 Paths in the recipe are absolute: a worker's working directory (and machine)
-differs from the driver's.
+differs from the driver's. A worker writes files into the shared work dir
+(checkpoints, soft targets, saliency maps, each with its SHA-256) and never the
+run store: it returns a :class:`~medkd_bench.run.outcomes.CellOutcome`, which
+the driver records.
 """
 
 from __future__ import annotations
@@ -9,14 +12,14 @@ from __future__ import annotations
 import socket
 import traceback
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from medkd_bench.errors import MedkdError, one_line
-from medkd_bench.run.cells import Cell
 from medkd_bench.run.computer import CellComputer
 from medkd_bench.run.options import RunOptions
+from medkd_bench.run.outcomes import CellJob, CellOutcome, computed
 from medkd_bench.system.allocator import keep_freed_memory
 from medkd_bench.system.quiet import quiet_dependency_warnings
 from medkd_bench.system.runtime import Runtime, resolve_runtime
@@ -38,18 +41,6 @@ class WorkerRecipe:
     #: torch intra-op threads per task: its CPU request, so tasks sharing a node do not oversubscribe it.
     threads: int = 1
     deterministic: bool = False
-
-
-@dataclass
-class CellOutcome:
-    """A cell's record as a worker returns it to the driver."""
-
-    status: str  # "done" or "failed"
-    metrics: dict[str, Any] = field(default_factory=dict)
-    timings: dict[str, float] = field(default_factory=dict)
-    artifacts: dict[str, str] = field(default_factory=dict)
-    error: str = ""
-    traceback: str | None = None
 
 
 def worker_setup(recipe: WorkerRecipe) -> tuple[Any, Runtime]:
@@ -80,19 +71,17 @@ def _computer(recipe: WorkerRecipe) -> CellComputer:
     return _COMPUTERS[key]
 
 
-def compute_cell(recipe: WorkerRecipe, cell: Cell, expected_hash: str) -> CellOutcome:
-    """The Ray task body: train and score ``cell``; a cell's own error comes back as a failed outcome."""
-    timings: dict[str, float] = {}
+def compute_cell(recipe: WorkerRecipe, job: CellJob) -> CellOutcome:
+    """The Ray task body: train and score ``job``'s cell; a cell's own error comes back as a failed outcome."""
     try:
         computer = _computer(recipe)
-        got = computer.hash(cell)
-        if got != expected_hash:  # e.g. another plugin version installed on this node
+        got = computer.hash(job.cell)
+        if got != job.hash:  # e.g. another plugin version installed on this node
             raise MedkdError(f"config hash {got} on worker {socket.gethostname()} differs from the driver's "
-                             f"{expected_hash}: install the same medkd-bench and plugins on every node")
-        result = computer.compute(cell, timings)
+                             f"{job.hash}: install the same medkd-bench and plugins on every node")
     except Exception as exc:
-        return CellOutcome("failed", timings=timings, error=one_line(exc), traceback=traceback.format_exc())
-    return CellOutcome("done", result.metrics, result.timings, result.artifacts)
+        return CellOutcome("failed", error=one_line(exc), traceback=traceback.format_exc())
+    return computed(computer, job.cell)[0]
 
 
 def worker_recipe(options: RunOptions, plugin_files: Sequence[Path], device: str, amp: str, threads: int,

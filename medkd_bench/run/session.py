@@ -1,0 +1,176 @@
+"""One ``medkd-bench run``, from a validated request to its summary: the run core's entry point.
+
+``cli/run.py`` parses the flags into a :class:`RunRequest` (the planned
+cells, the options, the executor) and prints what :class:`RunSession` gives
+back. The session checks what can be checked before any work (options,
+method layers, explainer names, writable folders, the leaderboard folder's
+owner, the compiler), then holds the work dir's lock and the store for the
+run: tuning first (``--tune``), then the cells through the executor, then the
+leaderboards. It builds the cell computer once; the runner it drives is the
+only writer of the store.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from medkd_bench import __version__
+from medkd_bench.evaluate.stats import RESAMPLES
+from medkd_bench.registry import Registry
+from medkd_bench.run.cells import Cell
+from medkd_bench.run.computer import CellComputer
+from medkd_bench.run.estimate import MatrixEta, measured_seconds
+from medkd_bench.run.executors.pool import PoolExecutor
+from medkd_bench.run.executors.ray import RayExecutor, driver_runtime
+from medkd_bench.run.executors.worker import absolute_paths
+from medkd_bench.run.options import Reporter, RunOptions
+from medkd_bench.run.records import StoreError
+from medkd_bench.run.runner import Executor, MatrixRunner
+from medkd_bench.run.store import Store
+from medkd_bench.system.runtime import resolve_runtime
+
+
+@dataclass
+class RunRequest:
+    """A ``run`` whose flags are parsed and checked: what to run, with which options, on which executor.
+
+    Paths in ``options`` are as the user gave them (messages name them so);
+    the session hashes and computes with their absolute form.
+    """
+
+    registry: Registry
+    cells: list[Cell]
+    options: RunOptions
+    executor: Executor
+    device: str = "auto"
+    amp: str = "auto"
+    deterministic: bool = False
+    #: ``--tune N``: trials per arm before the final cells (0: none), on seed ``seed``.
+    tune: int = 0
+    seed: int = 0
+    bootstrap: int = RESAMPLES
+
+
+@dataclass
+class RunSummary:
+    """What a run did: cells trained, skipped and failed, explanations computed and failed, pages written."""
+
+    done: int
+    skipped: int
+    failed: int
+    explained: int
+    explain_failed: int
+    leaderboards: list[Path] = field(default_factory=list)
+
+
+class RunStopped(StoreError):
+    """The store failed mid-run: the run stopped; the cells it finished are kept."""
+
+
+class RunSession:
+    """One run of a :class:`RunRequest`; constructing it checks the request before anything is written."""
+
+    def __init__(self, request: RunRequest):
+        self.request = request
+        options = request.options
+        if isinstance(request.executor, RayExecutor):  # the driver explains; its own device may lack the workers'
+            self.runtime = driver_runtime(request.device, request.amp, request.deterministic, options.compile_mode)
+        else:
+            self.runtime = resolve_runtime(request.device, request.amp, request.deterministic,
+                                           compile_mode=options.compile_mode)
+        # Workers run in other processes (or on other machines): they need absolute paths, and the hashes must
+        # agree whichever executor ran a cell, so every run hashes the absolute ones.
+        self.computer = CellComputer(request.registry, absolute_paths(options), self.runtime)  # checks the options
+        self.computer.check_method_layers(request.cells)
+
+    @property
+    def store_path(self) -> Path:
+        return self.request.options.work_dir / "runs.sqlite"
+
+    def planned(self) -> list[tuple[Cell, str, str]]:
+        """``--dry-run``: each planned cell, its hash and its status in the store (read only; "new" if none)."""
+        store = Store(self.store_path, readonly=True) if self.store_path.exists() else None
+        try:
+            rows = []
+            for cell in self.request.cells:
+                h = self.computer.hash(cell)
+                rec = store.get(h) if store is not None else None
+                rows.append((cell, h, rec.status if rec else "new"))
+            return rows
+        finally:
+            if store is not None:
+                store.close()
+
+    def where(self) -> str:
+        executor = self.request.executor
+        if isinstance(executor, RayExecutor):
+            return f"Ray ({executor.address or 'local cluster'})"
+        where = self.runtime.describe()
+        if isinstance(executor, PoolExecutor):
+            where += f" in {executor.jobs} worker processes, {executor.recipe.threads} thread(s) each"
+        return where
+
+    def run(self, say: Callable[[str], None], reporting: Callable[[MatrixEta], AbstractContextManager[Reporter]],
+            on_stop: Callable[[Store, list[str]], None] | None = None) -> RunSummary:
+        """Tune (if asked), run the cells, write the leaderboards; the summary.
+
+        ``say`` prints a line; ``reporting(eta)`` is the progress display the
+        cells run under; ``on_stop(store, hashes)`` is called as the cells end,
+        however they end (``--debug`` prints failures' tracebacks with it).
+        A store error while the cells run is :class:`RunStopped`.
+        """
+        from medkd_bench.report.board_owner import claim_leaderboard_dir
+        from medkd_bench.report.leaderboard import render_all
+        from medkd_bench.run.lock import WorkDirLock
+        from medkd_bench.run.options import result_settings
+        from medkd_bench.system.files import check_writable
+
+        request, computer, cells = self.request, self.computer, self.request.cells
+        work_dir, board_dir = request.options.work_dir, request.options.leaderboard_dir
+        if request.options.compile_mode != "off":  # a missing compiler is bad input: before any work
+            from medkd_bench.system.compiler import require_compiler
+
+            require_compiler(self.runtime, request.options.compile_mode)
+        check_writable(work_dir, "--work-dir")
+        check_writable(board_dir, "--leaderboard-dir")
+        claim_leaderboard_dir(board_dir, work_dir)  # another work dir's pages there: refused before any work
+        with WorkDirLock(work_dir), Store(self.store_path) as store:
+            store.mark_running_interrupted()  # left by a killed run: this run holds the lock, so none is live
+            runner = MatrixRunner(computer, store)
+            runner.explanations.explainer_names()  # unknown explainer names fail before any training
+            if request.tune:
+                self._tune(runner, say)
+            hashes = [computer.hash(c) for c in cells]
+            store.begin_run(result_settings(computer.options, request.amp, request.deterministic), hashes)
+            say(f"medkd-bench {__version__}: {len(cells)} cells on {self.where()}; store {store.path}")
+            jobs = request.executor.jobs if isinstance(request.executor, PoolExecutor) else 1
+            try:
+                with reporting(MatrixEta(measured_seconds(store, cells), jobs, time.perf_counter)) as reporter:
+                    runner.reporter = reporter
+                    counts = runner.run(cells, request.executor)
+            except StoreError as exc:  # mid-run: the cells it finished are in the store
+                raise RunStopped(str(exc)) from exc
+            finally:
+                if on_stop is not None:
+                    on_stop(store, hashes)
+            say("[dim]writing the leaderboards[/]")
+            written = render_all(request.registry, store, board_dir, request.bootstrap)
+        return RunSummary(**counts, leaderboards=written)
+
+    def _tune(self, runner: MatrixRunner, say: Callable[[str], None]) -> None:
+        """``--tune N``: tune every arm, then hash the final cells with the options chosen.
+
+        The same computer carries on: its data, soft targets and cost figures do
+        not depend on the tuned options (teachers are not tuned).
+        """
+        from medkd_bench.tune.session import chosen_options, tune_matrix
+
+        request = self.request
+        results = tune_matrix(runner, request.cells, request.executor, request.tune, request.seed, say=say)
+        self.computer.options = replace(self.computer.options, tuned=chosen_options(results),
+                                        tune_trials=request.tune)
+
