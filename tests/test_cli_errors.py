@@ -67,9 +67,6 @@ def test_unknown_names_are_one_short_line_with_did_you_mean(run_cli, tmp_path, a
     assert len(result.err.strip()) < SHORT, result.err
 
 
-@pytest.mark.xfail(strict=True, reason="defect: run checks --explainers only after claiming --leaderboard-dir "
-                   "(cli/run.py: claim_leaderboard_dir, then Store, then explainer_names); left to the run-core "
-                   "refactor of issue 27")
 def test_an_unknown_explainer_writes_nothing(run_cli, dirs, tmp_path):
     """Bad input is refused before anything is written: no owner file in the leaderboard dir, no store."""
     result = run_cli(["run", "--explainers", "scorecam", *TINY_DATA, *dirs])

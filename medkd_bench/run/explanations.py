@@ -54,11 +54,7 @@ class CellExplanations:
 
     def explainer_names(self) -> list[str]:
         """The run's explainers (``--explainers``; every registered one for ``all``); unknown names are errors."""
-        wanted = self.computer.options.explainers
-        names = sorted(self.computer.registry.explainers) if not wanted or "all" in wanted else list(wanted)
-        for n in names:
-            self.computer.registry.get("explainer", n, " in --explainers")
-        return names
+        return explainer_names(self.computer)
 
     def sample(self, cell: Cell) -> list[int]:
         return explanation_sample(self.computer.data(cell.dataset), self.computer.options.explain_images, seed=cell.seed)
@@ -247,3 +243,15 @@ def _checked_maps(maps: np.ndarray, n_images: int) -> np.ndarray:
     if maps.size and (maps.min() < -MAP_RANGE_SLACK or maps.max() > 1 + MAP_RANGE_SLACK):
         raise ValueError(f"values from {maps.min():.3g} to {maps.max():.3g}, outside [0, 1]")
     return maps
+
+
+def explainer_names(computer: CellComputer) -> list[str]:
+    """The run's explainers (``--explainers``; every registered one for ``all``); unknown names are errors.
+
+    A function of the options alone, so a run checks the names before it writes anything.
+    """
+    wanted = computer.options.explainers
+    names = sorted(computer.registry.explainers) if not wanted or "all" in wanted else list(wanted)
+    for n in names:
+        computer.registry.get("explainer", n, " in --explainers")
+    return names

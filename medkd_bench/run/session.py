@@ -27,6 +27,7 @@ from medkd_bench.run.estimate import MatrixEta, measured_seconds
 from medkd_bench.run.executors.pool import PoolExecutor
 from medkd_bench.run.executors.ray import RayExecutor, driver_runtime
 from medkd_bench.run.executors.worker import absolute_paths
+from medkd_bench.run.explanations import explainer_names
 from medkd_bench.run.options import Reporter, RunOptions
 from medkd_bench.run.records import StoreError
 from medkd_bench.run.runner import Executor, MatrixRunner
@@ -86,6 +87,7 @@ class RunSession:
         # agree whichever executor ran a cell, so every run hashes the absolute ones.
         self.computer = CellComputer(request.registry, absolute_paths(options), self.runtime)  # checks the options
         self.computer.check_method_layers(request.cells)
+        explainer_names(self.computer)  # unknown explainer names: before the work and leaderboard dirs are touched
 
     @property
     def store_path(self) -> Path:
@@ -141,7 +143,6 @@ class RunSession:
         with WorkDirLock(work_dir), Store(self.store_path) as store:
             store.mark_running_interrupted()  # left by a killed run: this run holds the lock, so none is live
             runner = MatrixRunner(computer, store)
-            runner.explanations.explainer_names()  # unknown explainer names fail before any training
             if request.tune:
                 self._tune(runner, say)
             hashes = [computer.hash(c) for c in cells]
