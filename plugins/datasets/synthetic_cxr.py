@@ -21,9 +21,9 @@ anything (issue 26). The class evidence overlaps, as in real radiographs:
 * acquisition varies: rotation, scale and position of the chest, exposure, noise.
 
 Is it a fair KD testbed? Trained to a plateau on the defaults (seed 0, 600 test images), the
-label-only OFA-595 scores 72.2% (57 epochs). Of the teachers, only the convolutional VGG19 beats
-it: 76.2% at its 40-epoch cap, +4.0 pp [+0.3, +7.8], still climbing; Visformer-S reaches 55.8% and
-AutoFormer-V2-T's recipe stays near chance (38.5%). Without the texture the student scores 81.8% and
+label-only OFA-595 scores 72.2% (57 epochs; 73.3% at patience 8, still climbing at its 60-epoch cap).
+No teacher beats it with a CI above zero: VGG19 reaches 74.8% at its plateau (60 epochs, +1.5 pp
+[-2.7, +5.7]), Visformer-S 55.8%, and AutoFormer-V2-T stays near chance (38.5%) at every rate tried. Without the texture the student scores 81.8% and
 Visformer-S 71.8%. ``benchmarks/RESULTS.md`` (2026-12-04 and 2026-12-05) has every variant measured.
 """
 
