@@ -19,8 +19,8 @@ import torch
 from medkd_bench.data.prepare import prepare
 from medkd_bench.explain.maps import compute_maps
 from medkd_bench.registry import load_registry
-from medkd_bench.system.allocator import keep_freed_memory
-from medkd_bench.system.runtime import resolve_runtime
+from medkd_bench.runtime.allocator import keep_freed_memory
+from medkd_bench.runtime.device import resolve_runtime
 
 
 def _width(explainer: str) -> int:

@@ -79,8 +79,8 @@ from medkd_bench.evaluate.cost import measure_latency
 from medkd_bench.registry import load_registry
 
 # Every name this script takes from medkd_bench, in one block (remap here if modules move).
-from medkd_bench.system.allocator import keep_freed_memory
-from medkd_bench.system.runtime import Runtime, resolve_runtime, tf32_enabled
+from medkd_bench.runtime.allocator import keep_freed_memory
+from medkd_bench.runtime.device import Runtime, resolve_runtime, tf32_enabled
 from medkd_bench.train.loop import Trainer
 
 #: The two with targets first (ofa-595: latency, warm-up; vgg19: utilisation), so a short budget keeps them.

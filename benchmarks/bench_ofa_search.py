@@ -25,7 +25,7 @@ from medkd_bench.errors import MedkdError
 from medkd_bench.evaluate.cost import count_gmacs, count_params, measure_latency
 from medkd_bench.nas.cost_table import LUT_FILE
 from medkd_bench.nas.evolution import Budget, SearchSettings, search
-from medkd_bench.system.runtime import machine_description, resolve_runtime
+from medkd_bench.runtime.device import machine_description, resolve_runtime
 from medkd_bench_plugins.students.ofa_595 import build_ofa_595
 
 

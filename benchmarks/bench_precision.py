@@ -24,9 +24,9 @@ from interleave import interleaved_medians
 from medkd_bench.data.batches import train_batches
 from medkd_bench.data.prepare import PreparedData, prepare
 from medkd_bench.registry import load_registry
+from medkd_bench.runtime.allocator import keep_freed_memory
+from medkd_bench.runtime.device import Runtime, cpu_has_native_bf16
 from medkd_bench.specs import ModelSpec
-from medkd_bench.system.allocator import keep_freed_memory
-from medkd_bench.system.runtime import Runtime, cpu_has_native_bf16
 from medkd_bench.train.loop import Trainer
 
 VARIANTS = {

@@ -50,7 +50,7 @@ from medkd_bench.data.prepare import prepare
 from medkd_bench.errors import MedkdError
 from medkd_bench.registry import load_registry
 from medkd_bench.run.store import CellRecord, Store, StoreError
-from medkd_bench.system.runtime import resolve_runtime
+from medkd_bench.runtime.device import resolve_runtime
 
 #: The order steps run in; the budget keeps each later step's least share (``Mode.steps``) free.
 ORDER = ("quick", "full", "rerun", "latency", "harness", "util", "m224")

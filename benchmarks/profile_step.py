@@ -21,8 +21,8 @@ from torch.profiler import ProfilerActivity, profile
 from medkd_bench.data.batches import train_batches
 from medkd_bench.data.prepare import prepare
 from medkd_bench.registry import load_registry
-from medkd_bench.system.allocator import keep_freed_memory
-from medkd_bench.system.runtime import resolve_runtime
+from medkd_bench.runtime.allocator import keep_freed_memory
+from medkd_bench.runtime.device import resolve_runtime
 from medkd_bench.train.loop import Trainer
 
 

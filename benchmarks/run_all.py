@@ -57,9 +57,9 @@ from medkd_bench.distill.method import bind_method
 from medkd_bench.evaluate.cost import measure_latency
 from medkd_bench.registry import load_registry
 from medkd_bench.run.store import Store
+from medkd_bench.runtime.allocator import keep_freed_memory
+from medkd_bench.runtime.device import Runtime, resolve_runtime
 from medkd_bench.specs import ModelSpec
-from medkd_bench.system.allocator import keep_freed_memory
-from medkd_bench.system.runtime import Runtime, resolve_runtime
 from medkd_bench.train.loop import Trainer, fit, steps_per_epoch_of
 from medkd_bench.train.optim import clipped_step, make_adamw
 from medkd_bench.train.predict import teacher_soft_targets

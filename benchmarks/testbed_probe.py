@@ -35,7 +35,7 @@ def train_one(model_name: str, dataset: str, options: dict[str, Any], seed: int,
 
     from medkd_bench.data.prepare import prepare
     from medkd_bench.registry import load_registry
-    from medkd_bench.system.runtime import resolve_runtime
+    from medkd_bench.runtime.device import resolve_runtime
     from medkd_bench.train.loop import fit
     from medkd_bench.train.predict import split_outputs
 

@@ -275,7 +275,7 @@ def collect(pm: pluggy.PluginManager) -> Registry:
 
 def _check_model(owner: str, kind: str, spec: ModelSpec) -> None:
     """A model's GPU choices are checked when it registers, on every machine, not first on a GPU."""
-    from medkd_bench.system.runtime import GPU_DEPLOY_DTYPES, GPU_PRECISIONS
+    from medkd_bench.runtime.device import GPU_DEPLOY_DTYPES, GPU_PRECISIONS
 
     for field_name, allowed in (("gpu_precision", GPU_PRECISIONS), ("gpu_deploy_dtype", tuple(GPU_DEPLOY_DTYPES))):
         value = getattr(spec, field_name)
@@ -354,9 +354,9 @@ def load_registry(plugin_files: Iterable[Path] = (), entry_points: bool = True,
     Every command with a ``--work-dir`` passes it (and so do worker processes, from
     the run's options), so a dataset added with ``datasets add --work-dir W`` is
     found by every command given ``--work-dir W``
-    (:func:`medkd_bench.system.spec_files.specs_in_work_dir`).
+    (:func:`medkd_bench.spec_discovery.specs_in_work_dir`).
     """
-    from medkd_bench.system.spec_files import specs_in_work_dir
+    from medkd_bench.spec_discovery import specs_in_work_dir
 
     pm = make_plugin_manager(plugin_files, entry_points=entry_points)
     with specs_in_work_dir(work_dir):

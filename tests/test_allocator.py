@@ -4,7 +4,7 @@ import sys
 
 import pytest
 
-from medkd_bench.system.allocator import keep_freed_memory
+from medkd_bench.runtime.allocator import keep_freed_memory
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc only")

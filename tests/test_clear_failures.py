@@ -18,7 +18,7 @@ from medkd_bench.errors import MedkdError
 
 def test_a_full_disk_write_probe_leaves_no_file(tmp_path, monkeypatch):
     """The probe file is created, then its write fails (ENOSPC): it must not stay behind as 0 bytes."""
-    from medkd_bench.system.files import check_writable
+    from medkd_bench.files.paths import check_writable
 
     def full_disk(self, *args, **kwargs):
         self.touch()  # open() succeeded: the file exists, empty

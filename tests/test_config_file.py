@@ -61,7 +61,7 @@ HOSTILE = ['plain', 'say "hi"', "back\\slash \\n not a newline", "tab\there\nnew
 
 
 def test_toml_writer_round_trips_through_tomllib():
-    from medkd_bench.system.toml_text import dumps
+    from medkd_bench.report.toml_text import dumps
 
     data = {
         "strings": HOSTILE,
@@ -83,7 +83,7 @@ def test_toml_writer_round_trips_through_tomllib():
 
 
 def test_toml_writer_refuses_what_toml_cannot_hold():
-    from medkd_bench.system.toml_text import dumps
+    from medkd_bench.report.toml_text import dumps
 
     with pytest.raises(ValueError, match="lone surrogate"):
         dumps({"x": "\ud800"})

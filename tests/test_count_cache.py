@@ -17,7 +17,7 @@ from medkd_bench.registry import load_registry
 from medkd_bench.run.cells import Cell
 from medkd_bench.run.computer import CellComputer
 from medkd_bench.run.options import RunOptions
-from medkd_bench.system.runtime import resolve_runtime
+from medkd_bench.runtime.device import resolve_runtime
 from tests.helpers import plugin_fixture
 
 CELL = Cell("synthetic-cxr", "teacher", teacher="file-teacher")
@@ -83,7 +83,7 @@ from medkd_bench.registry import load_registry
 from medkd_bench.run.cells import Cell
 from medkd_bench.run.computer import CellComputer
 from medkd_bench.run.options import RunOptions
-from medkd_bench.system.runtime import resolve_runtime
+from medkd_bench.runtime.device import resolve_runtime
 registry = load_registry([Path({plugin_fixture("file_teacher")!r})])
 computer = CellComputer(registry, RunOptions(work_dir=Path({str(tmp_path)!r}), img_size=32),
                         resolve_runtime("cpu", "off"))

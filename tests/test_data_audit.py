@@ -173,7 +173,7 @@ def test_run_warns_once_per_failed_check_before_training(tmp_path, run_cli, caps
     from medkd_bench.run.plan import plan
     from medkd_bench.run.runner import MatrixRunner
     from medkd_bench.run.store import Store
-    from medkd_bench.system.runtime import resolve_runtime
+    from medkd_bench.runtime.device import resolve_runtime
 
     root = split_tree(tmp_path / "imgs", {"train": 5, "val": 2, "test": 2})
     shutil.copy(root / "train" / "a" / "a_train_0.png", root / "test" / "a" / "dup.png")

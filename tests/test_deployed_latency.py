@@ -28,8 +28,8 @@ from medkd_bench.evaluate.deployed import (
     measure_deployed,
 )
 from medkd_bench.evaluate.timing import median_iqr
+from medkd_bench.runtime.device import Runtime, gpu_deploy_dtype, resolve_runtime
 from medkd_bench.specs import StudentSpec
-from medkd_bench.system.runtime import Runtime, gpu_deploy_dtype, resolve_runtime
 
 IMG = 32
 

@@ -9,8 +9,8 @@ from medkd_bench.data.prepare import prepare
 from medkd_bench.registry import load_registry
 from medkd_bench.run.cells import Cell, teacher_cell_of
 from medkd_bench.run.plan import plan
+from medkd_bench.runtime.device import resolve_runtime
 from medkd_bench.specs import TrainSettings
-from medkd_bench.system.runtime import resolve_runtime
 from medkd_bench.train.loop import fit
 from medkd_bench.train.schedule import PlateauStop, cooldown_epochs
 

@@ -6,8 +6,8 @@ from torch import nn
 
 from medkd_bench.evaluate.cost import count_gmacs, count_params, measure_latency
 from medkd_bench.evaluate.metrics import classification_metrics
+from medkd_bench.runtime.device import cpu_has_native_bf16, resolve_runtime
 from medkd_bench.specs import StudentSpec
-from medkd_bench.system.runtime import cpu_has_native_bf16, resolve_runtime
 
 
 def test_classification_metrics_known_case():
@@ -86,7 +86,7 @@ def test_measured_cpu_latency_records_the_cpu_share_it_got():
     from torch import nn
 
     from medkd_bench.evaluate.cost import measure_latency
-    from medkd_bench.system.runtime import resolve_runtime
+    from medkd_bench.runtime.device import resolve_runtime
 
     model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 2))
     timed = measure_latency(model, 32, resolve_runtime("cpu", "off", False), warmup=2, runs=20)

@@ -8,7 +8,7 @@ import torch
 
 from medkd_bench.data.prepare import prepare
 from medkd_bench.registry import load_registry
-from medkd_bench.system.runtime import resolve_runtime
+from medkd_bench.runtime.device import resolve_runtime
 from medkd_bench.train.loop import fit
 
 REGISTRY = load_registry()

@@ -75,8 +75,8 @@ def test_logits_that_do_not_fit_the_dataset_are_refused_in_every_mode():
     from medkd_bench.data.prepare import prepare
     from medkd_bench.distill.method import bind_method
     from medkd_bench.registry import load_registry
+    from medkd_bench.runtime.device import resolve_runtime
     from medkd_bench.specs import TrainSettings
-    from medkd_bench.system.runtime import resolve_runtime
     from medkd_bench.train.loop import Trainer
     from medkd_bench.train.predict import predict_logits, teacher_soft_targets
     from medkd_bench.train.shapes import OutputShapeError
@@ -154,7 +154,7 @@ def test_unreadable_weights_are_refused_by_content_before_any_work(run_cli, dirs
         result = run_cli(["run", "--matrix", "quick", "--weights", f"ofa-595={path}", *dirs])
         assert_one_line_error(result, f"--weights ofa-595={path}", fragment)
         assert "weights_only=False" not in result.err
-    from medkd_bench.system.weights import read_state_dict
+    from medkd_bench.models.weights import read_state_dict
 
     assert set(read_state_dict(fake)) == {"x"}
     assert not (tmp_path / "work").exists()
@@ -412,7 +412,7 @@ def test_explain_refuses_a_bit_flipped_checkpoint(run_cli, quick_run):
 
 def test_maps_without_a_recorded_digest_or_outside_0_1_are_computed_again(tmp_path, capsys):
     """Behind the SHA-256, the content checks stay: maps the record vouches for must still lie within [0, 1]."""
-    from medkd_bench.system.digests import write_recorded
+    from medkd_bench.files.digests import write_recorded
 
     explanations = CellExplanations(SimpleNamespace(options=SimpleNamespace(work_dir=tmp_path)), None)
     path = explanations.maps_path("abc", "grad-cam", 2)
@@ -563,7 +563,7 @@ def test_names_that_would_escape_their_folder_are_refused(run_cli, dirs, tmp_pat
 
 def test_output_paths_stay_inside_their_folder(tmp_path):
     from medkd_bench.errors import MedkdError
-    from medkd_bench.system.files import path_inside
+    from medkd_bench.files.paths import path_inside
 
     assert path_inside(tmp_path, "panels", "a", "b.png") == tmp_path / "panels" / "a" / "b.png"
     for parts in (("..", "x.md"), ("/abs/x.md",), ("panels", "../../x.png")):

@@ -152,7 +152,7 @@ def test_dkd_warm_up_rises_per_optimiser_step_from_zero():
     from torch import nn
 
     from medkd_bench.distill.method import bind_method
-    from medkd_bench.system.runtime import Runtime
+    from medkd_bench.runtime.device import Runtime
     from medkd_bench.testing.methods import _probe_data
     from medkd_bench_plugins.methods.dkd import dkd_loss
 
@@ -319,8 +319,8 @@ def test_quick_matrix_with_every_method_and_a_nan_one(run_cli, tmp_path):
 def test_a_methods_own_modules_train_with_the_student():
     """FitNets' regressor is in the optimiser: one epoch of fit moves its weights (and the student's)."""
     from medkd_bench.distill.method import bind_method
+    from medkd_bench.runtime.device import Runtime
     from medkd_bench.specs import StudentSpec, TeacherSpec, TrainSettings
-    from medkd_bench.system.runtime import Runtime
     from medkd_bench.testing.methods import METHOD_PROBE_MODELS, _probe_data, _probe_spec
     from medkd_bench.train.loop import fit
     from medkd_bench.train.predict import teacher_soft_targets
@@ -346,8 +346,8 @@ def test_a_methods_own_modules_train_with_the_student():
 def test_a_broken_method_build_is_named(build, message):
     from medkd_bench.distill.method import bind_method
     from medkd_bench.errors import MedkdError
+    from medkd_bench.runtime.device import Runtime
     from medkd_bench.specs import MethodSpec
-    from medkd_bench.system.runtime import Runtime
     from medkd_bench.testing.methods import _probe_data
 
     data = _probe_data(3, 32)
@@ -362,8 +362,8 @@ def test_a_loss_that_is_not_a_scalar_is_named():
 
     from medkd_bench.distill.method import bind_method
     from medkd_bench.errors import MedkdError
+    from medkd_bench.runtime.device import Runtime
     from medkd_bench.specs import MethodSpec
-    from medkd_bench.system.runtime import Runtime
     from medkd_bench.testing.methods import _probe_data
 
     class PerSample(nn.Module):

@@ -21,7 +21,7 @@ from medkd_bench.nas.evolution import Budget, SearchSettings, search
 from medkd_bench.nas.space import SMALLEST, build_subnet, build_supernet
 from medkd_bench.nas.spec_files import read_searched_student, spec_document, write_spec
 from medkd_bench.registry import load_registry
-from medkd_bench.system.runtime import resolve_runtime
+from medkd_bench.runtime.device import resolve_runtime
 from medkd_bench.testing import check_student_spec
 from tests.helpers import TINY_DATA, assert_one_line_error, table_row
 

@@ -23,8 +23,8 @@ from medkd_bench.data.batches import train_batches
 from medkd_bench.data.prepare import prepare
 from medkd_bench.distill.method import bind_method
 from medkd_bench.registry import load_registry
+from medkd_bench.runtime.device import Runtime
 from medkd_bench.specs import TrainSettings
-from medkd_bench.system.runtime import Runtime
 from medkd_bench.train.loop import fit, steps_per_epoch_of
 from medkd_bench.train.losses import kd_loss
 from medkd_bench.train.optim import param_groups

@@ -18,8 +18,8 @@ from medkd_bench.data.prepare import prepare
 from medkd_bench.errors import MedkdError
 from medkd_bench.evaluate.cost import measure_latency, measure_throughput
 from medkd_bench.registry import load_registry
+from medkd_bench.runtime.device import Runtime, amp_dtype_for, resolve_runtime
 from medkd_bench.specs import TrainSettings
-from medkd_bench.system.runtime import Runtime, amp_dtype_for, resolve_runtime
 from medkd_bench.train.loop import fit
 
 
@@ -153,7 +153,7 @@ def test_gpu_precision_typo_and_compile_mode_are_named():
 
 def test_tf32_flags_are_set_for_the_model_and_restored():
     """TF32 is process-wide in PyTorch: the runtime sets it around each model's work and puts it back."""
-    from medkd_bench.system.runtime import tf32_enabled
+    from medkd_bench.runtime.device import tf32_enabled
 
     before = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
     with tf32_enabled(True):

@@ -128,7 +128,7 @@ def _tuner_inputs(tuned_run: Path, tmp_path: Path):
     from medkd_bench.run.plan import plan
     from medkd_bench.run.runner import MatrixRunner
     from medkd_bench.run.store import Store
-    from medkd_bench.system.runtime import resolve_runtime
+    from medkd_bench.runtime.device import resolve_runtime
 
     shutil.copytree(tuned_run / "work", tmp_path / "work")
     with sqlite3.connect(tmp_path / "work" / "runs.sqlite") as db:

@@ -9,8 +9,8 @@ from torch import nn
 
 from medkd_bench.data.prepare import prepare
 from medkd_bench.registry import load_registry
+from medkd_bench.runtime.device import resolve_runtime
 from medkd_bench.specs import TrainSettings
-from medkd_bench.system.runtime import resolve_runtime
 from medkd_bench.train.loop import fit
 from medkd_bench.train.warmup import epoch_batch_sizes
 from tests.helpers import TINY_DATA, assert_one_line_error

@@ -5,9 +5,9 @@ import torch
 from safetensors.torch import save_file
 
 from medkd_bench import MedkdError
+from medkd_bench.models.weights import load_weights_file
 from medkd_bench.registry import load_registry
 from medkd_bench.run.store import Store
-from medkd_bench.system.weights import load_weights_file
 from tests.helpers import QUICK
 
 

@@ -36,7 +36,7 @@ def datasets_check(name, root, img_size, dataset_options, skip_bad, work_dir, pl
     Exits 2 when a file is bad (unless --skip-bad) or a folder is missing.
     """
     from medkd_bench.data.check import check_dataset
-    from medkd_bench.system.files import check_writable
+    from medkd_bench.files.paths import check_writable
 
     registry = load_cli_registry(plugin_files, work_dir)
     spec = registry.get("dataset", name)
@@ -85,8 +85,8 @@ def datasets_add(name, folder, manifest, masks, val, test, seed, channels, img_s
     from medkd_bench.data.dataset_files import dataset_spec_files, new_dataset, write_dataset_spec
     from medkd_bench.data.folder_dataset import SPLITS
     from medkd_bench.data.imagefiles import bad_file_policy
+    from medkd_bench.spec_discovery import specs_in_work_dir
     from medkd_bench.specs import check_name
-    from medkd_bench.system.spec_files import specs_in_work_dir
 
     check_name("dataset", name)
     if (folder is None) == (manifest is None):
@@ -159,7 +159,7 @@ def datasets_preview(name, out, split, per_class, root, img_size, dataset_option
     """
     from medkd_bench.data.prepare import prepare
     from medkd_bench.data.preview import check_out_file, render_preview
-    from medkd_bench.system.files import check_writable
+    from medkd_bench.files.paths import check_writable
 
     registry = load_cli_registry(plugin_files, work_dir)
     spec = registry.get("dataset", name)

@@ -18,8 +18,8 @@ from rich.markup import escape
 from medkd_bench.cli import datasets, plugins, report, run  # noqa: F401
 from medkd_bench.cli.app import cli, err_console, is_debug, set_debug
 from medkd_bench.errors import MedkdError, one_line
-from medkd_bench.system.allocator import keep_freed_memory
-from medkd_bench.system.quiet import quiet_dependency_warnings
+from medkd_bench.runtime.allocator import keep_freed_memory
+from medkd_bench.runtime.quiet import quiet_dependency_warnings
 
 INTERRUPTED = "interrupted: finished cells are kept in the store; rerun to resume"
 

@@ -111,7 +111,7 @@ def parse_method_options(values: Sequence[str], registry: Registry) -> dict[str,
 
 def parse_weights(values: Sequence[str]) -> dict[str, Path]:
     """``NAME=PATH`` flags; each file is read (by content, weights only) now, before any worker starts."""
-    from medkd_bench.system.weights import read_state_dict
+    from medkd_bench.models.weights import read_state_dict
 
     out: dict[str, Path] = {}
     for v in values:

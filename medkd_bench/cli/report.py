@@ -8,7 +8,7 @@ import click
 
 from medkd_bench.cli.app import cli, console, load_cli_registry
 from medkd_bench.cli.options import bootstrap_option, plugin_option, work_dir_option
-from medkd_bench.system.files import check_writable, path_inside
+from medkd_bench.files.paths import check_writable, path_inside
 
 
 @cli.command()
@@ -74,7 +74,7 @@ def explain(dataset, teacher, student, explainer, method, images, out, device, d
     """Render a teacher vs student saliency panel from finished cells (no training)."""
     from medkd_bench.explain.from_store import panel_from_store
     from medkd_bench.run.store import Store
-    from medkd_bench.system.runtime import resolve_runtime
+    from medkd_bench.runtime.device import resolve_runtime
 
     path = work_dir / "runs.sqlite"
     registry = load_cli_registry(plugin_files, work_dir)

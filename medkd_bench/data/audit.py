@@ -310,7 +310,7 @@ def _cache_path(cache_dir: Path, data: PreparedData, files: dict[str, list[str]]
 def audit(data: PreparedData, root: Path | None = None, options: dict[str, Any] | None = None,
           cache_dir: Path | None = None) -> list[CheckResult]:
     """Every check of one prepared dataset, from the cache when these splits were checked before."""
-    from medkd_bench.system.files import atomic_write_text
+    from medkd_bench.files.atomic import atomic_write_text
 
     files = split_files(data, root, dict(options or {}))
     path = _cache_path(cache_dir, data, files) if cache_dir is not None else None

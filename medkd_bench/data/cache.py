@@ -19,7 +19,7 @@ takes any bytes of the right length (one flipped byte of ``labels.npy``
 stored a test label 255). Its ``meta.json`` records the SHA-256 of every
 array file as written, the full key it was written for (the folder name is
 only an address: a moved or copied entry is not used for another key), and
-a SHA-256 of its own content (:mod:`medkd_bench.system.digests`). On load
+a SHA-256 of its own content (:mod:`medkd_bench.files.digests`). On load
 each is compared, then the arrays' shapes and the labels' range; an entry
 failing any check is removed and decoded again, with a warning naming the file.
 """
@@ -38,10 +38,10 @@ import torch
 
 from medkd_bench.data.decode import DECODER_VERSION
 from medkd_bench.errors import MedkdError, one_line
+from medkd_bench.files.atomic import atomic_tmp
+from medkd_bench.files.digests import DAMAGED, bytes_sha256, file_problem, json_digest
+from medkd_bench.messages import warn
 from medkd_bench.specs import DatasetSpec, SplitData
-from medkd_bench.system.digests import DAMAGED, file_problem, json_digest
-from medkd_bench.system.files import atomic_tmp, bytes_sha256
-from medkd_bench.system.messages import warn
 
 #: Bump when the on-disk layout of an entry changes (2: meta.json records SHA-256s and its key).
 CACHE_FORMAT = 2

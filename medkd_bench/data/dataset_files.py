@@ -41,9 +41,9 @@ from medkd_bench.data.folder_dataset import (
 )
 from medkd_bench.data.imagefiles import require_folder
 from medkd_bench.errors import MedkdError
+from medkd_bench.files.atomic import atomic_write_text
+from medkd_bench.spec_discovery import read_json_spec, spec_files, unique_specs
 from medkd_bench.specs import check_name
-from medkd_bench.system.files import atomic_write_text
-from medkd_bench.system.spec_files import read_json_spec, spec_files, unique_specs
 
 SPEC_FORMAT = "medkd-bench/image-folder-dataset"
 SPEC_VERSION = 1

@@ -22,7 +22,7 @@ import torch
 
 from medkd_bench.data.prepare import PreparedData
 from medkd_bench.errors import MedkdError
-from medkd_bench.system.files import atomic_tmp, atomic_write
+from medkd_bench.files.atomic import atomic_tmp, atomic_write
 
 
 @dataclass(frozen=True)

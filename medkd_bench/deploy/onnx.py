@@ -32,7 +32,7 @@ import torch
 from torch import nn
 
 from medkd_bench.errors import MedkdError
-from medkd_bench.system.files import atomic_write
+from medkd_bench.files.atomic import atomic_write
 
 #: Absolute and relative (to the largest |logit|) tolerance of ONNX Runtime's logits against PyTorch's.
 ATOL = 1e-4

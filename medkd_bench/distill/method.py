@@ -12,8 +12,8 @@ from medkd_bench.data.prepare import PreparedData
 from medkd_bench.distill.taps import OutputTaps, layer_choices
 from medkd_bench.distill.teacher import DEFAULT_CACHE_MB, TeacherSide
 from medkd_bench.errors import MedkdError
+from medkd_bench.runtime.device import Runtime
 from medkd_bench.specs import MethodContext, MethodSpec, ModelOutputs, ModelSpec
-from medkd_bench.system.runtime import Runtime
 from medkd_bench.train.shapes import require_logits
 
 

@@ -14,8 +14,8 @@ from torch import nn
 
 from medkd_bench.data.prepare import PreparedData
 from medkd_bench.distill.taps import OutputTaps
+from medkd_bench.runtime.device import Runtime
 from medkd_bench.specs import ModelOutputs
-from medkd_bench.system.runtime import Runtime
 from medkd_bench.train.finite import require_finite
 
 #: Default memory budget for a teacher's cached feature and class maps (both flips of every training image).

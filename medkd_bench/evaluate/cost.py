@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from medkd_bench.evaluate.timing import median_iqr, timed_calls_ms
-from medkd_bench.system.runtime import Runtime, machine_description
+from medkd_bench.runtime.device import Runtime, machine_description
 
 if TYPE_CHECKING:
     from medkd_bench.specs import ModelSpec

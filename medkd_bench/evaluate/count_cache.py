@@ -7,10 +7,10 @@ the head's class count and fvcore itself, never on the weights or precision, so
 ``<work-dir>/fvcore_counts.json`` keeps one entry per such key, like the OFA
 cost table (:mod:`medkd_bench.nas.cost_table`).
 
-The file is written atomically (:func:`~medkd_bench.system.files.atomic_write_text`)
+The file is written atomically (:func:`~medkd_bench.files.atomic.atomic_write_text`)
 after re-reading it, so two workers adding different keys lose at most one
 entry to a race, which is then counted again. Each entry carries the SHA-256
-of its key and figures (:func:`~medkd_bench.system.digests.json_digest`), so
+of its key and figures (:func:`~medkd_bench.files.digests.json_digest`), so
 the file verifies itself: one changed digit (1.60M parameters for a 7.60M
 model) no longer matches, and neither does an entry without one. Such an
 entry, or a file that cannot be read back (truncated, garbage, another
@@ -30,9 +30,9 @@ from torch import nn
 
 from medkd_bench.errors import one_line
 from medkd_bench.evaluate.cost import size_metrics
-from medkd_bench.system.digests import json_digest
-from medkd_bench.system.files import atomic_write_text
-from medkd_bench.system.messages import warn
+from medkd_bench.files.atomic import atomic_write_text
+from medkd_bench.files.digests import json_digest
+from medkd_bench.messages import warn
 
 COUNTS_FILE = "fvcore_counts.json"
 #: Bump when an entry's meaning changes: a file of another format is counted again (2: entries carry a SHA-256).

@@ -40,9 +40,9 @@ from torch import nn
 
 from medkd_bench.errors import one_line
 from medkd_bench.evaluate.timing import median_iqr, timed_calls_ms
+from medkd_bench.messages import warn
+from medkd_bench.runtime.device import Runtime, gpu_deploy_dtype, tf32_enabled
 from medkd_bench.specs import ModelSpec
-from medkd_bench.system.messages import warn
-from medkd_bench.system.runtime import Runtime, gpu_deploy_dtype, tf32_enabled
 
 #: Inputs of the argmax check: a fixed, seeded batch, each sent through the timed forward alone.
 CHECK_INPUTS = 16

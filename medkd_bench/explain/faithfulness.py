@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from medkd_bench.data.prepare import PreparedData
-from medkd_bench.system.runtime import Runtime
+from medkd_bench.runtime.device import Runtime
 
 
 def road_faithfulness(

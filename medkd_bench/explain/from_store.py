@@ -13,7 +13,7 @@ from medkd_bench.errors import MedkdError
 from medkd_bench.explain.maps import compute_maps, explanation_sample
 from medkd_bench.explain.panels import PanelColumn, panel_rows, render_panel, stored_predictions
 from medkd_bench.run.artifacts import checkpoint_problem
-from medkd_bench.system.runtime import Runtime
+from medkd_bench.runtime.device import Runtime
 
 
 def _checked_checkpoint(record: Any, work_dir: Path) -> Path:

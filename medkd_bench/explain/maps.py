@@ -14,8 +14,8 @@ import torch
 from torch import nn
 
 from medkd_bench.data.prepare import PreparedData
+from medkd_bench.runtime.device import Runtime
 from medkd_bench.specs import ExplainerSpec, ModelSpec, ReshapeTransform
-from medkd_bench.system.runtime import Runtime
 
 
 def explanation_sample(data: PreparedData, n_images: int, seed: int) -> list[int]:

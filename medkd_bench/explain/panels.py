@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from medkd_bench.data.prepare import PreparedData
-from medkd_bench.system.files import atomic_write
+from medkd_bench.files.atomic import atomic_write
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure

@@ -78,8 +78,8 @@ def student_search(latency_ms, gmacs, img_size, device, amp, num_classes, width_
         spec_document,
         write_spec,
     )
-    from medkd_bench.system.runtime import resolve_runtime
-    from medkd_bench.system.spec_files import specs_in_work_dir
+    from medkd_bench.runtime.device import resolve_runtime
+    from medkd_bench.spec_discovery import specs_in_work_dir
 
     if (latency_ms is None) == (gmacs is None):
         raise MedkdError("student search: give exactly one budget, --latency-ms or --gmacs")
@@ -97,7 +97,7 @@ def student_search(latency_ms, gmacs, img_size, device, amp, num_classes, width_
     if clash:
         raise MedkdError(f"--name {name}: spec file {clash[0]} already defines it; remove that file or pick "
                          "another --name")
-    from medkd_bench.system.files import check_writable
+    from medkd_bench.files.paths import check_writable
 
     check_writable(out.parent, "--out folder")
     check_writable(work_dir, "--work-dir")

@@ -23,9 +23,9 @@ from torch import nn
 
 from medkd_bench.errors import MedkdError
 from medkd_bench.evaluate.cost import timed_runs_ms
+from medkd_bench.files.atomic import atomic_write_text
 from medkd_bench.nas.space import N_BLOCKS, SubnetSettings, build_supernet
-from medkd_bench.system.files import atomic_write_text
-from medkd_bench.system.runtime import Runtime, machine_description
+from medkd_bench.runtime.device import Runtime, machine_description
 
 LUT_FILE = "ofa_cost_lut.json"
 

@@ -32,7 +32,7 @@ from medkd_bench.nas.space import (
     SubnetSettings,
     build_subnet,
 )
-from medkd_bench.system.runtime import Runtime
+from medkd_bench.runtime.device import Runtime
 
 OBJECTIVE = ("capacity proxy: maximise MACs, then parameters, within the budget "
              "(no pretrained supernet accuracy is available offline)")

@@ -102,7 +102,7 @@ def load_supernet_weights(supernet: nn.Module, path: Path) -> int:
     checkpoints name the blocks' conv ``mobile_inverted_conv``; that is renamed.
     The classifier usually has another class count and is left fresh.
     """
-    from medkd_bench.system.weights import apply_state_dict, read_state_dict
+    from medkd_bench.models.weights import apply_state_dict, read_state_dict
 
     state = {k.replace(".mobile_inverted_conv.", ".conv."): v for k, v in read_state_dict(path).items()}
     return apply_state_dict(supernet, state, f"--supernet-weights {path}").loaded

@@ -18,11 +18,11 @@ from typing import Any
 from torch import nn
 
 from medkd_bench.errors import MedkdError
+from medkd_bench.files.atomic import atomic_write_text
 from medkd_bench.nas.evolution import OBJECTIVE, Budget, SearchResult
 from medkd_bench.nas.space import DEPTHS, EXPAND_RATIOS, KERNEL_SIZES, SubnetSettings, build_subnet
+from medkd_bench.spec_discovery import read_json_spec, spec_files, unique_specs
 from medkd_bench.specs import check_name as check_spec_name
-from medkd_bench.system.files import atomic_write_text
-from medkd_bench.system.spec_files import read_json_spec, spec_files, unique_specs
 
 SPEC_FORMAT = "medkd-bench/ofa-student"
 
@@ -52,7 +52,7 @@ def check_name(name: str) -> str:
 
 def spec_document(result: SearchResult, name: str, supernet_weights: Path | None = None) -> dict[str, Any]:
     """The JSON a student spec file holds; :func:`read_searched_student` reads it back."""
-    from medkd_bench.system.weights import file_digest
+    from medkd_bench.models.weights import file_digest
 
     weights = None
     if supernet_weights is not None:
@@ -118,7 +118,7 @@ class SearchedStudent:
         """The subnet (resolution is elastic, so any ``img_size`` builds; the budget held at the searched one)."""
         weights = None
         if self.weights_path is not None:
-            from medkd_bench.system.weights import file_digest
+            from medkd_bench.models.weights import file_digest
 
             if not self.weights_path.is_file():
                 raise MedkdError(f"student spec file {self.path}: supernet weights {self.weights_path} are missing")

@@ -18,8 +18,8 @@ import os
 from pathlib import Path
 
 from medkd_bench.errors import MedkdError
-from medkd_bench.system.files import atomic_write_text
-from medkd_bench.system.messages import warn
+from medkd_bench.files.atomic import atomic_write_text
+from medkd_bench.messages import warn
 
 #: The file in a leaderboard dir that names the work dir its pages are rendered from.
 OWNER_FILE = ".medkd-work-dir.json"

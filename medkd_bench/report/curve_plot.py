@@ -18,11 +18,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from medkd_bench.files.atomic import atomic_write
+from medkd_bench.files.paths import path_inside
 from medkd_bench.registry import Registry
 from medkd_bench.report.curves import UNRECORDED, CurveData, Key, Series, curve_data
 from medkd_bench.report.pages import Page
 from medkd_bench.run.store import CellRecord
-from medkd_bench.system.files import atomic_write, path_inside
 
 #: Marker per stop reason: X a plateau (early stop), > the epoch cap (it might have gone on), | the schedule's end.
 STOP_MARKERS = {"plateau": "X", "epoch-cap": ">", "fixed": "|", UNRECORDED: "|"}

@@ -14,7 +14,7 @@ import shlex
 from collections.abc import Sequence
 from typing import Any
 
-from medkd_bench.system.toml_text import dumps
+from medkd_bench.report.toml_text import dumps
 
 #: A ``run`` option and its value: a string, number, True (a flag), a list of names, or a table.
 Entry = tuple[str, Any]

@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from medkd_bench.files.atomic import atomic_write_text
 from medkd_bench.registry import Registry
 from medkd_bench.report.convergence import epochs_run
 from medkd_bench.report.pages import latest_records, pages_for
@@ -29,7 +30,6 @@ from medkd_bench.report.trust import detectable_gain
 from medkd_bench.run.cells import Cell
 from medkd_bench.run.store import CellRecord, ExplanationRecord, Store
 from medkd_bench.specs import BASE_METHODS
-from medkd_bench.system.files import atomic_write_text
 from medkd_bench.tune.space import arm_of
 
 FORMATS = ("csv", "json")

@@ -15,6 +15,9 @@ import jinja2
 import numpy as np
 
 from medkd_bench.evaluate import stats
+from medkd_bench.files.atomic import atomic_write_text
+from medkd_bench.files.paths import path_inside
+from medkd_bench.messages import warn
 from medkd_bench.registry import Registry
 from medkd_bench.report.board_owner import claim_leaderboard_dir
 from medkd_bench.report.clinical_tables import clinical_rows, confusion_tables
@@ -34,8 +37,6 @@ from medkd_bench.report.trust import UNCONVERGED, UNDETECTABLE, Trust, teacher_d
 from medkd_bench.report.tuning import tuning_rows
 from medkd_bench.run.store import CellRecord, ExplanationRecord, Store, TrialRecord
 from medkd_bench.specs import BASE_METHODS
-from medkd_bench.system.files import atomic_write_text, path_inside
-from medkd_bench.system.messages import warn
 
 
 def _env() -> jinja2.Environment:

@@ -19,8 +19,8 @@ from medkd_bench.report.experiment import Entry, command_flags
 from medkd_bench.report.pages import settings_entries
 from medkd_bench.run.options import RunOptions
 from medkd_bench.run.store import CellRecord, ExplanationRecord
+from medkd_bench.runtime.device import PROVENANCE_PACKAGES
 from medkd_bench.specs import BASE_METHODS
-from medkd_bench.system.runtime import PROVENANCE_PACKAGES
 
 #: The `run` defaults a recorded setting is compared with: one source, RunOptions (cli.py uses the same).
 DEFAULT_EXPLAIN_IMAGES = RunOptions.explain_images

@@ -2,7 +2,7 @@
 
 One rule for every reader (``run``, its back-fills, ``explain``): a file is
 trusted only if its bytes have the SHA-256 recorded when it was written
-(:mod:`medkd_bench.system.digests`); content checks (shape, finite) come
+(:mod:`medkd_bench.files.digests`); content checks (shape, finite) come
 after, as a second line. A checkpoint's digest is kept in its store row; the
 soft targets' in a sidecar, since pool workers write them and never the store.
 """
@@ -15,8 +15,8 @@ from pathlib import Path
 import torch
 
 from medkd_bench.errors import one_line
-from medkd_bench.system.digests import file_problem, verified, write_recorded
-from medkd_bench.system.messages import warn
+from medkd_bench.files.digests import file_problem, verified, write_recorded
+from medkd_bench.messages import warn
 from medkd_bench.train.finite import require_finite
 
 

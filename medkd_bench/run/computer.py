@@ -28,16 +28,17 @@ from medkd_bench.errors import MedkdError, one_line
 from medkd_bench.evaluate.cost import timed_metrics
 from medkd_bench.evaluate.count_cache import cached_size_metrics
 from medkd_bench.evaluate.metrics import classification_metrics
+from medkd_bench.files.atomic import atomic_write
+from medkd_bench.files.digests import sha256_file
+from medkd_bench.models.weights import file_digest, load_weights_file
 from medkd_bench.registry import Registry, unknown_names
 from medkd_bench.run.artifacts import read_soft_targets, write_soft_targets
 from medkd_bench.run.cells import Cell, teacher_cell_of
 from medkd_bench.run.config import SCHEMA_VERSION, config_hash
 from medkd_bench.run.memory import out_of_memory_named
 from medkd_bench.run.options import RunOptions
+from medkd_bench.runtime.device import Runtime, machine_description, package_versions
 from medkd_bench.specs import ModelSpec, TeacherSpec, TrainSettings
-from medkd_bench.system.files import atomic_write, sha256_file
-from medkd_bench.system.runtime import Runtime, machine_description, package_versions
-from medkd_bench.system.weights import file_digest, load_weights_file
 from medkd_bench.train.loop import EpochCallback, TrainResult, fit, steps_per_epoch_of
 from medkd_bench.train.optim import adamw_implementation, grad_norm_implementation
 from medkd_bench.train.predict import split_outputs, teacher_soft_targets

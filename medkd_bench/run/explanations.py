@@ -31,15 +31,15 @@ from medkd_bench.explain import agreement
 from medkd_bench.explain.faithfulness import road_faithfulness
 from medkd_bench.explain.maps import compute_maps, explanation_sample
 from medkd_bench.explain.panels import PanelColumn, panel_rows, render_panel, stored_predictions
+from medkd_bench.files.digests import verified, write_recorded
+from medkd_bench.files.paths import path_inside
+from medkd_bench.messages import warn
 from medkd_bench.run.cells import Cell, baseline_cell_of, teacher_cell_of
 from medkd_bench.run.computer import CellComputer, built
 from medkd_bench.run.config import SCHEMA_VERSION, config_hash
 from medkd_bench.run.finished import FinishedCells
 from medkd_bench.run.outcomes import ExplanationResult
 from medkd_bench.run.records import StoreError
-from medkd_bench.system.digests import verified, write_recorded
-from medkd_bench.system.files import path_inside
-from medkd_bench.system.messages import warn
 from medkd_bench.train.finite import require_finite_array
 
 
@@ -66,7 +66,7 @@ class CellExplanations:
         """Maps from ``path`` if they are the bytes written, else ``compute()``d, checked and cached (None if none).
 
         Cached maps are used only if their SHA-256 is the one recorded when they
-        were written (:mod:`medkd_bench.system.digests`: ``np.load`` takes any
+        were written (:mod:`medkd_bench.files.digests`: ``np.load`` takes any
         bytes of the right length), and then only if they are ``n_images`` finite
         maps within [0, 1]; otherwise they are computed again, with a warning.
         """

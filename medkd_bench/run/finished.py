@@ -12,11 +12,11 @@ from collections.abc import Callable
 from torch import nn
 
 from medkd_bench.errors import MedkdError
+from medkd_bench.messages import warn
 from medkd_bench.run.artifacts import checkpoint_problem
 from medkd_bench.run.cells import Cell, teacher_cell_of
 from medkd_bench.run.computer import CellComputer
 from medkd_bench.run.records import CellRecord
-from medkd_bench.system.messages import warn
 
 
 class FinishedCells:

@@ -15,7 +15,7 @@ from pathlib import Path
 import filelock
 
 from medkd_bench.errors import MedkdError
-from medkd_bench.system.files import atomic_write_text
+from medkd_bench.files.atomic import atomic_write_text
 
 LOCK_FILE = "run.lock"
 

@@ -15,8 +15,8 @@ import torch
 
 from medkd_bench.errors import MedkdError
 from medkd_bench.run.cells import Cell
+from medkd_bench.runtime.device import Runtime
 from medkd_bench.specs import TrainSettings
-from medkd_bench.system.runtime import Runtime
 
 #: How PyTorch's CPU allocator refuses (Linux, then Windows); it raises a plain RuntimeError, not
 #: torch.OutOfMemoryError: ``[enforce fail at alloc_cpu.cpp:117] . DefaultCPUAllocator: can't allocate memory:

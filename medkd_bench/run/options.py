@@ -65,7 +65,7 @@ def result_settings(options: RunOptions, amp: str = "auto", deterministic: bool 
     leaderboard page holds only cells computed under one set of settings and says
     which. Selections (teachers, seeds, ...) and where cells run are not settings.
     """
-    from medkd_bench.system.weights import file_digest
+    from medkd_bench.models.weights import file_digest
 
     settings: dict[str, Any] = {}
     if options.epochs is not None:

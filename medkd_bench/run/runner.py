@@ -19,6 +19,8 @@ from typing import Any, Protocol
 from torch import nn
 
 from medkd_bench.errors import MedkdError, one_line
+from medkd_bench.files.digests import sha256_file
+from medkd_bench.messages import warn
 from medkd_bench.run.cells import Cell, baseline_cell_of, teacher_cell_of
 from medkd_bench.run.computer import CellComputer
 from medkd_bench.run.explanations import CellExplanations
@@ -27,8 +29,6 @@ from medkd_bench.run.options import Reporter, RunOptions, SilentReporter
 from medkd_bench.run.outcomes import CellJob, CellOutcome, ExplanationResult
 from medkd_bench.run.records import CellRecord
 from medkd_bench.run.store import Store
-from medkd_bench.system.files import sha256_file
-from medkd_bench.system.messages import warn
 
 
 class Executor(Protocol):

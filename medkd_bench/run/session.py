@@ -32,7 +32,7 @@ from medkd_bench.run.options import Reporter, RunOptions
 from medkd_bench.run.records import StoreError
 from medkd_bench.run.runner import Executor, MatrixRunner
 from medkd_bench.run.store import Store
-from medkd_bench.system.runtime import resolve_runtime
+from medkd_bench.runtime.device import resolve_runtime
 
 
 @dataclass
@@ -125,16 +125,16 @@ class RunSession:
         however they end (``--debug`` prints failures' tracebacks with it).
         A store error while the cells run is :class:`RunStopped`.
         """
+        from medkd_bench.files.paths import check_writable
         from medkd_bench.report.board_owner import claim_leaderboard_dir
         from medkd_bench.report.leaderboard import render_all
         from medkd_bench.run.lock import WorkDirLock
         from medkd_bench.run.options import result_settings
-        from medkd_bench.system.files import check_writable
 
         request, computer, cells = self.request, self.computer, self.request.cells
         work_dir, board_dir = request.options.work_dir, request.options.leaderboard_dir
         if request.options.compile_mode != "off":  # a missing compiler is bad input: before any work
-            from medkd_bench.system.compiler import require_compiler
+            from medkd_bench.run.compile_probe import require_compiler
 
             require_compiler(self.runtime, request.options.compile_mode)
         check_writable(work_dir, "--work-dir")

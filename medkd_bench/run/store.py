@@ -33,6 +33,7 @@ from typing import Any, TypeVar
 from urllib.parse import quote
 
 from medkd_bench.errors import one_line
+from medkd_bench.messages import warn
 from medkd_bench.run.records import (  # noqa: F401  (the records and errors are the store's API too)
     ADDED_COLUMNS,
     CELL_STATUSES,
@@ -50,7 +51,6 @@ from medkd_bench.run.records import (  # noqa: F401  (the records and errors are
     _parsed,
     _readable,
 )
-from medkd_bench.system.messages import warn
 
 #: Why a cell (or a retrain attempt) left running by a killed run failed.
 INTERRUPTED_BY_KILL = "interrupted (the run that started it ended without recording it)"

@@ -21,8 +21,8 @@ from medkd_bench.data.prepare import PreparedData
 from medkd_bench.distill.method import bind_method
 from medkd_bench.errors import MedkdError
 from medkd_bench.registry import check_method_declaration
+from medkd_bench.runtime.device import Runtime
 from medkd_bench.specs import DatasetSpec, MethodSpec, SplitData, StudentSpec, TeacherSpec
-from medkd_bench.system.runtime import Runtime
 from medkd_bench.testing.common import check_identity, require, spec_failure, tiny_workload
 from medkd_bench.train.predict import teacher_soft_targets
 

@@ -13,7 +13,7 @@ from torch import nn
 
 from medkd_bench.data.batches import train_batches
 from medkd_bench.data.prepare import PreparedData
-from medkd_bench.system.runtime import Runtime
+from medkd_bench.runtime.device import Runtime
 
 
 def has_batch_norm(model: nn.Module) -> bool:

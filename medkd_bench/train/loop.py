@@ -22,8 +22,8 @@ from torch import nn
 
 from medkd_bench.data.batches import train_batches
 from medkd_bench.data.prepare import PreparedData
+from medkd_bench.runtime.device import Runtime
 from medkd_bench.specs import TrainSettings
-from medkd_bench.system.runtime import Runtime
 from medkd_bench.train.batchnorm import has_batch_norm, recalibrate_batch_norm
 from medkd_bench.train.finite import NonFiniteError, require_finite_weights
 from medkd_bench.train.losses import DEFAULT_ALPHA, DEFAULT_TEMPERATURE, kd_loss

@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from medkd_bench.data.prepare import PreparedData
-from medkd_bench.system.runtime import Runtime
+from medkd_bench.runtime.device import Runtime
 from medkd_bench.train.finite import require_finite
 from medkd_bench.train.shapes import require_logits
 

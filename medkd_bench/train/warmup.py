@@ -22,8 +22,8 @@ import torch
 from torch import nn
 
 from medkd_bench.data.prepare import PreparedData
+from medkd_bench.runtime.device import Runtime
 from medkd_bench.specs import TrainSettings
-from medkd_bench.system.runtime import Runtime
 from medkd_bench.train.predict import predict_logits
 
 

@@ -20,7 +20,7 @@ from medkd_bench.run.cells import Cell, teacher_cell_of
 from medkd_bench.run.executors.worker import WorkerRecipe, compute_cell
 from medkd_bench.run.outcomes import CellJob, CellOutcome
 from medkd_bench.run.runner import MatrixRunner
-from medkd_bench.system.runtime import Runtime, resolve_runtime
+from medkd_bench.runtime.device import Runtime, resolve_runtime
 
 
 def import_ray() -> Any:

@@ -22,6 +22,7 @@ the path. Content checks (finite, shape, range) stay as a second line.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import re
@@ -29,8 +30,33 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from medkd_bench.system.files import atomic_write, atomic_write_text, bytes_sha256, sha256_file
-from medkd_bench.system.messages import warn
+from medkd_bench.files.atomic import atomic_write, atomic_write_text
+from medkd_bench.messages import warn
+
+
+def sha256_file(path: Path) -> str:
+    """The SHA-256 of a file's bytes, hex: recorded with every artifact and checked when it is read back.
+
+    Memoised on (path, size, modification time): a rerun checks each checkpoint
+    once per process, and VGG19's is half a gigabyte.
+    """
+    stat = Path(path).stat()
+    return _sha256(str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=256)
+def _sha256(path: str, size: int, mtime_ns: int) -> str:
+    return bytes_sha256(Path(path))
+
+
+def bytes_sha256(path: Path) -> str:
+    """The SHA-256 of a file's bytes, read now: not memoised, for a file just written under a reused name."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
 
 #: A sidecar's name: the file's own name with this appended.
 SIDECAR_SUFFIX = ".sha256"

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from medkd_bench.errors import MedkdError
-from medkd_bench.system.files import sha256_file
+from medkd_bench.files.digests import sha256_file
 
 _NESTED_KEYS = ("state_dict", "model", "model_state_dict", "net", "network")
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 
 from medkd_bench.errors import MedkdError, one_line
-from medkd_bench.system.runtime import Runtime
+from medkd_bench.runtime.device import Runtime
 
 
 def require_compiler(runtime: Runtime, mode: str) -> None:

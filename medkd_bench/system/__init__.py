@@ -1,1 +1,0 @@
-"""The machine: device and precision choice, allocator settings, warning filters, safe weight loading."""
