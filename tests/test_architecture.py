@@ -4,7 +4,10 @@ No import cycles among first-party modules (``medkd_bench`` and the built-in
 plugins), counting imports inside functions and under ``TYPE_CHECKING`` too,
 no module over 400 lines, layers that do not reach up, and one writer of the
 run store: the runner has a cell computer (it is not one), and what workers
-run cannot import the store.
+run cannot import the store. No catch-all package (``system/``, ``utils/``):
+a helper shared across layers lives in a named helper package or module, and
+only while at least two modules outside it use it; a helper with one user
+belongs next to that user.
 """
 
 from __future__ import annotations
@@ -16,6 +19,10 @@ REPO = Path(__file__).resolve().parents[1]
 #: source folder -> the import name it installs under
 PACKAGES = {"medkd_bench": "medkd_bench", "plugins": "medkd_bench_plugins"}
 MAX_LINES = 400
+#: Names that say "anything goes here": no first-party package or module may have one.
+CATCH_ALL_NAMES = {"system", "util", "utils", "misc", "helpers", "common_utils"}
+#: Helpers shared across layers (packages, or single modules); each of their modules needs two users outside.
+HELPERS = ("medkd_bench.runtime", "medkd_bench.files", "medkd_bench.messages", "medkd_bench.spec_discovery")
 
 
 def first_party_modules() -> dict[str, Path]:
@@ -136,3 +143,48 @@ def test_the_worker_side_cannot_reach_the_store():
                 reached.add(target)
                 todo.append(target)
         assert not reached & {"medkd_bench.run.store", "medkd_bench.run.runner"}, start
+
+
+def catch_all(modules) -> list[str]:
+    """First-party packages and modules named like a grab-bag (``medkd_bench.system``, ``...utils``)."""
+    return sorted(m for m in modules if m.split(".")[-1] in CATCH_ALL_NAMES)
+
+
+def single_user_helpers(graph: dict[str, set[str]], helpers=HELPERS) -> dict[str, list[str]]:
+    """Helper modules with fewer than two first-party users outside their helper: module -> its users."""
+    users: dict[str, set[str]] = {m: set() for m in graph}
+    for module, targets in graph.items():
+        for target in targets:
+            users[target].add(module)
+    found = {}
+    for helper in helpers:
+        for module in graph:
+            if module == helper and any(m.startswith(helper + ".") for m in graph):
+                continue  # a helper package's __init__ is not a helper of its own
+            if module == helper or module.startswith(helper + "."):
+                outside = sorted(u for u in users[module] if u != helper and not u.startswith(helper + "."))
+                if len(outside) < 2:
+                    found[module] = outside
+    return found
+
+
+def test_there_is_no_catch_all_package():
+    """``system/`` was a grab-bag of nine modules; each now lives with its users or in a named helper."""
+    modules = first_party_modules()
+    assert not (REPO / "medkd_bench" / "system").exists()
+    assert catch_all(modules) == []
+
+
+def test_a_shared_helper_has_more_than_one_user():
+    """A module of a helper package (runtime/, files/) or a helper module is used by two modules outside it."""
+    graph = import_graph()
+    assert all(any(m == h or m.startswith(h + ".") for m in graph) for h in HELPERS)  # every helper exists
+    assert single_user_helpers(graph) == {}
+
+
+def test_the_helper_checks_find_a_grab_bag_and_a_single_user_helper():
+    graph = {"p.system": set(), "p.system.a": set(), "p.x": {"p.system.a", "p.h.one"}, "p.y": {"p.system.a"},
+             "p.h": set(), "p.h.one": set(), "p.h.two": {"p.h.one"}, "p.solo": set(), "p.z": {"p.solo"}}
+    assert catch_all(graph) == ["p.system"]
+    assert single_user_helpers(graph, ("p.system", "p.h", "p.solo")) == {
+        "p.h.one": ["p.x"], "p.h.two": [], "p.solo": ["p.z"]}
