@@ -11,11 +11,14 @@ datasette, ``register_commands(cli)`` lets a plugin add commands to the
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
-import click
 import pluggy
 
 from medkd_bench.specs import DatasetSpec, ExplainerSpec, MethodSpec, StudentSpec, TeacherSpec
+
+if TYPE_CHECKING:
+    import click  # only the CLI, which has imported it already, calls register_commands
 
 PROJECT = "medkd_bench"
 hookspec = pluggy.HookspecMarker(PROJECT)

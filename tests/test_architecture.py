@@ -188,3 +188,14 @@ def test_the_helper_checks_find_a_grab_bag_and_a_single_user_helper():
     assert catch_all(graph) == ["p.system"]
     assert single_user_helpers(graph, ("p.system", "p.h", "p.solo")) == {
         "p.h.one": ["p.x"], "p.h.two": [], "p.solo": ["p.z"]}
+
+
+def test_importing_the_library_loads_no_command_line():
+    """``import medkd_bench`` (what every plugin does) and loading the registry import neither click nor cli/."""
+    import subprocess
+    import sys
+
+    code = ("import sys, medkd_bench, medkd_bench.nas, medkd_bench.registry as r; r.load_registry(); "
+            "print(sorted(m for m in sys.modules if m == 'click' or m.startswith('medkd_bench.cli')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO)
+    assert out.stdout.strip() == "[]"

@@ -2,13 +2,13 @@
 
 Split as OFA splits it: :mod:`.space` (the search space and subnet builder),
 :mod:`.cost_table` (per-part latency and MACs lookup table, timed here),
-:mod:`.evolution` (the evolutionary search), :mod:`.spec_files` (the student
-spec files the ``ofa-search`` plugin registers) and :mod:`.command` (the
-``student search`` command that plugin adds to the CLI). This package is
-public API for plugins, like :mod:`medkd_bench` and :mod:`medkd_bench.testing`.
+:mod:`.evolution` (the evolutionary search) and :mod:`.spec_files` (the student
+spec files the ``ofa-search`` plugin registers). The ``student search``
+command that drives it lives with the other commands, in
+:mod:`medkd_bench.cli.student`. This package is public API for plugins, like
+:mod:`medkd_bench` and :mod:`medkd_bench.testing`.
 """
 
-from medkd_bench.nas.command import student
 from medkd_bench.nas.spec_files import SearchedStudent, iter_searched_students
 
-__all__ = ["SearchedStudent", "iter_searched_students", "student"]
+__all__ = ["SearchedStudent", "iter_searched_students"]

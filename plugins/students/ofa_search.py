@@ -11,12 +11,13 @@ file fails with one line naming it. Each student's revision is a hash of the
 file's subnet settings (and supernet weights), so editing a file retrains the
 cells that use it instead of reusing stale results.
 
-The plugin also adds the ``medkd-bench student search`` command (``register_commands``).
+The plugin also adds the host's ``medkd-bench student search`` command
+(:mod:`medkd_bench.cli.student`) through ``register_commands``: the command
+exists where the students it makes are registered, and only there.
 """
 
 from medkd_bench import StudentSpec, TrainSettings, hookimpl, ofa_head_split, ofa_stride16_block
 from medkd_bench.nas import iter_searched_students
-from medkd_bench.nas import student as student_command
 
 CITATION = ("Cai et al., Once-for-All: Train One Network and Specialize it for Efficient Deployment, "
             "ICLR 2020, arXiv:1908.09791 (subnet searched by medkd-bench for a local budget)")
@@ -46,4 +47,6 @@ def register_students(register):
 
 @hookimpl
 def register_commands(cli):
-    cli.add_command(student_command)
+    from medkd_bench.cli.student import student  # the host's command; imported only when a CLI asks
+
+    cli.add_command(student)

@@ -1,8 +1,10 @@
-"""``medkd-bench student search``: the command the built-in ``ofa-search`` plugin adds to the CLI.
+"""``medkd-bench student search``: search the OFA supernet (:mod:`medkd_bench.nas`) for a student that fits here.
 
-It lives beside the search it drives; the plugin contributes it through the
-``register_commands`` hook (``plugins/students/ofa_search.py``), so the core
-command line knows nothing about OFA.
+The command sits with the other commands; the search it drives is the
+:mod:`medkd_bench.nas` library. It is not added to the group on import: the
+built-in ``ofa-search`` plugin, which registers the searched students, adds it
+through the ``register_commands`` hook (``plugins/students/ofa_search.py``), so
+without that plugin there is no ``student`` command.
 """
 
 from __future__ import annotations
@@ -10,14 +12,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import click
-from rich.console import Console
 from rich.table import Table
 
+from medkd_bench.cli.app import DEFAULT_WORK_DIR, console, load_cli_registry
 from medkd_bench.errors import MedkdError
-from medkd_bench.registry import load_registry
-from medkd_bench.run.options import DEFAULT_WORK_DIR
-
-console = Console(soft_wrap=True)
 
 
 @click.group()
@@ -86,7 +84,7 @@ def student_search(latency_ms, gmacs, img_size, device, amp, num_classes, width_
     budget = Budget("latency_ms", latency_ms) if latency_ms is not None else Budget("gmacs", gmacs)
     runtime = resolve_runtime(device, amp)
     name = check_name(name or default_name(budget, runtime.device.type))
-    registry = load_registry((), work_dir=work_dir)
+    registry = load_cli_registry((), work_dir=work_dir)
     if name in registry.students and registry.owners[("student", name)] != "ofa-search":
         raise MedkdError(f"--name {name}: a student of that name is already registered by plugin "
                          f"{registry.owners[('student', name)]!r}")
