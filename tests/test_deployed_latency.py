@@ -18,15 +18,15 @@ import timm
 import torch
 from torch import nn
 
-from medkd_bench.errors import MedkdError
-from medkd_bench.evaluate.cost import timed_metrics
-from medkd_bench.evaluate.deployed import (
+from medkd_bench.deploy.cuda import (
     CHECK_INPUTS,
     WARMUP,
     compare_argmax,
     deployed_latency,
     measure_deployed,
 )
+from medkd_bench.errors import MedkdError
+from medkd_bench.evaluate.cost import timed_metrics
 from medkd_bench.evaluate.timing import median_iqr
 from medkd_bench.runtime.device import Runtime, gpu_deploy_dtype, resolve_runtime
 from medkd_bench.specs import StudentSpec
@@ -185,8 +185,8 @@ def test_every_cells_cost_gets_it_with_the_cells_own_spec(tmp_path, monkeypatch)
     ``deployed_latency`` is replaced by what it does on CUDA (the capture step
     being the CPU stand-in), since this machine has no GPU.
     """
+    import medkd_bench.deploy.cuda as deployed
     import medkd_bench.evaluate.cost as cost
-    import medkd_bench.evaluate.deployed as deployed
     from medkd_bench.registry import load_registry
     from medkd_bench.run.cells import Cell
     from medkd_bench.run.computer import CellComputer

@@ -145,10 +145,10 @@ def timed_metrics(model: nn.Module, img_size: int, runtime: Runtime, latency_run
     ``timed_on`` says where and with how many threads: in a worker pool that is
     the driver, not the worker that trained the model. With the model's ``spec``,
     a CUDA run also times batch 1 as a deployment would run it
-    (:func:`medkd_bench.evaluate.deployed.deployed_latency`): the eager figure is
+    (:func:`medkd_bench.deploy.cuda.deployed_latency`): the eager figure is
     launch-bound on a GPU.
     """
-    from medkd_bench.evaluate.deployed import deployed_latency
+    from medkd_bench.deploy.cuda import deployed_latency
 
     metrics: dict[str, Any] = {"throughput": measure_throughput(model, img_size, runtime)}
     metrics.update(quietest(lambda: measure_latency(model, img_size, runtime, runs=latency_runs,

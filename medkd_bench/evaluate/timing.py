@@ -1,7 +1,7 @@
 """The timing loop and summary every latency figure shares: eager forwards, CUDA-graph replays, parts.
 
 Kept apart from :mod:`medkd_bench.evaluate.cost` so that
-:mod:`medkd_bench.evaluate.deployed` uses the same loop without importing the
+:mod:`medkd_bench.deploy.cuda` uses the same loop without importing the
 module that calls it.
 """
 

@@ -36,7 +36,7 @@ def latency_text(metrics: dict, key: str) -> str:
 def deployed_latency_text(metrics: dict) -> str:
     """``0.412 (IQR 0.004; CUDA graph, fp16, channels-last)``: latency as deployed with its method, or ``-``.
 
-    Only CUDA runs measure it (:mod:`medkd_bench.evaluate.deployed`). A cell whose
+    Only CUDA runs measure it (:mod:`medkd_bench.deploy.cuda`). A cell whose
     conversion failed the float32 check shows the method alone, which says why;
     GPU figures are often below a millisecond, hence three decimals.
     """
