@@ -106,7 +106,7 @@ def test_bad_file_is_a_one_line_error_naming_it_and_skippable(tmp_path, run_cli,
 
 def test_run_with_a_bad_file_exits_2_and_runner_skips_with_skip_bad(tmp_path, run_cli, dirs, capsys):
     from medkd_bench.run.computer import CellComputer
-    from medkd_bench.run.options import RunOptions
+    from medkd_bench.run.run_options import RunOptions
     from medkd_bench.runtime.device import resolve_runtime
 
     lc_tree(tmp_path / "data", per_class=5)

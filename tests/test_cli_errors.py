@@ -107,7 +107,7 @@ def test_leaderboard_without_store(run_cli, tmp_path):
 def test_run_defaults_match_the_run_options_provenance_compares_with():
     """The reproduce command leaves out settings equal to these defaults: they must agree."""
     from medkd_bench.cli.run import run
-    from medkd_bench.run.options import RunOptions
+    from medkd_bench.run.run_options import RunOptions
 
     defaults = {p.name: p.default for p in run.params}
     assert defaults["explain_images"] == RunOptions.explain_images

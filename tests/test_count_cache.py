@@ -16,7 +16,7 @@ from medkd_bench.evaluate.count_cache import COUNTS_FILE, FORMAT, count_key
 from medkd_bench.registry import load_registry
 from medkd_bench.run.cells import Cell
 from medkd_bench.run.computer import CellComputer
-from medkd_bench.run.options import RunOptions
+from medkd_bench.run.run_options import RunOptions
 from medkd_bench.runtime.device import resolve_runtime
 from tests.helpers import plugin_fixture
 
@@ -82,7 +82,7 @@ cost.count_gmacs = refuse
 from medkd_bench.registry import load_registry
 from medkd_bench.run.cells import Cell
 from medkd_bench.run.computer import CellComputer
-from medkd_bench.run.options import RunOptions
+from medkd_bench.run.run_options import RunOptions
 from medkd_bench.runtime.device import resolve_runtime
 registry = load_registry([Path({plugin_fixture("file_teacher")!r})])
 computer = CellComputer(registry, RunOptions(work_dir=Path({str(tmp_path)!r}), img_size=32),

@@ -169,8 +169,8 @@ def test_run_warns_once_per_failed_check_before_training(tmp_path, run_cli, caps
     from medkd_bench.data.audit import ci_half_width_pp
     from medkd_bench.registry import load_registry
     from medkd_bench.run.computer import CellComputer
-    from medkd_bench.run.options import RunOptions
     from medkd_bench.run.plan import plan
+    from medkd_bench.run.run_options import RunOptions
     from medkd_bench.run.runner import MatrixRunner
     from medkd_bench.run.store import Store
     from medkd_bench.runtime.device import resolve_runtime

@@ -190,7 +190,7 @@ def test_every_cells_cost_gets_it_with_the_cells_own_spec(tmp_path, monkeypatch)
     from medkd_bench.registry import load_registry
     from medkd_bench.run.cells import Cell
     from medkd_bench.run.computer import CellComputer
-    from medkd_bench.run.options import RunOptions
+    from medkd_bench.run.run_options import RunOptions
 
     def as_on_a_gpu(model, spec, img_size, runtime, runs, min_seconds):
         return measure_deployed(model, img_size, runtime, gpu_deploy_dtype(spec, True), spec.gpu_channels_last,

@@ -650,7 +650,7 @@ def test_runs_with_other_settings_get_pages_of_their_own(run_cli, quick_run):
 
 
 def test_page_settings_name_only_the_pages_dataset():
-    from medkd_bench.report.pages import dataset_settings, pages_for, settings_flags
+    from medkd_bench.report.pages_by_settings import dataset_settings, pages_for, settings_flags
     from medkd_bench.run.store import CellRecord
 
     settings = {"epochs": 2, "dataset_options": {"a": {"n_test": 6}, "b": {"n_test": 3}}}

@@ -243,7 +243,7 @@ def test_provenance_toml_gives_run_the_same_options_as_the_command(tmp_path):
     """Every kind of setting a page can state: the TOML and the flags parse to the same ``run`` parameters."""
     from medkd_bench.cli.run import run
     from medkd_bench.report.experiment import command_flags, experiment_toml
-    from medkd_bench.report.pages import settings_entries
+    from medkd_bench.report.pages_by_settings import settings_entries
     from medkd_bench.report.provenance import _seed_entries
 
     settings = {"epochs": 3, "img_size": 48, "dataset_options": {"synthetic-cxr": {"n_train": 2000, "seed": 3}},

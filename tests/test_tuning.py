@@ -124,8 +124,8 @@ def _tuner_inputs(tuned_run: Path, tmp_path: Path):
     from medkd_bench.cli.options import parse_dataset_options
     from medkd_bench.run.computer import CellComputer
     from medkd_bench.run.executors.worker import absolute_paths
-    from medkd_bench.run.options import RunOptions
     from medkd_bench.run.plan import plan
+    from medkd_bench.run.run_options import RunOptions
     from medkd_bench.run.runner import MatrixRunner
     from medkd_bench.run.store import Store
     from medkd_bench.runtime.device import resolve_runtime

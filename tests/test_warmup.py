@@ -93,7 +93,7 @@ def test_compile_runs_the_training_step_through_torch_compile_and_is_a_setting(t
     a plain module's (checkpoints keep their keys), and the precision string that hashes the cell says so."""
     import torch._dynamo
 
-    from medkd_bench.run.options import RunOptions, result_settings
+    from medkd_bench.run.run_options import RunOptions, result_settings
 
     torch._dynamo.reset()
     torch.manual_seed(0)

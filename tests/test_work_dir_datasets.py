@@ -66,7 +66,7 @@ def test_a_dataset_added_in_a_work_dir_is_found_by_every_command_given_it(tmp_pa
 def test_worker_processes_register_the_runs_work_dir_datasets(tmp_path, run_cli):
     """Pool and Ray workers rebuild the registry from the recipe: the run's work dir travels in its options."""
     from medkd_bench.run.executors.worker import WorkerRecipe, worker_setup
-    from medkd_bench.run.options import RunOptions
+    from medkd_bench.run.run_options import RunOptions
 
     grey_tree(tmp_path / "imgs")
     work = tmp_path / "w"

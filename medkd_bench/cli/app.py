@@ -11,7 +11,7 @@ from rich.console import Console
 
 from medkd_bench import __version__
 from medkd_bench.cli.types import bound_numeric_options
-from medkd_bench.run.options import DEFAULT_WORK_DIR
+from medkd_bench.run.run_options import DEFAULT_WORK_DIR
 
 if TYPE_CHECKING:
     from medkd_bench.registry import Registry

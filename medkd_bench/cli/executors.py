@@ -15,7 +15,7 @@ from medkd_bench.run.executors.local import LocalExecutor
 from medkd_bench.run.executors.pool import PoolExecutor
 from medkd_bench.run.executors.ray import RayExecutor, import_ray
 from medkd_bench.run.executors.worker import worker_recipe
-from medkd_bench.run.options import RunOptions
+from medkd_bench.run.run_options import RunOptions
 from medkd_bench.run.runner import Executor
 
 EXECUTORS = ("local", "ray")

@@ -123,8 +123,8 @@ def run(matrix, teachers, students, datasets, methods, method_options, teacher_c
     Every option can also come from a TOML experiment file (--config); flags given here override it.
     """
     from medkd_bench.cli.executors import make_executor, resolve_jobs
-    from medkd_bench.run.options import RunOptions
     from medkd_bench.run.plan import check_method_options_used, plan
+    from medkd_bench.run.run_options import RunOptions
     from medkd_bench.run.session import RunRequest, RunSession, RunStopped
     from medkd_bench.tune.options import parse_tuned_options
 

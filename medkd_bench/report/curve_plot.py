@@ -22,7 +22,7 @@ from medkd_bench.files.atomic import atomic_write
 from medkd_bench.files.paths import path_inside
 from medkd_bench.registry import Registry
 from medkd_bench.report.curves import UNRECORDED, CurveData, Key, Series, curve_data
-from medkd_bench.report.pages import Page
+from medkd_bench.report.pages_by_settings import Page
 from medkd_bench.run.store import CellRecord
 
 #: Marker per stop reason: X a plateau (early stop), > the epoch cap (it might have gone on), | the schedule's end.

@@ -24,7 +24,7 @@ from typing import Any
 from medkd_bench.files.atomic import atomic_write_text
 from medkd_bench.registry import Registry
 from medkd_bench.report.convergence import epochs_run
-from medkd_bench.report.pages import latest_records, pages_for
+from medkd_bench.report.pages_by_settings import latest_records, pages_for
 from medkd_bench.report.row_stats import RowStats
 from medkd_bench.report.trust import detectable_gain
 from medkd_bench.run.cells import Cell

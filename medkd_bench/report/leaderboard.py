@@ -29,7 +29,7 @@ from medkd_bench.report.export import export_rows, to_csv
 from medkd_bench.report.format import deployed_latency_text, latency_text, method_label, num, pct
 from medkd_bench.report.glance import at_a_glance
 from medkd_bench.report.method_summary import method_summary, weak_teachers
-from medkd_bench.report.pages import DEFAULT_KEY, Page, latest_records, pages_for
+from medkd_bench.report.pages_by_settings import DEFAULT_KEY, Page, latest_records, pages_for
 from medkd_bench.report.plots import ParetoFigure, pareto_plot
 from medkd_bench.report.provenance import checksums_text, reproduce_entries, versions_text
 from medkd_bench.report.row_stats import RowStats, gain_text, mcnemar_text

@@ -28,7 +28,7 @@ import numpy as np
 from medkd_bench.files.atomic import atomic_write
 from medkd_bench.files.paths import path_inside
 from medkd_bench.registry import Registry
-from medkd_bench.report.pages import Page
+from medkd_bench.report.pages_by_settings import Page
 from medkd_bench.report.pareto_column import column_panel, crowded_students
 from medkd_bench.report.pareto_marks import Point, Style, errorbar
 from medkd_bench.run.store import CellRecord

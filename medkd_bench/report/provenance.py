@@ -16,8 +16,8 @@ from typing import Any
 from medkd_bench.evaluate.stats import RESAMPLES
 from medkd_bench.registry import Registry
 from medkd_bench.report.experiment import Entry, command_flags
-from medkd_bench.report.pages import settings_entries
-from medkd_bench.run.options import RunOptions
+from medkd_bench.report.pages_by_settings import settings_entries
+from medkd_bench.run.run_options import RunOptions
 from medkd_bench.run.store import CellRecord, ExplanationRecord
 from medkd_bench.runtime.device import PROVENANCE_PACKAGES
 from medkd_bench.specs import BASE_METHODS

@@ -5,7 +5,7 @@ so a worker process (or a Ray node) can rebuild it from picklable parts and
 compute cells while the driver alone writes the store. The cell's config
 (dataset options and fingerprint, image size, model and revision, training
 settings, initial weights, precision, optimiser, the distillation method with
-its revision and options, and the teacher's own hash) is what :func:`~medkd_bench.run.config.config_hash` hashes.
+its revision and options, and the teacher's own hash) is what :func:`~medkd_bench.run.config_hash.config_hash` hashes.
 """
 
 from __future__ import annotations
@@ -34,9 +34,9 @@ from medkd_bench.models.weights import file_digest, load_weights_file
 from medkd_bench.registry import Registry, unknown_names
 from medkd_bench.run.artifacts import read_soft_targets, write_soft_targets
 from medkd_bench.run.cells import Cell, teacher_cell_of
-from medkd_bench.run.config import SCHEMA_VERSION, config_hash
+from medkd_bench.run.config_hash import SCHEMA_VERSION, config_hash
 from medkd_bench.run.memory import out_of_memory_named
-from medkd_bench.run.options import RunOptions
+from medkd_bench.run.run_options import RunOptions
 from medkd_bench.runtime.device import Runtime, machine_description, package_versions
 from medkd_bench.specs import ModelSpec, TeacherSpec, TrainSettings
 from medkd_bench.train.loop import EpochCallback, TrainResult, fit, steps_per_epoch_of

@@ -36,7 +36,7 @@ from medkd_bench.files.paths import path_inside
 from medkd_bench.messages import warn
 from medkd_bench.run.cells import Cell, baseline_cell_of, teacher_cell_of
 from medkd_bench.run.computer import CellComputer, built
-from medkd_bench.run.config import SCHEMA_VERSION, config_hash
+from medkd_bench.run.config_hash import SCHEMA_VERSION, config_hash
 from medkd_bench.run.finished import FinishedCells
 from medkd_bench.run.outcomes import ExplanationResult
 from medkd_bench.run.records import StoreError

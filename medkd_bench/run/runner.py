@@ -25,9 +25,10 @@ from medkd_bench.run.cells import Cell, baseline_cell_of, teacher_cell_of
 from medkd_bench.run.computer import CellComputer
 from medkd_bench.run.explanations import CellExplanations
 from medkd_bench.run.finished import FinishedCells
-from medkd_bench.run.options import Reporter, RunOptions, SilentReporter
 from medkd_bench.run.outcomes import CellJob, CellOutcome, ExplanationResult
 from medkd_bench.run.records import CellRecord
+from medkd_bench.run.reporter import Reporter, SilentReporter
+from medkd_bench.run.run_options import RunOptions
 from medkd_bench.run.store import Store
 
 

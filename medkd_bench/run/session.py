@@ -28,8 +28,9 @@ from medkd_bench.run.executors.pool import PoolExecutor
 from medkd_bench.run.executors.ray import RayExecutor, driver_runtime
 from medkd_bench.run.executors.worker import absolute_paths
 from medkd_bench.run.explanations import explainer_names
-from medkd_bench.run.options import Reporter, RunOptions
 from medkd_bench.run.records import StoreError
+from medkd_bench.run.reporter import Reporter
+from medkd_bench.run.run_options import RunOptions
 from medkd_bench.run.runner import Executor, MatrixRunner
 from medkd_bench.run.store import Store
 from medkd_bench.runtime.device import resolve_runtime
@@ -129,7 +130,7 @@ class RunSession:
         from medkd_bench.report.board_owner import claim_leaderboard_dir
         from medkd_bench.report.leaderboard import render_all
         from medkd_bench.run.lock import WorkDirLock
-        from medkd_bench.run.options import result_settings
+        from medkd_bench.run.run_options import result_settings
 
         request, computer, cells = self.request, self.computer, self.request.cells
         work_dir, board_dir = request.options.work_dir, request.options.leaderboard_dir

@@ -24,7 +24,7 @@ from typing import Any
 
 from medkd_bench.errors import MedkdError, one_line
 from medkd_bench.run.computer import CellComputer
-from medkd_bench.run.config import config_hash
+from medkd_bench.run.config_hash import config_hash
 from medkd_bench.run.store import Store, TrialRecord
 from medkd_bench.specs import Choice, LogUniform, SearchParam
 from medkd_bench.tune.space import Arm, arm_defaults, arm_space, describe

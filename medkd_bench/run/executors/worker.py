@@ -18,8 +18,8 @@ from typing import Any
 
 from medkd_bench.errors import MedkdError, one_line
 from medkd_bench.run.computer import CellComputer
-from medkd_bench.run.options import RunOptions
 from medkd_bench.run.outcomes import CellJob, CellOutcome, computed
+from medkd_bench.run.run_options import RunOptions
 from medkd_bench.runtime.allocator import keep_freed_memory
 from medkd_bench.runtime.device import Runtime, resolve_runtime
 from medkd_bench.runtime.quiet import quiet_dependency_warnings

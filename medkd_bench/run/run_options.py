@@ -1,12 +1,10 @@
-"""Run options (what ``medkd-bench run`` was asked for) and the progress-reporter protocol."""
+"""Run options: what ``medkd-bench run`` was asked for, and which of them can change a result."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
-
-from medkd_bench.run.cells import Cell
+from typing import Any
 
 #: Where runs keep their store, checkpoints and caches unless ``--work-dir`` says otherwise.
 DEFAULT_WORK_DIR = Path(".medkd")
@@ -93,30 +91,3 @@ def result_settings(options: RunOptions, amp: str = "auto", deterministic: bool 
     if options.tune_trials:
         settings["tune_trials"] = options.tune_trials
     return settings
-
-
-class Reporter(Protocol):
-    """What a run tells its user as it goes: cells starting and ending, epochs within each, later phases.
-
-    ``epoch_done`` names its cell: in a worker pool several cells train at once.
-    ``epochs`` in ``cell_started`` is the cap (early stopping may end sooner).
-    """
-
-    def cell_started(self, cell: Cell, index: int, total: int, epochs: int) -> None: ...
-    def epoch_done(self, cell: Cell, epoch: int, epochs: int, row: dict[str, float]) -> None: ...
-    def cell_finished(self, cell: Cell, status: str, detail: str) -> None: ...
-    def phase(self, text: str) -> None: ...
-
-
-class SilentReporter:
-    def cell_started(self, cell: Cell, index: int, total: int, epochs: int) -> None:
-        pass
-
-    def epoch_done(self, cell: Cell, epoch: int, epochs: int, row: dict[str, float]) -> None:
-        pass
-
-    def cell_finished(self, cell: Cell, status: str, detail: str) -> None:
-        pass
-
-    def phase(self, text: str) -> None:
-        pass
