@@ -28,8 +28,10 @@ def train_one(model_name: str, dataset: str, options: dict[str, Any], seed: int,
     """Train ``model_name`` to its stopping rule on ``dataset`` with ``options``; its test predictions and history.
 
     ``train`` overrides fields of the spec's :class:`~medkd_bench.specs.TrainSettings` (e.g. ``{"lr": 2e-4}``),
-    to compare recipes by their validation accuracy. ``log``: a file that gets one JSON line per
-    epoch as it ends, so a long run killed before its end still leaves its validation curve.
+    to compare recipes by their validation accuracy; its ``"data"`` entry overrides dataset options for this
+    model alone (e.g. ``{"data": {"n_train": 1080}}``: a teacher trained on more images than the student,
+    measured on the same validation and test images, which are separate splits). ``log``: a file that
+    gets one JSON line per epoch as it ends, so a long run killed before its end still leaves its validation curve.
     """
     import torch
 
@@ -40,9 +42,13 @@ def train_one(model_name: str, dataset: str, options: dict[str, Any], seed: int,
     from medkd_bench.train.predict import split_outputs
 
     torch.set_num_threads(1)
+    recipe = dict(train or {})
+    options = {**options, **recipe.pop("data", {})}
     registry = load_registry()
     spec = registry.teachers.get(model_name) or registry.get("student", model_name)
     data = prepare(registry.get("dataset", dataset), None, None, options)
+    if model_name in registry.teachers:  # its dataset's teacher split, as `run` trains teachers
+        data = data.for_teacher()
     runtime = resolve_runtime("cpu", "auto").for_model(spec)
     torch.manual_seed(seed)
     model = spec.build(data.num_classes, data.img_size)
@@ -53,7 +59,7 @@ def train_one(model_name: str, dataset: str, options: dict[str, Any], seed: int,
                 out.write(json.dumps({"model": model_name, "train": train or {}, "seed": seed, "epoch": epoch,
                                       "val_accuracy": round(row["val_accuracy"], 4)}) + "\n")
 
-    result = fit(model, data, spec.train.replace(**(train or {})), runtime, seed=seed, on_epoch=on_epoch)
+    result = fit(model, data, spec.train.replace(**recipe), runtime, seed=seed, on_epoch=on_epoch)
     preds, _ = split_outputs(model, data, "test", runtime)
     return {"model": model_name, "train": train or {}, "best_val": round(result.best_val_accuracy, 4),
             "role": "teacher" if model_name in registry.teachers else "student",
