@@ -39,7 +39,7 @@ def register_students(register):
                 # and OFA-595's GPU choice (see its spec).
                 gpu_precision="tf32",
                 gpu_channels_last=False,
-                train=TrainSettings(epochs=60, lr=2e-3, weight_decay=0.05, warmup_epochs=1.0),  # cap: stops on a plateau
+                train=TrainSettings(epochs=80, lr=2e-3, weight_decay=0.05, warmup_epochs=1.0),  # cap: stops on a plateau
                 revision=student.revision,
             )
         )

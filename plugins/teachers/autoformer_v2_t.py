@@ -30,6 +30,6 @@ def register_teachers(register):
             # (more steps) and a 2-epoch warm-up let it learn.
             cpu_bf16=True,
             cpu_channels_last=True,
-            train=TrainSettings(epochs=40, batch_size=16, lr=3e-4, weight_decay=0.05, warmup_epochs=2.0),  # cap
+            train=TrainSettings(epochs=80, batch_size=16, lr=3e-4, weight_decay=0.05, warmup_epochs=2.0),  # cap
         )
     )

@@ -50,7 +50,7 @@ def register_teachers(register):
             # back to chance after its first good epochs.
             cpu_bf16=True,
             cpu_channels_last=True,
-            train=TrainSettings(epochs=40, lr=5e-5, weight_decay=0.01, warmup_epochs=1.0),  # cap: stops on a plateau
+            train=TrainSettings(epochs=80, lr=5e-5, weight_decay=0.01, warmup_epochs=1.0),  # cap: stops on a plateau
             revision="2",
         )
     )

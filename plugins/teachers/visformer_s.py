@@ -24,6 +24,6 @@ def register_teachers(register):
             description="Convolution-transformer hybrid, 40.2M params at ImageNet size; batch norm.",
             cpu_bf16=True,
             cpu_channels_last=True,
-            train=TrainSettings(epochs=40, lr=5e-4, weight_decay=0.05, warmup_epochs=1.0),  # cap: stops on a plateau
+            train=TrainSettings(epochs=80, lr=5e-4, weight_decay=0.05, warmup_epochs=1.0),  # cap: stops on a plateau
         )
     )
