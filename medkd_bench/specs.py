@@ -221,6 +221,14 @@ class DatasetSpec:
     #: ``datasets check`` and ``run`` (:mod:`medkd_bench.data.audit`) name the two files of a duplicate
     #: and check a grey dataset's files for colour. Optional: without it images are named by index.
     files: DatasetFiles | None = None
+    #: A split the loader serves beside train/val/test on which teachers train instead of ``train``:
+    #: the student's training images and more, from a source that never overlaps validation or test.
+    #: It stands in for the larger corpus a real teacher has seen (the source study's teachers come
+    #: ImageNet-pretrained): trained from random weights on the student's few hundred images, no teacher
+    #: beats OFA-595 on the embedded chest task (benchmarks/RESULTS.md, 2026-12-05). Students, and every
+    #: comparison between them, see ``train`` only; normalisation is the ``train`` split's for both.
+    #: None: teachers train on ``train``, as on real data.
+    teacher_split: str | None = None
 
     @property
     def num_classes(self) -> int:

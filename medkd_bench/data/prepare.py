@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +41,18 @@ class PreparedData:
     @property
     def num_classes(self) -> int:
         return self.spec.num_classes
+
+    def for_teacher(self) -> PreparedData:
+        """What a teacher trains on: the spec's ``teacher_split`` as its train split (itself without one).
+
+        Validation, test and the normalisation stay the students' own, so a teacher's soft targets and
+        scores are computed on exactly the images, and with exactly the inputs, the students see.
+        """
+        name = self.spec.teacher_split
+        if name is None:
+            return self
+        return replace(self, splits={**self.splits, "train": self.splits[name]},
+                       checksums={**self.checksums, "train": self.checksums[name]})
 
     def normalise(self, images: torch.Tensor, device: torch.device | str = "cpu") -> torch.Tensor:
         """uint8 (N, C, H, W) -> float (N, 3, H, W), standardised with the train split's statistics."""
@@ -127,13 +139,16 @@ def prepare(
             f"dataset {spec.name!r}: unknown option(s) {', '.join(sorted(unknown))} "
             f"(known: {', '.join(sorted(spec.options)) or 'none'})"
         )
+    if spec.teacher_split in SPLITS:
+        raise MedkdError(f"dataset {spec.name!r}: teacher_split {spec.teacher_split!r} must name a split other "
+                         f"than {', '.join(SPLITS)}")
     opts = {**spec.options, **options}
     cache = None
     if cache_dir is not None and spec.fingerprint is not None:  # files are read: decode them once
         cache = SplitCache(cache_dir, spec, size, root, opts, dataset_fingerprint(spec, root, opts))
     splits: dict[str, SplitData] = {}
     with bad_file_policy(skip_bad) as bad:
-        for split in SPLITS:
+        for split in (*SPLITS, *([spec.teacher_split] if spec.teacher_split else [])):
             cached = cache.load(split) if cache is not None else None
             if cached is not None:
                 data, skipped = cached

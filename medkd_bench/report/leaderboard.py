@@ -33,7 +33,13 @@ from medkd_bench.report.pages_by_settings import DEFAULT_KEY, Page, latest_recor
 from medkd_bench.report.plots import ParetoFigure, pareto_plot
 from medkd_bench.report.provenance import checksums_text, reproduce_entries, versions_text
 from medkd_bench.report.row_stats import RowStats, gain_text, mcnemar_text
-from medkd_bench.report.trust import UNCONVERGED, UNDETECTABLE, Trust, teacher_design_text
+from medkd_bench.report.trust import (
+    UNCONVERGED,
+    UNDETECTABLE,
+    Trust,
+    teacher_design_text,
+    training_images_text,
+)
 from medkd_bench.report.tuning import tuning_rows
 from medkd_bench.run.store import CellRecord, ExplanationRecord, Store, TrialRecord
 from medkd_bench.specs import BASE_METHODS
@@ -246,6 +252,7 @@ def render_dataset(registry: Registry, dataset: str, records: list[CellRecord],
         resamples=row_stats.resamples,
         seeds=", ".join(map(str, seeds)) or "-",
         teacher_design=teacher_design_text(done),
+        training_images=training_images_text(done),
         multi_seed=len(seeds) > 1,
         versions=versions_text(done),
         checksums=checksums_text(done),

@@ -200,3 +200,22 @@ def teacher_design_text(done: Sequence[CellRecord]) -> str | None:
         return "one per seed (`--teacher-seeds`): each student seed distils the teacher trained with its seed"
     return (f"seeds {', '.join(map(str, teacher_seeds))} (`--teacher-seeds {len(teacher_seeds)}`); student seeds "
             "take them in turn")
+
+
+def training_images_text(done: Sequence[CellRecord]) -> str | None:
+    """How many training images teachers and students had, where the dataset gives teachers more.
+
+    A teacher trained on its dataset's teacher split (``DatasetSpec.teacher_split``) has seen the
+    students' images and more: the page must say so, since its margin over the label-only student is
+    then partly data, as a real teacher's (pretrained on a larger corpus) is. None where every model
+    had the same images, or where cells predate the record (no ``n_train``).
+    """
+    teachers = sorted({int(r.metrics["n_train"]) for r in done if r.method == "teacher" and "n_train" in r.metrics})
+    students = sorted({int(r.metrics["n_train"]) for r in done if r.method != "teacher" and "n_train" in r.metrics})
+    if not teachers or not students or teachers == students:
+        return None
+    return (f"teachers {', '.join(f'{n:,}' for n in teachers)}, students {', '.join(f'{n:,}' for n in students)}. "
+            "A teacher trains on its dataset's teacher split: the students' training images and more of their "
+            "kind (never validation or test), standing in for the larger corpus a real teacher has seen (the "
+            "source study's teachers are ImageNet-pretrained). Students, and every comparison between them, "
+            "see only their own; `--dataset-option NAME.teacher_train_factor=1` trains teachers on those alone")

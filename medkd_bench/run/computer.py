@@ -10,9 +10,7 @@ its revision and options, and the teacher's own hash) is what :func:`~medkd_benc
 
 from __future__ import annotations
 
-import contextlib
 import time
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -36,13 +34,13 @@ from medkd_bench.run.artifacts import read_soft_targets, write_soft_targets
 from medkd_bench.run.cells import Cell, teacher_cell_of
 from medkd_bench.run.config_hash import SCHEMA_VERSION, config_hash
 from medkd_bench.run.memory import out_of_memory_named
+from medkd_bench.run.plugin_errors import built, outputs_named
 from medkd_bench.run.run_options import RunOptions
 from medkd_bench.runtime.device import Runtime, machine_description, package_versions
-from medkd_bench.specs import ModelSpec, TeacherSpec, TrainSettings
+from medkd_bench.specs import ModelSpec, TrainSettings
 from medkd_bench.train.loop import EpochCallback, TrainResult, fit, steps_per_epoch_of
 from medkd_bench.train.optim import adamw_implementation, grad_norm_implementation
 from medkd_bench.train.predict import split_outputs, teacher_soft_targets
-from medkd_bench.train.shapes import OutputShapeError
 
 
 @dataclass
@@ -327,7 +325,8 @@ class CellComputer:
         spec = self.model_spec(cell)
         settings = self.cell_settings(cell)
         t0 = time.perf_counter()
-        data = self.data(cell.dataset)
+        # A teacher trains on its dataset's teacher split where it has one (DatasetSpec.teacher_split).
+        data = self.data(cell.dataset).for_teacher() if cell.role == "teacher" else self.data(cell.dataset)
         if cell.distilled:  # the teacher's soft targets first: they may run the teacher (cached after)
             self.soft_targets(teacher_cell_of(cell))
         # Seed the initial weights too: otherwise they depend on whatever ran earlier in the process.
@@ -357,6 +356,7 @@ class CellComputer:
         metrics["val_accuracy"] = result.best_val_accuracy
         metrics["history"] = result.history
         metrics["n_test"] = len(test)
+        metrics["n_train"] = len(data.splits["train"])
         metrics["machine"] = machine_description(runtime)
         metrics["precision"] = runtime.precision
         # Provenance kept out of the config hash, so recording it retrains nothing.
@@ -371,30 +371,3 @@ class CellComputer:
         artifacts = {"checkpoint": str(self.checkpoint_path(h).relative_to(self.options.work_dir)),
                      "checkpoint_sha256": checkpoint_sha256}
         return CellResult(model, metrics, timings, artifacts)
-
-
-@contextlib.contextmanager
-def outputs_named(spec: ModelSpec) -> Iterator[None]:
-    """A model output that does not fit the dataset, as one line naming the model.
-
-    The shape checks run deep in training and prediction, which know the
-    dataset but not which plugin's model they run; this adds its name (once).
-    """
-    try:
-        yield
-    except OutputShapeError as exc:
-        if exc.model is not None:
-            raise
-        raise OutputShapeError(f"{_kind(spec)} {spec.name!r}: {exc}", model=spec.name) from None
-
-
-def _kind(spec: ModelSpec) -> str:
-    return "teacher" if isinstance(spec, TeacherSpec) else "student"
-
-
-def built(spec: ModelSpec, model: Any, builder: str = "build()") -> nn.Module:
-    """A plugin builder's result, checked: a misbehaving plugin is named, not a later ``AttributeError``."""
-    if not isinstance(model, nn.Module):
-        raise MedkdError(f"{_kind(spec)} {spec.name!r}: {builder} returned {type(model).__name__}, expected torch.nn.Module")
-    return model
-

@@ -35,10 +35,11 @@ from medkd_bench.files.digests import verified, write_recorded
 from medkd_bench.files.paths import path_inside
 from medkd_bench.messages import warn
 from medkd_bench.run.cells import Cell, baseline_cell_of, teacher_cell_of
-from medkd_bench.run.computer import CellComputer, built
+from medkd_bench.run.computer import CellComputer
 from medkd_bench.run.config_hash import SCHEMA_VERSION, config_hash
 from medkd_bench.run.finished import FinishedCells
 from medkd_bench.run.outcomes import ExplanationResult
+from medkd_bench.run.plugin_errors import built
 from medkd_bench.run.records import StoreError
 from medkd_bench.train.finite import require_finite_array
 

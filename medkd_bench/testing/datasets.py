@@ -61,6 +61,8 @@ def _check_dataset_declaration(spec: DatasetSpec) -> None:
              f"localisation_mask {spec.localisation_mask!r} is not one of mask_names {spec.mask_names!r}")
     require(isinstance(spec.options, Mapping), spec, "options must be a mapping of defaults")
     require(callable(spec.load), spec, "load must be callable as load(split, img_size, root, options)")
+    require(spec.teacher_split is None or spec.teacher_split not in SPLITS, spec,
+             f"teacher_split {spec.teacher_split!r} must name a split other than {', '.join(SPLITS)}")
 
 
 def check_dataset_spec(spec: DatasetSpec, img_sizes: Sequence[int] = (32,), root: Path | None = None,
@@ -99,3 +101,21 @@ def check_dataset_spec(spec: DatasetSpec, img_sizes: Sequence[int] = (32,), root
                         require(torch.equal(data.images, again.images) and torch.equal(data.labels, again.labels),
                                  spec, f"loading split 'train' twice at {size} px gives different data: "
                                        "seed the generator from the options")
+                    if spec.teacher_split is not None:
+                        _check_teacher_split(spec, size, root, opts, data)
+
+
+def _check_teacher_split(spec: DatasetSpec, size: int, root: Path | None, options: Mapping[str, Any],
+                         train: SplitData) -> None:
+    """A teacher split loads like any split and begins with the train split's images and labels, in order.
+
+    Teachers see the students' images and more (``DatasetSpec.teacher_split``): a teacher split
+    that left some of them out would give the teacher soft targets on images it never trained on.
+    """
+    name = str(spec.teacher_split)
+    more = _load(spec, name, size, root, options)
+    _check_split(spec, name, size, more)
+    n = len(train)
+    require(len(more) >= n and torch.equal(more.images[:n], train.images) and torch.equal(more.labels[:n], train.labels),
+            spec, f"split {name!r} at {size} px does not begin with the train split's {n} images and labels: "
+                  "a teacher split is the students' training images and more")

@@ -7,7 +7,7 @@ and an all-zero confusion matrix, and the teacher's ``(N, C+1)`` soft targets
 would be cached for every student. So the logits are checked where they are
 made (the training forward, evaluation and prediction, the soft targets) and
 a mismatch fails the cell with one line. The check runs deep in the loop,
-where the model's name is unknown: :func:`~medkd_bench.run.computer.outputs_named`
+where the model's name is unknown: :func:`~medkd_bench.run.plugin_errors.outputs_named`
 adds it where the cell is computed.
 """
 
