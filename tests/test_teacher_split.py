@@ -58,6 +58,7 @@ def test_a_run_trains_the_teacher_on_three_times_the_students_images(quick_run):
     for student in students:
         assert teacher.metrics["n_train"] == 3 * student.metrics["n_train"]
         sums_t, sums_s = teacher.metrics["data_checksums"], student.metrics["data_checksums"]
+        assert set(sums_t) == set(sums_s) == {"train", "val", "test"}  # the splits each cell used
         assert sums_t["train"] != sums_s["train"]
         assert (sums_t["val"], sums_t["test"]) == (sums_s["val"], sums_s["test"])
 
@@ -67,6 +68,8 @@ def test_the_page_says_how_many_images_teachers_and_students_trained_on(quick_ru
     line = next(s for s in page.splitlines() if s.startswith("- Training images:"))
     assert line.startswith("- Training images: teachers 72, students 24. A teacher trains on its dataset's teacher split")
     assert "teacher_train_factor=1" in line
+    # The provenance block labels the teacher's own train checksum instead of mixing it with the students'.
+    assert "; teachers: train `" in page
 
 
 def test_the_conformance_kit_checks_a_teacher_split_begins_with_the_train_split():

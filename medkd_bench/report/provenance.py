@@ -42,14 +42,22 @@ def versions_text(records: Sequence[CellRecord]) -> str:
 
 
 def checksums_text(records: Sequence[CellRecord]) -> str:
-    """Each split's checksum, or every distinct set when cells saw different data."""
-    seen: list[str] = []
-    for r in records:
+    """Each split's checksum, or every distinct set when cells saw different data.
+
+    A teacher trained on its dataset's teacher split has its own train checksum: its set is
+    labelled "teachers", so the page does not read as students that saw different data.
+    """
+    def text(r: CellRecord) -> str:
         c = r.metrics.get("data_checksums")
-        text = (", ".join(f"{k} `{c[k]}`" for k in ("train", "val", "test") if k in c) if c
+        return (", ".join(f"{k} `{c[k]}`" for k in ("train", "val", "test") if k in c) if c
                 else "not recorded (cells stored before checksums were recorded)")
-        if text not in seen:
-            seen.append(text)
+
+    students = {text(r) for r in records if r.method != "teacher"}
+    seen: list[str] = []
+    for r in sorted(records, key=lambda r: r.method == "teacher"):  # the students' data first
+        shown = text(r) if r.method != "teacher" or text(r) in students else f"teachers: {text(r)}"
+        if shown not in seen:
+            seen.append(shown)
     return "; ".join(seen) or "-"
 
 

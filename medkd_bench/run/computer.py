@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from medkd_bench.data.decode import DECODER_VERSION
-from medkd_bench.data.prepare import PreparedData, dataset_fingerprint, prepare
+from medkd_bench.data.prepare import SPLITS, PreparedData, dataset_fingerprint, prepare
 from medkd_bench.distill.method import Distillation, bind_method, method_options
 from medkd_bench.distill.taps import TARGET_LAYERS, feature_layers, layer_choices
 from medkd_bench.errors import MedkdError, one_line
@@ -360,7 +360,7 @@ class CellComputer:
         metrics["machine"] = machine_description(runtime)
         metrics["precision"] = runtime.precision
         # Provenance kept out of the config hash, so recording it retrains nothing.
-        metrics["data_checksums"] = dict(data.checksums)
+        metrics["data_checksums"] = {s: data.checksums[s] for s in SPLITS}  # the splits this cell used
         metrics["versions"] = package_versions()
         metrics["deterministic"] = runtime.deterministic
         if distill is not None:  # where the teacher's feature maps came from (both are exact; speed differs)
