@@ -52,10 +52,11 @@ def checksums_text(records: Sequence[CellRecord]) -> str:
         return (", ".join(f"{k} `{c[k]}`" for k in ("train", "val", "test") if k in c) if c
                 else "not recorded (cells stored before checksums were recorded)")
 
-    students = {text(r) for r in records if r.method != "teacher"}
+    texts = [(r.method == "teacher", text(r)) for r in records]
+    students = {t for is_teacher, t in texts if not is_teacher}
     seen: list[str] = []
-    for r in sorted(records, key=lambda r: r.method == "teacher"):  # the students' data first
-        shown = text(r) if r.method != "teacher" or text(r) in students else f"teachers: {text(r)}"
+    for is_teacher, t in sorted(texts, key=lambda pair: pair[0]):  # the students' data first
+        shown = f"teachers: {t}" if is_teacher and t not in students else t
         if shown not in seen:
             seen.append(shown)
     return "; ".join(seen) or "-"
