@@ -210,6 +210,36 @@ def test_explanations_by_method_count_each_baseline_once(tmp_path):
     assert "| at | 0.30 (1) |" in by_method and "| kd | 0.70 (1) |" in by_method
 
 
+def test_trust_section_says_when_no_teacher_map_finds_the_evidence(tmp_path):
+    """Teacher maps at chance against the lesion mask: the page says the agreement columns cannot be read;
+    one teacher above chance: it says so instead (the CI's lower end against the chance level's mean)."""
+    chance = {"mean": 0.04, "ci": [0.03, 0.05], "n": 4}
+
+    def explained(epg_ci):
+        return {"n_images": 6, "localisation": {"mask": "lesion", "chance": chance, "energy_pointing_game":
+                                                 {"mean": sum(epg_ci) / 2, "ci": epg_ci, "n": 4}}}
+
+    def page(epg_cis, tmp):
+        with Store(tmp / "runs.sqlite") as store:
+            _add(store, "s1", "label-only", "", "ofa-595", _metrics(0.80, 0.8, 7.6, 0.044, 6.0))
+            for i, (name, ci) in enumerate(zip(("visformer-s", "vgg19"), epg_cis, strict=True)):
+                _add(store, f"t{i}", "teacher", name, "", _metrics(0.95, 0.95, 39.2, 0.4, 9.0))
+                store.save_explanation(f"t{i}", "score-cam", 6, 0, "done", explained(ci))
+            return render_all(load_registry(), store, tmp / "boards")[0].read_text()
+
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    at_chance = page([[0.02, 0.06], [0.039, 0.07]], tmp_path / "a")
+    trust = at_chance.split("## Can these comparisons be trusted?")[1].split("\n## ")[0]
+    assert ("**Explanations**: score-cam: no teacher's maps put more of their saliency inside the `lesion` mask "
+            "than a uniform map would (energy pointing game 95% CI reaching the chance level in 2 of 2 teacher "
+            "cells, 6 images each).") in trust
+    assert "cannot tell whether distillation kept the teacher's focus" in at_chance.split("## Explanations: score-cam")[1]
+    one_above = page([[0.02, 0.06], [0.05, 0.09]], tmp_path / "b")
+    assert "score-cam: 1 of 2 teacher cells put more of their saliency inside the `lesion` mask" in one_above
+    assert "no teacher's maps" not in one_above
+
+
 # ---- provenance: the experiment file next to the command ------------------------------------------------------
 
 
