@@ -38,7 +38,7 @@ def explanation_tables(done: list[CellRecord], explanations: list[ExplanationRec
         n_images = n_sanity = 0
         mask = None
         other_masks: list[str] = []
-        teacher_hits: list[bool] = []
+        teacher_locs: list[tuple[str, dict[str, Any]]] = []
         by_method: dict[str, dict[str, list[float]]] = {}
         baselines_seen: set[tuple[str, str, int]] = set()
         lowest_seed = min((r.seed for r in done), default=0)
@@ -65,8 +65,8 @@ def explanation_tables(done: list[CellRecord], explanations: list[ExplanationRec
                 "road": format_summary(m.get("road"), 3),
                 "sanity": format_summary(m.get("sanity", {}).get("spearman")),
             })
-            if r.method == "teacher" and (hit := above_chance(loc)) is not None:
-                teacher_hits.append(hit)
+            if r.method == "teacher" and above_chance(loc) is not None:
+                teacher_locs.append((r.teacher + (f" (seed {r.seed})" if with_seed else ""), loc))
             if r.method != "teacher":
                 _collect(by_method.setdefault(r.method, {}), m, loc)
             if r.method not in BASE_METHODS:
@@ -87,7 +87,7 @@ def explanation_tables(done: list[CellRecord], explanations: list[ExplanationRec
                    for name, values in sorted(by_method.items(), key=lambda kv: kv[0] != "label-only")]
         out.append({"name": explainer, "rows": rows, "agreement": agreement_rows, "panels": panels, "by_method": summary,
                     "n_images": n_images, "n_sanity": n_sanity, "mask": mask, "other_masks": other_masks,
-                    "verdict": localisation_verdict(explainer, mask, teacher_hits, n_images)})
+                    "verdict": localisation_verdict(explainer, mask, teacher_locs, n_images)})
     return out
 
 
@@ -101,23 +101,27 @@ def above_chance(loc: dict[str, Any]) -> bool | None:
     return bool(lower > chance)
 
 
-def localisation_verdict(explainer: str, mask: str | None, teacher_hits: list[bool], n_images: int) -> str | None:
+def localisation_verdict(explainer: str, mask: str | None, teachers: list[tuple[str, dict[str, Any]]],
+                         n_images: int) -> str | None:
     """Whether an explainer's teacher maps find the dataset's evidence at all, for "Can these comparisons be trusted?".
 
-    "Does the student look where the teacher looks" means something only if the teacher's maps
-    point at the evidence. Measured on synthetic-cxr (benchmarks/RESULTS.md, session 14): the
-    models do decide from the lesions (with the lesions removed, 65-82% of lesion images are called
-    normal), yet Grad-CAM and Score-CAM maps at 64 px put 0.05-0.07 of their saliency in the lesions
-    against a chance level of 0.04, at stride 16 and at stride 8 alike. So a page must say when its
-    teachers' maps are at chance instead of letting the agreement columns suggest a finding.
+    ``teachers``: (name, localisation summary) of each teacher cell on the page. "Does the student
+    look where the teacher looks" means something only if the teacher's maps point at the evidence.
+    Measured on synthetic-cxr (benchmarks/RESULTS.md, session 14): the models do decide from the
+    lesions (with the lesions removed, 65-82% of lesion images are called normal), yet Grad-CAM and
+    Score-CAM maps at 64 px put 0.05-0.07 of their saliency in the lesions against a chance level of
+    0.04, at stride 16 and at stride 8 alike. So a page says when its teachers' maps are at chance,
+    and how far above it the best one is otherwise, instead of letting the agreement columns suggest a finding.
     """
-    if mask is None or not teacher_hits:
+    if mask is None or not teachers:
         return None
-    hits, n = sum(teacher_hits), len(teacher_hits)
-    if hits:
-        return (f"{explainer}: {hits} of {n} teacher cells put more of their saliency inside the `{mask}` mask than "
-                "a uniform map would (energy pointing game 95% CI above the chance level), so the maps find the "
-                "evidence at least there.")
+    above = [(name, loc) for name, loc in teachers if above_chance(loc)]
+    n = len(teachers)
+    if above:
+        name, loc = max(above, key=lambda t: t[1]["energy_pointing_game"]["mean"] / max(t[1]["chance"]["mean"], 1e-9))
+        return (f"{explainer}: {len(above)} of {n} teacher cells put more of their saliency inside the `{mask}` mask "
+                f"than a uniform map would (energy pointing game 95% CI above the chance level); the most, {name}, "
+                f"{format_summary(loc['energy_pointing_game'])} against {loc['chance']['mean']:.2f} by chance.")
     return (f"{explainer}: no teacher's maps put more of their saliency inside the `{mask}` mask than a uniform map "
             f"would (energy pointing game 95% CI reaching the chance level in {n} of {n} teacher cells, "
             f"{n_images} images each). At this image size the maps do not show where any model looks, so the "
