@@ -70,6 +70,7 @@ def test_a_fresh_computer_reads_the_counts_from_the_work_dir(registry, tmp_path,
     assert len(json.loads((tmp_path / COUNTS_FILE).read_text())["counts"]) == 2
 
 
+@pytest.mark.slow
 def test_a_new_process_does_not_count_again(registry, tmp_path):
     """What a pool worker or a rerun sees: counts written by one process, read by the next without fvcore."""
     first = _computer(registry, tmp_path).cost_of(CELL, _model(registry), timed=False)

@@ -179,6 +179,7 @@ def test_median_and_iqr():
     assert median_iqr([2.0]) == (2.0, 0.0)
 
 
+@pytest.mark.slow
 def test_every_cells_cost_gets_it_with_the_cells_own_spec(tmp_path, monkeypatch):
     """``CellComputer.cost_of`` hands the cell's spec to ``timed_metrics``: on a GPU the spec picks the dtype.
 

@@ -12,7 +12,9 @@ from medkd_bench.runtime.device import resolve_runtime
 from medkd_bench.train.loop import fit
 
 REGISTRY = load_registry()
-MODELS = [("teacher", n) for n in ("vgg19", "visformer-s", "autoformer-v2-t")] + [("student", "ofa-595")]
+#: Score-CAM on a teacher is one forward pass per channel (384-512): 10-20 s each, so those are slow.
+MODELS = [pytest.param("teacher", n, marks=pytest.mark.slow) for n in ("vgg19", "visformer-s", "autoformer-v2-t")] + [
+    ("student", "ofa-595")]
 
 
 @functools.cache

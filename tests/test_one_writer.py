@@ -21,6 +21,9 @@ import torch
 from medkd_bench.run.store import Store
 from tests.helpers import QUICK, run_main
 
+#: Every test here runs a matrix (local, pool or Ray) or spawns processes: 5 minutes of the fast tier.
+pytestmark = pytest.mark.slow
+
 MATRIX = [*QUICK, "--explainers", "grad-cam"]
 
 #: Loaded by every Python process started with this folder on PYTHONPATH: logs its start and its SQLite opens.

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 
+import pytest
 import torch
 from torch import nn
 
@@ -18,6 +19,7 @@ def _tiny(seed: int) -> nn.Module:
                          nn.Flatten(), nn.Linear(4, 3)).eval()
 
 
+@pytest.mark.slow
 def test_the_check_accepts_the_exported_model_and_refuses_another(tmp_path):
     model = _tiny(0)
     path = deploy.export_onnx(model, 16, tmp_path / "tiny.onnx")

@@ -59,6 +59,7 @@ def test_entry_points_name_the_installed_plugin_package(wheel):
     assert targets and all(t.startswith("medkd_bench_plugins.") for t in targets)
 
 
+@pytest.mark.slow
 def test_installs_beside_a_distribution_that_ships_a_plugins_package(wheel, tmp_path):
     other = tmp_path / "other"
     (other / "plugins").mkdir(parents=True)

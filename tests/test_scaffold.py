@@ -483,6 +483,7 @@ def full_checkout(tmp_path: Path) -> Path:
     return root
 
 
+@pytest.mark.slow
 def test_contributing_commands(full_checkout, run_cli, monkeypatch, one_thread, forget_tmp_modules):
     checkout = full_checkout
     commands = contributing_commands()

@@ -193,6 +193,7 @@ def test_an_interrupted_tuning_resumes_without_repeating_finished_trials(tuned_r
     assert {r.arm.key for r in results} == ARMS
 
 
+@pytest.mark.slow
 def test_the_cli_stops_an_interrupted_tuning_with_130_and_keeps_its_trials(run_cli, tmp_path, monkeypatch):
     import medkd_bench.tune.study as study
 
