@@ -12,6 +12,7 @@ import itertools
 
 import matplotlib.pyplot as plt
 import pytest
+from matplotlib.text import Text
 
 from medkd_bench.report import plots
 from medkd_bench.report.pareto_marks import TEACHER_MARKERS, Point
@@ -101,5 +102,54 @@ def test_a_small_matrix_has_no_spread_panel_and_names_its_front():
         assert {t.get_text() for t in panels[0].texts} == {"visformer-s", "ofa-595",
                                                             "ofa-595, kd from visformer-s"}
         assert "Below" not in plots.caption(points)
+    finally:
+        plt.close(fig)
+
+
+def _cxr_reference_points(latency: bool = True) -> list[Point]:
+    """The reference run's synthetic-cxr rows: two teachers 12 M parameters and 0.5 pp apart, seven students."""
+    def ms(value: float) -> float | None:
+        return value if latency else None
+
+    points = [Point("autoformer-v2-t", "teacher", 0.813, (0.783, 0.843), ms(95.0), 27.51, teacher="autoformer-v2-t"),
+              Point("visformer-s", "teacher", 0.808, (0.777, 0.840), ms(110.3), 39.21, teacher="visformer-s"),
+              Point("ofa-595", "label-only", 0.754, (0.727, 0.779), ms(29.2), 7.6, student="ofa-595")]
+    for teacher, method, acc in [("visformer-s", "fitnet", 0.818), ("visformer-s", "dkd", 0.798),
+                                 ("autoformer-v2-t", "cat-kd", 0.797), ("autoformer-v2-t", "dkd", 0.748),
+                                 ("autoformer-v2-t", "at", 0.73), ("visformer-s", "at", 0.702),
+                                 ("visformer-s", "cat-kd", 0.568)]:
+        points.append(Point(f"ofa-595, {method} from {teacher}", method, acc, (acc - 0.03, acc + 0.03), ms(29.2),
+                            7.6, teacher=teacher, student="ofa-595"))
+    return points
+
+
+def test_names_of_neighbouring_teachers_placed_on_either_side_never_overlap():
+    """Found on the reference page: one teacher's name went right, its neighbour's left, over it."""
+    fig = plots.pareto_figure(_cxr_reference_points(), "synthetic-cxr")
+    try:
+        fig.canvas.draw()
+        renderer = fig.canvas.get_renderer()
+        for ax in (ax for ax in fig.axes if ax.get_xscale() == "log"):
+            names = [t for t in ax.texts if t.get_text()]
+            boxes = [Text.get_window_extent(t, renderer) for t in names]  # the words, not their leader lines
+            for a, b in itertools.combinations(boxes, 2):
+                assert not a.overlaps(b)
+            marks = [ax.transData.transform((line.get_xdata()[0], line.get_ydata()[0]))
+                     for line in (c.lines[0] for c in ax.containers)]
+            for box, (x, y) in itertools.product(boxes, marks):  # and no name covers another row's mark
+                assert not box.contains(x, y)
+    finally:
+        plt.close(fig)
+
+
+def test_rows_not_timed_yet_still_show_in_the_parameters_panel():
+    """A pool run times its models last: interrupted before that, the page had an empty plot (y from 19 to 21)."""
+    fig = plots.pareto_figure(_cxr_reference_points(latency=False), "synthetic-cxr", chance=1 / 3)
+    try:
+        latency, params = (ax for ax in fig.axes if ax.get_xscale() == "log")
+        low, high = params.get_ylim()
+        assert low < 100 * 0.727 and high > 100 * 0.843  # every row and its CI inside the axes
+        assert not latency.containers
+        assert any("not timed yet" in t.get_text() for t in latency.texts)
     finally:
         plt.close(fig)

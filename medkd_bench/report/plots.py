@@ -18,7 +18,7 @@ saliency panels, and written atomically without the "Software" PNG field.
 from __future__ import annotations
 
 import textwrap
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -82,12 +82,13 @@ def _dodged(points: Sequence[Point], cost: str, style: Style) -> list[float]:
 LABEL_GAP, NAME_CHAR = 0.065, 0.0145
 
 
-def _name_points(ax, named: Sequence[tuple[float, float, str]], cluster: Sequence[float]) -> None:
+def _name_points(ax, named: Sequence[tuple[float, float, str]], cluster: Sequence[tuple[float, float]]) -> None:
     """Write names beside their points without overlapping: stacked to the right of the points' column.
 
-    ``named``: (x, y) in data units and the text; ``cluster``: every point's x,
-    so a name clears the whole column of points it stands beside. Names near
-    the right edge go to the left. A thin line joins a moved name to its point.
+    ``named``: (x, y) in data units and the text; ``cluster``: every point's
+    (x, y), so a name clears the whole column of points it stands beside and
+    never covers another column's point. Names near the right edge go to the
+    left. A thin line joins a moved name to its point.
     """
     ax.set_xlim(ax.get_xlim())
     ax.set_ylim(ax.get_ylim())
@@ -97,39 +98,48 @@ def _name_points(ax, named: Sequence[tuple[float, float, str]], cluster: Sequenc
         fx, fy = to_axes.transform(ax.transData.transform((x, y)))
         return float(fx), float(fy)
 
-    xs = [frac(x, 0)[0] for x in cluster]
-    sides: dict[bool, list[tuple[float, float, float, float, str]]] = {True: [], False: []}
+    marks = [frac(x, y) for x, y in cluster]
+    items: list[tuple[float, float, float, bool, str]] = []
     for x, y, text in named:
         fx, fy = frac(x, y)
-        column = [c for c in xs if abs(c - fx) < 0.05] or [fx]
+        column = [c for c, _ in marks if abs(c - fx) < 0.05] or [fx]
         right = max(column) < 0.72
-        sides[right].append((fx, fy, max(column) + 0.02 if right else min(column) - 0.02, fy, text))
-    for right, items in sides.items():
-        placed: list[tuple[float, float, float]] = []  # (left, right, y) of the names written on this side so far
-        for fx, fy, tx, _, text in sorted(items, key=lambda item: item[1]):
-            width = NAME_CHAR * len(text)
-            span = (tx, tx + width) if right else (tx - width, tx)
-            ty = fy
-            for left, end, py in sorted(placed, key=lambda q: q[2]):  # push up past names it would overlap
-                if left < span[1] and span[0] < end and ty < py + LABEL_GAP:
-                    ty = py + LABEL_GAP
-            placed.append((*span, ty))
-            ty = min(ty, 0.97)
-            moved = abs(ty - fy) > 0.01 or abs(tx - fx) > 0.03
-            ax.annotate(text, (fx, fy), xycoords="axes fraction", xytext=(tx, ty), textcoords="axes fraction",
-                        fontsize=7.5, ha="left" if right else "right", va="center",
-                        # a white ground: names right of a front point sit on its line
-                        bbox=dict(boxstyle="square,pad=0.15", facecolor="white", alpha=0.8, linewidth=0),
-                        arrowprops=dict(arrowstyle="-", linewidth=0.5, color="dimgray") if moved else None)
+        items.append((fx, fy, max(column) + 0.02 if right else min(column) - 0.02, right, text))
+    # One list for both sides: a name written leftwards can reach a neighbour's written rightwards.
+    placed: list[tuple[float, float, float]] = []  # (left, right, y) of the names written so far
+    for fx, fy, tx, right, text in sorted(items, key=lambda item: item[1]):
+        width = NAME_CHAR * len(text)
+        span = (tx, tx + width) if right else (tx - width, tx)
+        others = [(mx, my) for mx, my in marks if abs(mx - fx) >= 0.05 and span[0] < mx < span[1]]
+        ty = fy
+        for _ in range(len(placed) + len(others) + 1):  # push up past what it covers until nothing is left
+            clash = ([py + LABEL_GAP for left, end, py in placed
+                      if left < span[1] and span[0] < end and abs(ty - py) < LABEL_GAP]
+                     + [my + LABEL_GAP / 2 for _, my in others if abs(ty - my) < LABEL_GAP / 2])
+            if not clash:
+                break
+            ty = max(clash)
+        placed.append((*span, ty))
+        ty = min(ty, 0.97)
+        moved = abs(ty - fy) > 0.01 or abs(tx - fx) > 0.03
+        ax.annotate(text, (fx, fy), xycoords="axes fraction", xytext=(tx, ty), textcoords="axes fraction",
+                    fontsize=7.5, ha="left" if right else "right", va="center",
+                    # a white ground: names right of a front point sit on its line
+                    bbox=dict(boxstyle="square,pad=0.15", facecolor="white", alpha=0.8, linewidth=0),
+                    arrowprops=dict(arrowstyle="-", linewidth=0.5, color="dimgray") if moved else None)
 
 
 def _cost_panel(ax, points: Sequence[Point], cost: str, xlabel: str, chance: float | None, style: Style,
-                zoomed: Sequence[str] = ()) -> None:
-    """One accuracy-vs-cost panel, naming only what a reader needs to find: teachers, columns, the front.
+                zoomed: Sequence[str] = ()) -> Callable[[], None]:
+    """One accuracy-vs-cost panel; returns what names its points, to call once every panel sharing y is drawn.
 
-    A student architecture's column is named once (at its label-only row);
-    a distilled row on the front is named unless its column is ``zoomed``
-    (pulled apart below, where its best is ringed and named).
+    Names only what a reader needs to find: teachers, columns, the front. A
+    student architecture's column is named once (at its label-only row); a
+    distilled row on the front is named unless its column is ``zoomed``
+    (pulled apart below, where its best is ringed and named). Naming fixes the
+    axes' limits, so it must wait for the other panels: a latency panel drawn
+    while no row was timed yet froze the shared y range before the parameters
+    panel's rows were in it. Rows without this cost are left out, and said so.
     """
     from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
@@ -158,7 +168,12 @@ def _cost_panel(ax, points: Sequence[Point], cost: str, xlabel: str, chance: flo
     ax.set_ylabel("test accuracy (%), 95% CI", fontsize=9)
     ax.tick_params(labelsize=8)
     ax.grid(True, which="both", linewidth=0.3, alpha=0.5)
-    _name_points(ax, named, list(xs.values()))
+    missing = len(points) - len(shown)
+    if missing:
+        ax.text(0.5, 0.02, f"{missing} of {len(points)} rows not timed yet" if cost == "latency_ms"
+                else f"{missing} of {len(points)} rows without this figure", transform=ax.transAxes,
+                ha="center", va="bottom", fontsize=7.5, color="dimgray")
+    return lambda: _name_points(ax, named, [(xs[id(p)], 100 * p.accuracy) for p in shown])
 
 
 def _legends(panel, style: Style, points: Sequence[Point], chance: float | None, zoomed: bool) -> None:
@@ -207,8 +222,10 @@ def pareto_figure(points: Sequence[Point], title: str, chance: float | None = No
     main, side = fig.subfigures(1, 2, width_ratios=[5.0, 1.0])
     top, bottom = main.subfigures(2, 1, height_ratios=[4.3, 3.4]) if students else (main, None)
     axes = top.subplots(1, 2, sharey=True)
-    _cost_panel(axes[0], points, "latency_ms", "batch-1 latency (ms, log scale)", chance, style, students)
-    _cost_panel(axes[1], points, "params_m", "parameters (millions, log scale)", chance, style, students)
+    namers = [_cost_panel(axes[0], points, "latency_ms", "batch-1 latency (ms, log scale)", chance, style, students),
+              _cost_panel(axes[1], points, "params_m", "parameters (millions, log scale)", chance, style, students)]
+    for name in namers:  # the shared y range is final once both panels are drawn
+        name()
     if bottom is not None:
         for ax, student in zip(np.atleast_1d(bottom.subplots(1, len(students))), students, strict=True):
             column_panel(ax, student, points, style)
