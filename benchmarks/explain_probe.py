@@ -76,6 +76,7 @@ def main() -> None:
         pointing_game,
         summarise,
     )
+    from medkd_bench.explain.maps import float32_maps
     from medkd_bench.registry import load_registry
     from medkd_bench.run.artifacts import checkpoint_problem
     from medkd_bench.run.store import Store
@@ -139,8 +140,7 @@ def main() -> None:
         for explainer_name in args.explainers.split(","):
             explainer = registry.get("explainer", explainer_name)
             for layer_name, (targets, transform) in layers.items():
-                build_transform = (lambda t: t.float()) if transform is None else (lambda t, f=transform: f(t).float())
-                explain = explainer.build(model, targets, build_transform)
+                explain = explainer.build(model, targets, float32_maps(transform))
                 maps = np.concatenate([np.asarray(explain(data.normalise(test.images[explain_at[i:i + 2]]),
                                                           [int(test.labels[j]) for j in explain_at[i:i + 2]]))
                                        for i in range(0, len(explain_at), 2)])

@@ -54,7 +54,7 @@ def compute_maps(
     """
     model = runtime.prepare_model(model).eval()
     test = data.splits["test"]
-    explain = explainer.build(model, spec.target_layers(model), _float32(spec.reshape_transform))
+    explain = explainer.build(model, spec.target_layers(model), float32_maps(spec.reshape_transform))
     chunks = []
     # A few images per call: Score-CAM holds images x channels masked copies of its input at once
     # (6 images x 512 channels at 224 px would be 1.8 GB).
@@ -67,8 +67,8 @@ def compute_maps(
     return np.nan_to_num(maps, nan=0.0)
 
 
-def _float32(transform: ReshapeTransform | None) -> ReshapeTransform:
-    """grad-cam turns hooked tensors into numpy, which has no bfloat16."""
+def float32_maps(transform: ReshapeTransform | None) -> ReshapeTransform:
+    """``transform`` (or none) then float32: grad-cam turns hooked tensors into numpy, which has no bfloat16."""
     if transform is None:
         return lambda t: t.float()
     return lambda t: transform(t).float()

@@ -38,7 +38,7 @@ def explanation_tables(done: list[CellRecord], explanations: list[ExplanationRec
         n_images = n_sanity = 0
         mask = None
         other_masks: list[str] = []
-        teacher_locs: list[tuple[str, dict[str, Any]]] = []
+        teacher_locs: list[tuple[str, dict[str, Any], bool]] = []
         by_method: dict[str, dict[str, list[float]]] = {}
         baselines_seen: set[tuple[str, str, int]] = set()
         lowest_seed = min((r.seed for r in done), default=0)
@@ -65,8 +65,8 @@ def explanation_tables(done: list[CellRecord], explanations: list[ExplanationRec
                 "road": format_summary(m.get("road"), 3),
                 "sanity": format_summary(m.get("sanity", {}).get("spearman")),
             })
-            if r.method == "teacher" and above_chance(loc) is not None:
-                teacher_locs.append((r.teacher + (f" (seed {r.seed})" if with_seed else ""), loc))
+            if r.method == "teacher" and (above := above_chance(loc)) is not None:
+                teacher_locs.append((r.teacher + (f" (seed {r.seed})" if with_seed else ""), loc, above))
             if r.method != "teacher":
                 _collect(by_method.setdefault(r.method, {}), m, loc)
             if r.method not in BASE_METHODS:
@@ -101,11 +101,11 @@ def above_chance(loc: dict[str, Any]) -> bool | None:
     return bool(lower > chance)
 
 
-def localisation_verdict(explainer: str, mask: str | None, teachers: list[tuple[str, dict[str, Any]]],
+def localisation_verdict(explainer: str, mask: str | None, teachers: list[tuple[str, dict[str, Any], bool]],
                          n_images: int) -> str | None:
     """Whether an explainer's teacher maps find the dataset's evidence at all, for "Can these comparisons be trusted?".
 
-    ``teachers``: (name, localisation summary) of each teacher cell on the page. "Does the student
+    ``teachers``: (name, localisation summary, :func:`above_chance`) of each teacher cell on the page. "Does the student
     look where the teacher looks" means something only if the teacher's maps point at the evidence.
     Measured on synthetic-cxr (benchmarks/RESULTS.md, session 14): the models do decide from the
     lesions (with the lesions removed, 65-82% of lesion images are called normal), yet Grad-CAM and
@@ -115,7 +115,7 @@ def localisation_verdict(explainer: str, mask: str | None, teachers: list[tuple[
     """
     if mask is None or not teachers:
         return None
-    above = [(name, loc) for name, loc in teachers if above_chance(loc)]
+    above = [(name, loc) for name, loc, is_above in teachers if is_above]
     n = len(teachers)
     if above:
         name, loc = max(above, key=lambda t: t[1]["energy_pointing_game"]["mean"] / max(t[1]["chance"]["mean"], 1e-9))
