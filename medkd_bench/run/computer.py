@@ -41,6 +41,7 @@ from medkd_bench.specs import ModelSpec, TrainSettings
 from medkd_bench.train.loop import EpochCallback, TrainResult, fit, steps_per_epoch_of
 from medkd_bench.train.optim import adamw_implementation, grad_norm_implementation
 from medkd_bench.train.predict import split_outputs, teacher_soft_targets
+from medkd_bench.train.snapshots import Snapshots
 
 
 @dataclass
@@ -199,6 +200,11 @@ class CellComputer:
     def checkpoint_path(self, cell_hash: str) -> Path:
         return self.ckpt_dir / f"{cell_hash}.safetensors"
 
+    def snapshots(self, cell_hash: str) -> Snapshots:
+        """Where the cell's training snapshot lives: an interrupted cell resumes from it (:mod:`~medkd_bench.train.snapshots`)."""
+        return Snapshots(self.options.work_dir / "snapshots" / f"{cell_hash}.pt", key=cell_hash,
+                         every_s=self.options.snapshot_every_s)
+
     def save_checkpoint(self, model: nn.Module, cell_hash: str) -> str:
         """Write the cell's checkpoint atomically; its SHA-256, which the store keeps and loads check."""
         from safetensors.torch import save_file
@@ -337,7 +343,7 @@ class CellComputer:
         timings["setup_s"] = time.perf_counter() - t0
         with outputs_named(spec), out_of_memory_named(cell, settings, runtime):
             result: TrainResult = fit(model, data, settings, runtime, seed=cell.seed, distill=distill,
-                                      on_epoch=on_epoch)
+                                      on_epoch=on_epoch, snapshots=self.snapshots(h))
         timings["warmup_s"] = result.warmup_seconds
         timings["train_s"] = result.train_seconds
         timings["train_images_per_s"] = result.images_per_second
@@ -363,6 +369,8 @@ class CellComputer:
         metrics["data_checksums"] = {s: data.checksums[s] for s in SPLITS}  # the splits this cell used
         metrics["versions"] = package_versions()
         metrics["deterministic"] = runtime.deterministic
+        if result.resumed_from_epoch:  # provenance: a resumed cell's weights are those of an uninterrupted one
+            metrics["resumed_from_epoch"] = result.resumed_from_epoch
         if distill is not None:  # where the teacher's feature maps came from (both are exact; speed differs)
             metrics["teacher_outputs"] = distill.teacher.path
         metrics.update(self.cost_of(cell, model, timed=self.measure_timings))

@@ -54,6 +54,9 @@ class RunOptions:
     tuned: dict[str, dict[str, Any]] = field(default_factory=dict)
     #: ``--tune N``: the trials per arm that chose ``tuned`` (0: given back with ``--tuned-option``, or none).
     tune_trials: int = 0
+    #: Seconds of training between a cell's snapshots (:mod:`medkd_bench.train.snapshots`): an interrupted
+    #: cell resumes at its last one with the same result, so this changes time lost, never a figure.
+    snapshot_every_s: float = 600.0
 
 
 def result_settings(options: RunOptions, amp: str = "auto", deterministic: bool = False) -> dict[str, Any]:

@@ -10,11 +10,12 @@ validation epoch are kept, so a late collapse cannot reach the test set.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
@@ -31,6 +32,7 @@ from medkd_bench.train.optim import clipped_step, make_adamw, param_groups
 from medkd_bench.train.predict import evaluate_accuracy, teacher_soft_targets
 from medkd_bench.train.schedule import PlateauStop, warmup_cosine
 from medkd_bench.train.shapes import require_logits
+from medkd_bench.train.snapshots import Snapshots, cpu_copy, restore_rng_states, rng_states
 from medkd_bench.train.warmup import warm_up
 
 if TYPE_CHECKING:
@@ -52,6 +54,11 @@ class TrainResult:
     epoch_times: list[tuple[int, float]] = field(default_factory=list)
     #: ``plateau``, ``epoch-cap`` or ``fixed`` (:data:`~medkd_bench.train.schedule.STOP_REASONS`).
     stopped: str = "fixed"
+    #: The epoch of the snapshot training resumed from (:mod:`.snapshots`); 0 when it began at epoch 1.
+    resumed_from_epoch: int = 0
+
+    #: What a snapshot keeps of the result so far (timings included: a resumed cell's add up).
+    SNAPSHOT_FIELDS = ("history", "best_epoch", "best_val_accuracy", "train_seconds", "train_images", "epoch_times")
 
     @property
     def epochs_run(self) -> int:
@@ -156,6 +163,32 @@ class Trainer:
         self.steps += 1
         return float(loss.detach())
 
+    def state(self) -> dict[str, Any]:
+        """Everything later steps depend on, for a training snapshot: weights, optimiser, schedule, plateau."""
+        return {
+            "model": cpu_copy(self.model.state_dict()),
+            "method": cpu_copy(self.distill.loss_module.state_dict()) if self.distill is not None else None,
+            "optimizer": self.optimizer.state_dict(),
+            "schedule": self.schedule.state_dict(),
+            "scaler": self.scaler.state_dict() if self.scaler is not None else None,
+            "steps": self.steps,
+            "plateau": dataclasses.asdict(self.plateau) if self.plateau is not None else None,
+        }
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        """Put back what :meth:`state` returned (the trainer was built with the same model and settings)."""
+        self.model.load_state_dict(state["model"])
+        if self.distill is not None:
+            self.distill.loss_module.load_state_dict(state["method"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.schedule.load_state_dict(state["schedule"])
+        if self.scaler is not None:
+            self.scaler.load_state_dict(state["scaler"])
+        self.steps = state["steps"]
+        if self.plateau is not None:  # in place: the schedule calls this object's factor
+            for name, value in state["plateau"].items():
+                setattr(self.plateau, name, tuple(value) if name == "cooldown" and value is not None else value)
+
 
 def fit(
     model: nn.Module,
@@ -167,6 +200,7 @@ def fit(
     on_epoch: EpochCallback | None = None,
     bn_batches: int = 8,
     warm: bool | None = None,
+    snapshots: Snapshots | None = None,
 ) -> TrainResult:
     """Train ``model`` in place on the train split; keep the best validation epoch.
 
@@ -177,6 +211,10 @@ def fit(
     ``warm`` (default: on a GPU or under ``--compile``, where first calls are
     slow) pays the one-time costs first and reports them as ``warmup_seconds``,
     outside ``train_seconds``; the trained weights are the same either way.
+
+    With ``snapshots``, training resumes from the cell's snapshot when it has
+    one, writes one at an epoch's end every ``snapshots.every_s`` seconds,
+    and deletes it once trained (:mod:`.snapshots`).
     """
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
@@ -188,7 +226,17 @@ def fit(
     trainer = Trainer(model, data, settings, runtime, distill, forward)
     use_bn = has_batch_norm(model)
     best_state: dict[str, torch.Tensor] | None = None
-    for epoch in range(1, settings.epochs + 1):
+    saved = snapshots.load() if snapshots is not None else None
+    if saved is not None:
+        trainer.load_state(saved["trainer"])
+        generator.set_state(saved["generator"])
+        restore_rng_states(saved["rng"])
+        for name in TrainResult.SNAPSHOT_FIELDS:
+            setattr(result, name, saved["result"][name])
+        # None when the best epoch was the snapshot's own: its weights are the model's
+        best_state = saved["best_state"] if saved["best_state"] is not None else saved["trainer"]["model"]
+        result.resumed_from_epoch = len(result.history)
+    for epoch in range(result.epochs_run + 1, settings.epochs + 1):
         model.train()
         if distill is not None:
             distill.train()
@@ -219,12 +267,19 @@ def fit(
             trainer.plateau.end_epoch(epoch, val_acc)
             if trainer.plateau.done:
                 break
+        if snapshots is not None and epoch < settings.epochs and snapshots.due():
+            snapshots.save({"trainer": trainer.state(), "generator": generator.get_state(), "rng": rng_states(),
+                            "result": {name: getattr(result, name) for name in TrainResult.SNAPSHOT_FIELDS},
+                            # the best epoch's weights, unless they are this epoch's (then they are the model's)
+                            "best_state": None if result.best_epoch == epoch else best_state})
     if trainer.plateau is not None:
         result.stopped = trainer.plateau.reason or "epoch-cap"
     if best_state is not None:
         model.load_state_dict(best_state)
     require_finite_weights(model, f"weights after training (best epoch {result.best_epoch})")
     model.eval()
+    if snapshots is not None:
+        snapshots.discard()
     return result
 
 
