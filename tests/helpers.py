@@ -13,6 +13,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
+from torch import nn
+
 from medkd_bench.cli import main
 
 #: Test plugins as real files: pass them with ``--plugin`` or to ``registry_of``.
@@ -99,3 +102,17 @@ def table_row(page: str, section: str, first_cells: Sequence[str]) -> str | None
         if cells == list(first_cells):
             return line
     return None
+
+
+class DropoutNet(nn.Module):
+    """A small real CNN with batch norm (buffers a step changes) and dropout (a step draws random numbers)."""
+
+    def __init__(self, num_classes: int):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3, padding=1)
+        self.bn = nn.BatchNorm2d(8)
+        self.drop = nn.Dropout(0.5)
+        self.head = nn.Linear(8, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.drop(torch.relu(self.bn(self.conv(x))).mean((2, 3))))

@@ -5,7 +5,6 @@ import sqlite3
 
 import pytest
 import torch
-from torch import nn
 
 from medkd_bench.data.prepare import prepare
 from medkd_bench.registry import load_registry
@@ -13,21 +12,7 @@ from medkd_bench.runtime.device import resolve_runtime
 from medkd_bench.specs import TrainSettings
 from medkd_bench.train.loop import fit
 from medkd_bench.train.warmup import epoch_batch_sizes
-from tests.helpers import TINY_DATA, assert_one_line_error
-
-
-class DropoutNet(nn.Module):
-    """A small real CNN with batch norm (buffers a step changes) and dropout (a step draws random numbers)."""
-
-    def __init__(self, num_classes: int):
-        super().__init__()
-        self.conv = nn.Conv2d(3, 8, 3, padding=1)
-        self.bn = nn.BatchNorm2d(8)
-        self.drop = nn.Dropout(0.5)
-        self.head = nn.Linear(8, num_classes)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.drop(torch.relu(self.bn(self.conv(x))).mean((2, 3))))
+from tests.helpers import TINY_DATA, DropoutNet, assert_one_line_error
 
 
 @pytest.fixture(scope="module")
