@@ -17,8 +17,9 @@ from medkd_bench.train.schedule import PlateauStop, cooldown_epochs
 
 def _scripted(curve, **settings):
     """Feed a scripted validation curve to the stopping rule; the epochs it ran and why it stopped."""
-    rule = PlateauStop(max_epochs=settings.pop("max_epochs", 50), steps_per_epoch=10, warmup_epochs=1.0,
-                       min_ratio=0.01, patience=settings.pop("patience", 3), min_delta=settings.pop("min_delta", 0.0))
+    rule = PlateauStop(max_epochs=settings.pop("max_epochs", 50), steps_per_epoch=settings.pop("steps_per_epoch", 10),
+                       warmup_epochs=1.0, min_ratio=0.01, patience=settings.pop("patience", 3),
+                       min_delta=settings.pop("min_delta", 0.0), patience_steps=settings.pop("patience_steps", 0))
     for epoch, acc in enumerate(curve, 1):
         rule.end_epoch(epoch, acc)
         if rule.done:
@@ -98,11 +99,27 @@ def test_fit_stops_on_the_scripted_plateau_and_keeps_the_best_epoch(tiny_data, m
     """Real training, a scripted validation curve: fit() runs exactly the epochs the rule asks for."""
     curve = iter([0.2, 0.4, 0.6, 0.5, 0.6, 0.55] + [0.1] * 50)
     monkeypatch.setattr(loop, "evaluate_accuracy", lambda *args, **kwargs: next(curve))
-    settings = TrainSettings(epochs=40, batch_size=8, patience=3, warmup_epochs=1.0, min_epochs=0)
+    settings = TrainSettings(epochs=40, batch_size=8, patience=3, warmup_epochs=1.0, min_epochs=0, patience_steps=0)
     result = fit(TinyNet(tiny_data.num_classes), tiny_data, settings, resolve_runtime("cpu", "off"), seed=0)
     # Best 0.6 at epoch 3 (epoch 5's equal score is no gain); patience ends at epoch 6; cool-down ceil(1.2) = 2.
     assert result.stopped == "plateau" and result.epochs_run == 8
     assert result.best_epoch == 5 and result.best_val_accuracy == 0.6  # ties keep the later weights, as before
+
+
+def test_patience_lasts_at_least_patience_steps_optimiser_steps(tiny_data, monkeypatch):
+    """A small training set's epochs are few steps: its patience is stretched to the same training, not the same epochs."""
+    flat = [0.6] + [0.6] * 60
+    small, _ = _scripted(flat, patience=8, steps_per_epoch=12, patience_steps=400)  # 34 epochs of 12 steps
+    large, _ = _scripted(flat, patience=8, steps_per_epoch=34, patience_steps=400)  # 12 epochs of 34 steps
+    huge, _ = _scripted(flat, patience=8, steps_per_epoch=500, patience_steps=400)  # the epochs count: 8
+    # Best at epoch 1; the cool-down (20% of the epochs run) follows the plateau.
+    assert (small, large, huge) == (1 + 34 + 7, 1 + 12 + 3, 1 + 8 + 2)
+    # Through fit: 16 images in batches of 8 are 2 steps an epoch, so 10 steps of patience are 5 epochs, not 3.
+    curve = iter([0.2, 0.4, 0.6] + [0.5] * 50)
+    monkeypatch.setattr(loop, "evaluate_accuracy", lambda *args, **kwargs: next(curve))
+    settings = TrainSettings(epochs=40, batch_size=8, patience=3, warmup_epochs=1.0, min_epochs=0, patience_steps=10)
+    result = fit(TinyNet(tiny_data.num_classes), tiny_data, settings, resolve_runtime("cpu", "off"), seed=0)
+    assert result.stopped == "plateau" and result.epochs_run == 3 + 5 + 2
 
 
 def test_fixed_epochs_run_exactly_n_whatever_the_curve(tiny_data, monkeypatch):

@@ -21,20 +21,7 @@ from medkd_bench.runtime.device import resolve_runtime
 from medkd_bench.specs import TrainSettings
 from medkd_bench.train.loop import fit
 from medkd_bench.train.snapshots import Snapshots
-
-
-class DropoutNet(nn.Module):
-    """Batch norm (recalibrated before each validation) and dropout (the global generator)."""
-
-    def __init__(self, num_classes: int):
-        super().__init__()
-        self.conv = nn.Conv2d(3, 8, 3, padding=1)
-        self.bn = nn.BatchNorm2d(8)
-        self.drop = nn.Dropout(0.3)
-        self.head = nn.Linear(8, num_classes)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.drop(torch.relu(self.bn(self.conv(x))).mean((2, 3))))
+from tests.helpers import DropoutNet
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +31,7 @@ def data():
 
 FIXED = TrainSettings(epochs=6, batch_size=8, warmup_epochs=1.0, early_stopping=False)
 #: Under early stopping: patience 2 from epoch 1, so the cool-down starts mid-run (on a real curve or a scripted one).
-PLATEAU = TrainSettings(epochs=30, batch_size=8, warmup_epochs=1.0, patience=2, min_epochs=0)
+PLATEAU = TrainSettings(epochs=30, batch_size=8, warmup_epochs=1.0, patience=2, min_epochs=0, patience_steps=0)
 
 
 def _train(data, settings, snapshots=None, stop_after=None, seed=3):

@@ -28,6 +28,7 @@ def _check_train_settings(spec: ModelSpec) -> None:
     require(t.lr > 0 and math.isfinite(t.lr), spec, f"train.lr must be a positive number (got {t.lr})")
     require(t.warmup_epochs >= 0, spec, f"train.warmup_epochs must be >= 0 (got {t.warmup_epochs})")
     require(t.patience >= 1, spec, f"train.patience must be >= 1 (got {t.patience})")
+    require(t.patience_steps >= 0, spec, f"train.patience_steps must be >= 0 (got {t.patience_steps})")
     require(t.min_epochs >= 0, spec, f"train.min_epochs must be >= 0 (got {t.min_epochs})")
     require(t.min_delta >= 0 and math.isfinite(t.min_delta), spec,
             f"train.min_delta must be a number >= 0 (got {t.min_delta})")

@@ -122,7 +122,7 @@ class Trainer:
         if settings.early_stopping:
             self.plateau = PlateauStop(settings.epochs, steps_per_epoch, settings.warmup_epochs, settings.min_lr_ratio,
                                        settings.patience, settings.min_delta, settings.cooldown_fraction,
-                                       settings.min_epochs)
+                                       settings.min_epochs, settings.patience_steps)
             factor = self.plateau.factor
         else:
             factor = warmup_cosine(settings.epochs * steps_per_epoch, int(settings.warmup_epochs * steps_per_epoch),

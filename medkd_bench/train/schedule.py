@@ -6,7 +6,8 @@ Two schedules, chosen by :class:`~medkd_bench.specs.TrainSettings.early_stopping
   exactly N epochs, as before;
 * **until a plateau** (the default): the length is not known in advance, so a cosine that
   needs it cannot be used. Warm-up, then a constant rate while validation accuracy still
-  improves; once it has not improved by ``min_delta`` for ``patience`` epochs (or the epoch
+  improves; once it has not improved by ``min_delta`` for ``patience`` epochs and at least
+  ``patience_steps`` optimiser steps (or the epoch
   cap is near), a linear cool-down to the floor over 20% of the epochs run so far, then stop.
   This is the warmup-stable-decay schedule (Zhai et al., 2022, arXiv:2106.04560; Hägele
   et al., 2024, arXiv:2405.18392, who show that a cool-down of about 20% matches a cosine
@@ -59,6 +60,8 @@ class PlateauStop:
     cooldown_fraction: float = 0.2
     #: No plateau before this epoch (the cap still applies): a slow start is not a plateau.
     min_epochs: int = 0
+    #: The patience is at least this many optimiser steps (:attr:`patience_epochs`).
+    patience_steps: int = 0
     best: float = -math.inf
     last_improved: int = 0
     #: Set once the cool-down has begun: its first and last epoch, and why it began.
@@ -88,12 +91,17 @@ class PlateauStop:
             return
         length = cooldown_epochs(epoch, self.cooldown_fraction)
         started = epoch >= max(math.ceil(self.warmup_epochs), self.min_epochs)
-        if started and epoch - self.last_improved >= self.patience and epoch < self.max_epochs:
+        if started and epoch - self.last_improved >= self.patience_epochs and epoch < self.max_epochs:
             self.cooldown = (epoch + 1, min(self.max_epochs, epoch + length))
             self.reason = "plateau"
         elif epoch + length >= self.max_epochs:
             self.cooldown = (epoch + 1, self.max_epochs)
             self.reason = "epoch-cap"
+
+    @property
+    def patience_epochs(self) -> int:
+        """Epochs without a gain that make a plateau: ``patience``, or more to make ``patience_steps`` steps."""
+        return max(self.patience, math.ceil(self.patience_steps / max(1, self.steps_per_epoch)))
 
     @property
     def done(self) -> bool:

@@ -36,10 +36,10 @@ def register_students(register):
                 description=student.describe(),
                 # What OFA-595 trains with: same supernet family, size range and CPU fast path,
                 cpu_channels_last=True,
-                # and OFA-595's GPU choice (see its spec).
+                # and OFA-595's GPU choice and recipe (see its spec).
                 gpu_precision="tf32",
                 gpu_channels_last=False,
-                train=TrainSettings(epochs=80, lr=2e-3, weight_decay=0.05, warmup_epochs=1.0),  # cap: stops on a plateau
+                train=TrainSettings(epochs=150, batch_size=16, lr=2e-3, weight_decay=0.05, warmup_epochs=1.0),
                 revision=student.revision,
             )
         )
