@@ -3,6 +3,7 @@
 import pytest
 import torch
 
+from medkd_bench.registry import load_registry
 from medkd_bench.run.store import Store
 from tests.helpers import QUICK
 
@@ -26,9 +27,10 @@ def test_out_of_memory_fails_the_cell_alone_with_its_batch_size(run_cli, tmp_pat
     with Store(work / "runs.sqlite") as store:
         cells = {c.method: c for c in store.cells()}
     assert cells["teacher"].status == "done"
+    batch = load_registry().get("student", "ofa-595").train.batch_size  # the spec's, named in the message
     for method in ("label-only", "kd"):
         assert cells[method].status == "failed"
         assert cells[method].error.startswith(
             f"out of CPU memory training synthetic-cxr | {'student ofa-595 (labels only)' if method == 'label-only' else 'visformer-s -> ofa-595 (kd)'}"
-            " | seed 0 at batch size 32 (CUDA out of memory. Tried to allocate 20.00 GiB"), cells[method].error
+            f" | seed 0 at batch size {batch} (CUDA out of memory. Tried to allocate 20.00 GiB"), cells[method].error
         assert "\n" not in cells[method].error and "--img-size" in cells[method].error
