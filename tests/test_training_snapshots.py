@@ -66,6 +66,7 @@ def test_a_resumed_cell_ends_with_the_weights_and_history_of_an_uninterrupted_on
     stop_after = 3 if settings is FIXED else max(2, whole_result.epochs_run - 2)
     (resumed, result), snapshots = _interrupted_then_resumed(data, settings, tmp_path, stop_after)
     assert result.resumed_from_epoch == stop_after - 1  # the snapshot after the epoch before the interruption
+    assert result.earlier_seconds > 0 and whole_result.earlier_seconds == 0  # the interrupted run's time counts
     assert result.history == whole_result.history
     assert (result.best_epoch, result.stopped, result.epochs_run) == (
         whole_result.best_epoch, whole_result.stopped, whole_result.epochs_run)

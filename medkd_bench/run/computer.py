@@ -375,7 +375,7 @@ class CellComputer:
             metrics["teacher_outputs"] = distill.teacher.path
         metrics.update(self.cost_of(cell, model, timed=self.measure_timings))
         timings["score_s"] = time.perf_counter() - t1
-        timings["total_s"] = time.perf_counter() - t0
+        timings["total_s"] = time.perf_counter() - t0 + result.earlier_seconds  # with time before a resume
         artifacts = {"checkpoint": str(self.checkpoint_path(h).relative_to(self.options.work_dir)),
                      "checkpoint_sha256": checkpoint_sha256}
         return CellResult(model, metrics, timings, artifacts)

@@ -56,6 +56,9 @@ class TrainResult:
     stopped: str = "fixed"
     #: The epoch of the snapshot training resumed from (:mod:`.snapshots`); 0 when it began at epoch 1.
     resumed_from_epoch: int = 0
+    #: Wall seconds that earlier, interrupted runs spent in this training up to that snapshot: a resumed
+    #: cell's ``total_s`` adds them, so time estimates and tuning costs see what the cell really cost.
+    earlier_seconds: float = 0.0
 
     #: What a snapshot keeps of the result so far (timings included: a resumed cell's add up).
     SNAPSHOT_FIELDS = ("history", "best_epoch", "best_val_accuracy", "train_seconds", "train_images", "epoch_times")
@@ -216,6 +219,7 @@ def fit(
     one, writes one at an epoch's end every ``snapshots.every_s`` seconds,
     and deletes it once trained (:mod:`.snapshots`).
     """
+    fit_started = time.perf_counter()
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
     runtime.prepare_model(model)
@@ -235,7 +239,8 @@ def fit(
             setattr(result, name, saved["result"][name])
         # None when the best epoch was the snapshot's own: its weights are the model's
         best_state = saved["best_state"] if saved["best_state"] is not None else saved["trainer"]["model"]
-        result.resumed_from_epoch = len(result.history)
+        # (snapshots written before wall_s was recorded lack it: their time is simply not counted)
+        result.resumed_from_epoch, result.earlier_seconds = len(result.history), saved.get("wall_s", 0.0)
     for epoch in range(result.epochs_run + 1, settings.epochs + 1):
         model.train()
         if distill is not None:
@@ -269,6 +274,7 @@ def fit(
                 break
         if snapshots is not None and epoch < settings.epochs and snapshots.due():
             snapshots.save({"trainer": trainer.state(), "generator": generator.get_state(), "rng": rng_states(),
+                            "wall_s": result.earlier_seconds + time.perf_counter() - fit_started,
                             "result": {name: getattr(result, name) for name in TrainResult.SNAPSHOT_FIELDS},
                             # the best epoch's weights, unless they are this epoch's (then they are the model's)
                             "best_state": None if result.best_epoch == epoch else best_state})
