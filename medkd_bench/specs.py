@@ -76,11 +76,11 @@ class TrainSettings:
     #: synthetic-histo stopped 6-11 epochs too soon (three seeds: 71.6/56.8/74.2% test at patience 5,
     #: 75.4/68.6/75.2% at 8, for about 30% more epochs; benchmarks/RESULTS.md, 2026-12-05).
     patience: int = 8
-    #: ...and at least this many optimiser steps: whichever is longer. An epoch of 360 images is 12
-    #: to 23 steps, one of 1,080 is 34 to 68, so a patience counted in epochs alone gave a small
+    #: ...and at least this many optimiser steps: whichever is longer. An epoch of 300-360 images is
+    #: 10-23 steps, one of 900-1,080 is 29-68, so a patience counted in epochs alone gave a small
     #: training set's model a third of the training to show a gain in, and it was stopped while
-    #: still learning (measured, synthetic-histo seed 0: OFA-595 at 184 steps of patience stopped at
-    #: validation 0.875, at 368 steps it went on to 0.965; benchmarks/RESULTS.md, session 15).
+    #: still learning (measured, synthetic-histo seed 0: OFA-595 at 152 steps of patience stopped at
+    #: validation 0.875, at 304 steps it went on to 0.965; benchmarks/RESULTS.md, session 15).
     patience_steps: int = 400
     #: No plateau is declared before this epoch: a model that sits near chance for its first epochs
     #: (measured: OFA-595 on a hard task, best at epoch 1 by luck) is not stopped for a slow start.

@@ -49,7 +49,7 @@ def register_students(register):
             # (cuDNN's default TF32 convolutions), contiguous, 42 ms and 0.48 s (issue 20).
             gpu_precision="tf32",
             gpu_channels_last=False,
-            # Batches of 16, not 32: on 360 training images an epoch of 32 is 12 steps, and the student
+            # Batches of 16, not 32: on 300-360 training images an epoch of 32 is 10-12 steps, and the student
             # was step-starved (synthetic-histo seed 0, label-only, validation accuracy: 0.755 at 32 and 28
             # epochs, 0.965 at 16 and 100 epochs; benchmarks/RESULTS.md, session 15). A cap of 150 epochs,
             # since it now trains long enough to need it.
