@@ -61,6 +61,15 @@ def timed_runs_ms(
 #: same checkpoint moved between 7.8 and 11.8 ms that way.
 QUIET_CPU_SHARE = 0.9
 
+def timed_busy(metrics: dict[str, Any], key: str = "latency") -> bool:
+    """Whether a stored CPU timing ``{key}_ms`` got less than :data:`QUIET_CPU_SHARE` of its cores.
+
+    One definition for the page's ``busy ⚠`` flag and the run's retiming of it.
+    """
+    share = metrics.get(f"{key}_cpu_share")
+    return share is not None and share < QUIET_CPU_SHARE
+
+
 #: Attempts at a quiet timing before the best one is kept (flagged when still below the share).
 LATENCY_ATTEMPTS = 3
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from medkd_bench.evaluate.cost import QUIET_CPU_SHARE
+from medkd_bench.evaluate.cost import timed_busy
 from medkd_bench.run.store import CellRecord
 from medkd_bench.specs import BASE_METHODS
 
@@ -28,8 +28,7 @@ def latency_text(metrics: dict, key: str) -> str:
     median, iqr = metrics.get(f"{key}_ms"), metrics.get(f"{key}_iqr_ms")
     if median is None:
         return "-"
-    share = metrics.get(f"{key}_cpu_share")
-    busy = f", busy: {100 * share:.0f}% CPU ⚠" if share is not None and share < QUIET_CPU_SHARE else ""
+    busy = f", busy: {100 * metrics[f'{key}_cpu_share']:.0f}% CPU ⚠" if timed_busy(metrics, key) else ""
     return f"{median:.2f}" + (f" (IQR {iqr:.2f}{busy})" if iqr is not None else "")
 
 

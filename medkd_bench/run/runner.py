@@ -19,7 +19,7 @@ from typing import Any, Protocol
 from torch import nn
 
 from medkd_bench.errors import MedkdError, one_line
-from medkd_bench.evaluate.cost import QUIET_CPU_SHARE
+from medkd_bench.evaluate.cost import timed_busy
 from medkd_bench.files.digests import sha256_file
 from medkd_bench.messages import warn
 from medkd_bench.run.cells import Cell, baseline_cell_of, teacher_cell_of
@@ -298,13 +298,13 @@ def needs_timing(metrics: dict[str, Any], device_type: str) -> bool:
     """Whether a finished cell's stored timing is missing, lacks what this device records, or was taken busy.
 
     Older stores' timings are redone once. A CPU timing taken beside other work
-    (below :data:`QUIET_CPU_SHARE`, flagged on the pages) is retaken by every
+    (:func:`~medkd_bench.evaluate.cost.timed_busy`, flagged on the pages) is retaken by every
     later run until one is quiet: one timing per architecture, seconds.
     """
     required = TIMING_COMPLETE.get(device_type)
     if "latency_ms" not in metrics or (required is not None and required not in metrics):
         return True
-    return device_type == "cpu" and _cpu_share(metrics) < QUIET_CPU_SHARE
+    return device_type == "cpu" and timed_busy(metrics)
 
 
 def _cpu_share(metrics: dict[str, Any]) -> float:

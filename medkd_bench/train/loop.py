@@ -9,7 +9,6 @@ validation epoch are kept, so a late collapse cannot reach the test set.
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import math
 import time
@@ -265,7 +264,7 @@ def fit(
         result.history.append(row)
         if best_state is None or val_acc >= result.best_val_accuracy:
             result.best_epoch, result.best_val_accuracy = epoch, val_acc
-            best_state = copy.deepcopy({k: v.detach().cpu() for k, v in model.state_dict().items()})
+            best_state = cpu_copy(model.state_dict())
         if on_epoch is not None:
             on_epoch(epoch, settings.epochs, row)
         if trainer.plateau is not None:
