@@ -232,3 +232,19 @@ def test_plugins_show_lists_a_methods_options_ranges_and_search_space(run_cli):
     typo = run_cli(["plugins", "show", "dkdd"])
     assert_one_line_error(typo, "did you mean dkd")
     assert run_cli(["plugins"]).exit_code == 0  # the listing without a subcommand stays
+
+
+@pytest.mark.parametrize(("n_train", "batch", "cap"), [(200, 16, 75), (2000, 16, 75), (40, 16, 144)])
+def test_a_trials_cap_leaves_room_for_the_plateau_rule_counted_in_steps(n_train, batch, cap):
+    """A trial must be able to reach a plateau: its cap covers ``min_epochs`` plus the patience as the run counts it.
+
+    40 images in batches of 16 are 3 steps an epoch, so 400 steps of patience are 134 epochs (144 with the 10
+    before a plateau may be declared): a cap of half the final 150 (75) would end every trial before any plateau.
+    """
+    from medkd_bench.specs import TrainSettings
+    from medkd_bench.tune.trial import trial_settings
+
+    settings = TrainSettings(epochs=150, batch_size=batch, patience=8, patience_steps=400, min_epochs=10)
+    assert trial_settings(settings, n_train).epochs == cap
+    fixed = settings.replace(early_stopping=False, epochs=4)
+    assert trial_settings(fixed, n_train) == fixed

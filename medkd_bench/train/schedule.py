@@ -41,6 +41,11 @@ def cooldown_epochs(epochs_run: int, fraction: float) -> int:
     return max(1, math.ceil(fraction * epochs_run - 1e-9))
 
 
+def patience_epochs(patience: int, patience_steps: int, steps_per_epoch: int) -> int:
+    """Epochs without a gain that make a plateau: ``patience``, or more to make ``patience_steps`` optimiser steps."""
+    return max(patience, math.ceil(patience_steps / max(1, steps_per_epoch)))
+
+
 @dataclass
 class PlateauStop:
     """Early stopping on validation accuracy, driving a warmup-stable-decay learning rate.
@@ -100,8 +105,8 @@ class PlateauStop:
 
     @property
     def patience_epochs(self) -> int:
-        """Epochs without a gain that make a plateau: ``patience``, or more to make ``patience_steps`` steps."""
-        return max(self.patience, math.ceil(self.patience_steps / max(1, self.steps_per_epoch)))
+        """Epochs without a gain that make a plateau (:func:`patience_epochs`)."""
+        return patience_epochs(self.patience, self.patience_steps, self.steps_per_epoch)
 
     @property
     def done(self) -> bool:

@@ -28,7 +28,7 @@ from medkd_bench.run.config_hash import config_hash
 from medkd_bench.run.store import Store, TrialRecord
 from medkd_bench.specs import Choice, LogUniform, SearchParam
 from medkd_bench.tune.space import Arm, arm_defaults, arm_space, describe
-from medkd_bench.tune.trial import TRIAL_FRACTION, run_trial, trial_settings
+from medkd_bench.tune.trial import TRIAL_FRACTION, run_trial, trial_schedule
 
 #: Bump when how trials are proposed, run or pruned changes: part of every study's key.
 TUNING_REVISION = "1"
@@ -90,7 +90,7 @@ class Tuner:
         """What a trial's result depends on besides its point; not the budget, so a larger N continues."""
         cell = arm.cell(self.seed)
         base = self.computer.config(cell, params={})
-        base["model"]["train"] = asdict(trial_settings(self.computer.cell_settings(cell, params={})))
+        base["model"]["train"] = asdict(trial_schedule(self.computer, cell, params={}))
         return config_hash({"tuning": TUNING_REVISION, "arm": arm.key, "base": base, "fraction": TRIAL_FRACTION,
                             "space": {k: describe(v) for k, v in self.space(arm).items()},
                             "default": self.defaults(arm), "startup": STARTUP_TRIALS, "reduction": REDUCTION})
@@ -104,7 +104,7 @@ class Tuner:
         default = self.defaults(arm)
         key = self.study_key(arm)
         stored = {t.number: t for t in self.store.trials(key)}
-        settings = trial_settings(self.computer.cell_settings(arm.cell(self.seed), params=default))
+        settings = trial_schedule(self.computer, arm.cell(self.seed), params=default)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             sampler = optuna.samplers.TPESampler(seed=self.seed, n_startup_trials=STARTUP_TRIALS, multivariate=True)

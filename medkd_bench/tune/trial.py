@@ -15,19 +15,32 @@ from medkd_bench.run.cells import Cell, teacher_cell_of
 from medkd_bench.run.computer import CellComputer
 from medkd_bench.run.memory import out_of_memory_named
 from medkd_bench.specs import TrainSettings
-from medkd_bench.train.loop import EpochCallback, TrainResult, fit
+from medkd_bench.train.loop import EpochCallback, TrainResult, fit, steps_per_epoch_of
+from medkd_bench.train.schedule import patience_epochs
 
-#: A trial's epoch cap as a share of the final cells' cap (at least ``min_epochs + patience``): ranking
+#: A trial's epoch cap as a share of the final cells' cap (at least ``min_epochs`` plus the patience): ranking
 #: points needs less than training the chosen one to convergence, and pruning stops the poor ones sooner.
 TRIAL_FRACTION = 0.5
 
 
-def trial_settings(settings: TrainSettings) -> TrainSettings:
-    """The trial schedule: early stopping with a shorter cap; a fixed schedule (``--epochs N``) as it is."""
+def trial_settings(settings: TrainSettings, n_train: int) -> TrainSettings:
+    """The trial schedule: early stopping with a shorter cap; a fixed schedule (``--epochs N``) as it is.
+
+    The cap leaves room for a plateau as :class:`~medkd_bench.train.schedule.PlateauStop` counts it on
+    ``n_train`` images: the patience in epochs, or more epochs to make its optimiser steps.
+    """
     if not settings.early_stopping:
         return settings
-    cap = max(settings.min_epochs + settings.patience, math.ceil(settings.epochs * TRIAL_FRACTION))
+    patience = patience_epochs(settings.patience, settings.patience_steps,
+                               steps_per_epoch_of(n_train, settings.batch_size))
+    cap = max(settings.min_epochs + patience, math.ceil(settings.epochs * TRIAL_FRACTION))
     return settings.replace(epochs=min(settings.epochs, cap))
+
+
+def trial_schedule(computer: CellComputer, cell: Cell, params: dict[str, Any]) -> TrainSettings:
+    """``cell``'s training settings with ``params``, on the trial schedule for its dataset's training images."""
+    n_train = len(computer.data(cell.dataset).splits["train"].labels)
+    return trial_settings(computer.cell_settings(cell, params), n_train)
 
 
 def run_trial(computer: CellComputer, cell: Cell, params: dict[str, Any],
@@ -38,7 +51,7 @@ def run_trial(computer: CellComputer, cell: Cell, params: dict[str, Any],
     so the default point's trial is the final default cell's training, cut short.
     """
     spec = computer.model_spec(cell)
-    settings = trial_settings(computer.cell_settings(cell, params))
+    settings = trial_schedule(computer, cell, params)
     runtime = computer.runtime_for(spec)
     data = computer.data(cell.dataset)
     if cell.distilled:  # the teacher's soft targets first, as compute() does: they may run the teacher
