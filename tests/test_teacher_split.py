@@ -23,7 +23,7 @@ def test_the_teacher_split_is_the_train_split_then_images_of_its_own(name):
     data = prepare(spec, None, None, {"n_train": 12, "n_val": 6, "n_test": 6})
     teacher = data.for_teacher()
     train, more = data.splits["train"], teacher.splits["train"]
-    assert len(more) == 3 * len(train)  # the default teacher_train_factor
+    assert len(more) == round(spec.options["teacher_train_factor"] * len(train)) > len(train)  # the default factor
     assert torch.equal(more.images[: len(train)], train.images)
     assert torch.equal(more.labels[: len(train)], train.labels)
     assert set(more.masks) == set(train.masks)
@@ -89,3 +89,34 @@ def test_the_conformance_kit_checks_a_teacher_split_begins_with_the_train_split(
     bad = DatasetSpec(**{**spec.__dict__, "load": reversed_teacher_split})
     with pytest.raises(AssertionError, match="does not begin with the train split's 9 images"):
         check_dataset_spec(bad, options=small)
+
+
+def test_a_quick_run_uses_each_datasets_quick_options_unless_given():
+    from medkd_bench.run.plan import plan, quick_dataset_options
+
+    registry = load_registry()
+    cells = plan(registry, "quick", None, None, ["synthetic-cxr", "synthetic-histo"], 0)
+    assert {c.dataset for c in cells} == {"synthetic-cxr"}  # one of each: the first dataset given
+    quick = registry.get("dataset", "synthetic-cxr").quick_options
+    assert quick["teacher_train_factor"] == 1.0 and quick["n_test"] < registry.get("dataset", "synthetic-cxr").options["n_test"]
+    merged = quick_dataset_options(registry, cells, {"synthetic-cxr": {"n_test": 9}, "other": {"x": 1}})
+    assert merged == {"synthetic-cxr": {**quick, "n_test": 9}, "other": {"x": 1}}  # given wins; others kept
+
+
+def test_a_quick_option_the_dataset_does_not_have_is_refused_at_registration():
+    import types
+
+    from medkd_bench import hookimpl
+    from medkd_bench.testing import registry_of
+
+    spec = load_registry().get("dataset", "synthetic-cxr")
+    plugin = types.ModuleType("quick_typo")
+
+    @hookimpl
+    def register_datasets(register):
+        register(DatasetSpec(**{**spec.__dict__, "name": "odd", "options": {"n_test": 6},
+                                "quick_options": {"n_tset": 6}}))
+
+    plugin.register_datasets = register_datasets
+    with pytest.raises(MedkdError, match=r"dataset 'odd': quick_options 'n_tset' not among its options \(n_test\)"):
+        registry_of(plugin)
