@@ -253,6 +253,8 @@ def collect(pm: pluggy.PluginManager) -> Registry:
                     check_method_declaration(spec, _owner)
                 if _kind in ("teacher", "student"):
                     _check_model(_owner, _kind, spec)
+                if _kind == "dataset":
+                    _check_dataset(_owner, spec)
                 key = (_kind, spec.name)
                 if key in registry.owners:
                     raise MedkdError(
@@ -271,6 +273,14 @@ def collect(pm: pluggy.PluginManager) -> Registry:
                 raise MedkdError(f"plugin {owner!r} failed in {hook_name}: {type(exc).__name__}: {exc}") from exc
     registry.plugins = sorted(infos.values(), key=lambda p: p.name)
     return registry
+
+
+def _check_dataset(owner: str, spec: DatasetSpec) -> None:
+    """A dataset's ``quick_options`` name its own options: a typo would silently leave a smoke run full-sized."""
+    unknown = sorted(set(spec.quick_options) - set(spec.options))
+    if unknown:
+        raise MedkdError(f"plugin {owner!r}: dataset {spec.name!r}: quick_options {', '.join(map(repr, unknown))} "
+                         f"not among its options ({', '.join(spec.options) or 'none'})")
 
 
 def _check_model(owner: str, kind: str, spec: ModelSpec) -> None:

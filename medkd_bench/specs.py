@@ -235,6 +235,11 @@ class DatasetSpec:
     #: comparison between them, see ``train`` only; normalisation is the ``train`` split's for both.
     #: None: teachers train on ``train``, as on real data.
     teacher_split: str | None = None
+    #: Options a ``run --matrix quick`` smoke run uses unless given (``--dataset-option`` wins): a
+    #: smoke run proves the pipeline, and a default sized for a trustworthy comparison (thousands of
+    #: test images, teachers on several times the students' images) would take it past its 3 minutes.
+    #: Keys must be ``options``' own; recorded in the run like any given option.
+    quick_options: Mapping[str, Any] = field(default_factory=dict)
 
     @property
     def num_classes(self) -> int:

@@ -28,6 +28,10 @@ TINY_DATA = [
     "--dataset-option", "synthetic-histo.n_train=20",
     "--dataset-option", "synthetic-histo.n_val=10",
     "--dataset-option", "synthetic-histo.n_test=10",
+    # Teachers on three times the students' images, given: a quick run would otherwise use the datasets'
+    # quick options (teachers on the students' images), and tests of the teacher split run quick runs.
+    "--dataset-option", "synthetic-cxr.teacher_train_factor=3",
+    "--dataset-option", "synthetic-histo.teacher_train_factor=3",
     "--img-size", "32",
     "--epochs", "1",
     "--latency-runs", "3",

@@ -148,6 +148,10 @@ def run(matrix, teachers, students, datasets, methods, method_options, teacher_c
     for flag, text in [*shorthand.items(), *(("--method-option " + v, v) for v in method_options)]:
         option_flags.setdefault(text.partition(".")[0], flag)
     check_method_options_used(option_flags, cells)
+    if matrix == "quick":  # a smoke run on each dataset's smaller quick options, unless given
+        from medkd_bench.run.plan import quick_dataset_options
+
+        parsed_dataset_options = quick_dataset_options(registry, cells, parsed_dataset_options)
     if not split_names(datasets):
         _print_unavailable(registry, data_root)
     options = RunOptions(

@@ -18,6 +18,17 @@ MATRICES = ("full", "quick")
 QUICK_EPOCHS = 4
 
 
+def quick_dataset_options(registry: Registry, cells: Sequence[Cell],
+                          given: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
+    """``given`` dataset options, over each planned dataset's ``quick_options`` (``DatasetSpec.quick_options``)."""
+    out = {name: dict(values) for name, values in given.items()}
+    for name in dict.fromkeys(c.dataset for c in cells):
+        quick = registry.datasets[name].quick_options
+        if quick:
+            out[name] = {**quick, **out.get(name, {})}
+    return out
+
+
 def _check_names(kind: str, wanted: Sequence[str] | None, known: dict[str, Any]) -> list[str]:
     if not wanted:
         return sorted(known)  # stable across machines, whatever the entry-point order
