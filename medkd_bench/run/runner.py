@@ -117,7 +117,8 @@ class MatrixRunner:
                 self.reporter.phase("timing the trained models (latency, throughput), nothing else running")
             model = None if computer.has_cost(cell) else computer.load_checkpoint(cell)  # one load per architecture
             cost = computer.cost_of(cell, model)
-            if "latency_cpu_share" in rec.metrics and _cpu_share(cost) < _cpu_share(rec.metrics):
+            complete = not timing_incomplete(rec.metrics, computer.runtime.device.type)
+            if complete and _cpu_share(cost) < _cpu_share(rec.metrics):
                 continue  # retaken beside other work again, and busier than the stored timing: keep that one
             self.store.update_metrics(h, cost)
             filled += 1
@@ -301,10 +302,13 @@ def needs_timing(metrics: dict[str, Any], device_type: str) -> bool:
     (:func:`~medkd_bench.evaluate.cost.timed_busy`, flagged on the pages) is retaken by every
     later run until one is quiet: one timing per architecture, seconds.
     """
+    return timing_incomplete(metrics, device_type) or (device_type == "cpu" and timed_busy(metrics))
+
+
+def timing_incomplete(metrics: dict[str, Any], device_type: str) -> bool:
+    """Whether a finished cell's stored timing is missing or lacks what this device records."""
     required = TIMING_COMPLETE.get(device_type)
-    if "latency_ms" not in metrics or (required is not None and required not in metrics):
-        return True
-    return device_type == "cpu" and timed_busy(metrics)
+    return "latency_ms" not in metrics or (required is not None and required not in metrics)
 
 
 def _cpu_share(metrics: dict[str, Any]) -> float:
