@@ -140,6 +140,34 @@ def test_gpu_auto_follows_each_spec(choice, channels_last, bf16, amp_dtype, tf32
     assert (off.amp_dtype, off.tf32, off.precision) == (None, False, "fp32+cl")
 
 
+@pytest.mark.parametrize("amx", [False, True])
+def test_amp_fp32_keeps_the_fast_layout_and_hashes_alike_with_and_without_amx(monkeypatch, amx):
+    """``--amp fp32``: auto's layouts in float32, so an AMX CPU computes the cells a CPU without AMX does.
+
+    Recorded as a page setting only where it changes some model's numerics: a run split over
+    both kinds of machine (``auto`` here, ``fp32`` there) makes one leaderboard page.
+    """
+    from medkd_bench.runtime import device
+    from medkd_bench.runtime.device import recorded_amp
+
+    monkeypatch.setattr(device, "cpu_has_native_bf16", lambda: amx)
+    teacher = _spec(cpu_bf16=True, cpu_channels_last=True)
+    student = _spec(cpu_channels_last=True)
+    auto, fp32, off = (resolve_runtime("cpu", a) for a in ("auto", "fp32", "off"))
+    assert fp32.describe() == "cpu (per-model fast path: fp32, channels-last)"
+    assert [fp32.for_model(s).precision for s in (teacher, student)] == ["fp32+cl", "fp32+cl"]
+    assert auto.for_model(teacher).precision == ("bf16+cl" if amx else "fp32+cl")
+    assert recorded_amp(fp32, "fp32", [teacher, student]) is None
+    assert recorded_amp(auto, "auto", [teacher, student]) == ("auto" if amx else None)
+    assert recorded_amp(auto, "auto", [student]) is None  # no planned model takes bf16: the same cells
+    assert recorded_amp(off, "off", [teacher]) == "off"  # the default layout rounds differently
+
+    gpu = {a: resolve_runtime("cuda", a, cuda_available=True, bf16_supported=True) for a in ("auto", "fp32")}
+    tf32 = _spec(gpu_precision="tf32", gpu_channels_last=True)
+    assert gpu["fp32"].for_model(tf32).precision == "fp32+cl" and gpu["auto"].for_model(tf32).precision == "tf32+cl"
+    assert recorded_amp(gpu["auto"], "auto", [tf32]) is None and recorded_amp(gpu["fp32"], "fp32", [tf32]) == "fp32"
+
+
 def test_gpu_precision_typo_and_compile_mode_are_named():
     auto = resolve_runtime("cuda", "auto", cuda_available=True, bf16_supported=True)
     with pytest.raises(MedkdError, match="model 'm': gpu_precision 'bfloat16' is not one of fp32, tf32, bf16, fp16"):

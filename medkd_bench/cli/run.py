@@ -82,7 +82,8 @@ from medkd_bench.errors import MedkdError
               help="Start model NAME from a local weights file (.safetensors or torch checkpoint).")
 @click.option("--device", default="auto", show_default=True, help="auto | cpu | cuda[:N]")
 @click.option("--amp", default="auto", show_default=True,
-              help="auto (CUDA: on; CPU: each model's measured fast path) | off | bf16 | fp16")
+              help="auto (CUDA: on; CPU: each model's measured fast path) | fp32 (auto's fast path in float32: "
+                   "the same results and config hashes on CPUs with and without AMX) | off | bf16 | fp16")
 @click.option("--compile", "compile_mode", default="off", show_default=True,
               help="torch.compile every model for training and scoring: off | default | reduce-overhead (CUDA "
                    "graphs) | max-autotune. Compilation is timed as warm-up, apart from training.")

@@ -59,8 +59,11 @@ class RunOptions:
     snapshot_every_s: float = 600.0
 
 
-def result_settings(options: RunOptions, amp: str = "auto", deterministic: bool = False) -> dict[str, Any]:
+def result_settings(options: RunOptions, amp: str | None = None, deterministic: bool = False) -> dict[str, Any]:
     """What a run was given that changes its results, non-defaults only: ``{}`` is a default run.
+
+    ``amp`` is the ``--amp`` choice where it changes some model's numerics, else ``None``
+    (:func:`~medkd_bench.runtime.device.recorded_amp`).
 
     Recorded with every run (:meth:`~medkd_bench.run.store.Store.begin_run`), so a
     leaderboard page holds only cells computed under one set of settings and says
@@ -81,7 +84,7 @@ def result_settings(options: RunOptions, amp: str = "auto", deterministic: bool 
         settings["weights"] = {name: file_digest(path) for name, path in sorted(options.weights.items())}
     if any(options.method_options.values()):
         settings["method_options"] = {m: dict(o) for m, o in sorted(options.method_options.items()) if o}
-    if amp != "auto":
+    if amp is not None:
         settings["amp"] = amp
     if deterministic:
         settings["deterministic"] = True

@@ -131,6 +131,7 @@ class RunSession:
         from medkd_bench.report.leaderboard import render_all
         from medkd_bench.run.lock import WorkDirLock
         from medkd_bench.run.run_options import result_settings
+        from medkd_bench.runtime.device import recorded_amp
 
         request, computer, cells = self.request, self.computer, self.request.cells
         work_dir, board_dir = request.options.work_dir, request.options.leaderboard_dir
@@ -147,7 +148,9 @@ class RunSession:
             if request.tune:
                 self._tune(runner, say)
             hashes = [computer.hash(c) for c in cells]
-            store.begin_run(result_settings(computer.options, request.amp, request.deterministic), hashes)
+            specs = {(c.role, c.model_name): computer.model_spec(c) for c in cells}.values()
+            amp = recorded_amp(computer.runtime, request.amp, specs)
+            store.begin_run(result_settings(computer.options, amp, request.deterministic), hashes)
             say(f"medkd-bench {__version__}: {len(cells)} cells on {self.where()}; store {store.path}")
             jobs = request.executor.jobs if isinstance(request.executor, PoolExecutor) else 1
             try:

@@ -11,6 +11,9 @@ matmuls and convolutions), so ``fp32`` means float32 throughout. The precision
 each model ran in is part of its cell's config hash, so results from different
 precisions are never mixed up. ``--amp off`` forces float32 (TF32 off), and
 ``--amp bf16``/``fp16`` force that autocast for every model (channels-last on CUDA).
+``--amp fp32`` is ``auto`` in float32 throughout (no autocast, TF32 off): each model keeps its
+layout fast path, so a CPU run hashes the same on a CPU with AMX as on one without, and a long
+run can be resumed, or extended, on either kind of machine.
 CUDA results are not bit-repeatable unless ``--deterministic`` asks for
 deterministic kernels (:func:`enable_determinism`), at some speed cost.
 ``--compile`` (off by default) runs each model through ``torch.compile``; its
@@ -22,7 +25,7 @@ from __future__ import annotations
 import contextlib
 import os
 import platform
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
@@ -35,7 +38,7 @@ if TYPE_CHECKING:
     from medkd_bench.specs import ModelSpec
 
 
-AMP_CHOICES = ("auto", "off", "bf16", "fp16")
+AMP_CHOICES = ("auto", "fp32", "off", "bf16", "fp16")
 #: What a spec may declare as ``gpu_precision``.
 GPU_PRECISIONS = ("fp32", "tf32", "bf16", "fp16")
 #: What a spec may declare as ``gpu_deploy_dtype``: the weights' dtype of batch-1 latency as deployed.
@@ -60,16 +63,20 @@ class Runtime:
     tf32: bool = False
     #: ``--compile`` mode, ``"off"`` for eager PyTorch.
     compile_mode: str = "off"
+    #: ``--amp fp32``: the per-model fast path (``cpu_auto``/``gpu_auto``) without reduced precision.
+    fp32_only: bool = False
 
     def for_model(self, spec: ModelSpec) -> Runtime:
         """This runtime as it applies to one architecture (on CUDA, its deployment dtype is checked first)."""
         if self.device.type == "cuda":  # a typo fails before training, not when the trained model is timed
             gpu_deploy_dtype(spec, self.bf16_supported)
         if self.cpu_auto:
-            bf16 = spec.cpu_bf16 and cpu_has_native_bf16()
+            bf16 = spec.cpu_bf16 and not self.fp32_only and cpu_has_native_bf16()
             return replace(self, amp_dtype=torch.bfloat16 if bf16 else None,
                            channels_last=spec.cpu_channels_last, cpu_auto=False)
         if self.gpu_auto:
+            if self.fp32_only:
+                return replace(self, amp_dtype=None, tf32=False, channels_last=spec.gpu_channels_last, gpu_auto=False)
             return replace(self, amp_dtype=gpu_amp_dtype(spec, self.bf16_supported), tf32=spec.gpu_precision == "tf32",
                            channels_last=spec.gpu_channels_last, gpu_auto=False)
         return self
@@ -125,10 +132,10 @@ class Runtime:
 
     def describe(self) -> str:
         compiled = f", torch.compile {self.compile_mode}" if self.compile_mode != "off" else ""
-        if self.cpu_auto:
-            return f"{self.device.type} (per-model fast path: fp32, bf16 where native, channels-last{compiled})"
-        if self.gpu_auto:
-            return f"{self.device.type} (per-model fast path: fp32/tf32/bf16/fp16, channels-last{compiled})"
+        if self.cpu_auto or self.gpu_auto:
+            numerics = ("fp32" if self.fp32_only else
+                        "fp32, bf16 where native" if self.cpu_auto else "fp32/tf32/bf16/fp16")
+            return f"{self.device.type} (per-model fast path: {numerics}, channels-last{compiled})"
         amp = str(self.amp_dtype).removeprefix("torch.") if self.amp_dtype else ("tf32" if self.tf32 else "fp32")
         extras = (", channels-last" if self.channels_last else "") + (", deterministic" if self.deterministic else "")
         return f"{self.device.type} ({amp}{extras}{compiled})"
@@ -198,11 +205,11 @@ def amp_dtype_for(device_type: str, amp: str, bf16_supported: bool) -> torch.dty
 
     ``auto`` on CPU is decided per model (:meth:`Runtime.for_model`), so it maps to
     float32 here; on a GPU it picks bf16 where supported (no gradient scaler
-    needed), else fp16.
+    needed), else fp16. ``fp32`` is float32 everywhere.
     """
     if amp not in AMP_CHOICES:
         raise MedkdError(f"--amp {amp}: expected one of {', '.join(AMP_CHOICES)}")
-    if amp == "off" or (amp == "auto" and device_type == "cpu"):
+    if amp in ("off", "fp32") or (amp == "auto" and device_type == "cpu"):
         return None
     if amp == "bf16" or (amp == "auto" and bf16_supported):
         return torch.bfloat16
@@ -238,14 +245,33 @@ def resolve_runtime(device: str = "auto", amp: str = "auto", deterministic: bool
         enable_determinism()
     if compile_mode not in COMPILE_MODES:
         raise MedkdError(f"--compile {compile_mode}: expected one of {', '.join(COMPILE_MODES)}")
-    if amp == "auto" and dev.type == "cpu":
+    if amp in ("auto", "fp32") and dev.type == "cpu":
         return Runtime(dev, None, channels_last=False, cpu_auto=True, deterministic=deterministic,
-                       compile_mode=compile_mode)
+                       compile_mode=compile_mode, fp32_only=amp == "fp32")
     # Channels-last speeds up convolutions on tensor cores; on CPU only some architectures gain
     # (their specs opt in under --amp auto), so an explicit CPU choice keeps the default layout.
     return Runtime(dev, dtype, channels_last=dev.type == "cuda", deterministic=deterministic,
-                   gpu_auto=amp == "auto" and dev.type == "cuda", bf16_supported=bf16_supported,
-                   compile_mode=compile_mode)
+                   gpu_auto=amp in ("auto", "fp32") and dev.type == "cuda", bf16_supported=bf16_supported,
+                   compile_mode=compile_mode, fp32_only=amp == "fp32")
+
+
+def recorded_amp(runtime: Runtime, amp: str, specs: Iterable[ModelSpec]) -> str | None:
+    """The ``--amp`` a run records as a result setting, or ``None`` where it computes as the reference does.
+
+    The reference numerics are float32 with each model's layout fast path on CPU (``--amp fp32``,
+    which is also what ``auto`` gives on a CPU without AMX) and ``auto``'s per-model choice on CUDA.
+    The choice is recorded only where it changes some planned model's precision (every cell's
+    config hash has it), so cells computed under ``--amp fp32`` on an AMX CPU share a leaderboard
+    page with the same cells computed under ``auto`` on a CPU without AMX, and a run split over
+    both kinds of machine makes one page; ``auto``'s bf16 teachers on AMX get a page of their own.
+    """
+    if runtime.device.type == "cpu":
+        reference = replace(runtime, amp_dtype=None, tf32=False, channels_last=False, cpu_auto=True,
+                            gpu_auto=False, fp32_only=True)
+    else:
+        reference = replace(runtime, cpu_auto=False, gpu_auto=True, fp32_only=False)
+    same = all(runtime.for_model(s).precision == reference.for_model(s).precision for s in specs)
+    return None if same else amp
 
 
 def machine_description(runtime: Runtime | None = None) -> str:
