@@ -478,7 +478,8 @@ def full_checkout(tmp_path: Path) -> Path:
     root = tmp_path / "checkout"
     shutil.copytree(REPO / "plugins", root / "plugins", ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copy2(REPO / "pyproject.toml", root / "pyproject.toml")
-    shutil.copytree(REPO / "leaderboards", root / "leaderboards")  # committed, as in a real checkout
+    # Committed, as in a real checkout (whose leaderboards/ names no work dir: that file is not committed).
+    shutil.copytree(REPO / "leaderboards", root / "leaderboards", ignore=shutil.ignore_patterns(".medkd-work-dir.json"))
     (root / "tests").mkdir()
     return root
 
