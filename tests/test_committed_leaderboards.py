@@ -34,7 +34,7 @@ def test_committed_pages_are_rendered_from_the_committed_store(tmp_path, run_cli
     assert (STORE_DIR / "runs.sqlite").is_file(), "leaderboards/store/runs.sqlite: the reference store is not committed"
     out = tmp_path / "boards"
     result = run_cli(["leaderboard", "--work-dir", str(STORE_DIR), "--leaderboard-dir", str(out)])
-    assert result.code == 0, result.err
+    assert result.exit_code == 0, result.err
     committed, rendered = _rendered_files(BOARDS), _rendered_files(out)
     assert sorted(committed) == sorted(rendered), "pages committed and pages the store renders differ"
     for name, text in rendered.items():
