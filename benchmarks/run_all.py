@@ -167,7 +167,7 @@ def harness_overhead(registry, data: PreparedData, runtime: Runtime, models: lis
     for name in models:
         spec = registry.teachers.get(name) or registry.students[name]
         rt = runtime.for_model(spec)
-        settings = spec.train.replace(epochs=epochs, early_stopping=False)  # a fixed schedule: timing, not convergence
+        settings = spec.train.replace(epochs=epochs, early_stopping=False, min_steps_per_epoch=0)  # a fixed schedule: timing, not convergence
         step = interleaved_step_times(spec, data, rt, settings, rounds)
         rates: dict[str, list[float]] = {"bare": [], "bare+clip": [], "harness": []}
         for rep in range(repeats):
@@ -198,13 +198,13 @@ def method_cost(registry, data: PreparedData, runtime: Runtime, epochs: int) -> 
     student = registry.students["ofa-595"]
     teacher_spec = registry.teachers["visformer-s"]
     rt, teacher_rt = runtime.for_model(student), runtime.for_model(teacher_spec)
-    settings = student.train.replace(epochs=epochs, early_stopping=False)
+    settings = student.train.replace(epochs=epochs, early_stopping=False, min_steps_per_epoch=0)
     torch.manual_seed(0)
     teacher = teacher_rt.prepare_model(teacher_spec.build(data.num_classes, data.img_size)).eval()
     start = time.perf_counter()
     logits = teacher_soft_targets(teacher, data, teacher_rt)
     soft_s = time.perf_counter() - start
-    steps = steps_per_epoch_of(len(data.splits["train"]), settings.batch_size)
+    steps = steps_per_epoch_of(len(data.splits["train"]), settings)
 
     def cell(method: str | None) -> float:
         torch.manual_seed(0)
@@ -327,7 +327,7 @@ def scaling(registry, runtime: Runtime) -> None:
     def cost(n_train: int, size: int) -> float:
         data = prepare(cxr, size, None, {"n_train": n_train, "n_val": 30, "n_test": 30})
         torch.manual_seed(0)
-        result = fit(spec.build(3, size), data, spec.train.replace(epochs=2, early_stopping=False), rt, seed=0)
+        result = fit(spec.build(3, size), data, spec.train.replace(epochs=2, early_stopping=False, min_steps_per_epoch=0), rt, seed=0)
         return result.train_seconds
 
     print(f"  {'train images':>13}{'px':>5}{'train s':>9}{'s per 1k images':>17}{'vs 1x':>7}")

@@ -159,10 +159,12 @@ class TrainingHead(FixedHead):
         ({"name": "Tiny_ResNet"}, "TeacherSpec 'Tiny_ResNet': name 'Tiny_ResNet' is not allowed"),
         ({"citation": "  "}, "TeacherSpec 'tiny-resnet': citation is empty"),
         ({"train": TrainSettings(batch_size=1)}, "train.batch_size must be >= 2"),
+        ({"train": TrainSettings(min_steps_per_epoch=-4)}, "train.min_steps_per_epoch must be an integer >= 0"),
         ({"build": lambda num_classes, img_size: "not a model"}, "must return an nn.Module"),
     ],
     ids=["missing-target-layer", "head-ignores-num-classes", "head-differs-in-train-mode", "foreign-target-layer",
-         "no-target-layer", "name-not-a-slug", "no-citation", "batch-of-one", "build-returns-junk"],
+         "no-target-layer", "name-not-a-slug", "no-citation", "batch-of-one", "negative-epoch-steps",
+         "build-returns-junk"],
 )
 def test_teacher_rules(changes, message):
     spec = dataclasses.replace(GOOD_TEACHER, **changes)

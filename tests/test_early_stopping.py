@@ -122,6 +122,53 @@ def test_patience_lasts_at_least_patience_steps_optimiser_steps(tiny_data, monke
     assert result.stopped == "plateau" and result.epochs_run == 3 + 5 + 2
 
 
+def test_an_epoch_of_several_passes_counts_its_steps(tiny_data, monkeypatch):
+    """``min_steps_per_epoch``: 16 images in batches of 8 are 2 steps a pass, so 5 steps make 3 passes an epoch.
+
+    Validation runs once per epoch (not per pass), the images seen are 3 passes' worth, and the step
+    patience counts the epoch's 6 steps: 10 steps are 2 epochs, not 5 as at one pass an epoch.
+    """
+    calls = []
+    curve = iter([0.2, 0.4, 0.6] + [0.5] * 50)
+    monkeypatch.setattr(loop, "evaluate_accuracy", lambda *args, **kwargs: calls.append(1) or next(curve))
+    settings = TrainSettings(epochs=40, batch_size=8, patience=1, warmup_epochs=1.0, min_epochs=0, patience_steps=10,
+                             min_steps_per_epoch=5)
+    result = fit(TinyNet(tiny_data.num_classes), tiny_data, settings, resolve_runtime("cpu", "off"), seed=0)
+    assert loop.steps_per_epoch_of(16, settings) == 6 and loop.passes_per_epoch(16, settings) == 3
+    assert result.stopped == "plateau" and result.epochs_run == 3 + 2 + 1 == len(calls)
+    assert result.train_images == result.epochs_run * 3 * 16
+
+
+def test_a_setting_added_at_its_neutral_value_keeps_every_stored_hash():
+    """The committed reference store's teachers were hashed before ``min_steps_per_epoch`` existed.
+
+    At its neutral value (one pass an epoch) it stays out of the hash, so their checkpoints are still theirs;
+    at any other value it is in the hash, so such a cell trains anew.
+    """
+    import json
+    import sqlite3
+    from pathlib import Path
+
+    from medkd_bench.run.computer import CellComputer
+    from medkd_bench.run.config_hash import config_hash, hashed_train
+    from medkd_bench.run.run_options import RunOptions
+
+    store = Path(__file__).resolve().parents[1] / "leaderboards" / "store" / "runs.sqlite"
+    db = sqlite3.connect(f"file:{store}?mode=ro", uri=True)
+    rows = db.execute("SELECT hash, dataset, teacher, seed, config FROM cells WHERE method = 'teacher'").fetchall()
+    assert rows, "the committed store has teacher cells"
+    registry = load_registry()
+    computer = CellComputer(registry, RunOptions(), resolve_runtime("cpu", "fp32"))
+    for stored_hash, dataset, teacher, seed, config in rows:
+        stored = json.loads(config)
+        assert config_hash(stored) == stored_hash
+        assert "min_steps_per_epoch" not in stored["model"]["train"]
+        assert hashed_train(registry.teachers[teacher].train) == stored["model"]["train"], teacher
+        assert computer.hash(Cell(dataset, "teacher", teacher=teacher, seed=seed)) == stored_hash, teacher
+    assert "min_steps_per_epoch" not in hashed_train(TrainSettings())
+    assert hashed_train(TrainSettings(min_steps_per_epoch=48))["min_steps_per_epoch"] == 48
+
+
 def test_fixed_epochs_run_exactly_n_whatever_the_curve(tiny_data, monkeypatch):
     monkeypatch.setattr(loop, "evaluate_accuracy", lambda *args, **kwargs: 0.5)  # flat from the start
     settings = TrainSettings(epochs=4, batch_size=8, patience=1, early_stopping=False)

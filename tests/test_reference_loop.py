@@ -54,7 +54,9 @@ def reference_fit(model: nn.Module, data, settings: TrainSettings, seed: int, te
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
     labels = data.splits["train"].labels
-    steps = math.ceil(len(labels) / settings.batch_size)
+    per_pass = math.ceil(len(labels) / settings.batch_size)
+    passes = max(1, math.ceil(settings.min_steps_per_epoch / per_pass))  # a small split is passed over again
+    steps = passes * per_pass
     optimizer = torch.optim.AdamW(param_groups(model, settings.weight_decay), lr=settings.lr, foreach=False)
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer, warmup_cosine(settings.epochs * steps, int(settings.warmup_epochs * steps), settings.min_lr_ratio))
@@ -62,7 +64,8 @@ def reference_fit(model: nn.Module, data, settings: TrainSettings, seed: int, te
     for epoch in range(1, settings.epochs + 1):
         model.train()
         loss_sum, seen = 0.0, 0
-        for idx, _, images in train_batches(data, settings.batch_size, generator):
+        batches = [b for _ in range(passes) for b in train_batches(data, settings.batch_size, generator)]
+        for idx, _, images in batches:
             x = data.normalise(images)
             logits = model(x)
             if teacher is not None:
@@ -94,8 +97,11 @@ def assert_same_training(ours, theirs, model_ours: nn.Module, model_theirs: nn.M
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5, msg=name)
 
 
+@pytest.mark.parametrize("min_steps", [0, 10], ids=["one-pass", "two-passes"])
 @pytest.mark.parametrize("kd", [False, True], ids=["label-only", "kd"])
-def test_fit_matches_the_textbook_loop(data, kd):
+def test_fit_matches_the_textbook_loop(data, kd, min_steps):
+    """Also with epochs of several passes (``min_steps_per_epoch``): 36 images in batches of 8 make 5 steps a pass."""
+    settings = SETTINGS.replace(min_steps_per_epoch=min_steps)
     teacher = small_net(data.num_classes, seed=7) if kd else None
     logits = teacher_soft_targets(teacher, data, CPU_FP32) if teacher is not None else None
     ours_model, theirs_model = small_net(data.num_classes, 1), small_net(data.num_classes, 1)
@@ -103,10 +109,11 @@ def test_fit_matches_the_textbook_loop(data, kd):
     if logits is not None:  # the built-in `kd` method plugin, as a matrix cell binds it
         kd_spec = load_registry().methods["kd"]
         distill = bind_method(kd_spec, kd_spec.options, teacher_logits=logits, data=data, student_runtime=CPU_FP32,
-                              epochs=SETTINGS.epochs,
-                              steps_per_epoch=steps_per_epoch_of(len(data.splits["train"]), SETTINGS.batch_size))
-    ours = fit(ours_model, data, SETTINGS, CPU_FP32, seed=3, distill=distill)
-    theirs = reference_fit(theirs_model, data, SETTINGS, seed=3, teacher=teacher)
+                              epochs=settings.epochs,
+                              steps_per_epoch=steps_per_epoch_of(len(data.splits["train"]), settings))
+    ours = fit(ours_model, data, settings, CPU_FP32, seed=3, distill=distill)
+    theirs = reference_fit(theirs_model, data, settings, seed=3, teacher=teacher)
+    assert ours.train_images == settings.epochs * 36 * max(1, math.ceil(min_steps / 5))
     assert_same_training(ours, theirs, ours_model, theirs_model)
     # training moved the weights and clipping was active, so the comparison means something
     assert ours.history[0]["loss"] != ours.history[-1]["loss"]

@@ -32,6 +32,7 @@ from medkd_bench.report.method_summary import method_summary, weak_teachers
 from medkd_bench.report.pages_by_settings import DEFAULT_KEY, Page, latest_records, pages_for
 from medkd_bench.report.plots import ParetoFigure, pareto_plot
 from medkd_bench.report.provenance import checksums_text, reproduce_entries, versions_text
+from medkd_bench.report.recipes import recipes
 from medkd_bench.report.row_stats import RowStats, gain_text, mcnemar_text
 from medkd_bench.report.trust import (
     UNCONVERGED,
@@ -253,6 +254,7 @@ def render_dataset(registry: Registry, dataset: str, records: list[CellRecord],
         seeds=", ".join(map(str, seeds)) or "-",
         teacher_design=teacher_design_text(done),
         training_images=training_images_text(done),
+        recipes=recipes(done),
         multi_seed=len(seeds) > 1,
         versions=versions_text(done),
         checksums=checksums_text(done),

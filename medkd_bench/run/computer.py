@@ -11,7 +11,7 @@ its revision and options, and the teacher's own hash) is what :func:`~medkd_benc
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +32,7 @@ from medkd_bench.models.weights import file_digest, load_weights_file
 from medkd_bench.registry import Registry, unknown_names
 from medkd_bench.run.artifacts import read_soft_targets, write_soft_targets
 from medkd_bench.run.cells import Cell, teacher_cell_of
-from medkd_bench.run.config_hash import SCHEMA_VERSION, config_hash
+from medkd_bench.run.config_hash import SCHEMA_VERSION, config_hash, hashed_train
 from medkd_bench.run.memory import out_of_memory_named
 from medkd_bench.run.plugin_errors import built, outputs_named
 from medkd_bench.run.run_options import RunOptions
@@ -96,10 +96,14 @@ class CellComputer:
         return self.runtime.for_model(spec)
 
     def settings(self, spec: ModelSpec) -> TrainSettings:
-        """The spec's training settings; ``--epochs N`` makes it exactly N epochs, without early stopping."""
+        """The spec's training settings; ``--epochs N`` makes it exactly N passes, without early stopping.
+
+        Under ``--epochs`` an epoch is one pass whatever the spec's ``min_steps_per_epoch``: the flag
+        says how much training a fixed schedule gets, and a smoke run on 16 images stays 16 images an epoch.
+        """
         if self.options.epochs is None:
             return spec.train
-        return spec.train.replace(epochs=self.options.epochs, early_stopping=False)
+        return spec.train.replace(epochs=self.options.epochs, early_stopping=False, min_steps_per_epoch=0)
 
     def tuned_params(self, cell: Cell) -> dict[str, Any]:
         """The options ``--tune`` chose for ``cell``'s arm (empty for teachers and untuned runs)."""
@@ -154,7 +158,7 @@ class CellComputer:
             "seed": cell.seed,
             "dataset": self.dataset_config(cell.dataset),
             "model": {"name": spec.name, "revision": spec.revision, "role": cell.role,
-                      "train": asdict(self.cell_settings(cell, params)), "init": self._init(spec.name),
+                      "train": hashed_train(self.cell_settings(cell, params)), "init": self._init(spec.name),
                       "precision": self.runtime_for(spec).precision,
                       "optimizer": "adamw-" + adamw_implementation(self.runtime_for(spec).device),
                       "grad_norm": grad_norm_implementation(self.runtime_for(spec).device)},
@@ -262,7 +266,7 @@ class CellComputer:
         teacher = self.load_checkpoint(teacher_cell) if method.needs else None
         return bind_method(method, self.cell_method_options(cell, params), teacher_logits=self.soft_targets(teacher_cell),
                            data=data, student_runtime=self.runtime_for(spec), epochs=settings.epochs,
-                           steps_per_epoch=steps_per_epoch_of(len(data.splits["train"]), settings.batch_size),
+                           steps_per_epoch=steps_per_epoch_of(len(data.splits["train"]), settings),
                            student=student, student_spec=spec, teacher=teacher, teacher_spec=teacher_spec,
                            teacher_runtime=self.runtime_for(teacher_spec), cache_mb=self.options.teacher_cache_mb)
 

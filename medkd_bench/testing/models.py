@@ -30,6 +30,8 @@ def _check_train_settings(spec: ModelSpec) -> None:
     require(t.patience >= 1, spec, f"train.patience must be >= 1 (got {t.patience})")
     require(t.patience_steps >= 0, spec, f"train.patience_steps must be >= 0 (got {t.patience_steps})")
     require(t.min_epochs >= 0, spec, f"train.min_epochs must be >= 0 (got {t.min_epochs})")
+    require(isinstance(t.min_steps_per_epoch, int) and t.min_steps_per_epoch >= 0, spec,
+            f"train.min_steps_per_epoch must be an integer >= 0 (got {t.min_steps_per_epoch!r})")
     require(t.min_delta >= 0 and math.isfinite(t.min_delta), spec,
             f"train.min_delta must be a number >= 0 (got {t.min_delta})")
     require(0 < t.cooldown_fraction <= 1, spec, f"train.cooldown_fraction must be in (0, 1] (got {t.cooldown_fraction})")

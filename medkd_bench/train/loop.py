@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -29,7 +29,13 @@ from medkd_bench.train.finite import NonFiniteError, require_finite_weights
 from medkd_bench.train.losses import DEFAULT_ALPHA, DEFAULT_TEMPERATURE, kd_loss
 from medkd_bench.train.optim import clipped_step, make_adamw, param_groups
 from medkd_bench.train.predict import evaluate_accuracy, teacher_soft_targets
-from medkd_bench.train.schedule import PlateauStop, warmup_cosine
+from medkd_bench.train.schedule import (
+    PlateauStop,
+    passes_per_epoch,
+    steps_per_epoch_of,
+    steps_per_pass,
+    warmup_cosine,
+)
 from medkd_bench.train.shapes import require_logits
 from medkd_bench.train.snapshots import Snapshots, cpu_copy, restore_rng_states, rng_states
 from medkd_bench.train.warmup import warm_up
@@ -83,9 +89,11 @@ def compiled(model: nn.Module, runtime: Runtime) -> nn.Module:
     return torch.compile(model, mode=runtime.compile_mode)
 
 
-def steps_per_epoch_of(n_train: int, batch_size: int) -> int:
-    """Optimiser steps per epoch as the schedule counts them."""
-    return max(1, math.ceil(n_train / batch_size))
+def epoch_batches(data: PreparedData, settings: TrainSettings,
+                  generator: torch.Generator) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """One epoch's batches: :func:`passes_per_epoch` seeded passes over the training split, one after another."""
+    for _ in range(passes_per_epoch(len(data.splits["train"]), settings)):
+        yield from train_batches(data, settings.batch_size, generator)
 
 
 EpochCallback = Callable[[int, int, dict[str, float]], None]
@@ -114,7 +122,7 @@ class Trainer:
         self.forward = forward if forward is not None else model
         self.labels = data.splits["train"].labels
         self.steps = 0
-        steps_per_epoch = steps_per_epoch_of(len(self.labels), settings.batch_size)
+        steps_per_epoch = steps_per_epoch_of(len(self.labels), settings)
         groups = param_groups(model, settings.weight_decay)
         if distill is not None and distill.parameters():  # a method's own modules (FitNets' regressor)
             groups += param_groups(distill.loss_module, settings.weight_decay)
@@ -246,7 +254,7 @@ def fit(
             distill.train()
         started = time.perf_counter()
         loss_sum, seen = 0.0, 0
-        for batch, (idx, flipped, images) in enumerate(train_batches(data, settings.batch_size, generator), 1):
+        for batch, (idx, flipped, images) in enumerate(epoch_batches(data, settings, generator), 1):
             loss = trainer.step(idx, flipped, images)
             if not math.isfinite(loss):  # step() already read the loss back: checking it costs nothing
                 raise NonFiniteError(f"training loss is {loss} in epoch {epoch}, batch {batch}")
@@ -295,6 +303,9 @@ __all__ = [
     "Trainer",
     "fit",
     "steps_per_epoch_of",
+    "steps_per_pass",
+    "epoch_batches",
     "kd_loss",
+    "passes_per_epoch",
     "teacher_soft_targets",
 ]

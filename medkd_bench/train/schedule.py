@@ -21,6 +21,8 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from medkd_bench.specs import TrainSettings
+
 #: Why a model stopped training: its validation accuracy plateaued; it reached its epoch cap
 #: while still improving; or it ran a fixed number of epochs (``--epochs``), convergence unknown.
 STOP_REASONS = ("plateau", "epoch-cap", "fixed")
@@ -39,6 +41,25 @@ def warmup_cosine(total_steps: int, warmup_steps: int, min_ratio: float) -> Call
 def cooldown_epochs(epochs_run: int, fraction: float) -> int:
     """Length of the cool-down that follows ``epochs_run`` epochs: ``fraction`` of them, at least one."""
     return max(1, math.ceil(fraction * epochs_run - 1e-9))
+
+
+def steps_per_pass(n_train: int, batch_size: int) -> int:
+    """Optimiser steps of one pass over ``n_train`` images, as the schedule counts them.
+
+    ``ceil``: one more than run when the last batch would hold a single image (it is dropped), as
+    every stored cell's schedule was computed; changing it would change cells without changing their hash.
+    """
+    return max(1, math.ceil(n_train / batch_size))
+
+
+def passes_per_epoch(n_train: int, settings: TrainSettings) -> int:
+    """Passes over the training images that make one epoch: enough for ``settings.min_steps_per_epoch`` steps."""
+    return max(1, math.ceil(settings.min_steps_per_epoch / steps_per_pass(n_train, settings.batch_size)))
+
+
+def steps_per_epoch_of(n_train: int, settings: TrainSettings) -> int:
+    """Optimiser steps per epoch as the schedule counts them."""
+    return passes_per_epoch(n_train, settings) * steps_per_pass(n_train, settings.batch_size)
 
 
 def patience_epochs(patience: int, patience_steps: int, steps_per_epoch: int) -> int:

@@ -32,7 +32,7 @@ def trial_settings(settings: TrainSettings, n_train: int) -> TrainSettings:
     if not settings.early_stopping:
         return settings
     patience = patience_epochs(settings.patience, settings.patience_steps,
-                               steps_per_epoch_of(n_train, settings.batch_size))
+                               steps_per_epoch_of(n_train, settings))
     cap = max(settings.min_epochs + patience, math.ceil(settings.epochs * TRIAL_FRACTION))
     return settings.replace(epochs=min(settings.epochs, cap))
 

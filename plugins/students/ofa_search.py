@@ -16,8 +16,9 @@ The plugin also adds the host's ``medkd-bench student search`` command
 exists where the students it makes are registered, and only there.
 """
 
-from medkd_bench import StudentSpec, TrainSettings, hookimpl, ofa_head_split, ofa_stride16_block
+from medkd_bench import StudentSpec, hookimpl, ofa_head_split, ofa_stride16_block
 from medkd_bench.nas import iter_searched_students
+from medkd_bench_plugins.students.ofa_595 import TRAIN as OFA_595_TRAIN
 
 CITATION = ("Cai et al., Once-for-All: Train One Network and Specialize it for Efficient Deployment, "
             "ICLR 2020, arXiv:1908.09791 (subnet searched by medkd-bench for a local budget)")
@@ -39,7 +40,7 @@ def register_students(register):
                 # and OFA-595's GPU choice and recipe (see its spec).
                 gpu_precision="tf32",
                 gpu_channels_last=False,
-                train=TrainSettings(epochs=150, batch_size=16, lr=2e-3, weight_decay=0.05, warmup_epochs=1.0),
+                train=OFA_595_TRAIN,
                 revision=student.revision,
             )
         )

@@ -1,0 +1,69 @@
+"""How each model on a page was trained, read back from its cells' stored configs.
+
+A reader judging a gain over the label-only student needs the baseline's recipe
+next to the teacher's: optimiser, learning rate, weight decay, the stopping
+rule and its cap, and how long an epoch is. The text comes from each cell's
+config (what it ran with), never from the plugins installed at render time.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from medkd_bench.run.store import CellRecord
+from medkd_bench.specs import TrainSettings
+from medkd_bench.train.schedule import passes_per_epoch, patience_epochs, steps_per_epoch_of
+
+_FIELDS = {f.name for f in dataclasses.fields(TrainSettings)}
+
+
+def settings_of(train: Mapping[str, Any]) -> TrainSettings:
+    """A stored ``train`` config as :class:`TrainSettings` (fields a cell predates take their defaults)."""
+    return TrainSettings(**{k: v for k, v in train.items() if k in _FIELDS})
+
+
+def recipe_text(settings: TrainSettings, n_train: int | None) -> str:
+    """One model's recipe in a line: optimiser and its settings, schedule and stopping, epoch length."""
+    parts = [f"AdamW, lr {settings.lr:g}, weight decay {settings.weight_decay:g}, batch {settings.batch_size}"]
+    if settings.label_smoothing:
+        parts.append(f"label smoothing {settings.label_smoothing:g}")
+    parts.append(f"warm-up {settings.warmup_epochs:g} epoch{'s' if settings.warmup_epochs != 1 else ''}")
+    if settings.early_stopping:
+        stop = f"until validation accuracy plateaus (cap {settings.epochs} epochs"
+        if n_train:
+            patience = patience_epochs(settings.patience, settings.patience_steps, steps_per_epoch_of(n_train, settings))
+            stop += f"; patience {patience} epochs, gains under {settings.min_delta:g} not counted"
+        stop += f"), then a linear cool-down over {settings.cooldown_fraction:.0%} of the epochs run"
+        parts.append(stop)
+    else:
+        parts.append(f"exactly {settings.epochs} epochs with a cosine decay (`--epochs`)")
+    if n_train:
+        passes = passes_per_epoch(n_train, settings)
+        steps = steps_per_epoch_of(n_train, settings)
+        parts.append(f"an epoch is {'one pass' if passes == 1 else f'{passes} passes'} over its {n_train:,} "
+                     f"images ({steps} steps), validated at its end")
+    return "; ".join(parts)
+
+
+def recipes(done: Sequence[CellRecord]) -> list[str]:
+    """``model (who): recipe`` per model and recipe, teachers first; a model's methods named where recipes differ."""
+    by_model: dict[tuple[int, str], dict[str, list[str]]] = {}
+    for r in done:
+        model = r.config.get("model", {})
+        if "train" not in model:
+            continue
+        n = r.metrics.get("n_train")
+        text = recipe_text(settings_of(model["train"]), int(n) if n else None)
+        key = (0 if r.method == "teacher" else 1, model.get("name", "?"))
+        users = by_model.setdefault(key, {}).setdefault(text, [])
+        if r.method not in users:
+            users.append(r.method)
+    lines = []
+    for (_, name), texts in sorted(by_model.items()):
+        for text, users in texts.items():
+            who = ("teacher" if users == ["teacher"] else "label-only and every method" if len(texts) == 1
+                   else ", ".join(sorted(users)))
+            lines.append(f"{name} ({who}): {text}")
+    return lines
