@@ -46,3 +46,41 @@ def test_fixed_epochs_are_passes_whatever_the_spec_epoch_length():
     assert CellComputer(registry, RunOptions(), runtime).settings(spec).min_steps_per_epoch == spec.train.min_steps_per_epoch
     fixed = CellComputer(registry, RunOptions(epochs=2), runtime).settings(spec)
     assert (fixed.epochs, fixed.early_stopping, fixed.min_steps_per_epoch) == (2, False, 0)
+
+
+def test_a_page_mixing_two_recipes_of_its_student_says_its_gains_are_not_comparable(tmp_path):
+    """A plugin's defaults changed between two runs into one store: the label-only cell of the new recipe and a
+    distilled cell of the old one. The gain between them measures the recipe too, and the page says so."""
+    import numpy as np
+
+    from medkd_bench.report.leaderboard import render_all
+    from medkd_bench.run.store import Store
+
+    registry = load_registry()
+    spec = registry.datasets["synthetic-cxr"]
+    dataset = {"name": "synthetic-cxr", "revision": spec.revision, "img_size": 64, "options": dict(spec.options),
+               "root": None}
+    labels = [i % 3 for i in range(60)]
+    rng = np.random.default_rng(0)
+    old, new = TrainSettings(weight_decay=0.05), TrainSettings(weight_decay=0.5, min_steps_per_epoch=48)
+
+    def page(recipes_by_method: dict[str, TrainSettings], folder: str) -> str:
+        with Store(tmp_path / folder / "runs.sqlite") as store:
+            for method, train in recipes_by_method.items():
+                teacher = "" if method == "label-only" else "visformer-s"
+                name = "visformer-s" if method == "teacher" else "ofa-595"
+                preds = [int(y if rng.random() < 0.7 else (y + 1) % 3) for y in labels]
+                metrics = {"accuracy": float(np.mean(np.equal(preds, labels))), "macro_f1": 0.7, "n_test": 60,
+                           "n_train": 180, "stopped": "plateau", "epochs_run": 20, "best_epoch": 12,
+                           "test_labels": labels, "test_predictions": preds, "per_class_f1": {c: 0.7 for c in spec.classes}}
+                config = {"dataset": dataset, "model": {"name": name, "init": "random", "train": hashed_train(train)}}
+                store.start(method, "synthetic-cxr", teacher, "" if method == "teacher" else "ofa-595", method, 0,
+                            config)
+                store.finish(method, metrics, {"train_s": 5.0}, {})
+            return render_all(registry, store, tmp_path / folder / "boards", resamples=50)[0].read_text()
+
+    mixed = page({"teacher": TrainSettings(), "label-only": new, "kd": old, "dkd": new}, "mixed")
+    assert "**Not comparable as it stands**: its cells were trained with 2 different recipes" in mixed
+    assert "ofa-595 (dkd, label-only): " in mixed and "ofa-595 (kd): " in mixed
+    same = page({"teacher": TrainSettings(), "label-only": new, "kd": new}, "same")
+    assert "Not comparable" not in same and "ofa-595 (label-only and every method): " in same

@@ -67,3 +67,32 @@ def recipes(done: Sequence[CellRecord]) -> list[str]:
                    else ", ".join(sorted(users)))
             lines.append(f"{name} ({who}): {text}")
     return lines
+
+
+#: Training options ``--tune`` chooses per arm (:func:`medkd_bench.tune.space.arm_space`): cells of one
+#: student may differ in them by design, so :func:`mixed_recipes` does not count them.
+TUNED_TRAIN_OPTIONS = ("lr", "label_smoothing")
+
+
+def mixed_recipes(records: Sequence[CellRecord]) -> str | None:
+    """Why a student's cells cannot be compared as they stand: trained with more than one recipe.
+
+    A gain subtracts the label-only student from a distilled one of the same seed; if a plugin's
+    defaults changed between the runs that made them (weight decay, epoch cap), the gain measures the
+    change too. None when every cell has one recipe, tuned options aside.
+    """
+    seen: dict[str, list[str]] = {}
+    for r in records:
+        train = r.config.get("model", {}).get("train")
+        if train is None:
+            continue
+        key = repr(sorted((k, v) for k, v in train.items() if k not in TUNED_TRAIN_OPTIONS))
+        methods = seen.setdefault(key, [])
+        if r.method not in methods:
+            methods.append(r.method)
+    if len(seen) < 2:
+        return None
+    groups = "; ".join(", ".join(sorted(m)) for m in seen.values())
+    return (f"its cells were trained with {len(seen)} different recipes (by method: {groups}; see Training "
+            "recipes below), so a gain between cells of different recipes measures the recipe as well: rerun "
+            "the older cells")

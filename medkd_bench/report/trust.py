@@ -26,6 +26,7 @@ from typing import Any
 
 from medkd_bench.evaluate import power
 from medkd_bench.report.convergence import converged, convergence_text, stop_counts
+from medkd_bench.report.recipes import mixed_recipes
 from medkd_bench.report.row_stats import RowStats, teacher_for
 from medkd_bench.run.store import CellRecord
 from medkd_bench.specs import BASE_METHODS
@@ -113,7 +114,9 @@ class Trust:
         return {
             "teachers": [{"name": k[1], "convergence": convergence_text(self.groups[k]),
                           "margins": [self._margin(k, b) for b in baselines]} for k in teacher_keys],
-            "baselines": [{"name": k[2], "convergence": convergence_text(self.groups[k])} for k in baselines],
+            "baselines": [{"name": k[2], "convergence": convergence_text(self.groups[k]),
+                           "mixed": mixed_recipes([r for j in keys if j[2] == k[2] for r in self.groups[j]])}
+                          for k in baselines],
             "distilled": (f"{len(cells)} cells in {len(distilled)} rows; stopped: {stop_counts(cells)}; "
                           f"rows flagged in the students table (not converged, or gain below detectable): "
                           f"{len(flagged)} of {len(distilled)}" if cells else None),
