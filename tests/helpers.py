@@ -120,3 +120,9 @@ class DropoutNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.drop(torch.relu(self.bn(self.conv(x))).mean((2, 3))))
+
+
+def embedded_dataset_config(registry, name: str = "synthetic-cxr", img_size: int = 64) -> dict:
+    """A stored cell's ``dataset`` config for an embedded dataset at its default options (for hand-made stores)."""
+    spec = registry.datasets[name]
+    return {"name": name, "revision": spec.revision, "img_size": img_size, "options": dict(spec.options), "root": None}

@@ -5,6 +5,7 @@ import re
 from medkd_bench.registry import load_registry
 from medkd_bench.report.leaderboard import render_all
 from medkd_bench.run.store import Store
+from tests.helpers import embedded_dataset_config
 
 
 def _metrics(acc, f1, params, gmacs, latency):
@@ -149,9 +150,7 @@ def test_cis_seed_spread_and_significance_from_stored_predictions(tmp_path):
     base = [[y if i < 36 else (y + 1) % 3 for i, y in enumerate(labels)],  # 60% right
             [y if i < 42 else (y + 1) % 3 for i, y in enumerate(labels)]]  # 70% right
     registry = load_registry()
-    spec = registry.datasets["synthetic-cxr"]
-    dataset_cfg = {"name": "synthetic-cxr", "revision": spec.revision, "img_size": 64, "options": dict(spec.options),
-                   "root": None}
+    dataset_cfg = embedded_dataset_config(registry)
     with Store(tmp_path / "runs.sqlite") as store:
         def add(h, method, teacher, student, seed, preds):
             cfg = {"dataset": dataset_cfg, "model": {"name": teacher or student, "init": "random",

@@ -19,6 +19,7 @@ from medkd_bench.registry import load_registry
 from medkd_bench.report.contents import anchors, github_slug
 from medkd_bench.report.leaderboard import render_all
 from medkd_bench.run.store import Store
+from tests.helpers import embedded_dataset_config
 
 
 def gfm_anchors(page: str) -> list[tuple[int, str, str]]:
@@ -86,9 +87,7 @@ def page(tmp_path_factory) -> str:
     """Two teachers, two methods, two seeds, two explainers (so subsections repeat), one failed cell."""
     tmp = tmp_path_factory.mktemp("contents")
     registry = load_registry()
-    spec = registry.datasets["synthetic-cxr"]
-    dataset = {"name": "synthetic-cxr", "revision": spec.revision, "img_size": 64, "options": dict(spec.options),
-               "root": None}
+    dataset = embedded_dataset_config(registry)
     labels = [i % 3 for i in range(60)]
     rng = np.random.default_rng(0)
     summary = {"mean": 0.5, "ci": [0.4, 0.6], "n": 6}

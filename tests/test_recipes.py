@@ -9,6 +9,7 @@ from medkd_bench.run.config_hash import hashed_train
 from medkd_bench.run.run_options import RunOptions
 from medkd_bench.runtime.device import resolve_runtime
 from medkd_bench.specs import TrainSettings
+from tests.helpers import embedded_dataset_config
 
 
 def test_a_recipe_says_its_optimiser_stopping_rule_and_epoch_length():
@@ -57,9 +58,7 @@ def test_a_page_mixing_two_recipes_of_its_student_says_its_gains_are_not_compara
     from medkd_bench.run.store import Store
 
     registry = load_registry()
-    spec = registry.datasets["synthetic-cxr"]
-    dataset = {"name": "synthetic-cxr", "revision": spec.revision, "img_size": 64, "options": dict(spec.options),
-               "root": None}
+    dataset = embedded_dataset_config(registry)
     labels = [i % 3 for i in range(60)]
     rng = np.random.default_rng(0)
     old, new = TrainSettings(weight_decay=0.05), TrainSettings(weight_decay=0.5, min_steps_per_epoch=48)
@@ -72,7 +71,7 @@ def test_a_page_mixing_two_recipes_of_its_student_says_its_gains_are_not_compara
                 preds = [int(y if rng.random() < 0.7 else (y + 1) % 3) for y in labels]
                 metrics = {"accuracy": float(np.mean(np.equal(preds, labels))), "macro_f1": 0.7, "n_test": 60,
                            "n_train": 180, "stopped": "plateau", "epochs_run": 20, "best_epoch": 12,
-                           "test_labels": labels, "test_predictions": preds, "per_class_f1": {c: 0.7 for c in spec.classes}}
+                           "test_labels": labels, "test_predictions": preds, "per_class_f1": {c: 0.7 for c in registry.datasets["synthetic-cxr"].classes}}
                 config = {"dataset": dataset, "model": {"name": name, "init": "random", "train": hashed_train(train)}}
                 store.start(method, "synthetic-cxr", teacher, "" if method == "teacher" else "ofa-595", method, 0,
                             config)
