@@ -185,7 +185,8 @@ def caption(data: CurveData, chance: float | None) -> str:
     stops = Counter(m.reason for s in series for m in s.stops)
     runs = sum(stops.values())
     parts = ["Validation accuracy per epoch, one panel per teacher with the label-only student and each method "
-             f"distilled from it ({_seeds_text(data)})"]
+             f"distilled from it ({_seeds_text(data)}); an epoch is as long as each model's recipe makes it (one "
+             "or more passes over its training images: see Training recipes under How the rows were made)"]
     if any(s.seeds > 1 for s in series):
         parts.append("line: mean over the seeds that ran the epoch; shaded: min..max over them"
                      + ("; dashed where some seeds had already stopped" if any(not all(s.full) for s in series)
