@@ -9,7 +9,7 @@ config (what it ran with), never from the plugins installed at render time.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from typing import Any
 
 from medkd_bench.run.store import CellRecord
@@ -47,19 +47,30 @@ def recipe_text(settings: TrainSettings, n_train: int | None) -> str:
     return "; ".join(parts)
 
 
+def _methods_by(records: Sequence[CellRecord],
+                key: Callable[[CellRecord, Mapping[str, Any]], Hashable]) -> dict[Hashable, list[str]]:
+    """The methods of the cells with a stored ``train`` config, grouped by ``key(cell, train)``, in order met."""
+    out: dict[Hashable, list[str]] = {}
+    for r in records:
+        train = r.config.get("model", {}).get("train")
+        if train is None:
+            continue
+        methods = out.setdefault(key(r, train), [])
+        if r.method not in methods:
+            methods.append(r.method)
+    return out
+
+
 def recipes(done: Sequence[CellRecord]) -> list[str]:
     """``model (who): recipe`` per model and recipe, teachers first; a model's methods named where recipes differ."""
-    by_model: dict[tuple[int, str], dict[str, list[str]]] = {}
-    for r in done:
-        model = r.config.get("model", {})
-        if "train" not in model:
-            continue
+    def model_and_recipe(r: CellRecord, train: Mapping[str, Any]) -> tuple[tuple[int, str], str]:
         n = r.metrics.get("n_train")
-        text = recipe_text(settings_of(model["train"]), int(n) if n else None)
-        key = (0 if r.method == "teacher" else 1, model.get("name", "?"))
-        users = by_model.setdefault(key, {}).setdefault(text, [])
-        if r.method not in users:
-            users.append(r.method)
+        model = (0 if r.method == "teacher" else 1, r.config["model"].get("name", "?"))
+        return model, recipe_text(settings_of(train), int(n) if n else None)
+
+    by_model: dict[tuple[int, str], dict[str, list[str]]] = {}
+    for (model, text), users in _methods_by(done, model_and_recipe).items():
+        by_model.setdefault(model, {})[text] = users
     lines = []
     for (_, name), texts in sorted(by_model.items()):
         for text, users in texts.items():
@@ -81,15 +92,8 @@ def mixed_recipes(records: Sequence[CellRecord]) -> str | None:
     defaults changed between the runs that made them (weight decay, epoch cap), the gain measures the
     change too. None when every cell has one recipe, tuned options aside.
     """
-    seen: dict[str, list[str]] = {}
-    for r in records:
-        train = r.config.get("model", {}).get("train")
-        if train is None:
-            continue
-        key = repr(sorted((k, v) for k, v in train.items() if k not in TUNED_TRAIN_OPTIONS))
-        methods = seen.setdefault(key, [])
-        if r.method not in methods:
-            methods.append(r.method)
+    seen = _methods_by(records, lambda r, train: repr(sorted((k, v) for k, v in train.items()
+                                                             if k not in TUNED_TRAIN_OPTIONS)))
     if len(seen) < 2:
         return None
     groups = "; ".join(", ".join(sorted(m)) for m in seen.values())
