@@ -13,8 +13,9 @@ multiplies the DKD term by ``min(epoch / 20, 1.0)`` (mdistiller/distillers/DKD.p
 line 72) with the whole epoch number counted from 1 (mdistiller/engine/trainer.py
 lines 78 and 164): a staircase of 1/20, 2/20, ... per epoch, never 0. Ours ramps
 per optimiser step from 0 on the first step to 1 after ``warmup_epochs`` epochs
-(1 by default: the student's own learning-rate warm-up; 20 of 240 epochs would
-be longer than our whole 6-epoch schedules).
+(1 by default: the student's own learning-rate warm-up. The authors' 20 is 8% of
+their 240 epochs; our students stop on a plateau after 18-62 epochs (synthetic-cxr,
+benchmarks/RESULTS.md session 18), so 20 would ramp over a third of training or more).
 """
 
 import torch
