@@ -96,6 +96,13 @@ def test_store_uses_wal_and_survives_reopen(quick_run, tmp_path):
     assert db.execute("SELECT count(*) FROM cells WHERE status='done'").fetchone()[0] == 3
 
 
+def test_latency_seconds_zero_times_exactly_the_latency_runs(quick_run):
+    """TINY_DATA's ``--latency-runs 3 --latency-seconds 0``: three timed runs, not a second's worth."""
+    with Store(quick_run / "work" / "runs.sqlite") as store:
+        cells = store.cells()
+    assert len(cells) == 3 and all(c.metrics["latency_runs"] == 3 for c in cells)
+
+
 def test_leaderboard_command_rerenders_without_training(run_cli, dirs, quick_run, tmp_path):
     board = tmp_path / "boards" / "synthetic-cxr.md"
     board.unlink()

@@ -94,7 +94,9 @@ from medkd_bench.errors import MedkdError
 @click.option("--sanity-images", type=click.IntRange(0), default=2, show_default=True,
               help="Images of that sample used for the model-randomisation sanity check.")
 @click.option("--latency-runs", type=click.IntRange(1), default=10, show_default=True,
-              help="Timed batch-1 runs per model, at least; timing goes on until 1 s has been timed.")
+              help="Timed batch-1 runs per model, at least; timing goes on until --latency-seconds have been timed.")
+@click.option("--latency-seconds", type=FiniteFloat(0), default=1.0, show_default=True,
+              help="Seconds of batch-1 runs timed per model, at least (0: exactly --latency-runs runs).")
 @click.option("--onnx", is_flag=True,
               help="Export every trained student to ONNX, check it with ONNX Runtime on the test split and time "
                    "it there (needs medkd-bench[onnx]).")
@@ -117,8 +119,8 @@ from medkd_bench.errors import MedkdError
               help="Ray: retries of a cell whose task failed or whose worker died [default: 1].")
 def run(matrix, teachers, students, datasets, methods, method_options, teacher_cache_mb, plugin_files, work_dir, leaderboard_dir, data_root,
         dataset_options, img_size, epochs, seed, seeds, teacher_seeds, tune, tuned_options, deterministic, temperature, alpha, pretrained, weights,
-        device, amp, compile_mode, explainers, explain_images, sanity_images, latency_runs, onnx, skip_bad, bootstrap,
-        dry_run, executor, jobs, address, ray_cpus, cpus_per_cell, gpus_per_cell, max_retries) -> None:
+        device, amp, compile_mode, explainers, explain_images, sanity_images, latency_runs, latency_seconds, onnx, skip_bad,
+        bootstrap, dry_run, executor, jobs, address, ray_cpus, cpus_per_cell, gpus_per_cell, max_retries) -> None:
     """Train teachers, baselines and distilled students, score them, write leaderboards.
 
     Every option can also come from a TOML experiment file (--config); flags given here override it.
@@ -160,7 +162,8 @@ def run(matrix, teachers, students, datasets, methods, method_options, teacher_c
         dataset_options=parsed_dataset_options, epochs=epochs,
         method_options=parsed_method_options, teacher_cache_mb=teacher_cache_mb, pretrained=pretrained,
         weights=parse_weights(weights), explainers=tuple(split_names(explainers) or ()) or RunOptions.explainers,
-        explain_images=explain_images, sanity_images=sanity_images, latency_runs=latency_runs, skip_bad=skip_bad,
+        explain_images=explain_images, sanity_images=sanity_images, latency_runs=latency_runs,
+        latency_seconds=latency_seconds, skip_bad=skip_bad,
         onnx=onnx, compile_mode=compile_mode, teacher_seeds=min(teacher_seeds, seeds),
         tuned=parse_tuned_options(tuned_options, registry),
     )

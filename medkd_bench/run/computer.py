@@ -316,7 +316,7 @@ class CellComputer:
                 # Counted once per architecture and input size, then read from the work dir.
                 cost.update(cached_size_metrics(self.options.work_dir, key[:4], model, size, runtime.device))
             if timed:
-                cost.update(timed_metrics(model, size, runtime, self.options.latency_runs,
+                cost.update(timed_metrics(model, size, runtime, self.options.latency_runs, self.options.latency_seconds,
                                           spec=self.model_spec(cell)))
         return dict(cost)
 

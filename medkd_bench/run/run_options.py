@@ -35,9 +35,13 @@ class RunOptions:
     #: Images of the sample used for the model-randomisation sanity check.
     sanity_images: int = 2
     panel_per_class: int = 1
-    #: At least this many timed runs, and at least 1 s of them (timed_metrics): 140 runs for a
+    #: At least this many timed runs, and at least ``latency_seconds`` of them (timed_metrics): 140 runs for a
     #: 7 ms model, 10 for VGG19's 240 ms instead of 30 (5 s less per VGG19 cell).
     latency_runs: int = 10
+    #: ...and timing goes on until this many seconds have been timed (``--latency-seconds``): a short
+    #: burst of background work then moves the median less. 0 times exactly ``latency_runs`` runs, for
+    #: smoke runs and tests, whose latencies are figures of a 32 px model nobody reads.
+    latency_seconds: float = 1.0
     #: Leave out bad files of a real dataset (with a warning) instead of stopping at the first.
     skip_bad: bool = False
     #: Export every trained student to ONNX, check it with ONNX Runtime on the test split and time it
