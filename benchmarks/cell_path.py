@@ -57,7 +57,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         result = CliRunner().invoke(cli, ["run", "--matrix", "quick", "--epochs", "1", "--jobs", "1",
                                           "--work-dir", f"{tmp}/w", "--leaderboard-dir", f"{tmp}/lb",
-                                          "--explain-images", "1", "--sanity-images", "0", "--latency-runs", "1"])
+                                          "--explain-images", "1", "--sanity-images", "0", "--latency-runs", "1", "--latency-seconds", "0"])
     if result.exit_code != 0:
         raise SystemExit(f"the quick run failed (exit {result.exit_code}): {result.output[-500:]}")
     union: list[str] = []

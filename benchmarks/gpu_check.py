@@ -56,7 +56,7 @@ from medkd_bench.runtime.device import resolve_runtime
 ORDER = ("quick", "full", "rerun", "latency", "harness", "util", "m224")
 STUDENT = "ofa-595"
 #: Smoke runs: tests/helpers.py's TINY_DATA, one teacher, fewer explanation images (the suite's time is short).
-TINY_RUN = ("--latency-runs", "3", "--explain-images", "1", "--sanity-images", "0", "--jobs", "1",
+TINY_RUN = ("--latency-runs", "3", "--latency-seconds", "0", "--explain-images", "1", "--sanity-images", "0", "--jobs", "1",
             "--teachers", "visformer-s", "--dataset-option", "synthetic-cxr.n_val=9",
             "--dataset-option", "synthetic-cxr.n_test=9")
 TINY = ("--img-size", "32", "--epochs", "1", "--dataset-option", "synthetic-cxr.n_train=24", *TINY_RUN)

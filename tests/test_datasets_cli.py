@@ -97,7 +97,7 @@ def test_end_to_end_run_on_a_real_layout_records_the_file_fingerprint(tmp_path, 
     plugin.write_text(TINY_TEACHER)
     args = ["run", "--plugin", str(plugin), "--matrix", "quick", "--teachers", "tiny-resnet",
             "--datasets", "lc25000-colon", "--data-root", str(tmp_path / "data"), "--img-size", "32",
-            "--epochs", "1", "--latency-runs", "2", "--explainers", "grad-cam", "--explain-images", "2",
+            "--epochs", "1", "--latency-runs", "2", "--latency-seconds", "0", "--explainers", "grad-cam", "--explain-images", "2",
             "--sanity-images", "1", *dirs]
     result = run_cli(args)
     assert result.exit_code == 0, result.out + result.err

@@ -200,7 +200,7 @@ def test_every_cells_cost_gets_it_with_the_cells_own_spec(tmp_path, monkeypatch)
     monkeypatch.setattr(deployed, "deployed_latency", as_on_a_gpu)
     monkeypatch.setattr(cost, "QUIET_CPU_SHARE", 0.0)  # one eager timing even on a busy CI machine
     registry = load_registry()
-    computer = CellComputer(registry, RunOptions(work_dir=tmp_path, img_size=IMG, latency_runs=3),
+    computer = CellComputer(registry, RunOptions(work_dir=tmp_path, img_size=IMG, latency_runs=3, latency_seconds=0),
                             resolve_runtime("cpu", "off"))
     student = registry.get("student", "ofa-595")
     out = computer.cost_of(Cell("synthetic-cxr", "label-only", student="ofa-595"), student.build(3, IMG).eval())

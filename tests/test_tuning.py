@@ -136,7 +136,7 @@ def _tuner_inputs(tuned_run: Path, tmp_path: Path):
     registry = load_registry()
     dataset_options = [TUNE[i + 1] for i, a in enumerate(TUNE) if a == "--dataset-option"]
     options = absolute_paths(RunOptions(
-        work_dir=tmp_path / "work", leaderboard_dir=tmp_path / "boards", img_size=32, epochs=1, latency_runs=3,
+        work_dir=tmp_path / "work", leaderboard_dir=tmp_path / "boards", img_size=32, epochs=1, latency_runs=3, latency_seconds=0,
         dataset_options=parse_dataset_options(dataset_options, registry), explain_images=3, sanity_images=2))
     store = Store(tmp_path / "work" / "runs.sqlite")
     runner = MatrixRunner(CellComputer(registry, options, resolve_runtime("auto", "auto", False)), store)
