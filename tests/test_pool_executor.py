@@ -301,3 +301,42 @@ def test_time_left_comes_from_comparable_cells_in_the_store(quick_run):
     eta.finish(fresh[0], trained=True)
     assert eta.seconds_left() == pytest.approx((estimates[fresh[1]] + mean_known) / 2)
     assert MatrixEta({fresh[2]: None}, 1, lambda: 0.0).text() == "time left: after the first cell"
+
+
+#: A pool worker as ``--jobs`` starts one (spawned, set up by ``worker_setup``), stopped mid-cell as Ctrl-C stops it.
+STOPPED_WORKER = '''
+import multiprocessing, sys, time
+from pathlib import Path
+from medkd_bench.run.executors.worker import WorkerRecipe, worker_setup
+from medkd_bench.run.run_options import RunOptions
+
+def child(conn, work):
+    worker_setup(WorkerRecipe((), RunOptions(work_dir=Path(work)), device="cpu"))
+    import tqdm
+    tqdm.tqdm(range(1), disable=True)  # what fvcore's batch-norm recalibration builds every epoch
+    conn.send("bar built")
+    time.sleep(120)
+
+if __name__ == "__main__":
+    ours, theirs = multiprocessing.Pipe()
+    worker = multiprocessing.get_context("spawn").Process(target=child, args=(theirs, sys.argv[1]))
+    worker.start()
+    assert ours.recv() == "bar built"
+    worker.terminate()
+    worker.join()
+'''
+
+
+@pytest.mark.slow
+def test_a_stopped_worker_leaves_no_semaphore_behind(tmp_path):
+    """Any tqdm, even a disabled one, made a multiprocessing lock in the worker; a worker stopped by Ctrl-C
+    left that semaphore to Python's resource tracker, which warned "2 leaked semaphore objects" at exit."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "stopped_worker.py"
+    script.write_text(STOPPED_WORKER)
+    proc = subprocess.run([sys.executable, str(script), str(tmp_path / "work")], capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert "leaked semaphore" not in proc.stderr, proc.stderr

@@ -52,10 +52,26 @@ def worker_setup(recipe: WorkerRecipe) -> tuple[Any, Runtime]:
     torch.set_num_threads(recipe.threads)
     keep_freed_memory()
     quiet_dependency_warnings()
+    thread_only_progress_lock()
     # The run's work dir, as the driver's registry saw it: datasets added there are registered here too.
     registry = load_registry([Path(p) for p in recipe.plugin_files], work_dir=recipe.options.work_dir)
     return registry, resolve_runtime(recipe.device, recipe.amp, recipe.deterministic,
                                        compile_mode=recipe.options.compile_mode)
+
+
+def thread_only_progress_lock() -> None:
+    """Give tqdm a thread lock instead of the multiprocessing one it makes for its first bar.
+
+    Dependencies build bars in a worker (fvcore's batch-norm recalibration every epoch, grad-cam's
+    Score-CAM), disabled but still with tqdm's lock, a POSIX semaphore. A worker stopped by Ctrl-C
+    (terminated by its driver) leaves that semaphore to Python's resource tracker, which then warned
+    "leaked semaphore objects" at the driver's exit. A worker draws no bars, so a thread lock serves.
+    """
+    import threading
+
+    import tqdm
+
+    tqdm.tqdm.set_lock(threading.RLock())
 
 
 _COMPUTERS: dict[str, CellComputer] = {}
