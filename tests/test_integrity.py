@@ -282,6 +282,29 @@ def test_a_teacher_whose_retraining_failed_teaches_no_student(run_cli, quick_run
     assert "| teacher visformer-s seed 0 | retraining it did not finish (RuntimeError: out of cheese) |" in page
 
 
+def test_a_finished_cell_whose_explaining_stopped_says_its_result_is_kept(quick_run):
+    """A pool worker stopped by Ctrl-C while explaining a cell the store already holds as done: the line
+    said "failed <cell>: after it finished: interrupted", as if the result were lost."""
+    from medkd_bench.registry import load_registry
+    from medkd_bench.run.cells import Cell
+    from medkd_bench.run.computer import CellComputer
+    from medkd_bench.run.run_options import RunOptions
+    from medkd_bench.run.runner import MatrixRunner
+    from medkd_bench.runtime.device import resolve_runtime
+
+    lines: list[tuple[str, str]] = []
+    reporter = SimpleNamespace(cell_finished=lambda cell, status, detail: lines.append((status, detail)))
+    with _store(quick_run) as store:
+        teacher = next(c for c in store.cells() if c.method == "teacher")
+        computer = CellComputer(load_registry(), RunOptions(work_dir=quick_run / "work"), resolve_runtime("cpu", "off"))
+        computer.hash = lambda cell: teacher.hash  # the stored cell, whatever these options would hash it to
+        runner = MatrixRunner(computer, store, reporter)
+        runner.record_failed(Cell(teacher.dataset, "teacher", teacher=teacher.teacher), "interrupted", {})
+        assert store.get(teacher.hash).status == "done"
+    assert lines == [("failed", "its result is kept; explaining it did not finish: interrupted (a rerun explains it)")]
+    assert runner.summary["explain_failed"] == 1 and runner.summary["failed"] == 0
+
+
 # ---- damaged artifacts and stores -------------------------------------------------------------------
 
 

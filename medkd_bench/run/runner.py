@@ -279,7 +279,8 @@ class MatrixRunner:
                                         "is kept" if kept else message)
         else:
             self.summary["explain_failed"] += 1
-            self.reporter.cell_finished(cell, "failed", f"after it finished: {message}")
+            self.reporter.cell_finished(cell, "failed", f"its result is kept; explaining it did not finish: {message} "
+                                        "(a rerun explains it)")
 
     def record_skipped(self, cell: Cell) -> None:
         self.summary["skipped"] += 1
