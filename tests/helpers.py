@@ -38,8 +38,10 @@ TINY_DATA = [
     # Exactly 3 timed runs (the default goes on for 1 s): at 32 px nobody reads the latency, and timing
     # for a second per architecture per run was the largest fixed cost of the suite's matrices.
     "--latency-seconds", "0",
-    "--explain-images", "3",
-    "--sanity-images", "2",
+    # Two explained images, one of them also through the random-weight sanity check: Score-CAM costs one
+    # forward pass per target channel per image (512 for VGG19), the suite's largest explanation cost.
+    "--explain-images", "2",
+    "--sanity-images", "1",
     # One process: tests/test_pool_executor.py covers worker pools (each costs seconds of start-up).
     "--jobs", "1",
 ]

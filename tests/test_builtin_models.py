@@ -23,14 +23,14 @@ def test_full_matrix_over_every_builtin(run_cli, dirs, quick_run, tmp_path):
     maps_dir = tmp_path / "work" / "maps"
     for cell in cells:
         for explainer in ("score-cam", "grad-cam", "grad-cam-plus-plus", "eigen-cam"):
-            maps = np.load(maps_dir / f"{cell.hash}-{explainer}-3.npy")
-            assert maps.shape == (3, 32, 32)
+            maps = np.load(maps_dir / f"{cell.hash}-{explainer}-2.npy")
+            assert maps.shape == (2, 32, 32)
             assert np.isfinite(maps).all() and maps.min() >= 0 and maps.max() <= 1.0 + 1e-6
     gmacs = {c.teacher: c.metrics["gmacs"] for c in cells if c.method == "teacher"}
     assert gmacs["vgg19"] > gmacs["visformer-s"] > 0
     panels = sorted((tmp_path / "boards" / "panels" / "synthetic-cxr" / "score-cam").glob("*.png"))
     kd_hashes = {c.teacher: c.hash for c in cells if c.method == "kd"}
-    assert [p.name for p in panels] == [f"{t}__ofa-595__kd__{kd_hashes[t]}-3.png"
+    assert [p.name for p in panels] == [f"{t}__ofa-595__kd__{kd_hashes[t]}-2.png"
                                         for t in ("autoformer-v2-t", "vgg19", "visformer-s")]
     board = (tmp_path / "boards" / "synthetic-cxr.md").read_text()
     for explainer in ("score-cam", "grad-cam", "grad-cam-plus-plus", "eigen-cam"):

@@ -309,7 +309,7 @@ def test_quick_matrix_with_every_method_and_a_nan_one(run_cli, tmp_path):
     summary = board.split("## Methods: ofa-595")[1].split("##")[0]
     for name in BUILTIN:
         assert f"| {name} |" in summary
-        assert f"panels/synthetic-cxr/grad-cam/visformer-s__ofa-595__{name}__{cells[name].hash}-3.png" in board
+        assert f"panels/synthetic-cxr/grad-cam/visformer-s__ofa-595__{name}__{cells[name].hash}-2.png" in board
     assert "- `dkd` (revision 1): alpha = 1.0, beta = 6.0" in board
     assert "--methods at,cat-kd,dkd,fitnet,kd" in board and "--method-option dkd.beta=6.0" in board
     by_method = board.split("| method | Spearman vs teacher |")[1].split("\n\n")[0]

@@ -156,14 +156,14 @@ def test_snapshots_wait_the_interval_between_them(data, tmp_path, monkeypatch):
 
 @pytest.mark.slow
 def test_a_run_stopped_mid_cell_resumes_it_and_stores_what_an_uninterrupted_run_stores(run_cli, tmp_path, monkeypatch):
-    """Through the run: Ctrl-C in a distilled cell's third epoch, a rerun, the same checkpoint as a run never stopped."""
+    """Through the run: Ctrl-C in a distilled cell's second epoch, a rerun, the same checkpoint as a run never stopped."""
     import medkd_bench.run.computer as computer_module
     from medkd_bench.run.computer import CellComputer
     from medkd_bench.run.store import Store
     from tests.helpers import TINY_DATA
 
     args = ["run", "--datasets", "synthetic-cxr", "--teachers", "visformer-s", "--students", "ofa-595",
-            "--methods", "kd", "--explainers", "grad-cam", *TINY_DATA, "--epochs", "4"]
+            "--methods", "kd", "--explainers", "grad-cam", *TINY_DATA, "--epochs", "3"]
     original_fit, original_snapshots = computer_module.fit, CellComputer.snapshots
     monkeypatch.setattr(CellComputer, "snapshots",  # one after every epoch, not every ten minutes
                         lambda self, h: Snapshots(original_snapshots(self, h).path, key=h, every_s=0))
@@ -175,9 +175,9 @@ def test_a_run_stopped_mid_cell_resumes_it_and_stores_what_an_uninterrupted_run_
     whole = tmp_path / "whole"
     assert run_cli([*args, "--work-dir", str(whole / "work"), "--leaderboard-dir", str(whole / "boards")]).exit_code == 0
 
-    def stopped_in_epoch_3(*fit_args, distill=None, on_epoch=None, **kwargs):
+    def stopped_in_epoch_2(*fit_args, distill=None, on_epoch=None, **kwargs):
         def stop(epoch, epochs, row):
-            if epoch == 3:
+            if epoch == 2:
                 raise KeyboardInterrupt
             if on_epoch is not None:
                 on_epoch(epoch, epochs, row)
@@ -186,14 +186,14 @@ def test_a_run_stopped_mid_cell_resumes_it_and_stores_what_an_uninterrupted_run_
 
     stopped = tmp_path / "stopped"
     stopped_args = [*args, "--work-dir", str(stopped / "work"), "--leaderboard-dir", str(stopped / "boards")]
-    monkeypatch.setattr(computer_module, "fit", stopped_in_epoch_3)
+    monkeypatch.setattr(computer_module, "fit", stopped_in_epoch_2)
     assert run_cli(stopped_args).exit_code == 130
     assert len(list((stopped / "work" / "snapshots").glob("*.pt"))) == 1  # the kd cell's
     monkeypatch.setattr(computer_module, "fit", original_fit)
     assert run_cli(stopped_args).exit_code == 0
     (resumed,), (reference,) = kd_cells(stopped / "work"), kd_cells(whole / "work")
-    # Stopped as epoch 3 was reported, before its snapshot: epochs 1-2 are kept, 3 and 4 trained again.
-    assert resumed.metrics["resumed_from_epoch"] == 2 and "resumed_from_epoch" not in reference.metrics
+    # Stopped as epoch 2 was reported, before its snapshot: epoch 1 is kept, 2 and 3 trained again.
+    assert resumed.metrics["resumed_from_epoch"] == 1 and "resumed_from_epoch" not in reference.metrics
     assert resumed.hash == reference.hash
     assert resumed.artifacts["checkpoint_sha256"] == reference.artifacts["checkpoint_sha256"]
     assert resumed.metrics["history"] == reference.metrics["history"]
