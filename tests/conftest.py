@@ -34,6 +34,35 @@ def pytest_configure(config: pytest.Config) -> None:
     builtins = [ep.name for ep in importlib.metadata.distribution("medkd-bench").entry_points
                 if ep.group == "medkd_bench"]
     os.environ["MEDKD_BENCH_LOAD_PLUGINS"] = ",".join(builtins)
+    _share_cores_between_test_processes()
+
+
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int | None:
+    """``-n auto`` (pyproject's addopts) runs one named test file in this process, not in a worker.
+
+    Each file runs in one worker (``--dist loadfile``), so a second process would only add its
+    start-up (importing torch), as for each single-file ``pytest`` command in CONTRIBUTING.md.
+    ``None``: xdist's own choice, one worker per core.
+    """
+    named = {Path(arg.split("::", 1)[0]) for arg in config.args}
+    return 0 if len(named) == 1 and next(iter(named)).is_file() else None
+
+
+def _share_cores_between_test_processes() -> None:
+    """Under pytest-xdist, give each test process its share of the cores as torch's intra-op threads.
+
+    Each process would otherwise start as many OpenMP threads as there are cores, and two processes
+    spinning on two cores run slower than one. ``OMP_NUM_THREADS`` carries the share to the
+    ``medkd-bench`` subprocesses some tests start.
+    """
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if workers < 2:
+        return
+    import torch
+
+    threads = max(1, len(os.sched_getaffinity(0)) // workers)
+    os.environ["OMP_NUM_THREADS"] = str(threads)
+    torch.set_num_threads(threads)
 
 
 #: Fixtures whose first use trains models or starts a cluster: every test using one is ``slow``.

@@ -15,6 +15,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+import torch
 
 from medkd_bench.run.store import Store
 from tests.helpers import QUICK, TINY_DATA, assert_one_line_error
@@ -36,8 +37,11 @@ def _cells(work: Path) -> dict[tuple[str, str, str], object]:
 
 
 def test_ray_quick_matrix_matches_the_local_executor(run_cli, dirs, tmp_path, quick_run_template, ray_cluster):
-    # Two torch threads per task, as in the local run: bf16 kernels round differently with one thread.
-    result = run_cli([*QUICK, *dirs, "--executor", "ray", "--cpus-per-cell", "2", "--explainers", "grad-cam"])
+    # As many torch threads per task as the local run had (one per test process under pytest-xdist, else
+    # two): kernels reduce in another order, and round differently, with another thread count.
+    threads = str(torch.get_num_threads())
+    ray_args = ["--executor", "ray", "--cpus-per-cell", threads, "--explainers", "grad-cam"]
+    result = run_cli([*QUICK, *dirs, *ray_args])
     assert result.exit_code == 0, result.out + result.err
     assert "3 trained, 0 already done, 0 failed; explanations: 3 computed" in result.out
     local, remote = _cells(quick_run_template / "work"), _cells(tmp_path / "work")
@@ -49,8 +53,8 @@ def test_ray_quick_matrix_matches_the_local_executor(run_cli, dirs, tmp_path, qu
             assert other.metrics[metric] == cell.metrics[metric], (key, metric)
         assert other.timings["attempts"] == 1
         assert (tmp_path / "work" / other.artifacts["checkpoint"]).is_file()
-    assert "2 threads" in remote[("teacher", "visformer-s", "")].metrics["machine"]  # ran as a 2-CPU task
-    rerun = run_cli([*QUICK, *dirs, "--executor", "ray", "--cpus-per-cell", "2", "--explainers", "grad-cam"])
+    assert f"CPU, {threads} thread" in remote[("teacher", "visformer-s", "")].metrics["machine"]  # ran as such a task
+    rerun = run_cli([*QUICK, *dirs, *ray_args])
     assert "0 trained, 3 already done, 0 failed; explanations: 0 computed" in rerun.out
 
 
