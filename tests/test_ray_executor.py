@@ -25,8 +25,12 @@ ray = pytest.importorskip("ray", reason="Ray is not installed (pip install 'medk
 
 @pytest.fixture(scope="module")
 def ray_cluster():
-    """One local cluster for every test here: Ray's start-up is the slow part on two cores."""
-    ray.init(num_cpus=2, object_store_memory=100 * 2**20, include_dashboard=False, log_to_driver=False)
+    """One local cluster for every test here: Ray's start-up is the slow part on two cores.
+
+    At least as many CPUs as this process has torch threads: a task asking for that many (the
+    quick-matrix comparison below) must fit, or Ray would wait for it forever.
+    """
+    ray.init(num_cpus=max(2, torch.get_num_threads()), object_store_memory=100 * 2**20, include_dashboard=False, log_to_driver=False)
     yield
     ray.shutdown()
 
