@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import subprocess
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
 
 from medkd_bench.cli import main
+from medkd_bench.run.store import Store
 
 #: Test plugins as real files: pass them with ``--plugin`` or to ``registry_of``.
 PLUGIN_FIXTURES = Path(__file__).resolve().parent / "plugin_fixtures"
@@ -47,6 +48,10 @@ TINY_DATA = [
 ]
 
 QUICK = ["run", "--matrix", "quick", "--teachers", "visformer-s", *TINY_DATA]
+
+#: KD from Visformer-S into OFA-595 on both embedded datasets (6 cells), explained by Grad-CAM only.
+TWO_DATASETS = ["run", "--methods", "kd", "--teachers", "visformer-s", "--students", "ofa-595", "--explainers", "grad-cam",
+                *TINY_DATA]
 
 
 def plugin_fixture(name: str) -> str:
@@ -93,6 +98,39 @@ def run_main(args: Sequence[str]) -> int:
     except SystemExit as exc:
         return int(exc.code or 0)
     return 0
+
+
+def _timed(key: str) -> bool:
+    """Whether a metric times the machine, not the model (it differs from run to run)."""
+    return key.startswith("latency") or key in ("throughput", "timed_on")
+
+
+def stored_rows(work: Path, explainers: Sequence[str] | None = None) -> tuple[dict, dict]:
+    """The store's cell rows (by hash) and explanation rows (by cell and explainer), less what is timed or dated.
+
+    ``explainers`` keeps only those explainers' rows (a run explained with fewer than the reference).
+    """
+    with Store(work / "runs.sqlite") as store:
+        cells = {c.hash: {**asdict(c), "metrics": {k: v for k, v in c.metrics.items() if not _timed(k)},
+                          "timings": None, "started_at": None, "finished_at": None} for c in store.cells()}
+        explained = {(e.cell_hash, e.explainer): {**asdict(e), "finished_at": None,
+                                                  "metrics": {k: v for k, v in e.metrics.items() if k != "seconds"}}
+                     for e in store.explanations() if explainers is None or e.explainer in explainers}
+    return cells, explained
+
+
+def assert_same_rows(reference: Path, other: Path, cells: int, explainers: Sequence[str] | None = None) -> None:
+    """Two work dirs hold the same ``cells`` cell rows and explanation rows, timings and dates aside.
+
+    Every executor (local, pool, Ray) must write what the one-thread local run writes: the
+    same config hashes, per-epoch history, test predictions, metrics and explanation maps.
+    """
+    (rows, explained), (other_rows, other_explained) = stored_rows(reference, explainers), stored_rows(other, explainers)
+    assert len(rows) == cells and explained
+    assert rows.keys() == other_rows.keys()  # the same config hashes
+    for h, row in rows.items():
+        assert other_rows[h] == row, h
+    assert other_explained == explained
 
 
 #: Marks a leaderboard puts beside a model's name: not converged, teacher weaker than the student.

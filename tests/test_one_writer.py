@@ -1,7 +1,8 @@
 """One writer: only the driver process writes the run store, and every executor writes the same rows.
 
 Pool workers (and Ray tasks) compute cells and write their files; they hand
-what they computed back to the driver, which records it. The check is real, not
+what they computed back to the driver, which records it (that Ray writes the
+local executor's rows is tested in ``tests/test_ray_executor.py``). The check is real, not
 a mock: every Python process of a pool run (the driver started as a child
 here, and each worker it spawns) loads a ``sitecustomize`` that logs each
 ``sqlite3.connect`` through an audit hook (PEP 578), with its process id.
@@ -12,19 +13,18 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from dataclasses import asdict
 from pathlib import Path
 
 import pytest
 import torch
 
 from medkd_bench.run.store import Store
-from tests.helpers import QUICK, run_main
+from tests.helpers import TWO_DATASETS, assert_same_rows, run_main
 
 #: Every test here runs a matrix (local, pool or Ray) or spawns processes: 5 minutes of the fast tier.
 pytestmark = pytest.mark.slow
 
-MATRIX = [*QUICK, "--explainers", "grad-cam"]
+MATRIX = TWO_DATASETS
 
 #: Loaded by every Python process started with this folder on PYTHONPATH: logs its start and its SQLite opens.
 SITECUSTOMIZE = '''
@@ -120,7 +120,7 @@ def test_the_audit_hook_sees_a_spawned_process_open_the_store(tmp_path):
 def test_no_pool_worker_opens_the_store(pool_run):
     """Every SQLite open of the run store, for writing or reading, happens in the driver process."""
     work, log_dir, driver, out = pool_run
-    assert "in 2 worker processes" in out and "3 trained, 0 already done, 0 failed" in out
+    assert "in 2 worker processes" in out and "6 trained, 0 already done, 0 failed" in out
     processes = _logged_processes(log_dir)
     workers = [pid for pid, lines in processes.items() if _is_pool_worker(lines)]
     assert len(workers) == 2, processes  # both workers ran with the hook loaded
@@ -129,48 +129,37 @@ def test_no_pool_worker_opens_the_store(pool_run):
                  if event == "connect" and store in detail}
     assert opened_by == {driver}
     with Store(work / "runs.sqlite") as db:
-        assert {c.status for c in db.cells()} == {"done"} and len(db.explanations()) == 3
-
-
-#: Metrics that time the machine, not the model: they differ from run to run.
-def _timed(key: str) -> bool:
-    return key.startswith("latency") or key in ("throughput", "timed_on")
-
-
-def _rows(work: Path) -> tuple[dict, dict]:
-    """The store's cell and explanation rows, less what is timed or dated."""
-    with Store(work / "runs.sqlite") as store:
-        cells = {c.hash: {**asdict(c), "metrics": {k: v for k, v in c.metrics.items() if not _timed(k)},
-                          "timings": None, "started_at": None, "finished_at": None} for c in store.cells()}
-        explained = {(e.cell_hash, e.explainer): {**asdict(e), "finished_at": None,
-                                                  "metrics": {k: v for k, v in e.metrics.items() if k != "seconds"}}
-                     for e in store.explanations()}
-    return cells, explained
-
-
-def _assert_same_rows(reference: Path, other: Path) -> None:
-    (cells, explained), (other_cells, other_explained) = _rows(reference), _rows(other)
-    assert len(cells) == 3 and len(explained) == 3
-    assert cells.keys() == other_cells.keys()  # the same config hashes
-    for h, row in cells.items():
-        assert other_cells[h] == row, h
-    assert other_explained == explained
+        assert {c.status for c in db.cells()} == {"done"} and len(db.explanations()) == 6
 
 
 def test_the_pool_writes_the_local_executors_rows(local_run, pool_run):
-    _assert_same_rows(local_run, pool_run[0])
+    assert_same_rows(local_run, pool_run[0], cells=6)
 
 
-def test_ray_writes_the_local_executors_rows(local_run, tmp_path):
-    ray = pytest.importorskip("ray", reason="Ray is not installed (pip install 'medkd-bench[ray]')")
-    ray.init(num_cpus=2, object_store_memory=100 * 2**20, include_dashboard=False, log_to_driver=False)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # the driver explains: with the reference run's one thread
-    try:
-        code = run_main([*MATRIX, "--executor", "ray", "--cpus-per-cell", "1", "--work-dir", str(tmp_path / "work"),
-                         "--leaderboard-dir", str(tmp_path / "boards")])
-    finally:
-        torch.set_num_threads(threads)
-        ray.shutdown()
-    assert code == 0
-    _assert_same_rows(local_run, tmp_path / "work")
+def test_the_driver_times_explains_and_renders_after_the_pool(pool_run):
+    """Workers train and score; the driver times each architecture once, explains, and draws the pages."""
+    work, _, _, out = pool_run
+    assert "in 2 worker processes, 1 thread(s) each" in out
+    assert "6 trained, 0 already done, 0 failed; explanations: 6 computed, 0 failed" in out
+    with Store(work / "runs.sqlite") as store:
+        cells = {(c.dataset, c.method): c for c in store.cells()}
+        explained = store.explanations()
+    for cell in cells.values():
+        assert cell.metrics["latency_ms"] > 0 and cell.metrics["throughput"] > 0 and cell.metrics["gmacs"] > 0
+        # Trained in a one-thread worker; timed by the driver, with its two threads, once the workers are gone.
+        assert "1 thread," in cell.metrics["machine"] and "2 threads," in cell.metrics["timed_on"]
+    for dataset in ("synthetic-cxr", "synthetic-histo"):  # one timing per architecture and dataset
+        assert cells[(dataset, "label-only")].metrics["latency_ms"] == cells[(dataset, "kd")].metrics["latency_ms"]
+    assert len(explained) == 6 and {e.status for e in explained} == {"done"}
+    kd_agreement = [e for e in explained if "agreement" in e.metrics]
+    assert len(kd_agreement) == 2 and all("label_only_agreement" in e.metrics for e in kd_agreement)
+    for dataset in ("synthetic-cxr", "synthetic-histo"):
+        board = (work.parent / "boards" / f"{dataset}.md").read_text()
+        kd_hash = cells[(dataset, "kd")].hash
+        assert "| visformer-s |" in board and f"panels/{dataset}/grad-cam/visformer-s__ofa-595__kd__{kd_hash}-2.png" in board
+
+
+def test_a_pool_rerun_of_a_finished_matrix_trains_nothing(run_cli, pool_run):
+    work, _, _, _ = pool_run
+    again = run_cli([*MATRIX, "--jobs", "2", "--work-dir", str(work), "--leaderboard-dir", str(work.parent / "boards")])
+    assert "0 trained, 6 already done, 0 failed; explanations: 0 computed" in again.out

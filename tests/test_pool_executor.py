@@ -1,4 +1,8 @@
-"""The worker-pool executor (``--jobs N``): whole cells in worker processes, timings taken afterwards."""
+"""The worker-pool executor (``--jobs N``): whole cells in worker processes, timings taken afterwards.
+
+That a pool writes the rows a one-thread local run writes, and that only its driver opens the
+store, times, explains and renders, is tested on one pool run in ``tests/test_one_writer.py``.
+"""
 
 from pathlib import Path
 
@@ -10,9 +14,7 @@ from medkd_bench.errors import MedkdError
 from medkd_bench.run.cells import Cell
 from medkd_bench.run.executors.pool import cell_dependencies
 from medkd_bench.run.store import Store
-from tests.helpers import QUICK, TINY_DATA, plugin_fixture
-
-TWO_DATASETS = ["run", "--methods", "kd", "--teachers", "visformer-s", "--students", "ofa-595", "--explainers", "grad-cam", *TINY_DATA]
+from tests.helpers import QUICK, TINY_DATA, TWO_DATASETS, plugin_fixture
 
 
 def _cells(store_path: Path) -> dict[tuple, object]:
@@ -38,49 +40,6 @@ def test_jobs_option_values():
     for bad, says in (("0", "--jobs 0: expected at least 1"), ("two", "--jobs 'two': expected a whole number")):
         with pytest.raises(MedkdError, match=says):
             resolve_jobs(bad, "cpu", cells=10)
-
-
-@pytest.mark.slow
-def test_pool_gives_the_local_executors_results(run_cli, tmp_path):
-    """Two workers with one thread each write the same store a one-thread local run writes."""
-    local, pool = tmp_path / "local", tmp_path / "pool"
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # the local run's threads, and so (1 // 2 -> 1) each worker's
-    try:
-        a = run_cli([*TWO_DATASETS, "--work-dir", str(local / "work"), "--leaderboard-dir", str(local / "boards")])
-        b = run_cli([*TWO_DATASETS, "--jobs", "2", "--work-dir", str(pool / "work"),
-                     "--leaderboard-dir", str(pool / "boards")])
-    finally:
-        torch.set_num_threads(threads)
-    assert a.exit_code == 0 and b.exit_code == 0, b.err
-    assert "in 2 worker processes, 1 thread(s) each" in b.out
-    assert "6 trained, 0 already done, 0 failed; explanations: 6 computed, 0 failed" in b.out
-    first, second = _cells(local / "work" / "runs.sqlite"), _cells(pool / "work" / "runs.sqlite")
-    assert first.keys() == second.keys() and len(first) == 6
-    for key, cell in first.items():
-        other = second[key]
-        assert other.status == "done" and cell.hash == other.hash
-        assert cell.metrics["test_predictions"] == other.metrics["test_predictions"], key
-        assert cell.metrics["history"] == other.metrics["history"], key
-        # Timed by the driver after the pool finished, once per architecture and dataset.
-        assert other.metrics["latency_ms"] > 0 and other.metrics["throughput"] > 0 and other.metrics["gmacs"] > 0
-        assert "1 thread," in other.metrics["timed_on"] and "1 thread," in other.metrics["machine"]
-    for dataset in ("synthetic-cxr", "synthetic-histo"):
-        label_only, kd = second[(dataset, "label-only", "", "ofa-595")], second[(dataset, "kd", "visformer-s", "ofa-595")]
-        assert label_only.metrics["latency_ms"] == kd.metrics["latency_ms"]
-    with Store(pool / "work" / "runs.sqlite") as store:
-        explained = store.explanations()
-    assert len(explained) == 6 and {e.status for e in explained} == {"done"}
-    kd_agreement = [e for e in explained if "agreement" in e.metrics]
-    assert len(kd_agreement) == 2 and all("label_only_agreement" in e.metrics for e in kd_agreement)
-    for dataset in ("synthetic-cxr", "synthetic-histo"):
-        board = (pool / "boards" / f"{dataset}.md").read_text()
-        kd_hash = second[(dataset, "kd", "visformer-s", "ofa-595")].hash
-        assert "| visformer-s |" in board and f"panels/{dataset}/grad-cam/visformer-s__ofa-595__kd__{kd_hash}-2.png" in board
-
-    again = run_cli([*TWO_DATASETS, "--jobs", "2", "--work-dir", str(pool / "work"),
-                     "--leaderboard-dir", str(pool / "boards")])
-    assert "0 trained, 6 already done, 0 failed; explanations: 0 computed" in again.out
 
 
 # What the kernel's out-of-memory killer does to a worker.
