@@ -97,6 +97,24 @@ def test_rendered_tables(tmp_path):
             "| ofa-595 (80.0) | 5 / 1 |") in index
 
 
+def test_a_row_not_yet_timed_names_no_latency_machine(tmp_path):
+    """A pool run stopped before its driver's timing pass leaves cells without latency: the page says so.
+
+    The Latency line lists where latencies were measured; a row with none (its cell trained in a
+    one-thread worker) must not put that worker's machine there as if it had been timed on it.
+    """
+    untimed = {k: v for k, v in _metrics(0.9, 0.89, 139.6, 1.6, 0.0).items() if k not in ("latency_ms", "throughput")}
+    with Store(tmp_path / "runs.sqlite") as store:
+        _add(store, "t1", "teacher", "vgg19", "", {**untimed, "machine": "worker, 1 thread"})
+        _add(store, "t2", "teacher", "visformer-s", "", {**_metrics(0.95, 0.95, 39.2, 0.4, 9.0), "timed_on": "pool driver"})
+        _add(store, "s1", "label-only", "", "ofa-595", {**_metrics(0.80, 0.79, 7.6, 0.044, 6.0), "timed_on": "pool driver"})
+        board = render_all(load_registry(), store, tmp_path / "boards")[0].read_text()
+    teachers = board.split("## Teachers")[1].split("## Students")[0]
+    assert "| vgg19 | 90.0 | 89.0 | - | 139.60 | 1.600 | - | - | 3 | 12 |" in teachers
+    assert ("- Latency: batch 1, median of timed runs after warm-up, on pool driver; 1 row not timed yet "
+            "(shown as -: the next run's timing pass measures it)") in board
+
+
 def test_gpu_pages_show_latency_as_deployed_with_its_method(tmp_path):
     """Only pages with CUDA timings get the column (CPU pages render as before: ``test_rendered_tables``)."""
     deployed = {"latency_deployed_ms": 0.4123, "latency_deployed_iqr_ms": 0.0041,
