@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from medkd_bench.evaluate.cost import timed_busy
 from medkd_bench.run.store import CellRecord
 from medkd_bench.specs import BASE_METHODS
@@ -47,3 +49,20 @@ def deployed_latency_text(metrics: dict) -> str:
     if median is None:
         return f"- ({method})"
     return f"{median:.3f} (" + (f"IQR {iqr:.3f}; " if iqr is not None else "") + f"{method})"
+
+
+def timing_machines(done: Sequence[CellRecord]) -> str:
+    """Where the page's latencies were measured, and how many rows have none yet.
+
+    Timed where the cost figures were taken: a worker pool's driver, not the worker that trained
+    (``timed_on``; cells timed in the process that trained them have only ``machine``). A pool run
+    stopped before its timing pass leaves cells without latency: their training machine is not
+    where anything was timed, so they are counted, not named.
+    """
+    timed = [r for r in done if "latency_ms" in r.metrics]
+    line = "; ".join(sorted({r.metrics.get("timed_on", r.metrics.get("machine", "unrecorded")) for r in timed}))
+    untimed = len(done) - len(timed)
+    if untimed:
+        rows = f"{untimed} row{'s' if untimed > 1 else ''}"
+        line += f"{'; ' if line else ''}{rows} not timed yet (shown as -: the next run's timing pass measures {'them' if untimed > 1 else 'it'})"
+    return line or "-"

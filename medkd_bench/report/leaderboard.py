@@ -26,7 +26,14 @@ from medkd_bench.report.curve_plot import CurvesFigure, curves_plot
 from medkd_bench.report.experiment import command_line, experiment_toml
 from medkd_bench.report.explanation_tables import explanation_tables, latest_explanations
 from medkd_bench.report.export import export_rows, to_csv
-from medkd_bench.report.format import deployed_latency_text, latency_text, method_label, num, pct
+from medkd_bench.report.format import (
+    deployed_latency_text,
+    latency_text,
+    method_label,
+    num,
+    pct,
+    timing_machines,
+)
 from medkd_bench.report.glance import at_a_glance
 from medkd_bench.report.method_summary import method_summary, weak_teachers
 from medkd_bench.report.pages_by_settings import DEFAULT_KEY, Page, latest_records, pages_for
@@ -231,7 +238,7 @@ def render_dataset(registry: Registry, dataset: str, records: list[CellRecord],
         method_summary=method_summary(list(groups), board.accuracy, board.gains, weak),
         any_weak=any(weak.get((k[1], k[2])) for k in groups if k[0] not in BASE_METHODS),
         machine="; ".join(sorted({r.metrics.get("machine", "unrecorded") for r in done})) or "-",
-        timing_machine=_timing_machines(done),
+        timing_machine=timing_machines(done),
         # Latency as deployed: CUDA runs only, so CPU pages keep their columns.
         deployed=any("latency_deployed_method" in r.metrics for r in done),
         teachers=teachers,
@@ -293,23 +300,6 @@ def _retrain_text(r: CellRecord) -> str:
     if r.retrain_status == "running":
         return "being trained again now"
     return f"retraining it did not finish ({(r.retrain_error or 'no reason recorded').replace('|', '/')})"
-
-
-def _timing_machines(done: Sequence[CellRecord]) -> str:
-    """Where the page's latencies were measured, and how many rows have none yet.
-
-    Timed where the cost figures were taken: a worker pool's driver, not the worker that trained
-    (``timed_on``; cells timed in the process that trained them have only ``machine``). A pool run
-    stopped before its timing pass leaves cells without latency: their training machine is not
-    where anything was timed, so they are counted, not named.
-    """
-    timed = [r for r in done if "latency_ms" in r.metrics]
-    line = "; ".join(sorted({r.metrics.get("timed_on", r.metrics.get("machine", "unrecorded")) for r in timed}))
-    untimed = len(done) - len(timed)
-    if untimed:
-        rows = f"{untimed} row{'s' if untimed > 1 else ''}"
-        line += f"{'; ' if line else ''}{rows} not timed yet (shown as -: the next run's timing pass measures {'them' if untimed > 1 else 'it'})"
-    return line or "-"
 
 
 @dataclass
