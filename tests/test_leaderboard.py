@@ -97,6 +97,19 @@ def test_rendered_tables(tmp_path):
             "| ofa-595 (80.0) | 5 / 1 |") in index
 
 
+def test_the_trust_section_names_teachers_with_no_distilled_rows(tmp_path):
+    """A teacher whose students are not in the store yet (a run in parts) is named, not silently missing."""
+    with Store(tmp_path / "runs.sqlite") as store:
+        _add(store, "t1", "teacher", "vgg19", "", _metrics(0.9, 0.89, 139.6, 1.6, 20.0))
+        _add(store, "t2", "teacher", "visformer-s", "", _metrics(0.95, 0.95, 39.2, 0.4, 9.0))
+        _add(store, "s1", "label-only", "", "ofa-595", _metrics(0.80, 0.79, 7.6, 0.044, 6.0))
+        _add(store, "k1", "kd", "visformer-s", "ofa-595", _metrics(0.875, 0.87, 7.6, 0.044, 6.0))
+        board = render_all(load_registry(), store, tmp_path / "boards")[0].read_text()
+    trust = board.split("## Can these comparisons be trusted?")[1].split("## Teachers")[0]
+    assert ("**Distilled students**: 1 cell in 1 row; stopped: 1 on a plateau; rows flagged in the students table "
+            "(not converged, or gain below detectable): 0 of 1; no distilled rows yet from vgg19.") in trust
+
+
 def test_a_row_not_yet_timed_names_no_latency_machine(tmp_path):
     """A pool run stopped before its driver's timing pass leaves cells without latency: the page says so.
 
@@ -444,7 +457,7 @@ def test_cells_stored_before_convergence_was_recorded_read_unknown(tmp_path):
     assert ("- visformer-s: not shown to have converged: convergence not recorded (stored before it was) "
             "(epochs run 4, best epoch 3). Margin over the label-only ofa-595: +15.0 pp. Verdict: not tested "
             "(no per-image test predictions stored).") in trust
-    assert "1 cells in 1 rows; stopped: 1 unrecorded" in trust
+    assert "1 cell in 1 row; stopped: 1 unrecorded" in trust
     assert "the smallest detectable gain cannot be computed" in trust
     assert "| ofa-595 § | visformer-s § | kd |" in page and "| ofa-595 § | - | label-only |" in page
     row = next(r for r in csv.DictReader(written[1].read_text().splitlines()) if r["method"] == "kd")
