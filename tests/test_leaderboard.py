@@ -28,16 +28,28 @@ def _add(store, h, method, teacher, student, metrics=None, error=None, artifacts
         store.finish(h, metrics, {"train_s": 12.0}, artifacts or {})
 
 
-def test_method_summary_ranks_methods_and_flags_weak_teachers(tmp_path):
+#: Two teachers (vgg19 below the label-only student), the baseline, then kd and at from each.
+SUMMARY_ROWS = [
+    ("t1", "teacher", "vgg19", "", _metrics(0.70, 0.7, 139.6, 1.6, 20.0)),
+    ("t2", "teacher", "visformer-s", "", _metrics(0.95, 0.95, 39.2, 0.4, 9.0)),
+    ("s1", "label-only", "", "ofa-595", _metrics(0.80, 0.8, 7.6, 0.044, 6.0)),
+    ("k1", "kd", "visformer-s", "ofa-595", _metrics(0.85, 0.85, 7.6, 0.044, 6.0)),
+    ("k2", "kd", "vgg19", "ofa-595", _metrics(0.75, 0.75, 7.6, 0.044, 6.0)),
+    ("a1", "at", "visformer-s", "ofa-595", _metrics(0.90, 0.9, 7.6, 0.044, 6.0)),
+    ("a2", "at", "vgg19", "ofa-595", _metrics(0.75, 0.75, 7.6, 0.044, 6.0)),
+]
+
+
+def _page_of(tmp_path, rows) -> str:
+    """The synthetic-cxr page rendered from a store holding ``rows`` (hash, method, teacher, student, metrics)."""
     with Store(tmp_path / "runs.sqlite") as store:
-        _add(store, "t1", "teacher", "vgg19", "", _metrics(0.70, 0.7, 139.6, 1.6, 20.0))  # below label-only
-        _add(store, "t2", "teacher", "visformer-s", "", _metrics(0.95, 0.95, 39.2, 0.4, 9.0))
-        _add(store, "s1", "label-only", "", "ofa-595", _metrics(0.80, 0.8, 7.6, 0.044, 6.0))
-        _add(store, "k1", "kd", "visformer-s", "ofa-595", _metrics(0.85, 0.85, 7.6, 0.044, 6.0))
-        _add(store, "k2", "kd", "vgg19", "ofa-595", _metrics(0.75, 0.75, 7.6, 0.044, 6.0))
-        _add(store, "a1", "at", "visformer-s", "ofa-595", _metrics(0.90, 0.9, 7.6, 0.044, 6.0))
-        _add(store, "a2", "at", "vgg19", "ofa-595", _metrics(0.75, 0.75, 7.6, 0.044, 6.0))
-        board = render_all(load_registry(), store, tmp_path / "boards")[0].read_text()
+        for row in rows:
+            _add(store, *row)
+        return render_all(load_registry(), store, tmp_path / "boards")[0].read_text()
+
+
+def test_method_summary_ranks_methods_and_flags_weak_teachers(tmp_path):
+    board = _page_of(tmp_path, SUMMARY_ROWS)
     summary = board.split("## Methods: ofa-595")[1].split("## Per-class F1")[0]
     assert "| method | vgg19 ‡ | visformer-s | mean gain (pp) | mean rank |" in summary
     rows = [line for line in summary.splitlines() if line.startswith("| at") or line.startswith("| kd")]
@@ -99,12 +111,7 @@ def test_rendered_tables(tmp_path):
 
 def test_the_trust_section_names_teachers_with_no_distilled_rows(tmp_path):
     """A teacher whose students are not in the store yet (a run in parts) is named, not silently missing."""
-    with Store(tmp_path / "runs.sqlite") as store:
-        _add(store, "t1", "teacher", "vgg19", "", _metrics(0.9, 0.89, 139.6, 1.6, 20.0))
-        _add(store, "t2", "teacher", "visformer-s", "", _metrics(0.95, 0.95, 39.2, 0.4, 9.0))
-        _add(store, "s1", "label-only", "", "ofa-595", _metrics(0.80, 0.79, 7.6, 0.044, 6.0))
-        _add(store, "k1", "kd", "visformer-s", "ofa-595", _metrics(0.875, 0.87, 7.6, 0.044, 6.0))
-        board = render_all(load_registry(), store, tmp_path / "boards")[0].read_text()
+    board = _page_of(tmp_path, SUMMARY_ROWS[:4])  # no row distilled from vgg19
     trust = board.split("## Can these comparisons be trusted?")[1].split("## Teachers")[0]
     assert ("**Distilled students**: 1 cell in 1 row; stopped: 1 on a plateau; rows flagged in the students table "
             "(not converged, or gain below detectable): 0 of 1; no distilled rows yet from vgg19.") in trust
