@@ -9,6 +9,11 @@ from medkd_bench.run.store import CellRecord
 from medkd_bench.specs import BASE_METHODS
 
 
+def count(n: int, noun: str) -> str:
+    """``1 row``, ``2 rows``: a count with its noun in the right number."""
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
 def pct(x: float | None) -> str:
     return "-" if x is None else f"{100 * x:.1f}"
 
@@ -63,6 +68,6 @@ def timing_machines(done: Sequence[CellRecord]) -> str:
     line = "; ".join(sorted({r.metrics.get("timed_on", r.metrics.get("machine", "unrecorded")) for r in timed}))
     untimed = len(done) - len(timed)
     if untimed:
-        rows = f"{untimed} row{'s' if untimed > 1 else ''}"
-        line += f"{'; ' if line else ''}{rows} not timed yet (shown as -: the next run's timing pass measures {'them' if untimed > 1 else 'it'})"
+        line += (f"{'; ' if line else ''}{count(untimed, 'row')} not timed yet (shown as -: the next run's timing "
+                 f"pass measures {'them' if untimed > 1 else 'it'})")
     return line or "-"

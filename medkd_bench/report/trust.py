@@ -26,6 +26,7 @@ from typing import Any
 
 from medkd_bench.evaluate import power
 from medkd_bench.report.convergence import converged, convergence_text, stop_counts
+from medkd_bench.report.format import count
 from medkd_bench.report.recipes import mixed_recipes
 from medkd_bench.report.row_stats import RowStats, teacher_for
 from medkd_bench.run.store import CellRecord
@@ -117,7 +118,7 @@ class Trust:
             "baselines": [{"name": k[2], "convergence": convergence_text(self.groups[k]),
                            "mixed": mixed_recipes([r for j in keys if j[2] == k[2] for r in self.groups[j]])}
                           for k in baselines],
-            "distilled": (f"{_count(len(cells), 'cell')} in {_count(len(distilled), 'row')}; stopped: "
+            "distilled": (f"{count(len(cells), 'cell')} in {count(len(distilled), 'row')}; stopped: "
                           f"{stop_counts(cells)}; rows flagged in the students table (not converged, or gain below "
                           f"detectable): {len(flagged)} of {len(distilled)}{_undistilled(teacher_keys, distilled)}"
                           if cells else None),
@@ -223,10 +224,6 @@ def training_images_text(done: Sequence[CellRecord]) -> str | None:
             "kind (never validation or test), standing in for the larger corpus a real teacher has seen (the "
             "source study's teachers are ImageNet-pretrained). Students, and every comparison between them, "
             "see only their own; `--dataset-option NAME.teacher_train_factor=1` trains teachers on those alone")
-
-
-def _count(n: int, noun: str) -> str:
-    return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
 def _undistilled(teacher_keys: list[Key], distilled: list[Key]) -> str:
