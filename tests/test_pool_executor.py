@@ -56,8 +56,16 @@ def test_a_dying_worker_fails_only_its_own_cell(run_cli, dirs, tmp_path):
         assert cells[key].status == "done" and cells[key].metrics["latency_ms"] > 0
 
 
-def test_timings_missing_from_the_store_are_measured_by_the_next_run(run_cli, dirs, quick_run, tmp_path):
-    """A pool run interrupted before its timing pass leaves cells without latency; a rerun fills them in."""
+def test_a_run_times_earlier_runs_untimed_cells_before_its_own(run_cli, dirs, quick_run, tmp_path, monkeypatch):
+    """A run stopped during its cells (every session of a long reference run is) still times what earlier runs finished.
+
+    The timing pass used to run only after the last cell, so a matrix resumed in parts never reached it
+    and its rows stayed "not timed yet" on every page. Before starting its cells nothing of the run
+    trains, so it times them then too.
+    """
+    from medkd_bench.run.executors.local import LocalExecutor
+    from medkd_bench.run.executors.pool import PoolExecutor
+
     with Store(tmp_path / "work" / "runs.sqlite") as store:
         kd = next(c for c in store.cells() if c.method == "kd")
         metrics = {k: v for k, v in kd.metrics.items() if k not in ("latency_ms", "throughput")}
@@ -65,8 +73,14 @@ def test_timings_missing_from_the_store_are_measured_by_the_next_run(run_cli, di
         # rule that keeps a quieter stored timing is for complete ones).
         metrics["latency_cpu_share"] = 2.0
         store.finish(kd.hash, metrics, kd.timings, kd.artifacts)
-    result = run_cli([*QUICK, *dirs])
-    assert "0 trained, 3 already done, 0 failed" in result.out
+
+    def stopped(self, runner, cells):
+        raise KeyboardInterrupt  # the session's end, while the first new cell trains
+
+    for executor in (LocalExecutor, PoolExecutor):
+        monkeypatch.setattr(executor, "run", stopped)
+    result = run_cli([*QUICK, "--seeds", "2", *dirs])  # seed 1's cells are new: the run has cells to train
+    assert result.exit_code == 130, result.err
     with Store(tmp_path / "work" / "runs.sqlite") as store:
         again = store.get(kd.hash)
     assert again.metrics["latency_ms"] > 0 and again.metrics["throughput"] > 0

@@ -62,6 +62,9 @@ class MatrixRunner:
         """Run ``cells`` with ``executor``, then the back-fills; the counts of what happened."""
         self.load_data(cells)
         self.summary = _empty_summary()
+        # Before the cells as well as after: a run stopped during its cells (each part of a long run
+        # resumed from the store is) would otherwise never time what earlier parts finished.
+        self.measure_missing_costs(cells)
         executor.run(self, cells)
         self.measure_missing_costs(cells)
         self.fill_missing_probabilities(cells)
@@ -102,8 +105,8 @@ class MatrixRunner:
         it nobody can tell a quiet timing from one taken beside other work. CUDA figures
         stored before latency as deployed was measured are timed again for it.
 
-        Runs after the cells, when nothing else trains, from each cell's checkpoint.
-        A run interrupted before this point leaves them missing; the next run fills them in.
+        Runs before and after the cells, when nothing else trains, from each cell's checkpoint:
+        cells a run finished and its interruption left untimed are timed when the next run starts.
         """
         computer, filled = self.computer, 0
         for cell in cells:
