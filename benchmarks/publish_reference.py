@@ -1,0 +1,102 @@
+"""Publish a reference run's finished cells as the committed leaderboards, while the run goes on.
+
+The reference matrix takes tens of core-hours, so it runs in parts, each stopped at a session's end
+and resumed from its store. Only what is committed survives a machine that is replaced between
+parts, so every part publishes what it finished: this copies the reference store (SQLite's online
+backup, consistent while the run writes to it), keeps only its done cells, their explanations and
+the runs that planned them, copies the explanation panels those rows name, removes panels no row
+names, and renders the pages from the copy alone, as any reader of the repository can.
+
+    python benchmarks/publish_reference.py --from /work/regen/.medkd-ref --panels /tmp/lb-ref \\
+        --to leaderboards
+
+``--panels`` is the reference run's ``--leaderboard-dir`` (where it drew its explanation panels).
+Run the committed-leaderboard tests afterwards (``pytest tests/test_committed_leaderboards.py``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+#: What a published store keeps of each table: rows of done cells and what refers to them.
+PRUNE = (
+    "DELETE FROM cells WHERE status != 'done'",
+    "UPDATE cells SET retrain_status = NULL, retrain_error = NULL, retrain_started_at = NULL",
+    "DELETE FROM explanations WHERE cell_hash NOT IN (SELECT hash FROM cells)",
+    "DELETE FROM run_cells WHERE cell_hash NOT IN (SELECT hash FROM cells)",
+    "DELETE FROM runs WHERE id NOT IN (SELECT run_id FROM run_cells)",
+)
+
+
+def copy_done_cells(source: Path, target: Path) -> dict[str, int]:
+    """``target`` becomes a copy of the store ``source`` with only its done cells; rows kept per table."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_suffix(".partial")
+    partial.unlink(missing_ok=True)
+    with sqlite3.connect(f"file:{source}?mode=ro", uri=True) as src, sqlite3.connect(partial) as dst:
+        src.backup(dst)
+    con = sqlite3.connect(partial)
+    try:
+        with con:
+            for statement in PRUNE:
+                con.execute(statement)
+        con.execute("PRAGMA journal_mode=DELETE")  # one file in git, no -wal beside it
+        con.execute("VACUUM")
+        kept = {t: con.execute(f"SELECT count(*) FROM {t}").fetchone()[0]  # noqa: S608 (fixed names)
+                for t in ("cells", "explanations", "runs", "run_cells")}
+    finally:
+        con.close()
+    partial.replace(target)
+    return kept
+
+
+def sync_panels(store: Path, source_boards: Path, boards: Path) -> tuple[int, int]:
+    """Copy the explanation panels the store's rows name from ``source_boards``; delete the others; counts."""
+    with sqlite3.connect(f"file:{store}?mode=ro", uri=True) as con:
+        named = {json.loads(a or "{}").get("panel") for (a,) in con.execute("SELECT artifacts FROM explanations")}
+    named.discard(None)
+    copied = 0
+    for rel in sorted(named):
+        src, dst = source_boards / rel, boards / rel
+        if src.is_file() and (not dst.is_file() or src.read_bytes() != dst.read_bytes()):
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(src, dst)
+            copied += 1
+        elif not dst.is_file():
+            sys.exit(f"publish_reference: panel {rel} is named by the store but is in neither {source_boards} nor {boards}")
+    removed = 0
+    for png in (boards / "panels").glob("*/*/*.png"):  # panels/<dataset>/<explainer>/<cell>.png
+        if png.relative_to(boards).as_posix() not in named:
+            png.unlink()
+            removed += 1
+    return copied, removed
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--from", dest="source", type=Path, required=True, help="the reference run's --work-dir")
+    parser.add_argument("--panels", type=Path, required=True, help="the reference run's --leaderboard-dir")
+    parser.add_argument("--to", type=Path, default=Path("leaderboards"), help="the committed leaderboard folder")
+    args = parser.parse_args(argv)
+    source = args.source / "runs.sqlite"
+    if not source.is_file():
+        parser.error(f"--from {args.source}: no runs.sqlite there")
+    store_dir = args.to / "store"
+    kept = copy_done_cells(source, store_dir / "runs.sqlite")
+    copied, removed = sync_panels(store_dir / "runs.sqlite", args.panels, args.to)
+    subprocess.run([sys.executable, "-m", "medkd_bench", "leaderboard", "--work-dir", str(store_dir),
+                    "--leaderboard-dir", str(args.to)], check=True)
+    (args.to / ".medkd-work-dir.json").unlink(missing_ok=True)  # names this checkout's path: never committed
+    print(f"published {kept['cells']} done cells ({kept['explanations']} explanations, {kept['runs']} runs); "
+          f"panels: {copied} copied, {removed} removed")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
