@@ -4,8 +4,8 @@ The reference matrix takes tens of core-hours, so it runs in parts, each stopped
 and resumed from its store. Only what is committed survives a machine that is replaced between
 parts, so every part publishes what it finished: this copies the reference store (SQLite's online
 backup, consistent while the run writes to it), keeps only its done cells, their explanations and
-the runs that planned them, copies the explanation panels those rows name, removes panels no row
-names, and renders the pages from the copy alone, as any reader of the repository can.
+the runs that planned them, renders the pages from the copy alone (as any reader of the repository
+can), copies the explanation panels those pages link and removes the panels no page links.
 
     python benchmarks/publish_reference.py --from /work/regen/.medkd-ref --panels /tmp/lb-ref \\
         --to leaderboards
@@ -17,12 +17,15 @@ Run the committed-leaderboard tests afterwards (``pytest tests/test_committed_le
 from __future__ import annotations
 
 import argparse
-import json
+import re
 import shutil
 import sqlite3
 import subprocess
 import sys
 from pathlib import Path
+
+#: An explanation panel's link on a page: panels/<dataset>/<explainer>/<cell>.png.
+PANEL_LINK = re.compile(r"panels/[^/()\s\"]+/[^/()\s\"]+/[^/()\s\"]+\.png")
 
 #: What a published store keeps of each table: rows of done cells and what refers to them.
 PRUNE = (
@@ -56,23 +59,25 @@ def copy_done_cells(source: Path, target: Path) -> dict[str, int]:
     return kept
 
 
-def sync_panels(store: Path, source_boards: Path, boards: Path) -> tuple[int, int]:
-    """Copy the explanation panels the store's rows name from ``source_boards``; delete the others; counts."""
-    with sqlite3.connect(f"file:{store}?mode=ro", uri=True) as con:
-        named = {json.loads(a or "{}").get("panel") for (a,) in con.execute("SELECT artifacts FROM explanations")}
-    named.discard(None)
+def sync_panels(source_boards: Path, boards: Path) -> tuple[int, int]:
+    """Copy the explanation panels the rendered pages link from ``source_boards``; delete the others; counts.
+
+    The store names a panel for every seed's explanation; a page links seed 0's, so only those are
+    committed (the curves and Pareto PNGs beside them are drawn by the render itself).
+    """
+    linked = {m for page in boards.glob("*.md") for m in PANEL_LINK.findall(page.read_text(encoding="utf-8"))}
     copied = 0
-    for rel in sorted(named):
+    for rel in sorted(linked):
         src, dst = source_boards / rel, boards / rel
         if src.is_file() and (not dst.is_file() or src.read_bytes() != dst.read_bytes()):
             dst.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(src, dst)
             copied += 1
         elif not dst.is_file():
-            sys.exit(f"publish_reference: panel {rel} is named by the store but is in neither {source_boards} nor {boards}")
+            sys.exit(f"publish_reference: a page links {rel}, which is in neither {source_boards} nor {boards}")
     removed = 0
     for png in (boards / "panels").glob("*/*/*.png"):  # panels/<dataset>/<explainer>/<cell>.png
-        if png.relative_to(boards).as_posix() not in named:
+        if png.relative_to(boards).as_posix() not in linked:
             png.unlink()
             removed += 1
     return copied, removed
@@ -89,9 +94,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--from {args.source}: no runs.sqlite there")
     store_dir = args.to / "store"
     kept = copy_done_cells(source, store_dir / "runs.sqlite")
-    copied, removed = sync_panels(store_dir / "runs.sqlite", args.panels, args.to)
     subprocess.run([sys.executable, "-m", "medkd_bench", "leaderboard", "--work-dir", str(store_dir),
                     "--leaderboard-dir", str(args.to)], check=True)
+    copied, removed = sync_panels(args.panels, args.to)
     (args.to / ".medkd-work-dir.json").unlink(missing_ok=True)  # names this checkout's path: never committed
     print(f"published {kept['cells']} done cells ({kept['explanations']} explanations, {kept['runs']} runs); "
           f"panels: {copied} copied, {removed} removed")
