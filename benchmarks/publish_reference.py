@@ -42,10 +42,9 @@ def copy_done_cells(source: Path, target: Path) -> dict[str, int]:
     target.parent.mkdir(parents=True, exist_ok=True)
     partial = target.with_suffix(".partial")
     partial.unlink(missing_ok=True)
-    with sqlite3.connect(f"file:{source}?mode=ro", uri=True) as src, sqlite3.connect(partial) as dst:
-        src.backup(dst)
-    con = sqlite3.connect(partial)
+    src, con = sqlite3.connect(f"file:{source}?mode=ro", uri=True), sqlite3.connect(partial)
     try:
+        src.backup(con)
         with con:
             for statement in PRUNE:
                 con.execute(statement)
@@ -54,6 +53,7 @@ def copy_done_cells(source: Path, target: Path) -> dict[str, int]:
         kept = {t: con.execute(f"SELECT count(*) FROM {t}").fetchone()[0]  # noqa: S608 (fixed names)
                 for t in ("cells", "explanations", "runs", "run_cells")}
     finally:
+        src.close()
         con.close()
     partial.replace(target)
     return kept
