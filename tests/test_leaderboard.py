@@ -230,6 +230,32 @@ def test_cis_seed_spread_and_significance_from_stored_predictions(tmp_path):
     assert "visformer-s -> ofa-595, kd (100.0, +35.0 pp†)" in index
 
 
+def test_one_seed_marks_no_gain_however_clear_over_test_images(tmp_path):
+    """One seed: +25 pp with an images-only CI far above 0 is still no claim about the method (no †, said why)."""
+    labels = [i % 3 for i in range(120)]
+    with Store(tmp_path / "runs.sqlite") as store:
+        for h, method, teacher, student, n_right in (("t", "teacher", "visformer-s", "", 112),
+                                                     ("s", "label-only", "", "ofa-595", 80),
+                                                     ("k", "kd", "visformer-s", "ofa-595", 110)):
+            cfg = {"dataset": {"img_size": 64}}
+            if method == "kd":
+                cfg["distill"] = {"method": "kd", "revision": "1", "options": {"temperature": 4.0, "alpha": 0.5}}
+            store.start(h, "synthetic-cxr", teacher, student, method, 0, cfg)
+            store.finish(h, _per_image(labels, _right_on(labels, n_right)), {"train_s": 10.0}, {})
+        written = render_all(load_registry(), store, tmp_path / "boards", resamples=300)
+    page, index = written[0].read_text(), written[-1].read_text()
+    kd_row = next(line for line in page.split("## Students")[1].splitlines() if "| visformer-s | kd |" in line)
+    gain = re.search(r"\| \+25\.0 \[\+(\d+\.\d), \+\d+\.\d\] \|", kd_row)
+    assert gain and float(gain[1]) > 10  # the images-only CI is far above 0 ...
+    assert "†" not in kd_row  # ... and yet no claim
+    assert "with one training seed it says nothing about training noise, so no gain is marked †" in page
+    assert "none of its 1 distilled row is called better or worse than label-only: one training seed" in page
+    assert "One training seed: each gain's CI resamples the test images only" in page
+    assert ("Verdict: worth distilling from: beats the label-only student, CI above zero (one label-only seed: the "
+            "CI covers test images, not training noise).") in page
+    assert "+25.0 pp)" in index and "†" not in index.split("| dataset |")[1].split("\n\n")[0]
+
+
 def test_explanations_by_method_count_each_baseline_once(tmp_path):
     """Two methods distilled from one teacher: the label-only agreement is one cell, not one per method."""
     summary = {"mean": 0.5, "ci": [0.4, 0.6], "n": 6}
@@ -362,6 +388,7 @@ def test_trust_section_margins_detectable_gain_and_flags(tmp_path):
     import pytest
 
     from medkd_bench.evaluate import power, stats
+    from medkd_bench.report import trust as trust_module
 
     labels = [i % 3 for i in range(120)]
     right = {0: 80, 1: 84, 2: 78}  # label-only images right, per seed
@@ -418,8 +445,16 @@ def test_trust_section_margins_detectable_gain_and_flags(tmp_path):
     mde = power.detectable_difference(120, rate)
     assert mde is not None
     assert (f"With 120 test images and a discordance rate of {100 * rate:.1f}%, a gain smaller than "
-            f"{100 * mde:.1f} pp cannot be told from noise (80% power, alpha 0.05).") in trust
-    assert "for one seed's test set" in trust
+            f"{100 * mde:.1f} pp cannot be told from noise (80% power, alpha 0.05) on one seed's test set, before "
+            "training noise across seeds adds to it.") in trust
+    # Across seeds: each row's own figure, from the t test behind its CI (seed spread and test images).
+    row_mdes = sorted(trust_module.detectable_gain(stats.paired_difference(labels, [p] * 3 if p is not None else
+                                                                            [tiny[s] for s in base],
+                                                                            [base[s] for s in base], 0, 300))
+                      for p in (_right_on(labels, 110), None))
+    assert (f"runs from {100 * row_mdes[0]:.1f} pp to {100 * row_mdes[1]:.1f} pp (median "
+            f"{100 * sum(row_mdes) / 2:.1f} pp); ≈ marks gains below their row's figure.") in trust
+    assert "Its 95% CI is a t interval whose variance adds the spread of the per-seed gains" in trust
 
     teachers_table = page.split("## Teachers")[1].split("## Students")[0]
     assert "| visformer-s § | 91.7 [" in teachers_table and "| vgg19 | 68.3 [" in teachers_table
@@ -431,7 +466,8 @@ def test_trust_section_margins_detectable_gain_and_flags(tmp_path):
     assert rows["vgg19"].startswith("| ofa-595 § | vgg19 | kd |")  # seed 1 ran a fixed schedule
     assert re.search(r"\| \+1\.7 \[[^]]+\]≈ \|", rows["vgg19"])  # 2 of 120 images: below detectable
     assert "| ofa-595 | - | label-only |" in students
-    assert "≈ the gain is smaller than the smallest gain this row's McNemar test detects" in students
+    assert "≈ the gain is smaller than the smallest gain this row's test detects with 80% power at alpha 0.05 (the t " \
+        "test behind its CI, from the row's own seed spread and test set)" in students
     assert "§ beside a model's name" in students
 
     cells = {(r["method"], r["teacher"], r["seed"]): r for r in csv.DictReader(written[1].read_text().splitlines())}

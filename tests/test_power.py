@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
+from scipy import stats as sps
 from scipy.stats import binomtest
 
 from medkd_bench.evaluate import power, stats
@@ -67,3 +70,21 @@ def test_no_detectable_gain_with_too_few_discordant_images():
     assert power.detectable_difference(30, 0.1) is None  # 3 discordant images: the test can hardly ever reject
     assert power.detectable_difference(240, 0.0) is None
     assert power.discordance_rate([{"b": 10, "c": 14}, {"b": 6, "c": 0}], 100) == pytest.approx(0.15)
+
+
+@pytest.mark.parametrize("df", [1.2, 2.0, 3.4, 30.0])  # 1.2: two seeds, where scipy's nct lower tail is NaN
+def test_seed_aware_detectable_gain_has_80_percent_power_by_simulation(df):
+    """The t test over seeds: a mean gain with estimated SE (chi-squared with ``df``) rejects 80% of the time."""
+    se = 0.02
+    delta = power.t_detectable_difference(se, df)
+    rng = np.random.default_rng(1)
+    z, chi2 = rng.standard_normal(200_000), rng.chisquare(df, 200_000)
+    t_stat = (delta / se + z) / np.sqrt(chi2 / df)
+    assert np.mean(np.abs(t_stat) > sps.t.ppf(0.975, df)) == pytest.approx(0.8, abs=0.005)
+
+
+def test_seed_aware_detectable_gain_tends_to_the_normal_formula_and_grows_with_few_seeds():
+    se = 0.01
+    assert power.t_detectable_difference(se, math.inf) == pytest.approx((1.959964 + 0.841621) * se, rel=1e-4)
+    assert power.t_detectable_difference(se, 2.0) > 1.9 * power.t_detectable_difference(se, math.inf)
+    assert power.t_detectable_difference(0.0, 2.0) is None

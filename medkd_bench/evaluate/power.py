@@ -41,7 +41,8 @@ from functools import lru_cache
 
 import numpy as np
 from scipy import optimize
-from scipy.stats import binom, norm
+from scipy.stats import binom, nct, norm
+from scipy.stats import t as t_dist
 
 #: The leaderboard's conventions: 80% power for a two-sided test at 5%.
 POWER = 0.8
@@ -130,6 +131,36 @@ def connor_detectable_difference(n: int, discordance: float, power: float = POWE
     if excess(discordance) < 0:
         return None
     return float(optimize.brentq(excess, 1e-12, discordance, xtol=TOLERANCE / 10))
+
+
+def t_detectable_difference(se: float, df: float, power: float = POWER, alpha: float = ALPHA) -> float | None:
+    """Smallest true difference a two-sided t test with standard error ``se`` and ``df`` degrees of freedom
+    detects with probability ``power`` (the seed-aware gain interval's test,
+    :func:`medkd_bench.evaluate.stats.seed_and_image_interval`).
+
+    Exact under the t test's model: the statistic is noncentral t with
+    noncentrality ``delta / se``, and power is the probability of its landing
+    beyond either critical value (scipy ``nct``; the normal for infinite
+    ``df``). Power rises with ``delta``, so brentq inverts it. ``None`` when
+    ``se`` is 0 or not finite (nothing to detect against).
+    """
+    if not (np.isfinite(se) and se > 0) or not df > 0:
+        return None
+    crit = float(t_dist.ppf(1 - alpha / 2, df))
+
+    def shortfall(delta: float) -> float:
+        ncp = delta / se
+        if np.isinf(df):
+            reach = norm.sf(crit - ncp) + norm.cdf(-crit - ncp)
+        else:
+            # The far lower tail: negligible for delta >= 0, and scipy's nct gives NaN there at large ncp.
+            reach = nct.sf(crit, df, ncp) + np.nan_to_num(nct.cdf(-crit, df, ncp), nan=0.0)
+        return float(reach) - power
+
+    hi = se
+    while shortfall(hi) < 0:
+        hi *= 2
+    return float(optimize.brentq(shortfall, 0.0, hi, xtol=TOLERANCE / 10))
 
 
 def discordance_rate(mcnemar: list[dict[str, int]], n: int) -> float | None:

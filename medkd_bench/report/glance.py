@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from medkd_bench.evaluate.stats import SEEDS_AND_IMAGES
 from medkd_bench.specs import BASE_METHODS
 
 Key = tuple[str, str, str]  # (method, teacher, student), as in :mod:`.leaderboard`
@@ -20,11 +21,15 @@ Key = tuple[str, str, str]  # (method, teacher, student), as in :mod:`.leaderboa
 
 def _verdicts(keys: list[Key], gains: Mapping[Key, dict[str, Any] | None]) -> str:
     """How many of a student's distilled rows gained, lost, or cannot be told from label-only (by the gain's CI)."""
+    rows = "row" if len(keys) == 1 else "rows"
+    tested = [g for k in keys if (g := gains.get(k)) and g.get("ci")]
+    if tested and not any(g.get("ci_basis") == SEEDS_AND_IMAGES for g in tested):
+        return (f"none of its {len(keys)} distilled {rows} is called better or worse than label-only: one training "
+                "seed, and a seed's luck cannot be told from the method's effect (`--seeds 3` or more)")
     up = sum(1 for k in keys if (g := gains.get(k)) and g.get("significant") and g["mean"] > 0)
     down = sum(1 for k in keys if (g := gains.get(k)) and g.get("significant") and g["mean"] < 0)
-    rows = "row" if len(keys) == 1 else "rows"
-    return (f"of its {len(keys)} distilled {rows}, {up} beat label-only (gain CI above 0), {down} fell below it "
-            f"(CI below 0), {len(keys) - up - down} cannot be told from it")
+    return (f"of its {len(keys)} distilled {rows}, {up} beat label-only (gain CI above 0 over seeds and test "
+            f"images), {down} fell below it (CI below 0), {len(keys) - up - down} cannot be told from it")
 
 
 def at_a_glance(teachers: Mapping[Key, Mapping[str, str]], students: Mapping[Key, Mapping[str, str]],

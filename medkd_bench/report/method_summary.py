@@ -1,7 +1,7 @@
 """The leaderboard's method summary: each distillation method's gain over label-only per teacher, and its rank.
 
 A reader choosing a method wants one row per method: what it adds over the
-same student trained on labels alone with each teacher (paired bootstrap CI
+same student trained on labels alone with each teacher (CI over seeds and test images
 and McNemar p, as in the students table) and how it ranks among the methods
 across teachers (1 = most accurate; ties share the mean rank).
 """

@@ -127,7 +127,7 @@ class RowStats:
         return out
 
     def _paired(self, pairs: list[tuple[CellRecord, CellRecord]]) -> dict[str, Any] | None:
-        """First minus second accuracy over the pairs: paired bootstrap and McNemar per pair when per image."""
+        """First minus second accuracy over the pairs: CI and McNemar per pair (:func:`stats.paired_difference`)."""
         if not pairs:
             return None
         a, b = self._per_image([p[0] for p in pairs]), self._per_image([p[1] for p in pairs])

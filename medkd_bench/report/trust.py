@@ -24,7 +24,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 from medkd_bench.evaluate import power
+from medkd_bench.evaluate.stats import SEEDS_AND_IMAGES
 from medkd_bench.report.convergence import converged, convergence_text, stop_counts
 from medkd_bench.report.format import count
 from medkd_bench.report.recipes import mixed_recipes
@@ -43,12 +46,20 @@ UNDETECTABLE = "≈"
 def detectable_gain(gain: Mapping[str, Any] | None) -> float | None:
     """The minimum detectable gain of a KD-gain (or margin) result from :class:`RowStats`, as a fraction.
 
-    From its test-set size and its discordance rate pooled over its seeds
-    (:func:`medkd_bench.evaluate.power.detectable_difference`). ``None`` without
-    per-image predictions (no McNemar counts) or when no gain is detectable.
+    Over several seeds, that of the t test behind its CI, from the CI's own
+    standard error and degrees of freedom (seed spread and test images,
+    :func:`medkd_bench.evaluate.power.t_detectable_difference`). For one
+    seed, McNemar's: from its test-set size and discordance rate
+    (:func:`medkd_bench.evaluate.power.detectable_difference`). ``None``
+    without per-image predictions (no McNemar counts) or when no gain is
+    detectable.
     """
     rate = _discordance(gain)
-    return None if rate is None or gain is None else power.detectable_difference(int(gain["n"]), rate)
+    if rate is None or gain is None:
+        return None
+    if gain.get("ci_basis") == SEEDS_AND_IMAGES:
+        return power.t_detectable_difference(float(gain["se"]), float(gain["df"]))
+    return power.detectable_difference(int(gain["n"]), rate)
 
 
 def below_detectable(gain: Mapping[str, Any] | None) -> bool:
@@ -148,42 +159,67 @@ class Trust:
         rate = sum(sum(m["b"] + m["c"] for m in g["mcnemar"]) for g in gains) / sum(
             int(g["n"]) * len(g["mcnemar"]) for g in gains)
         mde, approx = power.detectable_difference(n, rate), power.connor_detectable_difference(n, rate)
+        several = any(g.get("ci_basis") == SEEDS_AND_IMAGES for g in gains)
         opening = f"With {n} test images and a discordance rate of {100 * rate:.1f}%"
         if mde is None:
-            return (f"{opening}, no gain can be told from noise with 80% power: even if every discordant image "
+            text = (f"{opening}, no gain can be told from noise with 80% power: even if every discordant image "
                     "went the distilled student's way, McNemar's exact test (alpha 0.05) would reject less than "
                     "80% of the time.")
-        text = f"{opening}, a gain smaller than {_pp(mde)} cannot be told from noise (80% power, alpha 0.05)."
+            return text + (" That is one seed's test set; training noise across seeds adds to it." if several else "")
+        text = (f"{opening}, a gain smaller than {_pp(mde)} cannot be told from noise (80% power, alpha 0.05)"
+                + (" on one seed's test set, before training noise across seeds adds to it." if several else "."))
         return text + (
             " The discordance rate is the share of test images on which a distilled student and its label-only "
             "student differ in correctness, pooled over the page's distilled cells; the figure is exact for "
             "McNemar's exact test (binomial, two-sided), the test in the tables"
             + (f" (Connor's 1987 normal approximation gives {_pp(approx)})." if approx is not None else ".")
-            + f" Each row's own figure (from its own discordance) is `detectable_gain` in `results.csv`; "
-            f"{UNDETECTABLE} marks gains below it.")
+            + " Each cell's own figure (from its own discordance) is `detectable_gain` in `results.csv`"
+            + ("." if several else f"; {UNDETECTABLE} marks gains below it."))
 
     def _seeds_text(self, distilled: list[Key], n_test: int) -> str | None:
         seeds = sorted({r.seed for k in distilled for r in self.groups[k]})
-        if len(seeds) < 2:
+        if not seeds:
             return None
-        return (f"Seeds {', '.join(map(str, seeds))}: each gain is the mean over seeds of the distilled student "
-                f"minus the label-only student of the same seed, all scored on the same {n_test} test images "
-                "(its CI a paired bootstrap resampling those images for every seed at once). McNemar's test runs "
-                "per seed, so the smallest detectable gain above is for one seed's test set: averaging seeds "
-                "removes training noise, not test-set noise, since every seed sees the same images.")
+        if len(seeds) < 2:
+            return ("One training seed: each gain's CI resamples the test images only, so it says how sure the "
+                    "comparison of these two trained models is, not whether the method beats label-only training "
+                    "(another seed can move a gain by several points). No gain is marked † until several seeds "
+                    "show it: claims about a method need `--seeds 3` or more.")
+        text = (f"Seeds {', '.join(map(str, seeds))}: each gain is the mean over seeds of the distilled student "
+                f"minus the label-only student of the same seed, all scored on the same {n_test} test images. Its "
+                "95% CI is a t interval whose variance adds the spread of the per-seed gains (training noise) to "
+                "the bootstrap variance over those images (test-set noise, which averaging seeds does not remove), "
+                "with Welch-Satterthwaite degrees of freedom: with few seeds it is wide by design, and † needs it "
+                "to exclude 0. McNemar's test runs per seed.")
+        mdes = sorted(m for k in distilled if (g := self.gains.get(k)) and g.get("ci_basis") == SEEDS_AND_IMAGES
+                      and (m := detectable_gain(g)) is not None)
+        if mdes:
+            spread = (f"from {_pp(mdes[0])} to {_pp(mdes[-1])} (median {_pp(float(np.median(mdes)))})"
+                      if len(mdes) > 1 else _pp(mdes[0]))
+            text += (f" The smallest gain each row's interval detects with 80% power (alpha 0.05, from the row's own "
+                     f"seed spread and test set) runs {spread}; {UNDETECTABLE} marks gains below their row's figure.")
+        return text
 
 
 def margin_verdict(margin: Mapping[str, Any] | None) -> str:
-    """Plain words for a teacher's margin over the label-only student, from its paired 95% CI."""
+    """Plain words for a teacher's margin over the label-only student, from its paired 95% CI.
+
+    Over several label-only seeds the CI counts their spread (see
+    :func:`medkd_bench.evaluate.stats.paired_difference`); over one, only test
+    images, and the verdict says so.
+    """
     if margin is None:
         return "no label-only student to compare with"
     if not margin.get("ci"):
         return "not tested (no per-image test predictions stored)"
     lo, hi = margin["ci"]
+    one_seed = ("" if margin.get("ci_basis") == SEEDS_AND_IMAGES else
+                " (one label-only seed: the CI covers test images, not training noise)")
     if lo > 0:
-        return "worth distilling from: beats the label-only student, CI above zero"
+        return "worth distilling from: beats the label-only student, CI above zero" + one_seed
     if hi < 0:
-        return "less accurate than the label-only student, CI below zero: distilling from it is expected to hurt"
+        return ("less accurate than the label-only student, CI below zero: distilling from it is expected to hurt"
+                + one_seed)
     return "not shown to beat the label-only student (CI includes zero)"
 
 
