@@ -237,7 +237,9 @@ def test_ctrl_c_while_a_damaged_cell_is_retrained_keeps_its_result_on_the_page(r
     rendered = run_cli(["leaderboard", *dirs])
     assert rendered.exit_code == 0, rendered.err
     text = page.read_text()
-    assert table_row(text, "## Students", ["ofa-595", "visformer-s", "kd"]) == kd_row
+    # The same scores and gain (the cost columns can differ: a run retakes a latency timed on a busy machine).
+    scores = lambda row: row.split(" | ")[:8]  # noqa: E731
+    assert scores(table_row(text, "## Students", ["ofa-595", "visformer-s", "kd"])) == scores(kd_row)
     assert "retraining it did not finish (interrupted)" in text  # the page says why the old result stands
 
     monkeypatch.setattr(CellComputer, "compute", compute)
