@@ -256,6 +256,29 @@ def test_one_seed_marks_no_gain_however_clear_over_test_images(tmp_path):
     assert "+25.0 pp)" in index and "†" not in index.split("| dataset |")[1].split("\n\n")[0]
 
 
+def test_a_one_seed_row_on_a_page_of_several_says_its_ci_is_over_images_only(tmp_path):
+    """A reference run in parts publishes a method's first seed beside rows with three: that row gets no †."""
+    labels = [i % 3 for i in range(120)]
+    with Store(tmp_path / "runs.sqlite") as store:
+        for h, method, teacher, student, seed, n_right in (("t", "teacher", "visformer-s", "", 0, 112),
+                                                           ("s0", "label-only", "", "ofa-595", 0, 80),
+                                                           ("s1", "label-only", "", "ofa-595", 1, 81),
+                                                           ("k0", "kd", "visformer-s", "ofa-595", 0, 110),
+                                                           ("k1", "kd", "visformer-s", "ofa-595", 1, 110),
+                                                           ("a0", "at", "visformer-s", "ofa-595", 0, 110)):
+            cfg = {"dataset": {"img_size": 64}}
+            if method not in ("teacher", "label-only"):
+                cfg["distill"] = {"method": method, "revision": "1", "options": {}}
+            store.start(h, "synthetic-cxr", teacher, student, method, seed, cfg)
+            store.finish(h, _per_image(labels, _right_on(labels, n_right)), {"train_s": 10.0}, {})
+        written = render_all(load_registry(), store, tmp_path / "boards", resamples=300)
+    students = written[0].read_text().split("## Students")[1].split("## Methods")[0]
+    rows = {line.split(" | ")[2]: line for line in students.splitlines() if "| visformer-s |" in line}
+    assert "†" in rows["kd"] and "†" not in rows["at"]  # two consistent seeds; one seed (+25.0 over images only)
+    assert ("A row whose distilled and label-only students share only one seed shows the CI over test images and "
+            "no †.") in students
+
+
 def test_explanations_by_method_count_each_baseline_once(tmp_path):
     """Two methods distilled from one teacher: the label-only agreement is one cell, not one per method."""
     summary = {"mean": 0.5, "ci": [0.4, 0.6], "n": 6}

@@ -248,6 +248,9 @@ def render_dataset(registry: Registry, dataset: str, records: list[CellRecord],
         unconverged_teachers=any(r["teacher"].endswith(UNCONVERGED) for r in teachers),
         unconverged_students=any(UNCONVERGED in r["student"] + r["teacher"] for r in students),
         undetectable=any(r["gain"].endswith(UNDETECTABLE) for r in students),
+        # On a page with several seeds, distilled rows with only one pair of seeds get the images-only CI.
+        one_seed_gains=len(seeds) > 1 and any((g := board.gains.get(k)) and g.get("ci")
+                                               and g.get("ci_basis") != stats.SEEDS_AND_IMAGES for k in groups),
         student_notes=student_notes,
         per_class=per_class,
         clinical=clinical_rows(row_keys, groups, board.clinical, len(classes)),
