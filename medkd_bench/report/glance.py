@@ -32,6 +32,12 @@ def _verdicts(keys: list[Key], gains: Mapping[Key, dict[str, Any] | None]) -> st
             f"images), {down} fell below it (CI below 0), {len(keys) - up - down} cannot be told from it")
 
 
+def _one_seed(key: Key, keys: list[Key], gains: Mapping[Key, dict[str, Any] | None]) -> str:
+    """`` (one seed)`` when the row's gain pairs one seed while other rows' pair several (a run in parts)."""
+    seeds = {k: g.get("n_seeds", 0) for k in keys if (g := gains.get(k))}
+    return " (one seed)" if seeds.get(key) == 1 and max(seeds.values()) > 1 else ""
+
+
 def at_a_glance(teachers: Mapping[Key, Mapping[str, str]], students: Mapping[Key, Mapping[str, str]],
                 accuracy: Callable[[Key], float], gains: Mapping[Key, dict[str, Any] | None],
                 failed: int) -> list[str]:
@@ -48,8 +54,8 @@ def at_a_glance(teachers: Mapping[Key, Mapping[str, str]], students: Mapping[Key
         if distilled:
             top = max(distilled, key=accuracy)
             row = students[top]
-            text += (f"; most accurate distilled: {row['method']} from {row['teacher']}, {row['acc']}, gain "
-                     f"{row['gain']} pp; {_verdicts(distilled, gains)}")
+            text += (f"; most accurate distilled: {row['method']} from {row['teacher']}{_one_seed(top, distilled, gains)}"
+                     f", {row['acc']}, gain {row['gain']} pp; {_verdicts(distilled, gains)}")
         lines.append(text + ".")
     if failed:
         lines.append(f"{failed} cell{'s' if failed > 1 else ''} failed: see [Failed cells](#failed-cells).")
