@@ -207,11 +207,11 @@ def paired_difference(labels: Sequence[int] | np.ndarray, preds_a: np.ndarray | 
     per_seed = ca.mean(1) - cb.mean(1)
     images = _bootstrap(len(y), lambda idx: (ca[:, idx].mean(-1) - cb[:, idx].mean(-1)).mean(0), seed, resamples,
                         confidence)
+    ci_images, se_images = (list(images[:2]), images[2]) if images else (None, None)
     out: dict[str, Any] = {
         "mean": float(per_seed.mean()), "sd": _sd(per_seed), "n_seeds": len(a), "n": len(y),
-        "ci_images": list(images[:2]) if images else None, "se_images": images[2] if images else None,
-        "ci": list(images[:2]) if images else None, "ci_basis": "images", "se": images[2] if images else None,
-        "df": None, "significant": False,
+        "ci_images": ci_images, "se_images": se_images,
+        "ci": ci_images, "ci_basis": "images", "se": se_images, "df": None, "significant": False,
         "mcnemar": [mcnemar(ca[s] > 0, cb[s] > 0) for s in range(len(a))],
     }
     if images and len(a) > 1:
