@@ -358,6 +358,35 @@ def test_provenance_toml_and_command_plan_the_pages_cells(run_cli, quick_run):
     assert sorted(re.findall(r"\b[0-9a-f]{16}\b", by_flags.out)) == sorted(hashes)
 
 
+def test_a_page_keeps_reproducing_its_cells_after_a_dataset_default_changes(run_cli, quick_run, monkeypatch):
+    """Cells trained at a default that has since changed: the command and the TOML name the value they used.
+
+    The run recorded only the options it was given; the cells' configs hold every option. Session 26 changed
+    synthetic-histo's ``n_train`` default, and the committed page's command would have trained other cells.
+    """
+    import shlex
+
+    from medkd_bench_plugins.datasets import synthetic_cxr
+
+    page = (quick_run / "boards" / "synthetic-cxr.md").read_text()
+    hashes = sorted(re.findall(r"\| `([0-9a-f]{16})` \|", page.split("## Provenance")[1]))
+    monkeypatch.setitem(synthetic_cxr.DEFAULTS, "seed", 5)  # the cells were generated with seed 0
+    boards = ["--work-dir", str(quick_run / "work"), "--leaderboard-dir", str(quick_run / "boards")]
+    assert run_cli(["leaderboard", *boards]).exit_code == 0
+    page = (quick_run / "boards" / "synthetic-cxr.md").read_text()
+    (command,) = [line for line in page.splitlines() if line.startswith("medkd-bench run")]
+    assert "synthetic-cxr.seed=0" in command
+    (toml,) = _toml_blocks(page)
+    assert "seed = 0" in toml.split("[dataset-options.synthetic-cxr]")[1]
+    work = ["--work-dir", str(quick_run / "work"), "--dry-run"]
+    by_flags = run_cli([*shlex.split(command)[1:], *work])
+    assert sorted(re.findall(r"\b[0-9a-f]{16}\b", by_flags.out)) == hashes
+    experiment = quick_run / "experiment.toml"
+    experiment.write_text(toml)
+    by_file = run_cli(["run", "--config", str(experiment), *work])
+    assert sorted(re.findall(r"\b[0-9a-f]{16}\b", by_file.out)) == hashes
+
+
 def test_provenance_toml_gives_run_the_same_options_as_the_command(tmp_path):
     """Every kind of setting a page can state: the TOML and the flags parse to the same ``run`` parameters."""
     from medkd_bench.cli.run import run

@@ -126,6 +126,26 @@ def _model_entries(registry: Registry, records: Sequence[CellRecord]) -> list[En
     return entries
 
 
+def _as_the_cells_ran(registry: Registry, settings: dict[str, Any], cfg: dict[str, Any]) -> dict[str, Any]:
+    """``settings`` with the dataset's options as its cells' configs hold them, not as the run was given them.
+
+    A run records the options it was given; the rest were the defaults of the day. When a default changes
+    (synthetic-histo's ``n_train`` in session 26) the given ones alone would name other cells, so every option
+    whose stored value differs from today's default is named, and a given one equal to it is not.
+    """
+    name = cfg.get("name")
+    if not name or "options" not in cfg:
+        return settings
+    options = dict(settings.get("dataset_options", {}))
+    pinned = dict(next((entries for key, entries in _dataset_entries(registry, cfg) if key == "dataset-options"),
+                       {}).get(name, {}))
+    if pinned:
+        options[name] = pinned
+    else:
+        options.pop(name, None)
+    return {**settings, "dataset_options": options}
+
+
 def reproduce_entries(registry: Registry, dataset: str, records: Sequence[CellRecord],
                       explanations: Sequence[ExplanationRecord], resamples: int = RESAMPLES,
                       settings: dict[str, Any] | None = None) -> list[list[Entry]]:
@@ -153,7 +173,7 @@ def reproduce_entries(registry: Registry, dataset: str, records: Sequence[CellRe
         if any(r.metrics.get("deterministic") for r in done):
             base.append(("deterministic", True))
     else:
-        base += settings_entries(settings)
+        base += settings_entries(_as_the_cells_ran(registry, settings, done[0].config.get("dataset", {})))
         root = done[0].config.get("dataset", {}).get("root")
         if root:
             base.append(("data-root", root))
