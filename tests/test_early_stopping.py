@@ -158,9 +158,11 @@ def test_a_setting_added_at_its_neutral_value_keeps_every_stored_hash():
     rows = db.execute("SELECT hash, dataset, teacher, seed, config FROM cells WHERE method = 'teacher'").fetchall()
     assert rows, "the committed store has teacher cells"
     registry = load_registry()
-    computer = CellComputer(registry, RunOptions(), resolve_runtime("cpu", "fp32"))
     for stored_hash, dataset, teacher, seed, config in rows:
         stored = json.loads(config)
+        # The dataset options the cell was trained with (a dataset's defaults may have changed since: session 26).
+        options = RunOptions(dataset_options={dataset: stored["dataset"]["options"]})
+        computer = CellComputer(registry, options, resolve_runtime("cpu", "fp32"))
         assert config_hash(stored) == stored_hash
         assert "min_steps_per_epoch" not in stored["model"]["train"]
         assert hashed_train(registry.teachers[teacher].train) == stored["model"]["train"], teacher
