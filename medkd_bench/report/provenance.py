@@ -20,7 +20,7 @@ from medkd_bench.report.pages_by_settings import settings_entries
 from medkd_bench.run.run_options import RunOptions
 from medkd_bench.run.store import CellRecord, ExplanationRecord
 from medkd_bench.runtime.device import PROVENANCE_PACKAGES
-from medkd_bench.specs import BASE_METHODS
+from medkd_bench.specs import BASE_METHODS, DatasetSpec
 
 #: The `run` defaults a recorded setting is compared with: one source, RunOptions (cli.py uses the same).
 DEFAULT_EXPLAIN_IMAGES = RunOptions.explain_images
@@ -78,14 +78,18 @@ def _seed_flags(seeds: Sequence[int]) -> list[list[str]]:
     return [command_flags(entries) for entries in _seed_entries(seeds)]
 
 
+def _options_off_default(spec: DatasetSpec | None, cfg: dict[str, Any]) -> dict[str, Any]:
+    """The options a dataset config holds that differ from its spec's defaults today (all of them without a spec)."""
+    defaults = dict(spec.options) if spec else {}
+    return {key: value for key, value in sorted(cfg.get("options", {}).items()) if defaults.get(key, object()) != value}
+
+
 def _dataset_entries(registry: Registry, cfg: dict[str, Any]) -> list[Entry]:
     spec = registry.datasets.get(cfg.get("name", ""))
     entries: list[Entry] = []
     if "img_size" in cfg and (spec is None or cfg["img_size"] != spec.img_size):
         entries.append(("img-size", cfg["img_size"]))
-    defaults = dict(spec.options) if spec else {}
-    options = {key: value for key, value in sorted(cfg.get("options", {}).items())
-               if defaults.get(key, object()) != value}
+    options = _options_off_default(spec, cfg)
     if options:
         entries.append(("dataset-options", {cfg["name"]: options}))
     if cfg.get("root"):
@@ -137,8 +141,7 @@ def _as_the_cells_ran(registry: Registry, settings: dict[str, Any], cfg: dict[st
     if not name or "options" not in cfg:
         return settings
     options = dict(settings.get("dataset_options", {}))
-    pinned = dict(next((entries for key, entries in _dataset_entries(registry, cfg) if key == "dataset-options"),
-                       {}).get(name, {}))
+    pinned = _options_off_default(registry.datasets.get(name), cfg)
     if pinned:
         options[name] = pinned
     else:
