@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import copy
 import json
+from collections.abc import Callable, Hashable
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +22,11 @@ class RowStats:
     stored before labels were recorded get them back from the dataset plugin
     (same dataset revision, same options), accepted only if they reproduce the
     cell's stored confusion matrix exactly; otherwise the row shows no CI.
+
+    One instance serves a whole render, and each figure is computed once per
+    set of cells: a page's per-seed table and ``results.csv`` ask for the same
+    single-cell CIs and paired tests, and their bootstraps were most of a
+    render's time.
     """
 
     def __init__(self, registry: Registry, resamples: int = stats.RESAMPLES, seed: int = 0):
@@ -27,6 +34,13 @@ class RowStats:
         self.resamples = resamples
         self.seed = seed
         self._recovered: dict[str, list[int] | None] = {}
+        self._computed: dict[Hashable, Any] = {}
+
+    def _once(self, key: Hashable, compute: Callable[[], Any]) -> Any:
+        """``compute()``, once per key; each caller gets its own copy (callers add fields to the dicts)."""
+        if key not in self._computed:
+            self._computed[key] = compute()
+        return copy.deepcopy(self._computed[key])
 
     def labels(self, rec: CellRecord) -> np.ndarray | None:
         preds = rec.metrics.get("test_predictions")
@@ -75,6 +89,9 @@ class RowStats:
 
     def scores(self, records: list[CellRecord], num_classes: int) -> dict[str, dict[str, Any]]:
         """Accuracy and macro-F1: mean over seeds, 95% CI over test images, sd across seeds."""
+        return self._once(("scores", _hashes(records), num_classes), lambda: self._scores(records, num_classes))
+
+    def _scores(self, records: list[CellRecord], num_classes: int) -> dict[str, dict[str, Any]]:
         per_image = self._per_image(records)
         if per_image is not None:
             return stats.classification_summary(*per_image, num_classes, self.seed, self.resamples)
@@ -91,6 +108,9 @@ class RowStats:
         AUC and ECE need every seed's stored test probabilities; sensitivity and
         specificity only the predictions. None without per-image predictions.
         """
+        return self._once(("clinical", _hashes(records), num_classes), lambda: self._clinical(records, num_classes))
+
+    def _clinical(self, records: list[CellRecord], num_classes: int) -> dict[str, Any] | None:
         per_image = self._per_image(records)
         if per_image is None:
             return None
@@ -130,6 +150,10 @@ class RowStats:
         """First minus second accuracy over the pairs: CI and McNemar per pair (:func:`stats.paired_difference`)."""
         if not pairs:
             return None
+        key = ("paired", _hashes([a for a, _ in pairs]), _hashes([b for _, b in pairs]))
+        return self._once(key, lambda: self._compute_paired(pairs))
+
+    def _compute_paired(self, pairs: list[tuple[CellRecord, CellRecord]]) -> dict[str, Any]:
         a, b = self._per_image([p[0] for p in pairs]), self._per_image([p[1] for p in pairs])
         if a is not None and b is not None and np.array_equal(a[0], b[0]):
             out = stats.paired_difference(a[0], a[1], b[1], self.seed, self.resamples)
@@ -139,6 +163,11 @@ class RowStats:
                    "n_seeds": len(d), "significant": False, "mcnemar": None}
         out["seeds"] = [p[0].seed for p in pairs]
         return out
+
+
+def _hashes(records: list[CellRecord]) -> tuple[str, ...]:
+    """What identifies a set of cells' figures: their config hashes, in order (seeds pair by position)."""
+    return tuple(r.hash for r in records)
 
 
 def teacher_for(seed: int, teacher: list[CellRecord]) -> CellRecord | None:
