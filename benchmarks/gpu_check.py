@@ -55,13 +55,16 @@ from medkd_bench.runtime.device import resolve_runtime
 #: The order steps run in; the budget keeps each later step's least share (``Mode.steps``) free.
 ORDER = ("quick", "full", "rerun", "latency", "harness", "util", "m224")
 STUDENT = "ofa-595"
-#: Smoke runs: tests/helpers.py's TINY_DATA, one teacher, fewer explanation images (the suite's time is short).
+#: Smoke runs: tests/helpers.py's TINY_DATA, one teacher, fewer explanation images (the suite's time is short):
+#: teachers on the students' images (the full matrix's default would train them on 6-9 times as many), and
+#: explained by Grad-CAM (Score-CAM's one forward pass per channel was most of each smoke cell's scoring;
+#: the GPU mode keeps the default explainer, and tests/test_explainers.py runs Score-CAM on every model).
 TINY_RUN = ("--latency-runs", "3", "--latency-seconds", "0", "--explain-images", "1", "--sanity-images", "0", "--jobs", "1",
-            "--teachers", "visformer-s", "--dataset-option", "synthetic-cxr.n_val=9",
-            "--dataset-option", "synthetic-cxr.n_test=9")
+            "--teachers", "visformer-s", "--explainers", "grad-cam", "--dataset-option", "synthetic-cxr.n_val=9",
+            "--dataset-option", "synthetic-cxr.n_test=9", "--dataset-option", "synthetic-cxr.teacher_train_factor=1")
 TINY = ("--img-size", "32", "--epochs", "1", "--dataset-option", "synthetic-cxr.n_train=24", *TINY_RUN)
 TINY_HISTO = ("--dataset-option", "synthetic-histo.n_train=20", "--dataset-option", "synthetic-histo.n_val=10",
-              "--dataset-option", "synthetic-histo.n_test=10")
+              "--dataset-option", "synthetic-histo.n_test=10", "--dataset-option", "synthetic-histo.teacher_train_factor=1")
 
 
 @dataclass(frozen=True)
