@@ -378,6 +378,8 @@ def test_a_page_keeps_reproducing_its_cells_after_a_dataset_default_changes(run_
     assert "synthetic-cxr.seed=0" in command
     (toml,) = _toml_blocks(page)
     assert "seed = 0" in toml.split("[dataset-options.synthetic-cxr]")[1]
+    header = next(line for line in page.splitlines() if line.startswith("- Settings: "))
+    assert "synthetic-cxr.seed=0" in header  # the page says so too, not only its command
     work = ["--work-dir", str(quick_run / "work"), "--dry-run"]
     by_flags = run_cli([*shlex.split(command)[1:], *work])
     assert sorted(re.findall(r"\b[0-9a-f]{16}\b", by_flags.out)) == hashes
@@ -385,6 +387,38 @@ def test_a_page_keeps_reproducing_its_cells_after_a_dataset_default_changes(run_
     experiment.write_text(toml)
     by_file = run_cli(["run", "--config", str(experiment), *work])
     assert sorted(re.findall(r"\b[0-9a-f]{16}\b", by_file.out)) == hashes
+
+
+def test_cells_trained_before_a_default_changed_get_a_page_of_their_own():
+    """Two "default" runs, before and after a dataset default changed: one page paired a student of one
+    training split with a baseline of the other (synthetic-histo's ``n_train``, session 26)."""
+    from medkd_bench.report.pages_by_settings import pages_for
+    from medkd_bench.run.store import CellRecord
+
+    spec = load_registry().datasets["synthetic-histo"]
+    today = dict(spec.options)
+    before = {**today, "n_train": 200, "teacher_train_factor": 4.5}
+
+    def record(h: str, method: str, options: dict, finished: float) -> CellRecord:
+        config = {"dataset": {"name": "synthetic-histo", "img_size": spec.img_size, "options": options,
+                              "revision": spec.revision, "root": None}}
+        return CellRecord(h, "synthetic-histo", "vgg19" if method != "label-only" else "", "ofa-595", method, 0,
+                          "done", config, {}, {}, {}, None, 0.0, finished)
+
+    old_kd, old_base = record("o1", "kd", before, 1.0), record("o2", "label-only", before, 2.0)
+    new_base = record("n1", "label-only", today, 3.0)  # the new split's cells so far: its baseline only
+    runs = {"o1": [(1, {})], "o2": [(1, {})], "n1": [(2, {})]}
+    pages = pages_for("synthetic-histo", [old_kd, old_base, new_base], runs, spec)
+    assert [(p.file, sorted(r.hash for r in p.records)) for p in pages] == [
+        ("synthetic-histo.md", ["n1"]), (pages[1].file, ["o1", "o2"])]
+    assert pages[0].settings_text == "defaults"
+    assert pages[1].settings_text == ("--dataset-option synthetic-histo.n_train=200 "
+                                      "--dataset-option synthetic-histo.teacher_train_factor=4.5")
+    # A run given a default's value computed the default's cells: the same page.
+    given = {"dataset_options": {"synthetic-histo": {"n_train": today["n_train"]}}}
+    same = pages_for("synthetic-histo", [new_base, record("n2", "kd", today, 4.0)], {"n1": [(2, {})], "n2": [(3, given)]},
+                     spec)
+    assert [sorted(r.hash for r in p.records) for p in same] == [["n1", "n2"]] and same[0].settings_text == "defaults"
 
 
 def test_provenance_toml_gives_run_the_same_options_as_the_command(tmp_path):

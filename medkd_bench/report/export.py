@@ -153,7 +153,7 @@ def export_rows(registry: Registry, records: list[CellRecord], explanations: lis
     rows = []
     for dataset in sorted({r.dataset for r in records}):
         spec = registry.datasets.get(dataset)
-        for page in pages_for(dataset, [r for r in records if r.dataset == dataset], runs):
+        for page in pages_for(dataset, [r for r in records if r.dataset == dataset], runs, spec):
             latest = sorted(latest_records(page.records).values(),
                             key=lambda r: (r.method != "teacher", r.method != "label-only", r.student, r.method,
                                            r.teacher, r.seed))

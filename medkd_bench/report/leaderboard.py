@@ -331,7 +331,8 @@ def render_all(registry: Registry, store: Store, out_dir: Path, resamples: int =
     datasets = sorted({r.dataset for r in records})
     written: list[Path] = []
     index_rows = []
-    pages = [page for d in datasets for page in pages_for(d, [r for r in records if r.dataset == d], runs)]
+    pages = [page for d in datasets
+             for page in pages_for(d, [r for r in records if r.dataset == d], runs, registry.datasets.get(d))]
     for page in pages:
         d, recs = page.dataset, page.records
         path = path_inside(out_dir, page.file)

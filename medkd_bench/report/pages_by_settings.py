@@ -10,6 +10,14 @@ on each of their pages. The dataset's main page, ``<dataset>.md``, holds the
 default settings (or, without a default run, the most recent run's); every
 other set gets ``<dataset>.<id>.md``, linked from the main page and the index.
 Cells stored before runs were recorded count as a default run's.
+
+A run records the settings it was *given*; the rest were that day's defaults.
+So a page's settings are the cells' own (:func:`as_the_cells_ran`): every
+dataset option and image size whose stored value differs from today's
+default is named. When a default changes (synthetic-histo's ``n_train`` in
+session 26), cells trained before and after the change, both "default" runs,
+land on pages of their own instead of one page pairing a student of one
+training split with a baseline of the other.
 """
 
 from __future__ import annotations
@@ -22,6 +30,7 @@ from typing import Any
 
 from medkd_bench.report.experiment import Entry, command_flags
 from medkd_bench.run.store import CellRecord
+from medkd_bench.specs import DatasetSpec
 
 #: The settings key of cells no recorded run planned (stores older than the runs table).
 DEFAULT_KEY = "{}"
@@ -72,6 +81,41 @@ def dataset_settings(settings: dict[str, Any], dataset: str) -> dict[str, Any]:
     return out
 
 
+def options_off_default(spec: DatasetSpec | None, cfg: dict[str, Any]) -> dict[str, Any]:
+    """The options a cell's dataset config holds that differ from its spec's defaults today (all without a spec)."""
+    defaults = dict(spec.options) if spec else {}
+    return {key: value for key, value in sorted(cfg.get("options", {}).items()) if defaults.get(key, object()) != value}
+
+
+def as_the_cells_ran(spec: DatasetSpec | None, settings: dict[str, Any], cfg: dict[str, Any]) -> dict[str, Any]:
+    """``settings`` with the dataset's options and image size as a cell's config holds them, not as the run was given them.
+
+    Every option whose stored value differs from today's default is named, and a given one equal to it is
+    not (the same cells either way); likewise the image size. ``cfg`` is the cell's ``config["dataset"]``;
+    a config without ``options`` (cells stored before they were recorded) leaves ``settings`` as given.
+    """
+    name = cfg.get("name")
+    if not name or "options" not in cfg:
+        return settings
+    out = dict(settings)
+    options = dict(settings.get("dataset_options", {}))
+    pinned = options_off_default(spec, cfg)
+    if pinned:
+        options[name] = pinned
+    else:
+        options.pop(name, None)
+    if options:
+        out["dataset_options"] = options
+    else:
+        out.pop("dataset_options", None)
+    if spec is not None and "img_size" in cfg:
+        if cfg["img_size"] != spec.img_size:
+            out["img_size"] = cfg["img_size"]
+        else:
+            out.pop("img_size", None)
+    return out
+
+
 def settings_entries(settings: dict[str, Any]) -> list[Entry]:
     """The ``run`` options that give these settings, as entries (:mod:`medkd_bench.report.experiment`)."""
     entries: list[Entry] = []
@@ -108,14 +152,19 @@ def settings_flags(settings: dict[str, Any]) -> list[str]:
     return command_flags(settings_entries(settings))
 
 
-def pages_for(dataset: str, records: list[CellRecord],
-              runs: dict[str, list[tuple[int, dict[str, Any]]]]) -> list[Page]:
-    """The pages of one dataset, the main one (settings of its most recent run) first."""
+def pages_for(dataset: str, records: list[CellRecord], runs: dict[str, list[tuple[int, dict[str, Any]]]],
+              spec: DatasetSpec | None = None) -> list[Page]:
+    """The pages of one dataset, the main one (settings of its most recent run) first.
+
+    ``spec``: the dataset's plugin, whose defaults the cells' own options are compared with
+    (:func:`as_the_cells_ran`); without it (a dataset no installed plugin provides) a page's settings
+    are the runs' as given.
+    """
     by_key: dict[str, tuple[dict[str, Any], list[CellRecord], int]] = {}
     for r in records:
         planned = runs.get(r.hash) or [(0, {})]
         for run_id, settings in planned:
-            own = dataset_settings(settings, dataset)
+            own = as_the_cells_ran(spec, dataset_settings(settings, dataset), r.config.get("dataset", {}))
             key = json.dumps(own, sort_keys=True)
             _, recs, latest = by_key.setdefault(key, (own, [], 0))
             if r not in recs:

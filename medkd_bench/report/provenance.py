@@ -16,11 +16,15 @@ from typing import Any
 from medkd_bench.evaluate.stats import RESAMPLES
 from medkd_bench.registry import Registry
 from medkd_bench.report.experiment import Entry, command_flags
-from medkd_bench.report.pages_by_settings import settings_entries
+from medkd_bench.report.pages_by_settings import (
+    as_the_cells_ran,
+    options_off_default,
+    settings_entries,
+)
 from medkd_bench.run.run_options import RunOptions
 from medkd_bench.run.store import CellRecord, ExplanationRecord
 from medkd_bench.runtime.device import PROVENANCE_PACKAGES
-from medkd_bench.specs import BASE_METHODS, DatasetSpec
+from medkd_bench.specs import BASE_METHODS
 
 #: The `run` defaults a recorded setting is compared with: one source, RunOptions (cli.py uses the same).
 DEFAULT_EXPLAIN_IMAGES = RunOptions.explain_images
@@ -78,18 +82,12 @@ def _seed_flags(seeds: Sequence[int]) -> list[list[str]]:
     return [command_flags(entries) for entries in _seed_entries(seeds)]
 
 
-def _options_off_default(spec: DatasetSpec | None, cfg: dict[str, Any]) -> dict[str, Any]:
-    """The options a dataset config holds that differ from its spec's defaults today (all of them without a spec)."""
-    defaults = dict(spec.options) if spec else {}
-    return {key: value for key, value in sorted(cfg.get("options", {}).items()) if defaults.get(key, object()) != value}
-
-
 def _dataset_entries(registry: Registry, cfg: dict[str, Any]) -> list[Entry]:
     spec = registry.datasets.get(cfg.get("name", ""))
     entries: list[Entry] = []
     if "img_size" in cfg and (spec is None or cfg["img_size"] != spec.img_size):
         entries.append(("img-size", cfg["img_size"]))
-    options = _options_off_default(spec, cfg)
+    options = options_off_default(spec, cfg)
     if options:
         entries.append(("dataset-options", {cfg["name"]: options}))
     if cfg.get("root"):
@@ -130,25 +128,6 @@ def _model_entries(registry: Registry, records: Sequence[CellRecord]) -> list[En
     return entries
 
 
-def _as_the_cells_ran(registry: Registry, settings: dict[str, Any], cfg: dict[str, Any]) -> dict[str, Any]:
-    """``settings`` with the dataset's options as its cells' configs hold them, not as the run was given them.
-
-    A run records the options it was given; the rest were the defaults of the day. When a default changes
-    (synthetic-histo's ``n_train`` in session 26) the given ones alone would name other cells, so every option
-    whose stored value differs from today's default is named, and a given one equal to it is not.
-    """
-    name = cfg.get("name")
-    if not name or "options" not in cfg:
-        return settings
-    options = dict(settings.get("dataset_options", {}))
-    pinned = _options_off_default(registry.datasets.get(name), cfg)
-    if pinned:
-        options[name] = pinned
-    else:
-        options.pop(name, None)
-    return {**settings, "dataset_options": options}
-
-
 def reproduce_entries(registry: Registry, dataset: str, records: Sequence[CellRecord],
                       explanations: Sequence[ExplanationRecord], resamples: int = RESAMPLES,
                       settings: dict[str, Any] | None = None) -> list[list[Entry]]:
@@ -176,7 +155,8 @@ def reproduce_entries(registry: Registry, dataset: str, records: Sequence[CellRe
         if any(r.metrics.get("deterministic") for r in done):
             base.append(("deterministic", True))
     else:
-        base += settings_entries(_as_the_cells_ran(registry, settings, done[0].config.get("dataset", {})))
+        base += settings_entries(as_the_cells_ran(registry.datasets.get(dataset), settings,
+                                                         done[0].config.get("dataset", {})))
         root = done[0].config.get("dataset", {}).get("root")
         if root:
             base.append(("data-root", root))
