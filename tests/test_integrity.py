@@ -338,6 +338,44 @@ def test_damaged_checkpoints_and_soft_targets_are_rebuilt_with_the_same_results(
     assert after["label-only"].finished_at == before["label-only"].finished_at  # untouched
 
 
+def test_a_teacher_trained_again_teaches_from_its_new_checkpoint(run_cli, quick_run):
+    """A teacher's checkpoint replaced by another training of it (on another kind of CPU the same cell gives
+    other weights): a student distilled afterwards learned from soft targets cached from the checkpoint it
+    replaced, while the feature-map methods loaded the new one. The cache follows the checkpoint's SHA-256,
+    and each distilled cell records which checkpoint taught it."""
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    from medkd_bench.files.digests import sha256_file
+
+    dirs = ["--work-dir", str(quick_run / "work"), "--leaderboard-dir", str(quick_run / "boards")]
+    work = quick_run / "work"
+    with _store(quick_run) as store:
+        teacher = next(c for c in store.cells() if c.method == "teacher")
+        first_kd = next(c.hash for c in store.cells() if c.method == "kd")
+    (old_cache,) = (work / "soft_targets").glob("*.pt")
+    old_logits = torch.load(old_cache, weights_only=True)
+    checkpoint = work / "checkpoints" / f"{teacher.hash}.safetensors"
+    state = load_file(str(checkpoint))
+    state["head.weight"] = -state["head.weight"]  # another training's weights: other logits
+    save_file(state, str(checkpoint))
+    digest = sha256_file(checkpoint)
+    db = sqlite3.connect(work / "runs.sqlite")  # as the store records a teacher trained again
+    db.execute("UPDATE cells SET artifacts = ? WHERE hash = ?",
+               (json.dumps({**teacher.artifacts, "checkpoint_sha256": digest}), teacher.hash))
+    db.commit()
+    db.close()
+    result = run_cli([*QUICK, "--alpha", "0.9", "--explainers", "grad-cam", *dirs])  # a new KD cell
+    assert result.exit_code == 0, result.err
+    with _store(quick_run) as store:
+        taught = [c.metrics.get("teacher_checkpoint_sha256") for c in store.cells()
+                  if c.method == "kd" and c.hash != first_kd]
+    assert taught == [digest]
+    new_cache = [p for p in (work / "soft_targets").glob("*.pt") if p != old_cache]
+    assert len(new_cache) == 1 and digest[:16] in new_cache[0].name
+    assert not torch.allclose(torch.load(new_cache[0], weights_only=True), old_logits)
+
+
 def test_damaged_saliency_maps_are_computed_again(tmp_path, capsys):
     host = SimpleNamespace(options=SimpleNamespace(work_dir=tmp_path))
     explanations = CellExplanations(host, None)  # only the cache's file handling is exercised here

@@ -236,17 +236,28 @@ class CellComputer:
         # The model's own memory format (channels-last for OFA-595 on CPU), as in training.
         return self.runtime_for(spec).prepare_model(model).eval()
 
+    def teacher_checkpoint_sha256(self, teacher_cell: Cell) -> str:
+        """The SHA-256 of the teacher checkpoint a distilled cell learns from (memoised per file state)."""
+        path = self.checkpoint_path(self.hash(teacher_cell))
+        if not path.is_file():
+            raise MedkdError(f"{teacher_cell.label()} has no finished checkpoint (run it first)")
+        return sha256_file(path)
+
     def soft_targets(self, teacher_cell: Cell) -> torch.Tensor:
         """The teacher's logits on the training images (``(2, N, C)``, plain and flipped), cached on disk.
 
-        A cached file whose SHA-256 is not the one recorded when it was written,
-        or that has the wrong shape or a non-finite value, is computed again with
-        a warning naming it (:func:`~medkd_bench.run.artifacts.read_soft_targets`).
+        The cache is named by the teacher's cell hash *and* its checkpoint's SHA-256: a teacher trained
+        again (its checkpoint lost or damaged) gives the same weights only on the same kind of CPU, and
+        its students must learn from the checkpoint they load, not from logits of the one it replaced.
+        A cached file whose SHA-256 is not the one recorded when it was written, or that has the wrong
+        shape or a non-finite value, is computed again with a warning naming it
+        (:func:`~medkd_bench.run.artifacts.read_soft_targets`).
         """
-        h = self.hash(teacher_cell)
-        if h not in self._soft_targets:
+        digest = self.teacher_checkpoint_sha256(teacher_cell)
+        key = f"{self.hash(teacher_cell)}-{digest[:16]}"
+        if key not in self._soft_targets:
             data = self.data(teacher_cell.dataset)
-            path = self.options.work_dir / "soft_targets" / f"{h}.pt"
+            path = self.options.work_dir / "soft_targets" / f"{key}.pt"
             expected = (2, len(data.splits["train"].labels), data.num_classes)
             cached = read_soft_targets(path, expected) if path.is_file() else None
             if cached is None:
@@ -254,8 +265,8 @@ class CellComputer:
                 with outputs_named(self.model_spec(teacher_cell)):  # checked per batch, so never cached wrong
                     cached = teacher_soft_targets(teacher, data, self.runtime_for(self.model_spec(teacher_cell)))
                 write_soft_targets(path, cached)
-            self._soft_targets[h] = cached
-        return self._soft_targets[h]
+            self._soft_targets[key] = cached
+        return self._soft_targets[key]
 
     def distillation(self, cell: Cell, student: nn.Module, spec: ModelSpec, settings: TrainSettings,
                      data: PreparedData, params: dict[str, Any] | None = None) -> Distillation:
@@ -377,6 +388,8 @@ class CellComputer:
             metrics["resumed_from_epoch"] = result.resumed_from_epoch
         if distill is not None:  # where the teacher's feature maps came from (both are exact; speed differs)
             metrics["teacher_outputs"] = distill.teacher.path
+            # Which training of the teacher it learned from: a teacher trained again may differ (another CPU).
+            metrics["teacher_checkpoint_sha256"] = self.teacher_checkpoint_sha256(teacher_cell_of(cell))
         metrics.update(self.cost_of(cell, model, timed=self.measure_timings))
         timings["score_s"] = time.perf_counter() - t1
         timings["total_s"] = time.perf_counter() - t0 + result.earlier_seconds  # with time before a resume
