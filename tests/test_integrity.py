@@ -336,6 +336,11 @@ def test_damaged_checkpoints_and_soft_targets_are_rebuilt_with_the_same_results(
         assert after[method].metrics["test_predictions"] == before[method].metrics["test_predictions"]
         assert after[method].finished_at > before[method].finished_at  # retrained, not trusted
     assert after["label-only"].finished_at == before["label-only"].finished_at  # untouched
+    with _store(quick_run) as store:  # a retrained cell is explained again, by every explainer of the run
+        explained = {(e.cell_hash, e.explainer): e.finished_at for e in store.explanations()}
+    for method in ("teacher", "kd"):
+        times = [t for (h, _), t in explained.items() if h == after[method].hash]
+        assert len(times) == 4 and min(times) > before[method].finished_at, method
 
 
 def test_a_teacher_trained_again_teaches_from_its_new_checkpoint(run_cli, quick_run):
@@ -355,6 +360,8 @@ def test_a_teacher_trained_again_teaches_from_its_new_checkpoint(run_cli, quick_
         first_kd = next(c.hash for c in store.cells() if c.method == "kd")
     (old_cache,) = (work / "soft_targets").glob("*.pt")
     old_logits = torch.load(old_cache, weights_only=True)
+    (old_maps_file,) = (work / "maps").glob(f"{teacher.hash}-*-grad-cam-2.npy")
+    old_maps = np.load(old_maps_file)
     checkpoint = work / "checkpoints" / f"{teacher.hash}.safetensors"
     state = load_file(str(checkpoint))
     state["head.weight"] = -state["head.weight"]  # another training's weights: other logits
@@ -374,6 +381,9 @@ def test_a_teacher_trained_again_teaches_from_its_new_checkpoint(run_cli, quick_
     new_cache = [p for p in (work / "soft_targets").glob("*.pt") if p != old_cache]
     assert len(new_cache) == 1 and digest[:16] in new_cache[0].name
     assert not torch.allclose(torch.load(new_cache[0], weights_only=True), old_logits)
+    # The new student is compared with the new teacher's maps, not with those cached from the old checkpoint.
+    (new_maps,) = (work / "maps").glob(f"{teacher.hash}-{digest[:16]}-grad-cam-2.npy")
+    assert not np.allclose(np.load(new_maps), old_maps)
 
 
 def test_damaged_saliency_maps_are_computed_again(tmp_path, capsys):
@@ -444,7 +454,7 @@ def test_bit_flipped_saliency_maps_are_computed_again(run_cli, quick_run):
     with _store(quick_run) as store:
         cells = {c.method: c for c in store.cells()}
         before = store.explanation(cells["kd"].hash, "grad-cam", 2, 0)
-    teacher_maps = work / "maps" / f"{cells['teacher'].hash}-grad-cam-2.npy"
+    (teacher_maps,) = (work / "maps").glob(f"{cells['teacher'].hash}-*-grad-cam-2.npy")  # hash, checkpoint digest
     good = np.load(teacher_maps)
     _flip(teacher_maps, -good.nbytes + 4 * int(np.argmax(good.reshape(-1) > 0.1)) + 3)
     assert np.load(teacher_maps).min() < 0  # np.load takes it silently

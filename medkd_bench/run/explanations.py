@@ -31,7 +31,7 @@ from medkd_bench.explain import agreement
 from medkd_bench.explain.faithfulness import road_faithfulness
 from medkd_bench.explain.maps import compute_maps, explanation_sample
 from medkd_bench.explain.panels import PanelColumn, panel_rows, render_panel, stored_predictions
-from medkd_bench.files.digests import verified, write_recorded
+from medkd_bench.files.digests import sha256_file, verified, write_recorded
 from medkd_bench.files.paths import path_inside
 from medkd_bench.messages import warn
 from medkd_bench.run.cells import Cell, baseline_cell_of, teacher_cell_of
@@ -89,6 +89,16 @@ class CellExplanations:
         write_recorded(path, save)
         return maps
 
+    def maps_key(self, cell_hash: str) -> str:
+        """What a cell's cached maps are named by: its hash and its checkpoint's SHA-256 (the hash alone without one).
+
+        A cell trained again after its checkpoint was lost gives the same weights only on the same kind of
+        CPU; maps of the checkpoint it replaced must not stand for the new one, nor a retrained teacher's
+        old maps for the teacher a student is compared with.
+        """
+        path = self.computer.checkpoint_path(cell_hash)
+        return f"{cell_hash}-{sha256_file(path)[:16]}" if path.is_file() else cell_hash
+
     def maps_for(self, cell: Cell, explainer: str, model: nn.Module | None = None) -> np.ndarray | None:
         """A finished cell's saliency maps on the explanation sample (cached on disk); None if it has none yet."""
         h = self.computer.hash(cell)
@@ -104,7 +114,7 @@ class CellExplanations:
             return compute_maps(spec, trained, self.computer.registry.get("explainer", explainer),
                                 self.computer.data(cell.dataset), indices, self.computer.runtime_for(spec))
 
-        return self._cached_maps(self.maps_path(h, explainer, len(indices)), len(indices), compute)
+        return self._cached_maps(self.maps_path(self.maps_key(h), explainer, len(indices)), len(indices), compute)
 
     def random_maps_for(self, cell: Cell, explainer: str) -> np.ndarray:
         """Maps of the same architecture with random weights (Adebayo et al., 2018), on the sanity subset."""

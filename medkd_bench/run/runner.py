@@ -228,7 +228,10 @@ class MatrixRunner:
         except MedkdError as exc:
             self.record_failed(cell, str(exc), {})
             return None
-        return CellJob(cell, index, total, h, True, self.missing_explanations(cell), self._rows(cell, own=False))
+        # A cell trained (again) is explained with every explainer of the run: rows kept from a checkpoint
+        # that was lost describe other weights unless the retraining reproduced them bit for bit.
+        return CellJob(cell, index, total, h, True, tuple(self.explanations.explainer_names()),
+                       self._rows(cell, own=False))
 
     def _rows(self, cell: Cell, own: bool) -> dict[str, CellRecord]:
         """The finished rows explaining ``cell`` reads: its teacher's, its baseline's (and its own, if ``own``)."""
