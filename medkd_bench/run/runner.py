@@ -200,12 +200,22 @@ class MatrixRunner:
 
     # ---- the driver's side of a cell: what executors call -----------------------------------------------------
     def missing_explanations(self, cell: Cell) -> tuple[str, ...]:
-        """The run's explainers without a finished explanation of ``cell`` in the store."""
+        """The run's explainers without a finished explanation of ``cell`` in the store, or with one of other weights.
+
+        A finished explanation records the checkpoints it was computed from (the cell's, and for a distilled
+        cell the teacher's its agreement compares with); when one of them was trained again since, with other
+        weights, the explanation is computed again. Rows stored before these digests were recorded are kept.
+        """
         h, n = self.computer.hash(cell), len(self.explanations.sample(cell))
+        current = {"checkpoint_sha256": self.explanations.checkpoint_digest(h)}
+        if cell.distilled:
+            current["teacher_checkpoint_sha256"] = self.explanations.checkpoint_digest(
+                self.computer.hash(teacher_cell_of(cell)))
         missing = []
         for explainer in self.explanations.explainer_names():
             rec = self.store.explanation(h, explainer, n, cell.seed)
-            if rec is None or rec.status != "done":
+            if rec is None or rec.status != "done" or any(
+                    rec.metrics.get(key) not in (None, digest) for key, digest in current.items() if digest):
                 missing.append(explainer)
         return tuple(missing)
 
