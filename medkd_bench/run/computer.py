@@ -236,12 +236,21 @@ class CellComputer:
         # The model's own memory format (channels-last for OFA-595 on CPU), as in training.
         return self.runtime_for(spec).prepare_model(model).eval()
 
+    def checkpoint_digest(self, cell_hash: str) -> str | None:
+        """The SHA-256 of a cell's checkpoint on disk (memoised per file state); None without one.
+
+        What derived files and rows are keyed by besides the cell hash: a cell trained again after its
+        checkpoint was lost gives the same weights only on the same kind of CPU.
+        """
+        path = self.checkpoint_path(cell_hash)
+        return sha256_file(path) if path.is_file() else None
+
     def teacher_checkpoint_sha256(self, teacher_cell: Cell) -> str:
-        """The SHA-256 of the teacher checkpoint a distilled cell learns from (memoised per file state)."""
-        path = self.checkpoint_path(self.hash(teacher_cell))
-        if not path.is_file():
+        """The SHA-256 of the teacher checkpoint a distilled cell learns from."""
+        digest = self.checkpoint_digest(self.hash(teacher_cell))
+        if digest is None:
             raise MedkdError(f"{teacher_cell.label()} has no finished checkpoint (run it first)")
-        return sha256_file(path)
+        return digest
 
     def soft_targets(self, teacher_cell: Cell) -> torch.Tensor:
         """The teacher's logits on the training images (``(2, N, C)``, plain and flipped), cached on disk.

@@ -31,7 +31,7 @@ from medkd_bench.explain import agreement
 from medkd_bench.explain.faithfulness import road_faithfulness
 from medkd_bench.explain.maps import compute_maps, explanation_sample
 from medkd_bench.explain.panels import PanelColumn, panel_rows, render_panel, stored_predictions
-from medkd_bench.files.digests import sha256_file, verified, write_recorded
+from medkd_bench.files.digests import verified, write_recorded
 from medkd_bench.files.paths import path_inside
 from medkd_bench.messages import warn
 from medkd_bench.run.cells import Cell, baseline_cell_of, teacher_cell_of
@@ -96,13 +96,8 @@ class CellExplanations:
         CPU; maps of the checkpoint it replaced must not stand for the new one, nor a retrained teacher's
         old maps for the teacher a student is compared with.
         """
-        digest = self.checkpoint_digest(cell_hash)
+        digest = self.computer.checkpoint_digest(cell_hash)
         return f"{cell_hash}-{digest[:16]}" if digest else cell_hash
-
-    def checkpoint_digest(self, cell_hash: str) -> str | None:
-        """The SHA-256 of a cell's checkpoint on disk (memoised per file state); None without one."""
-        path = self.computer.checkpoint_path(cell_hash)
-        return sha256_file(path) if path.is_file() else None
 
     def maps_for(self, cell: Cell, explainer: str, model: nn.Module | None = None) -> np.ndarray | None:
         """A finished cell's saliency maps on the explanation sample (cached on disk); None if it has none yet."""
@@ -191,7 +186,7 @@ class CellExplanations:
         assert maps is not None
         seed = cell.seed
         metrics: dict[str, Any] = {"n_images": len(indices)}
-        digest = self.checkpoint_digest(self.computer.hash(cell))
+        digest = self.computer.checkpoint_digest(self.computer.hash(cell))
         if digest:  # which weights these maps are of (a cell trained again may differ: see maps_key)
             metrics["checkpoint_sha256"] = digest
         mask_name = data.spec.localisation_mask
@@ -218,7 +213,7 @@ class CellExplanations:
             baseline_maps = self.maps_for(baseline_cell_of(cell), explainer)
             if teacher_maps is not None:
                 metrics["agreement"] = agreement.agreement(teacher_maps, maps, seed)
-                metrics["teacher_checkpoint_sha256"] = self.checkpoint_digest(self.computer.hash(teacher_cell_of(cell)))
+                metrics["teacher_checkpoint_sha256"] = self.computer.checkpoint_digest(self.computer.hash(teacher_cell_of(cell)))
                 if baseline_maps is not None:
                     metrics["label_only_agreement"] = agreement.agreement(teacher_maps, baseline_maps, seed)
             artifacts["panel"] = str(self.panel_for(cell, explainer, maps))

@@ -207,9 +207,9 @@ class MatrixRunner:
         weights, the explanation is computed again. Rows stored before these digests were recorded are kept.
         """
         h, n = self.computer.hash(cell), len(self.explanations.sample(cell))
-        current = {"checkpoint_sha256": self.explanations.checkpoint_digest(h)}
+        current = {"checkpoint_sha256": self.computer.checkpoint_digest(h)}
         if cell.distilled:
-            current["teacher_checkpoint_sha256"] = self.explanations.checkpoint_digest(
+            current["teacher_checkpoint_sha256"] = self.computer.checkpoint_digest(
                 self.computer.hash(teacher_cell_of(cell)))
         missing = []
         for explainer in self.explanations.explainer_names():
