@@ -237,20 +237,10 @@ class CellComputer:
         return self.runtime_for(spec).prepare_model(model).eval()
 
     def checkpoint_digest(self, cell_hash: str) -> str | None:
-        """The SHA-256 of a cell's checkpoint on disk (memoised per file state); None without one.
-
-        What derived files and rows are keyed by besides the cell hash: a cell trained again after its
-        checkpoint was lost gives the same weights only on the same kind of CPU.
-        """
+        """The SHA-256 of a cell's checkpoint (memoised per file state), None without one: what derived files
+        and rows are keyed by besides the hash (a retrained cell has the same weights only on the same CPU kind)."""
         path = self.checkpoint_path(cell_hash)
         return sha256_file(path) if path.is_file() else None
-
-    def teacher_checkpoint_sha256(self, teacher_cell: Cell) -> str:
-        """The SHA-256 of the teacher checkpoint a distilled cell learns from."""
-        digest = self.checkpoint_digest(self.hash(teacher_cell))
-        if digest is None:
-            raise MedkdError(f"{teacher_cell.label()} has no finished checkpoint (run it first)")
-        return digest
 
     def soft_targets(self, teacher_cell: Cell) -> torch.Tensor:
         """The teacher's logits on the training images (``(2, N, C)``, plain and flipped), cached on disk.
@@ -262,8 +252,8 @@ class CellComputer:
         shape or a non-finite value, is computed again with a warning naming it
         (:func:`~medkd_bench.run.artifacts.read_soft_targets`).
         """
-        digest = self.teacher_checkpoint_sha256(teacher_cell)
-        key = f"{self.hash(teacher_cell)}-{digest[:16]}"
+        h = self.hash(teacher_cell)
+        key = f"{h}-{(self.checkpoint_digest(h) or '')[:16]}"  # none: load_checkpoint below says so
         if key not in self._soft_targets:
             data = self.data(teacher_cell.dataset)
             path = self.options.work_dir / "soft_targets" / f"{key}.pt"
@@ -398,7 +388,7 @@ class CellComputer:
         if distill is not None:  # where the teacher's feature maps came from (both are exact; speed differs)
             metrics["teacher_outputs"] = distill.teacher.path
             # Which training of the teacher it learned from: a teacher trained again may differ (another CPU).
-            metrics["teacher_checkpoint_sha256"] = self.teacher_checkpoint_sha256(teacher_cell_of(cell))
+            metrics["teacher_checkpoint_sha256"] = self.checkpoint_digest(self.hash(teacher_cell_of(cell)))
         metrics.update(self.cost_of(cell, model, timed=self.measure_timings))
         timings["score_s"] = time.perf_counter() - t1
         timings["total_s"] = time.perf_counter() - t0 + result.earlier_seconds  # with time before a resume
