@@ -7,6 +7,7 @@ everything else kept, never in a silently wrong number.
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import sqlite3
@@ -392,6 +393,17 @@ def test_a_teacher_trained_again_teaches_from_its_new_checkpoint(run_cli, quick_
     with _store(quick_run) as store:
         assert store.explanation(teacher.hash, "grad-cam", 2, 0).metrics["checkpoint_sha256"] == digest
         assert store.explanation(first_kd, "grad-cam", 2, 0).metrics["teacher_checkpoint_sha256"] == digest
+    # The page says which rows learned from the checkpoint the teacher's row no longer has; results.csv per cell.
+    boards = quick_run / "boards"
+    assert run_cli(["leaderboard", "--work-dir", str(work), "--leaderboard-dir", str(boards)]).exit_code == 0
+    kd_rows = [line for page in boards.glob("synthetic-*.md") for line in page.read_text().splitlines()
+               if "| kd |" in line and "panels/" in line]  # the students table's, whose panel links name the cell
+    assert {first_kd in line for line in kd_rows} == {True, False}
+    assert all(("↻" in line) == (first_kd in line) for line in kd_rows)
+    assert "**Teachers trained again**: 1 distilled cell (kd from" in "".join(
+        p.read_text() for p in boards.glob("synthetic-*.md"))
+    rows = {r["config_hash"]: r for r in csv.DictReader((boards / "results.csv").open())}
+    assert [h for h, r in rows.items() if r["taught_by_earlier_teacher_checkpoint"] == "True"] == [first_kd]
 
 
 def test_damaged_saliency_maps_are_computed_again(tmp_path, capsys):

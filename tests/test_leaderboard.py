@@ -4,7 +4,7 @@ import re
 
 from medkd_bench.registry import load_registry
 from medkd_bench.report.leaderboard import render_all
-from medkd_bench.run.store import Store
+from medkd_bench.run.store import CellRecord, Store
 from tests.helpers import embedded_dataset_config
 
 
@@ -632,3 +632,21 @@ def test_a_damaged_stop_record_reads_unknown_and_falls_back_to_the_history():
         assert epochs_run(rec) == 3  # from the history, not the damaged field
         series = curve_series(("teacher", "visformer-s", ""), [rec])
         assert series is not None and series.stops[0].reason == UNRECORDED
+
+
+def test_a_student_is_flagged_when_its_teacher_was_trained_again_after_it():
+    """By the recorded checkpoint digest where the cell has one; cells stored before that record, by time."""
+    from medkd_bench.report.trust import taught_by_earlier_checkpoint
+
+    def cell(method: str, metrics: dict, artifacts: dict, started: float, finished: float) -> CellRecord:
+        return CellRecord(method, "synthetic-cxr", "vgg19", "ofa-595" if method != "teacher" else "", method, 0,
+                          "done", {"teacher": "teacher"}, metrics, {}, artifacts, None, started, finished)
+
+    teacher = cell("teacher", {}, {"checkpoint_sha256": "new"}, 0.0, 100.0)
+    assert taught_by_earlier_checkpoint(cell("kd", {"teacher_checkpoint_sha256": "old"}, {}, 200.0, 300.0), teacher)
+    assert not taught_by_earlier_checkpoint(cell("kd", {"teacher_checkpoint_sha256": "new"}, {}, 50.0, 300.0),
+                                            teacher)  # the digest decides where there is one
+    assert taught_by_earlier_checkpoint(cell("kd", {}, {}, 50.0, 60.0), teacher)  # started before the retraining
+    assert not taught_by_earlier_checkpoint(cell("kd", {}, {}, 150.0, 160.0), teacher)
+    assert taught_by_earlier_checkpoint(cell("label-only", {}, {}, 50.0, 60.0), teacher) is None
+    assert taught_by_earlier_checkpoint(cell("kd", {}, {}, 50.0, 60.0), None) is None

@@ -26,7 +26,7 @@ from medkd_bench.registry import Registry
 from medkd_bench.report.convergence import epochs_run
 from medkd_bench.report.pages_by_settings import latest_records, pages_for
 from medkd_bench.report.row_stats import RowStats
-from medkd_bench.report.trust import detectable_gain
+from medkd_bench.report.trust import detectable_gain, taught_by_earlier_checkpoint
 from medkd_bench.run.cells import Cell
 from medkd_bench.run.store import CellRecord, ExplanationRecord, Store
 from medkd_bench.specs import BASE_METHODS
@@ -39,7 +39,7 @@ def _with_ci(name: str) -> tuple[str, str, str]:
     return name, f"{name}_ci_low", f"{name}_ci_high"
 
 
-#: Every row's columns, in order (README, "Exports", documents each one).
+#: Every row's columns, in order (docs/results.md, "Export columns", documents each one).
 COLUMNS: tuple[str, ...] = (
     "dataset", "settings", "method", "teacher", "student", "model", "role", "seed", "status", "error",
     "config_hash", "n_test",
@@ -51,7 +51,7 @@ COLUMNS: tuple[str, ...] = (
     "latency_deployed_max_abs_logit_diff",
     "onnx_latency_ms", "onnx_latency_iqr_ms", "onnx_max_abs_logit_diff", "precision", "machine", "timed_on",
     "train_s", "warmup_s", "best_epoch", "val_accuracy", "stopped", "epochs_run", "detectable_gain",
-    "tuned", "tune_trials",
+    "taught_by_earlier_teacher_checkpoint", "tuned", "tune_trials",
 )
 
 #: Per explainer, the cell's mean figures (columns ``<explainer>.<figure>``), from its stored explanation.
@@ -158,11 +158,15 @@ def export_rows(registry: Registry, records: list[CellRecord], explanations: lis
                             key=lambda r: (r.method != "teacher", r.method != "label-only", r.student, r.method,
                                            r.teacher, r.seed))
             baselines = {(r.student, r.seed): [r] for r in latest if r.method == "label-only" and r.status == "done"}
+            teachers = {r.hash: r for r in latest if r.method == "teacher" and r.status == "done"}
             classes = list(spec.classes) if spec else list(next(iter(latest)).metrics.get("per_class_f1", {}))
             for r in latest:
                 row = cell_row(r, page.settings_text, classes, row_stats, baselines.get((r.student, r.seed)),
                                by_cell.get(r.hash, {}))
                 row.update(_tuning_fields(r, page.settings))
+                if r.status == "done":
+                    row["taught_by_earlier_teacher_checkpoint"] = taught_by_earlier_checkpoint(
+                        r, teachers.get(r.config.get("teacher", "")))
                 rows.append({c: row.get(c) for c in columns})
     return rows
 

@@ -42,9 +42,10 @@ from medkd_bench.report.provenance import checksums_text, reproduce_entries, ver
 from medkd_bench.report.recipes import recipes
 from medkd_bench.report.row_stats import RowStats, gain_text, mcnemar_text
 from medkd_bench.report.trust import (
-    UNCONVERGED,
-    UNDETECTABLE,
+    NO_FLAGS,
+    RowFlags,
     Trust,
+    legends,
     teacher_design_text,
     training_images_text,
 )
@@ -85,14 +86,13 @@ class _Row:
         return self.records[0]
 
     def fields(self, gain: dict[str, Any] | None = None, panel: str = "-", weak: bool = False,
-               flags: tuple[bool, bool, bool] = (False, False, False)) -> dict[str, Any]:
-        """The row's table cells; ``flags``: student, teacher not converged; gain below detectable (:mod:`.trust`)."""
+               flags: RowFlags = NO_FLAGS) -> dict[str, Any]:
+        """The row's table cells, with the symbols of its ``flags`` (:mod:`.trust`)."""
         m = self.rec.metrics
-        student_flag, teacher_flag = (f" {UNCONVERGED}" if f else "" for f in flags[:2])
         train_s = [r.timings["train_s"] for r in self.records if "train_s" in r.timings]
         return {
-            "teacher": self.rec.teacher + (" ‡" if weak else "") + teacher_flag,
-            "student": self.rec.student + student_flag,
+            "teacher": self.rec.teacher + (" ‡" if weak else "") + flags.teacher_mark,
+            "student": self.rec.student + flags.student_mark,
             "method": self.rec.method,
             "acc": stats.format_ci(self.scores["accuracy"]),
             "f1": stats.format_ci(self.scores["macro_f1"]),
@@ -105,7 +105,7 @@ class _Row:
             "throughput": num(m.get("throughput"), ".0f"),
             "best_epoch": " / ".join(str(r.metrics.get("best_epoch", "-")) for r in self.records),
             "train_s": num(sum(train_s) / len(train_s) if train_s else None, ".0f"),
-            "gain": gain_text(gain) + (UNDETECTABLE if flags[2] else ""),
+            "gain": gain_text(gain) + flags.gain_mark,
             "p": mcnemar_text(gain),
             "panel": panel,
         }
@@ -194,15 +194,16 @@ def render_dataset(registry: Registry, dataset: str, records: list[CellRecord],
                           key=lambda k: (k[2], k[0] != "label-only", -board.accuracy(k)))
     weak = board.weak_teachers()
     trust = Trust(groups, board.gains, row_stats)
-    for key in student_keys:
+    student_flags = [trust.flags(key) for key in student_keys]
+    for key, flags in zip(student_keys, student_flags, strict=True):
         links = [link for r in groups[key][:1] for link in panel_links.get(r.hash, [])]  # the lowest seed's
-        flags = (not trust.model_converged(key), not trust.teacher_converged(key), trust.below_detectable(key))
         students.append(_Row(groups[key], board.scores[key]).fields(gain=board.gains.get(key),
                                                                     panel=" ".join(links) or "-",
                                                                     weak=weak.get((key[1], key[2]), False),
                                                                     flags=flags))
-    teachers = [_Row(groups[k], board.scores[k]).fields(flags=(False, not trust.model_converged(k), False))
-                for k in teacher_keys]
+    teacher_flags = [RowFlags(teacher_unconverged=not trust.model_converged(k)) for k in teacher_keys]
+    teachers = [_Row(groups[k], board.scores[k]).fields(flags=f)
+                for k, f in zip(teacher_keys, teacher_flags, strict=True)]
     classes = list(spec.classes) if spec else []
     # What each student is (its budget, for searched students): the table's rows are names only.
     student_notes = [{"name": n, "description": getattr(registry.students.get(n), "description", "")
@@ -244,10 +245,7 @@ def render_dataset(registry: Registry, dataset: str, records: list[CellRecord],
         teachers=teachers,
         students=students,
         trust=trust.section(n_test),
-        # Legends name only the flags a table shows.
-        unconverged_teachers=any(r["teacher"].endswith(UNCONVERGED) for r in teachers),
-        unconverged_students=any(UNCONVERGED in r["student"] + r["teacher"] for r in students),
-        undetectable=any(r["gain"].endswith(UNDETECTABLE) for r in students),
+        **legends(teacher_flags, student_flags),
         # On a page with several seeds, distilled rows with only one pair of seeds get the images-only CI.
         one_seed_gains=len(seeds) > 1 and any((g := board.gains.get(k)) and g.get("ci")
                                                and g.get("ci_basis") != stats.SEEDS_AND_IMAGES for k in groups),

@@ -12,7 +12,10 @@ the tables that fall short:
   teacher column, the teacher it learned from) did not stop on a validation
   plateau (:mod:`medkd_bench.report.convergence`);
 * :data:`UNDETECTABLE` after a gain: smaller than the row's minimum
-  detectable gain (:func:`detectable_gain`).
+  detectable gain (:func:`detectable_gain`);
+* :data:`RETRAINED_TEACHER` beside a distilled row's teacher: a cell of the
+  row learned from an earlier checkpoint of the teacher whose row the page
+  shows (:func:`taught_by_earlier_checkpoint`).
 
 The teacher's margin over the label-only student is computed exactly like a
 KD gain (:meth:`RowStats.margin <medkd_bench.report.row_stats.RowStats.margin>`).
@@ -41,6 +44,28 @@ Key = tuple[str, str, str]  # (method, teacher, student): one leaderboard row, a
 UNCONVERGED = "§"
 #: After a gain: smaller than the gain the row's paired test detects with 80% power.
 UNDETECTABLE = "≈"
+#: Beside a distilled row's teacher: the teacher was trained again after a cell of the row learned from it.
+RETRAINED_TEACHER = "↻"
+
+
+def taught_by_earlier_checkpoint(cell: CellRecord, teacher: CellRecord | None) -> bool | None:
+    """Whether a distilled cell learned from another checkpoint than its teacher's stored row now has.
+
+    A teacher cell is trained again when its checkpoint is lost or damaged,
+    and on another machine (this project's alternate between Intel and AMD)
+    the same cell gives other weights: its row then shows the new
+    checkpoint's results while students distilled before keep the old one's
+    teaching. A cell that recorded its teacher's checkpoint digest
+    (``teacher_checkpoint_sha256``) is compared by digest; one stored before
+    that record by time: its teacher finished training after it started.
+    ``None`` for cells with no teacher on the page.
+    """
+    if teacher is None or cell.method in BASE_METHODS:
+        return None
+    taught, current = cell.metrics.get("teacher_checkpoint_sha256"), teacher.artifacts.get("checkpoint_sha256")
+    if taught and current:
+        return taught != current
+    return bool(cell.started_at and teacher.finished_at and teacher.finished_at > cell.started_at)
 
 
 def detectable_gain(gain: Mapping[str, Any] | None) -> float | None:
@@ -80,6 +105,41 @@ def _pp(x: float) -> str:
     return f"{100 * x:.1f} pp"
 
 
+@dataclass(frozen=True)
+class RowFlags:
+    """What a table row is flagged for (each flag's symbol is above)."""
+
+    student_unconverged: bool = False
+    #: In a distilled row, the teacher it learned from; in a teacher row, the teacher itself.
+    teacher_unconverged: bool = False
+    undetectable: bool = False
+    teacher_retrained: bool = False
+
+    @property
+    def student_mark(self) -> str:
+        return f" {UNCONVERGED}" if self.student_unconverged else ""
+
+    @property
+    def teacher_mark(self) -> str:
+        return ((f" {UNCONVERGED}" if self.teacher_unconverged else "")
+                + (f" {RETRAINED_TEACHER}" if self.teacher_retrained else ""))
+
+    @property
+    def gain_mark(self) -> str:
+        return UNDETECTABLE if self.undetectable else ""
+
+
+NO_FLAGS = RowFlags()
+
+
+def legends(teacher_rows: Sequence[RowFlags], student_rows: Sequence[RowFlags]) -> dict[str, bool]:
+    """Which flags' legends a page prints: only those its tables show."""
+    return {"unconverged_teachers": any(f.teacher_unconverged for f in teacher_rows),
+            "unconverged_students": any(f.student_unconverged or f.teacher_unconverged for f in student_rows),
+            "undetectable": any(f.undetectable for f in student_rows),
+            "retrained_teachers": any(f.teacher_retrained for f in student_rows)}
+
+
 @dataclass
 class Trust:
     """The trust section and flags of one page, from its rows (``groups``) and their KD gains."""
@@ -103,6 +163,12 @@ class Trust:
                 found[t.hash] = t
         return list(found.values())
 
+    def earlier_teacher_cells(self, key: Key) -> list[CellRecord]:
+        """The row's cells that learned from an earlier checkpoint of the teacher the page shows."""
+        teachers = {t.hash: t for t in self.groups.get(("teacher", key[1], ""), [])}
+        return [r for r in self.groups.get(key, [])
+                if taught_by_earlier_checkpoint(r, teachers.get(r.config.get("teacher", "")))]
+
     def model_converged(self, key: Key) -> bool:
         return converged(self.groups.get(key, []))
 
@@ -112,6 +178,11 @@ class Trust:
 
     def below_detectable(self, key: Key) -> bool:
         return below_detectable(self.gains.get(key))
+
+    def flags(self, key: Key) -> RowFlags:
+        """A student table row's flags."""
+        return RowFlags(not self.model_converged(key), not self.teacher_converged(key), self.below_detectable(key),
+                        bool(self.earlier_teacher_cells(key)))
 
     def section(self, n_test: int) -> dict[str, Any]:
         """What the page's "Can these comparisons be trusted?" section says (``trust.md.j2``)."""
@@ -134,6 +205,7 @@ class Trust:
                           f"{stop_counts(cells)}; rows flagged in the students table (not converged, or gain below "
                           f"detectable): {len(flagged)} of {len(distilled)}{_undistilled(teacher_keys, distilled)}"
                           if cells else None),
+            "retrained": _retrained_text({k: self.earlier_teacher_cells(k) for k in distilled}),
             "detectable": self._detectable_text(distilled, n_test),
             "seeds": self._seeds_text(distilled, n_test),
         }
@@ -200,6 +272,20 @@ class Trust:
             text += (f" The smallest gain each row's interval detects with 80% power (alpha 0.05, from the row's own "
                      f"seed spread and test set) runs {spread}; {UNDETECTABLE} marks gains below their row's figure.")
         return text
+
+
+def _retrained_text(earlier: Mapping[Key, list[CellRecord]]) -> str | None:
+    """What the section says of distilled cells whose teacher was trained again after they learned from it."""
+    cells = [r for rs in earlier.values() for r in rs]
+    if not cells:
+        return None
+    rows = sorted({f"{k[0]} from {k[1]}" for k, rs in earlier.items() if rs})
+    return (f"{count(len(cells), 'distilled cell')} ({', '.join(rows)}) learned from an earlier checkpoint of "
+            f"{'its teacher' if len(cells) == 1 else 'their teacher'} than the one the teachers table shows: the "
+            "teacher was trained again afterwards (its checkpoint was lost or damaged, and training the same cell "
+            "on another machine gives other weights). Their accuracy and gain over label-only stand as measured; "
+            "the teacher's row, its margin above and the teacher-student agreement of their explanations are the "
+            f"retrained checkpoint's. {RETRAINED_TEACHER} marks their rows")
 
 
 def seed_spread_text(records: Sequence[CellRecord]) -> str | None:
