@@ -41,3 +41,32 @@ def test_full_matrix_over_every_builtin(run_cli, dirs, quick_run, tmp_path):
     board = (tmp_path / "boards" / "synthetic-cxr.md").read_text()
     for explainer in ("score-cam", "grad-cam", "grad-cam-plus-plus", "eigen-cam"):
         assert f"## Explanations: {explainer}" in board
+
+
+def test_vgg19s_head_runs_as_matrix_products_computing_timms_convolutions():
+    """Revision 3 of the VGG19 teacher runs its head's one-position convolutions as ``F.linear``
+    (7x faster on one CPU thread; ``benchmarks/bench_vgg_head.py``): the same function, parameters
+    and state-dict names as timm's, and a map larger than the kernel still convolves."""
+    import copy
+
+    import torch
+
+    from medkd_bench_plugins.teachers.vgg19 import WholeInputConv2d, build_vgg19
+
+    torch.manual_seed(0)
+    model = build_vgg19(3, 32)
+    timm_head = copy.deepcopy(model)
+    for conv in (timm_head.pre_logits.fc1, timm_head.pre_logits.fc2):
+        assert type(conv) is WholeInputConv2d
+        conv.__class__ = torch.nn.Conv2d
+    assert list(model.state_dict()) == list(timm_head.state_dict())
+    x = torch.randn(4, 3, 32, 32)
+    ours, theirs = model(x), timm_head(x)
+    torch.testing.assert_close(ours, theirs, rtol=1e-4, atol=1e-5)
+    ours.square().sum().backward()
+    theirs.square().sum().backward()
+    for (name, a), b in zip(model.named_parameters(), timm_head.parameters(), strict=True):
+        assert (a.grad - b.grad).abs().max() <= 1e-4 * b.grad.abs().max(), name  # float32 rounding
+    conv = model.pre_logits.fc1
+    big = torch.randn(2, 512, 9, 8)  # a 224 px-and-up map: three by two output positions
+    torch.testing.assert_close(conv(big), torch.nn.functional.conv2d(big, conv.weight, conv.bias))

@@ -1,5 +1,7 @@
 """VGG19 teacher (Simonyan & Zisserman, 2015), timm ``vgg19`` without batch norm."""
 
+import torch
+import torch.nn.functional as F
 from torch import nn
 
 from medkd_bench import (
@@ -12,6 +14,41 @@ from medkd_bench import (
 )
 
 _timm_vgg19 = timm_builder("vgg19")
+_timm_vgg19_pretrained = timm_pretrained_builder("vgg19")
+
+
+class WholeInputConv2d(nn.Conv2d):
+    """A convolution that, on an input exactly its kernel's size, runs as the matrix product it then is.
+
+    timm's VGG head (``pre_logits``) is a 7x7 convolution over the 7x7 map it
+    pools the features to (inputs under 224 px), then a 1x1 one: each yields one
+    output position, so each is a fully connected layer. oneDNN runs the 7x7
+    shape as a direct convolution, about 7x slower on one CPU thread than the
+    same product as a matrix multiply, which made the head about a third of
+    VGG19's training step at 64 px (``benchmarks/bench_vgg_head.py``). The
+    weights, their names in the state dict and the function are unchanged
+    (logits agree to float32 rounding); larger maps (224 px and up) still convolve.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if tuple(x.shape[-2:]) != self.kernel_size:
+            return super().forward(x)
+        return F.linear(x.flatten(1), self.weight.flatten(1), self.bias)[..., None, None]
+
+
+def head_as_matmul(model: nn.Module) -> nn.Module:
+    """``model`` (a timm VGG) with its head's convolutions as :class:`WholeInputConv2d`, in place."""
+    for conv in (model.pre_logits.fc1, model.pre_logits.fc2):
+        plain = (conv.padding == (0, 0) and conv.stride == (1, 1) and conv.dilation == (1, 1) and conv.groups == 1)
+        if type(conv) is not nn.Conv2d or not plain:
+            raise TypeError(f"VGG head layer {conv!r} is not a plain convolution: timm's VGG changed")
+        conv.__class__ = WholeInputConv2d  # keeps the parameters, their names and every setting
+    return model
+
+
+def build_vgg19_pretrained(num_classes: int, img_size: int) -> nn.Module:
+    """timm's ImageNet vgg19, its head run as :func:`head_as_matmul` does."""
+    return head_as_matmul(_timm_vgg19_pretrained(num_classes, img_size))
 
 
 def build_vgg19(num_classes: int, img_size: int) -> nn.Module:
@@ -22,7 +59,8 @@ def build_vgg19(num_classes: int, img_size: int) -> nn.Module:
     4096-wide head): at 64 px the logits of a fresh model barely depend on the
     input, and from that plateau VGG19 (no batch norm) either stays at chance
     for epochs or not, depending on the seed. Fan-in mode keeps the forward
-    variance (He et al., ICCV 2015), so training starts at once.
+    variance (He et al., ICCV 2015), so training starts at once. The head runs
+    as :func:`head_as_matmul` makes it.
     """
     model = _timm_vgg19(num_classes, img_size)
     for module in model.modules():
@@ -30,7 +68,7 @@ def build_vgg19(num_classes: int, img_size: int) -> nn.Module:
             nn.init.kaiming_normal_(module.weight, mode="fan_in", nonlinearity="relu")
             if module.bias is not None:
                 nn.init.zeros_(module.bias)
-    return model
+    return head_as_matmul(model)
 
 
 @hookimpl
@@ -39,7 +77,7 @@ def register_teachers(register):
         TeacherSpec(
             name="vgg19",
             build=build_vgg19,
-            build_pretrained=timm_pretrained_builder("vgg19"),
+            build_pretrained=build_vgg19_pretrained,
             # The last ReLU before the final max-pool: the finest map of the
             # deepest features (at 64 px, 4x4 instead of 2x2 after pooling).
             target_layers=last_module("features.35"),
@@ -51,6 +89,7 @@ def register_teachers(register):
             cpu_bf16=True,
             cpu_channels_last=True,
             train=TrainSettings(epochs=80, lr=5e-5, weight_decay=0.01, warmup_epochs=1.0),  # cap: stops on a plateau
-            revision="2",
+            # 3: the head as matrix products (WholeInputConv2d): the same function, rounded differently.
+            revision="3",
         )
     )
