@@ -42,6 +42,22 @@ def test_runtime_choices():
     assert resolve_runtime("cpu", "bf16").precision == "bf16"
 
 
+def test_the_recorded_machine_names_the_cpu_and_the_kernels_instruction_set():
+    """Intel with AMX and AMD without give the same cell other weights: both were "x86_64 CPU" before."""
+    import platform
+    from pathlib import Path
+
+    from medkd_bench.runtime.device import machine_description
+
+    text = machine_description(resolve_runtime("cpu", "off"))
+    assert torch.backends.cpu.get_cpu_capability() in text and ("AMX" in text) == cpu_has_native_bf16()
+    cpuinfo = Path("/proc/cpuinfo")
+    lines = cpuinfo.read_text().splitlines() if cpuinfo.is_file() else []
+    model = next((line.split(":", 1)[1] for line in lines if line.startswith("model name")), None)
+    if model is not None:  # Linux on x86: the name every figure of this project's machines should carry
+        assert f"{platform.machine()} CPU ({' '.join(model.split())}; " in text, text
+
+
 def test_cpu_auto_follows_each_specs_fast_path():
     def spec(**hints):
         return StudentSpec("m", build=lambda c, s: nn.Identity(), target_layers=lambda m: [m], **hints)

@@ -54,7 +54,7 @@ def test_ray_quick_matrix_matches_the_local_executor(run_cli, dirs, tmp_path, qu
     for key, other in remote.items():
         assert other.status == "done" and other.timings["attempts"] == 1, key
         assert (tmp_path / "work" / other.artifacts["checkpoint"]).is_file()
-    assert f"CPU, {threads} thread" in remote[("teacher", "visformer-s", "")].metrics["machine"]  # ran as such a task
+    assert f"), {threads} thread" in remote[("teacher", "visformer-s", "")].metrics["machine"]  # ran as such a task
     rerun = run_cli([*QUICK, *dirs, *ray_args])
     assert "0 trained, 3 already done, 0 failed; explanations: 0 computed" in rerun.out
 

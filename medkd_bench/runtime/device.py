@@ -280,8 +280,26 @@ def machine_description(runtime: Runtime | None = None) -> str:
         where = torch.cuda.get_device_name(runtime.device)
     else:
         threads = torch.get_num_threads()
-        where = f"{platform.machine()} CPU, {threads} thread{'s' if threads != 1 else ''}"
+        where = f"{platform.machine()} CPU ({cpu_model()}), {threads} thread{'s' if threads != 1 else ''}"
     return f"{where}, {runtime.describe() if runtime else 'cpu'}, torch {torch.__version__}"
+
+
+def cpu_model() -> str:
+    """The CPU's model name and the instruction sets PyTorch's kernels use on it, e.g. ``AMD EPYC; AVX2``.
+
+    The same cell trained on two kinds of CPU gives other weights (other
+    kernels, other rounding), and this project's machines alternate between
+    Intel with AMX and AMD without: a stored figure must say which it came from.
+    """
+    name = ""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as fh:
+            name = next((line.split(":", 1)[1] for line in fh if line.startswith("model name")), "")
+    except OSError:
+        pass
+    name = " ".join((name or platform.processor() or "unknown model").split())
+    isa = torch.backends.cpu.get_cpu_capability()
+    return f"{name}; {isa}{', AMX' if cpu_has_native_bf16() else ''}"
 
 
 #: Packages whose versions can change a score; quoted in every leaderboard.
