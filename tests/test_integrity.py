@@ -770,3 +770,17 @@ def test_leaderboard_names_pages_whose_rows_it_cannot_see(run_cli, quick_run):
     index = (boards / "README.md").read_text()
     assert "[lc25000.md](lc25000.md)" in index and "notes.md" not in index
     assert (boards / "lc25000.md").is_file() and (boards / "notes.md").is_file()
+
+
+def test_dry_run_says_which_finished_cells_train_again_for_a_lost_checkpoint(run_cli, quick_run):
+    """A store whose checkpoints were lost (another machine's work dir, a deleted folder) looked finished to
+    ``--dry-run``, and the run then trained every cell again: 35 reference cells, hours of work."""
+    dirs = ["--work-dir", str(quick_run / "work"), "--leaderboard-dir", str(quick_run / "boards")]
+    with _store(quick_run) as store:
+        teacher = next(c for c in store.cells() if c.method == "teacher")
+    (quick_run / "work" / "checkpoints" / f"{teacher.hash}.safetensors").unlink()
+    plan = run_cli([*QUICK, *dirs, "--dry-run"])
+    assert plan.exit_code == 0, plan.err
+    rows = [line for line in plan.out.splitlines() if "│" in line and "─" not in line]
+    assert [line for line in rows if "checkpoint missing" in line] == [line for line in rows if teacher.hash in line]
+    assert "1 of 3 cells would train, 1 of them finished cells whose checkpoint is missing or damaged" in plan.out

@@ -203,10 +203,17 @@ def run(matrix, teachers, students, datasets, methods, method_options, teacher_c
 
 def _print_plan(planned: list, matrix: str, tune: int, seed: int) -> None:
     """``--dry-run``: every planned cell, its hash and its status in the store."""
+    from medkd_bench.run.session import RETRAINS
+
     table = Table("cell", "hash", "status", title=f"{len(planned)} cells ({matrix})")
     for cell, h, status in planned:
         table.add_row(cell.label(), h, status)
     console.print(table)
+    to_train = [status for _, _, status in planned if status != "done"]
+    again = sum(status.startswith(RETRAINS) for status in to_train)
+    console.print(f"{len(to_train)} of {len(planned)} cells would train"
+                  + (f", {again} of them finished cells whose checkpoint is missing or damaged (trained again)"
+                     if again else ""), highlight=False)
     if tune:
         from medkd_bench.tune.session import arms_of
 

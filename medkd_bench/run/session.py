@@ -21,6 +21,7 @@ from pathlib import Path
 from medkd_bench import __version__
 from medkd_bench.evaluate.stats import RESAMPLES
 from medkd_bench.registry import Registry
+from medkd_bench.run.artifacts import checkpoint_problem
 from medkd_bench.run.cells import Cell
 from medkd_bench.run.computer import CellComputer
 from medkd_bench.run.estimate import MatrixEta, measured_seconds
@@ -34,6 +35,9 @@ from medkd_bench.run.run_options import RunOptions
 from medkd_bench.run.runner import Executor, MatrixRunner
 from medkd_bench.run.store import Store
 from medkd_bench.runtime.device import resolve_runtime
+
+#: ``--dry-run``'s status of a done cell the run trains again: ``checkpoint missing``, ``checkpoint damaged``.
+RETRAINS = "checkpoint"
 
 
 @dataclass
@@ -95,14 +99,24 @@ class RunSession:
         return self.request.options.work_dir / "runs.sqlite"
 
     def planned(self) -> list[tuple[Cell, str, str]]:
-        """``--dry-run``: each planned cell, its hash and its status in the store (read only; "new" if none)."""
+        """``--dry-run``: each planned cell, its hash and its status in the store (read only; "new" if none).
+
+        A done cell whose checkpoint is missing or damaged is trained again by
+        the run (:class:`~medkd_bench.run.finished.FinishedCells`), so the plan
+        says so: a store whose checkpoints were lost would otherwise look finished
+        to ``--dry-run`` and then train every cell again.
+        """
         store = Store(self.store_path, readonly=True) if self.store_path.exists() else None
         try:
             rows = []
             for cell in self.request.cells:
                 h = self.computer.hash(cell)
                 rec = store.get(h) if store is not None else None
-                rows.append((cell, h, rec.status if rec else "new"))
+                status = rec.status if rec else "new"
+                if rec is not None and rec.status == "done":
+                    problem = checkpoint_problem(self.computer.checkpoint_path(h), rec.artifacts)
+                    status = f"{RETRAINS} {problem.split(' ', 1)[0]}" if problem else status
+                rows.append((cell, h, status))
             return rows
         finally:
             if store is not None:
