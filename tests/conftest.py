@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
+from filelock import FileLock
 
 from tests.helpers import QUICK, CliResult, run_main
 
@@ -91,9 +92,26 @@ def dirs(tmp_path: Path) -> list[str]:
 
 
 @pytest.fixture(scope="session")
-def quick_run_template(tmp_path_factory) -> Path:
-    """One finished quick matrix (teacher, baseline, KD) with every explainer, trained once per test session."""
-    root = tmp_path_factory.mktemp("quick")
+def quick_run_template(tmp_path_factory, worker_id: str) -> Path:
+    """One finished quick matrix (teacher, baseline, KD) with every explainer, trained once per test session.
+
+    Once for all pytest-xdist workers, not once in each (it was the suite's largest repeated setup, about
+    25 s): the first worker to need it trains it under a file lock in the folder the workers share, the
+    others wait for it or find it done (pytest-xdist's documented recipe). Tests read it, or copy it
+    (:func:`quick_run`); none writes to it.
+    """
+    if worker_id == "master":  # no xdist: this process alone
+        return _train_quick_matrix(tmp_path_factory.mktemp("quick"))
+    shared = tmp_path_factory.getbasetemp().parent / "quick-matrix"
+    with FileLock(f"{shared}.lock"):
+        if not (shared / "trained").is_file():
+            shutil.rmtree(shared, ignore_errors=True)  # a worker that failed half-way left a partial one
+            _train_quick_matrix(shared)
+            (shared / "trained").touch()
+    return shared
+
+
+def _train_quick_matrix(root: Path) -> Path:
     code = run_main([*QUICK, "--explainers", "all", "--work-dir", str(root / "work"),
                      "--leaderboard-dir", str(root / "boards")])
     assert code == 0
