@@ -225,6 +225,8 @@ class Trust:
 
     def _detectable_text(self, distilled: list[Key], n_test: int) -> str:
         gains = [g for k in distilled if (g := self.gains.get(k)) and _discordance(g) is not None]
+        if not distilled:
+            return "No distilled rows yet: there is no gain to test."
         if not gains:
             return ("No distilled row has per-image test predictions paired with its label-only student, so the "
                     "smallest detectable gain cannot be computed.")
