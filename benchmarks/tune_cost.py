@@ -1,11 +1,17 @@
-"""What ``run --tune N`` cost, from a run store: each arm's trial seconds against its final cell's.
+"""What ``run --tune N`` cost, from a run store: each arm's trials against its final cell, in CPU seconds.
 
 Issue 29's target: ``--tune 8`` at most about 3x the untuned student cells. An
 arm's final cell at the tuning seed is the chosen trial's point trained on the
-full schedule, so its training time stands for the untuned cell's (the same
-model, data and schedule; only loss weights and the learning rate differ).
-Reads the store only (``--store .medkd/runs.sqlite``); run it after a tuned run
-on a quiet machine, since trial and cell times taken beside other work are slow.
+full schedule, so its cost stands for the untuned cell's (the same model, data
+and schedule; only loss weights and the learning rate differ).
+
+The ratio is in CPU seconds (core-seconds: every thread of the process that
+trained), not wall seconds: trials run one after another in the run's own
+process on all its threads, while cells run in worker processes on one thread
+each, so their wall times do not compare; and a run paused for other work
+(``SIGSTOP``) or sharing the machine inflates wall time, not CPU time. Stores
+from before CPU time was recorded fall back to wall seconds, and say so.
+Reads the store only (``--store .medkd/runs.sqlite``).
 
     python benchmarks/tune_cost.py --store .medkd/runs.sqlite
 """
@@ -30,21 +36,29 @@ def main() -> None:
     for t in trials:
         studies[t.study].append(t)
     total_trials = total_cells = 0.0
-    print(f"{'arm':58} {'trials':>6} {'pruned':>6} {'trial s':>8} {'cell s':>7} {'ratio':>6}")
+    units = set()
+    print(f"{'arm':52} {'trials':>6} {'pruned':>6} {'wall s':>8} {'CPU s':>8} {'cell CPU s':>10} {'ratio':>6}")
     for _study, ts in sorted(studies.items(), key=lambda kv: kv[1][0].arm):
-        seconds = sum(t.record.get("seconds", 0.0) for t in ts)
+        wall = sum(t.record.get("seconds", 0.0) for t in ts)
+        cpu = sum(t.record["cpu_seconds"] for t in ts) if all("cpu_seconds" in t.record for t in ts) else None
         final = next((cells[t.record["final_hash"]] for t in ts if t.record.get("final_hash") in cells), None)
-        cell_s = final.timings.get("total_s") if final else None
-        ratio = f"{seconds / cell_s:6.2f}" if cell_s else "     -"
-        print(f"{ts[0].arm:58} {len(ts):6d} {sum(t.state == 'pruned' for t in ts):6d} {seconds:8.1f} "
-              f"{cell_s or 0:7.1f} {ratio}")
-        if cell_s:
-            total_trials += seconds
-            total_cells += cell_s
+        cell_cpu = final.timings.get("total_cpu_s") if final else None
+        if cpu is not None and cell_cpu:
+            spent, cell_cost, unit = cpu, cell_cpu, "CPU"
+        else:  # recorded before CPU time was
+            spent, cell_cost, unit = wall, final.timings.get("total_s") if final else None, "wall"
+        ratio = f"{spent / cell_cost:6.2f}" if cell_cost else "     -"
+        print(f"{ts[0].arm:52} {len(ts):6d} {sum(t.state == 'pruned' for t in ts):6d} {wall:8.1f} "
+              f"{cpu if cpu is not None else float('nan'):8.1f} {cell_cpu or float('nan'):10.1f} {ratio}"
+              + ("" if unit == "CPU" else "  (wall seconds: no CPU time stored)"))
+        if cell_cost:
+            total_trials += spent
+            total_cells += cell_cost
+            units.add(unit)
     if total_cells:
-        print(f"all arms with a final cell: tuning {total_trials:.0f} s = {total_trials / total_cells:.2f}x "
-              f"the student cells' {total_cells:.0f} s")
-
+        unit = " and ".join(sorted(units))
+        print(f"all arms with a final cell: tuning {total_trials:.0f} {unit} s = {total_trials / total_cells:.2f}x "
+              f"their final cells' {total_cells:.0f} {unit} s at the tuning seed")
 
 if __name__ == "__main__":
     main()

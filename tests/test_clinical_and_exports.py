@@ -127,6 +127,8 @@ def test_export_results_csv_and_plot_match_the_store(run_cli, quick_run):
         assert float(r["roc_auc"]) == pytest.approx(roc_auc_point(np.asarray(m["test_labels"]), probs))
         assert float(r["latency_ms"]) == m["latency_ms"] and float(r["params_m"]) == m["params_m"]
         assert set(json.loads(r["sensitivity_by_class"])) == {"COVID-19", "Non-COVID", "Normal"}
+        timings = cells[r["config_hash"]].timings
+        assert float(r["train_cpu_s"]) == timings["train_cpu_s"] > 0 and timings["total_cpu_s"] >= timings["train_cpu_s"]
     kd, base = by_method["kd"], by_method["label-only"]
     assert float(kd["kd_gain"]) == pytest.approx(float(kd["accuracy"]) - float(base["accuracy"]))
     assert 0 <= float(kd["mcnemar_p"]) <= 1 and base["kd_gain"] == "" and by_method["teacher"]["student"] == ""

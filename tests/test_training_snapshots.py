@@ -67,11 +67,36 @@ def test_a_resumed_cell_ends_with_the_weights_and_history_of_an_uninterrupted_on
     (resumed, result), snapshots = _interrupted_then_resumed(data, settings, tmp_path, stop_after)
     assert result.resumed_from_epoch == stop_after - 1  # the snapshot after the epoch before the interruption
     assert result.earlier_seconds > 0 and whole_result.earlier_seconds == 0  # the interrupted run's time counts
+    assert result.earlier_cpu_seconds > 0 and whole_result.earlier_cpu_seconds == 0  # and its CPU time
+    assert result.train_cpu_seconds > 0 and result.train_seconds > 0  # the snapshot's epochs count in both
     assert result.history == whole_result.history
     assert (result.best_epoch, result.stopped, result.epochs_run) == (
         whole_result.best_epoch, whole_result.stopped, whole_result.epochs_run)
     assert _same(resumed, whole)
     assert not snapshots.path.exists()  # a finished cell leaves no snapshot behind
+
+
+def test_a_pause_in_training_counts_in_its_wall_time_and_not_in_its_cpu_time(data, monkeypatch):
+    """A run stopped (``SIGSTOP``) or descheduled mid-epoch: ``train_seconds`` grows, ``train_cpu_seconds`` not.
+
+    The reference run is paused for measurements and CI; its cells' wall times then overstate
+    their cost, and CPU time is the figure a pause cannot inflate. A sleep stands in for the pause.
+    """
+    _, quiet = _train(data, FIXED)
+    step, calls = loop.Trainer.step, {"n": 0}
+
+    def paused_step(self, *args):
+        calls["n"] += 1
+        if calls["n"] == 5:
+            import time
+            time.sleep(1.5)
+        return step(self, *args)
+
+    monkeypatch.setattr(loop.Trainer, "step", paused_step)
+    _, paused = _train(data, FIXED)
+    assert paused.history == quiet.history  # the same training
+    assert paused.train_seconds > quiet.train_seconds + 1.4
+    assert 0 < paused.train_cpu_seconds < quiet.train_cpu_seconds + 0.7
 
 
 def test_the_early_stopping_state_survives_a_snapshot(data, tmp_path, monkeypatch):

@@ -11,6 +11,7 @@ import pytest
 
 from medkd_bench.errors import MedkdError
 from medkd_bench.registry import load_registry
+from medkd_bench.run.store import Store
 from medkd_bench.specs import Choice, LogUniform, MethodSpec, Uniform
 from medkd_bench.tune.space import check_space, contains
 from tests.helpers import QUICK, assert_one_line_error
@@ -92,6 +93,21 @@ def test_the_first_trial_is_the_default_and_trials_are_recorded_with_their_point
     assert first["synthetic-cxr/visformer-s/ofa-595/kd"] == {"alpha": 0.5, "temperature": 4.0, "train.lr": 0.002}
     assert first["synthetic-cxr//ofa-595/label-only"] == {"train.label_smoothing": 0.0, "train.lr": 0.002}
     assert all(state in ("complete", "pruned", "failed") for *_, state, _ in trials)
+    with Store(tuned_run / "work" / "runs.sqlite", readonly=True) as store:  # what a trial cost, for tune_cost.py
+        assert all(t.record["cpu_seconds"] > 0 and t.record["seconds"] > 0 for t in store.trials())
+
+
+def test_tune_cost_compares_every_arms_trials_with_its_final_cell_in_cpu_seconds(tuned_run):
+    import subprocess
+    import sys
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "tune_cost.py"
+    out = subprocess.run([sys.executable, str(script), "--store", str(tuned_run / "work" / "runs.sqlite")],
+                         capture_output=True, text=True, timeout=120, check=True).stdout
+    lines = {line.split()[0]: line.split() for line in out.splitlines()[1:-1]}
+    assert set(lines) == ARMS and all(row[1] == "3" and float(row[-1]) > 0 for row in lines.values())
+    assert re.fullmatch(r"all arms with a final cell: tuning \d+ CPU s = \d+\.\d\dx their final cells' \d+ CPU s "
+                        r"at the tuning seed", out.splitlines()[-1])
 
 
 def test_the_pages_command_and_toml_reproduce_the_tuned_cells_without_tuning(run_cli, tuned_run):

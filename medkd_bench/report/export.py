@@ -50,7 +50,7 @@ COLUMNS: tuple[str, ...] = (
     "latency_deployed_ms", "latency_deployed_iqr_ms", "latency_deployed_method",
     "latency_deployed_max_abs_logit_diff",
     "onnx_latency_ms", "onnx_latency_iqr_ms", "onnx_max_abs_logit_diff", "precision", "machine", "timed_on",
-    "train_s", "warmup_s", "best_epoch", "val_accuracy", "stopped", "epochs_run", "detectable_gain",
+    "train_s", "train_cpu_s", "warmup_s", "best_epoch", "val_accuracy", "stopped", "epochs_run", "detectable_gain",
     "taught_by_earlier_teacher_checkpoint", "tuned", "tune_trials",
 )
 
@@ -123,7 +123,7 @@ def cell_row(r: CellRecord, settings: str, classes: Sequence[str], row_stats: Ro
                     "onnx_max_abs_logit_diff": m.get("onnx_max_abs_logit_diff"),
                     "precision": m.get("precision"), "machine": m.get("machine"),
                     "timed_on": m.get("timed_on", m.get("machine")), "train_s": r.timings.get("train_s"),
-                    "warmup_s": r.timings.get("warmup_s"),
+                    "train_cpu_s": r.timings.get("train_cpu_s"), "warmup_s": r.timings.get("warmup_s"),
                     "best_epoch": m.get("best_epoch"), "val_accuracy": m.get("val_accuracy"),
                     # Stored by the training loop; cells stored before it have no `stopped` (empty here).
                     "stopped": m.get("stopped"), "epochs_run": epochs_run(r), "detectable_gain": detectable_gain(gain)})

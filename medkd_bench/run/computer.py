@@ -344,7 +344,7 @@ class CellComputer:
         h = self.hash(cell)
         spec = self.model_spec(cell)
         settings = self.cell_settings(cell)
-        t0 = time.perf_counter()
+        t0, cpu0 = time.perf_counter(), time.process_time()
         # A teacher trains on its dataset's teacher split where it has one (DatasetSpec.teacher_split).
         data = self.data(cell.dataset).for_teacher() if cell.role == "teacher" else self.data(cell.dataset)
         if cell.distilled:  # the teacher's soft targets first: they may run the teacher (cached after)
@@ -360,6 +360,7 @@ class CellComputer:
                                       on_epoch=on_epoch, snapshots=self.snapshots(h))
         timings["warmup_s"] = result.warmup_seconds
         timings["train_s"] = result.train_seconds
+        timings["train_cpu_s"] = result.train_cpu_seconds
         timings["train_images_per_s"] = result.images_per_second
         checkpoint_sha256 = self.save_checkpoint(model, h)
         t1 = time.perf_counter()
@@ -392,6 +393,7 @@ class CellComputer:
         metrics.update(self.cost_of(cell, model, timed=self.measure_timings))
         timings["score_s"] = time.perf_counter() - t1
         timings["total_s"] = time.perf_counter() - t0 + result.earlier_seconds  # with time before a resume
+        timings["total_cpu_s"] = time.process_time() - cpu0 + result.earlier_cpu_seconds
         artifacts = {"checkpoint": str(self.checkpoint_path(h).relative_to(self.options.work_dir)),
                      "checkpoint_sha256": checkpoint_sha256}
         return CellResult(model, metrics, timings, artifacts)

@@ -64,9 +64,16 @@ class TrainResult:
     #: Wall seconds that earlier, interrupted runs spent in this training up to that snapshot: a resumed
     #: cell's ``total_s`` adds them, so time estimates and tuning costs see what the cell really cost.
     earlier_seconds: float = 0.0
+    #: CPU seconds of this process (all its threads) in the training loop: unlike ``train_seconds`` a pause
+    #: (``SIGSTOP``, a suspended VM) does not count, and work on other cores beside it does not slow it down,
+    #: so costs compare across runs that shared a machine differently.
+    train_cpu_seconds: float = 0.0
+    #: As ``earlier_seconds``, in CPU seconds.
+    earlier_cpu_seconds: float = 0.0
 
     #: What a snapshot keeps of the result so far (timings included: a resumed cell's add up).
-    SNAPSHOT_FIELDS = ("history", "best_epoch", "best_val_accuracy", "train_seconds", "train_images", "epoch_times")
+    SNAPSHOT_FIELDS = ("history", "best_epoch", "best_val_accuracy", "train_seconds", "train_images", "epoch_times",
+                       "train_cpu_seconds")
 
     @property
     def epochs_run(self) -> int:
@@ -226,7 +233,7 @@ def fit(
     one, writes one at an epoch's end every ``snapshots.every_s`` seconds,
     and deletes it once trained (:mod:`.snapshots`).
     """
-    fit_started = time.perf_counter()
+    fit_started, fit_cpu_started = time.perf_counter(), time.process_time()
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
     runtime.prepare_model(model)
@@ -242,17 +249,18 @@ def fit(
         trainer.load_state(saved["trainer"])
         generator.set_state(saved["generator"])
         restore_rng_states(saved["rng"])
-        for name in TrainResult.SNAPSHOT_FIELDS:
-            setattr(result, name, saved["result"][name])
+        for name in TrainResult.SNAPSHOT_FIELDS:  # (CPU seconds came later: older snapshots lack them)
+            setattr(result, name, saved["result"].get(name, getattr(result, name)))
         # None when the best epoch was the snapshot's own: its weights are the model's
         best_state = saved["best_state"] if saved["best_state"] is not None else saved["trainer"]["model"]
         # (snapshots written before wall_s was recorded lack it: their time is simply not counted)
         result.resumed_from_epoch, result.earlier_seconds = len(result.history), saved.get("wall_s", 0.0)
+        result.earlier_cpu_seconds = saved.get("cpu_s", 0.0)
     for epoch in range(result.epochs_run + 1, settings.epochs + 1):
         model.train()
         if distill is not None:
             distill.train()
-        started = time.perf_counter()
+        started, cpu_started = time.perf_counter(), time.process_time()
         loss_sum, seen = 0.0, 0
         for batch, (idx, flipped, images) in enumerate(epoch_batches(data, settings, generator), 1):
             loss = trainer.step(idx, flipped, images)
@@ -263,6 +271,7 @@ def fit(
         runtime.synchronize()
         elapsed = time.perf_counter() - started
         result.train_seconds += elapsed
+        result.train_cpu_seconds += time.process_time() - cpu_started
         result.train_images += seen
         result.epoch_times.append((seen, elapsed))
         if use_bn:
@@ -282,6 +291,7 @@ def fit(
         if snapshots is not None and epoch < settings.epochs and snapshots.due():
             snapshots.save({"trainer": trainer.state(), "generator": generator.get_state(), "rng": rng_states(),
                             "wall_s": result.earlier_seconds + time.perf_counter() - fit_started,
+                            "cpu_s": result.earlier_cpu_seconds + time.process_time() - fit_cpu_started,
                             "result": {name: getattr(result, name) for name in TrainResult.SNAPSHOT_FIELDS},
                             # the best epoch's weights, unless they are this epoch's (then they are the model's)
                             "best_state": None if result.best_epoch == epoch else best_state})

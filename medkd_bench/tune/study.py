@@ -157,7 +157,7 @@ class Tuner:
         cell = arm.cell(self.seed)
         # The config hash of the final cell this point would give (its trial is that cell cut short).
         record: dict[str, Any] = {"final_hash": config_hash(self.computer.config(cell, params))}
-        started = time.perf_counter()
+        started, cpu_started = time.perf_counter(), time.process_time()
         state, value = "complete", None
         try:
             result = run_trial(self.computer, cell, params, on_epoch)
@@ -167,7 +167,8 @@ class Tuner:
             state = "pruned"
         except MedkdError as exc:  # a point that diverges (NonFiniteError) is a poor point, not a broken run
             state, record["error"] = "failed", one_line(exc)
-        record.update(intermediate=intermediate, seconds=round(time.perf_counter() - started, 3))
+        record.update(intermediate=intermediate, seconds=round(time.perf_counter() - started, 3),
+                      cpu_seconds=round(time.process_time() - cpu_started, 3))
         how = f"val {value:.3f}" if value is not None else state + (f" at epoch {intermediate[-1][0]}"
                                                                    if state == "pruned" and intermediate else "")
         self.say(f"tuning {arm.key}: trial {number + 1}/{self.budget} {how}  "
