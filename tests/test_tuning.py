@@ -130,6 +130,49 @@ def test_the_pages_command_and_toml_reproduce_the_tuned_cells_without_tuning(run
     assert sorted(re.findall(r"\b[0-9a-f]{16}\b", by_file.out)) == sorted(hashes)
 
 
+def _plan_rows(out: str) -> dict[str, tuple[str, str]]:
+    """``--dry-run``'s table: (hash, status) by the cell's kind (one seed, one teacher, so unique).
+
+    A row's label wraps onto lines whose other columns are empty; a row starts where the hash column is not.
+    """
+    rows: list[list[str]] = []
+    for line in out.splitlines():
+        cols = [c.strip() for c in line.split("│")[1:-1]]
+        if len(cols) != 3:
+            continue
+        if cols[1]:
+            rows.append(cols)
+        elif rows:
+            rows[-1][0] += " " + cols[0]
+    kinds = {"teacher": "| teacher ", "kd": "(kd)", "labels only": "(labels only)"}
+    return {kind: (h, status) for label, h, status in rows for kind, mark in kinds.items() if mark in label}
+
+
+def test_a_dry_run_of_a_tuned_run_shows_the_final_cells_of_tuned_arms_and_not_the_untuned_ones(run_cli, tuned_run,
+                                                                                              tmp_path):
+    """``--dry-run --tune N`` showed the untuned cells' hashes and statuses (on the reference store: 35 'checkpoint
+    missing' cells the tuned run would never train); an arm's options are known once its N trials are stored."""
+    import shutil
+
+    with Store(tuned_run / "work" / "runs.sqlite", readonly=True) as store:
+        done = {c.hash for c in store.cells(status="done")}
+    plan = run_cli([*TUNE, *_dirs(tuned_run), "--dry-run"])
+    assert plan.exit_code == 0, plan.err
+    rows = _plan_rows(plan.out)
+    assert set(rows) == {"teacher", "kd", "labels only"} and all(h in done and st == "done" for h, st in rows.values())
+    assert "0 of 3 cells would train" in plan.out and "2 arms, 2 of them tuned already" in plan.out
+
+    shutil.copytree(tuned_run / "work", tmp_path / "work")  # the kd arm's last trial not run yet
+    with sqlite3.connect(tmp_path / "work" / "runs.sqlite") as db:
+        db.execute("DELETE FROM trials WHERE arm LIKE '%/kd' AND number = 2")
+    plan = run_cli([*TUNE, *_dirs(tmp_path), "--dry-run"])
+    assert plan.exit_code == 0, plan.err
+    partial = _plan_rows(plan.out)
+    assert partial["kd"] == ("-", "after tuning") and partial["labels only"] == rows["labels only"]
+    assert "0 of 2 cells would train; 1 more are hashed after tuning" in plan.out
+    assert "2 arms, 1 of them tuned already" in plan.out
+
+
 def _tuner_inputs(tuned_run: Path, tmp_path: Path):
     """A runner over a copy of ``tuned_run``'s work dir (its teacher trained) with its trials removed, and its cells.
 

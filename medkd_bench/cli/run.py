@@ -203,23 +203,27 @@ def run(matrix, teachers, students, datasets, methods, method_options, teacher_c
 
 def _print_plan(planned: list, matrix: str, tune: int, seed: int) -> None:
     """``--dry-run``: every planned cell, its hash and its status in the store."""
-    from medkd_bench.run.session import RETRAINS
+    from medkd_bench.run.session import AFTER_TUNING, RETRAINS
 
     table = Table("cell", "hash", "status", title=f"{len(planned)} cells ({matrix})")
     for cell, h, status in planned:
         table.add_row(cell.label(), h, status)
     console.print(table)
-    to_train = [status for _, _, status in planned if status != "done"]
+    later = [cell for cell, _, status in planned if status == AFTER_TUNING]
+    known = [status for _, _, status in planned if status != AFTER_TUNING]
+    to_train = [status for status in known if status != "done"]
     again = sum(status.startswith(RETRAINS) for status in to_train)
-    console.print(f"{len(to_train)} of {len(planned)} cells would train"
+    console.print(f"{len(to_train)} of {len(known)} cells would train"
                   + (f", {again} of them finished cells whose checkpoint is missing or damaged (trained again)"
-                     if again else ""), highlight=False)
+                     if again else "")
+                  + (f"; {len(later)} more are hashed after tuning" if later else ""), highlight=False)
     if tune:
         from medkd_bench.tune.session import arms_of
 
-        console.print(f"--tune {tune}: {len(arms_of([c for c, _, _ in planned]))} arms would get {tune} trials "
-                      f"each on seed {seed} first; the student cells' hashes then change with the options chosen",
-                      highlight=False)
+        arms, untuned = arms_of([c for c, _, _ in planned]), arms_of(later)
+        console.print(f"--tune {tune}: {len(arms)} arms, {len(arms) - len(untuned)} of them tuned already (all "
+                      f"{tune} trials stored); the others get their trials on seed {seed} first, and their "
+                      "student cells' hashes follow from the options chosen", highlight=False)
 
 
 def _print_failures(store: Any, hashes: list[str]) -> None:

@@ -15,8 +15,10 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager
+from copy import copy
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 from medkd_bench import __version__
 from medkd_bench.evaluate.stats import RESAMPLES
@@ -35,9 +37,12 @@ from medkd_bench.run.run_options import RunOptions
 from medkd_bench.run.runner import Executor, MatrixRunner
 from medkd_bench.run.store import Store
 from medkd_bench.runtime.device import resolve_runtime
+from medkd_bench.tune.space import arm_of
 
 #: ``--dry-run``'s status of a done cell the run trains again: ``checkpoint missing``, ``checkpoint damaged``.
 RETRAINS = "checkpoint"
+#: ``--dry-run --tune N``'s status of a student cell whose arm is still to tune: its options, so its hash, come after.
+AFTER_TUNING = "after tuning"
 
 
 @dataclass
@@ -109,8 +114,13 @@ class RunSession:
         store = Store(self.store_path, readonly=True) if self.store_path.exists() else None
         try:
             rows = []
+            chosen = self._replayed_choices(store) if self.request.tune else {}
             for cell in self.request.cells:
-                h = self.computer.hash(cell)
+                arm = arm_of(cell) if self.request.tune else None
+                if arm is not None and arm.key not in chosen:
+                    rows.append((cell, "-", AFTER_TUNING))
+                    continue
+                h = self._computer_with(chosen).hash(cell) if arm is not None else self.computer.hash(cell)
                 rec = store.get(h) if store is not None else None
                 status = rec.status if rec else "new"
                 if rec is not None and rec.status == "done":
@@ -121,6 +131,27 @@ class RunSession:
         finally:
             if store is not None:
                 store.close()
+
+    def _replayed_choices(self, store: Store | None) -> dict[str, dict[str, Any]]:
+        """``--dry-run --tune N``: the options of every arm whose N trials are all stored, by arm key.
+
+        Their final cells' hashes are then known; the other arms' are not until
+        their tuning ends (their status is :data:`AFTER_TUNING`).
+        """
+        from medkd_bench.tune.session import arms_of
+        from medkd_bench.tune.study import Tuner
+
+        if store is None:
+            return {}
+        tuner = Tuner(self.computer, store, self.request.tune, self.request.seed)
+        replays = (tuner.replay(arm) for arm in arms_of(self.request.cells))
+        return {r.arm.key: dict(r.chosen) for r in replays if r is not None}
+
+    def _computer_with(self, chosen: dict[str, dict[str, Any]]) -> CellComputer:
+        """The cell computer hashing students with the tuned options ``chosen`` (a copy: the dry run's own)."""
+        computer = copy(self.computer)
+        computer.options = replace(self.computer.options, tuned=chosen, tune_trials=self.request.tune)
+        return computer
 
     def where(self) -> str:
         executor = self.request.executor

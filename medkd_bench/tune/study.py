@@ -95,7 +95,24 @@ class Tuner:
                             "space": {k: describe(v) for k, v in self.space(arm).items()},
                             "default": self.defaults(arm), "startup": STARTUP_TRIALS, "reduction": REDUCTION})
 
+    def replay(self, arm: Arm) -> ArmTuning | None:
+        """What tuning ``arm`` chose, from its stored trials alone; None if some trial is still to train.
+
+        ``run --dry-run --tune N`` uses it: an arm whose N trials are all stored
+        has its final cells' options, hence their hashes, known without training.
+        """
+        if not any(t.arm == arm.key for t in self.store.trials()):  # not begun: no need to prepare its data
+            return None
+        return self._study(arm, replay_only=True)
+
     def tune(self, arm: Arm) -> ArmTuning:
+        """Run ``arm``'s trials, replaying the stored ones, and choose its options."""
+        result = self._study(arm, replay_only=False)
+        assert result is not None  # only a replay stops short
+        return result
+
+    def _study(self, arm: Arm, replay_only: bool) -> ArmTuning | None:
+        """``arm``'s study trial by trial; with ``replay_only``, None at the first trial still to train."""
         import optuna
 
         optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -120,6 +137,8 @@ class Tuner:
             params = dict(trial.params)
             record = stored.get(number)
             if record is None or record.params != params:
+                if replay_only:
+                    return None
                 record = self._run(arm, key, number, trial, params)
                 self.store.save_trial(record)
             else:
