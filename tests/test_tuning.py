@@ -13,8 +13,9 @@ from medkd_bench.errors import MedkdError
 from medkd_bench.registry import load_registry
 from medkd_bench.run.store import Store
 from medkd_bench.specs import Choice, LogUniform, MethodSpec, Uniform
+from medkd_bench.tune.session import arms_of
 from medkd_bench.tune.space import check_space, contains
-from tests.helpers import QUICK, assert_one_line_error
+from tests.helpers import QUICK, TINY_DATA, assert_one_line_error, plugin_fixture
 
 TUNE = [*QUICK, "--tune", "3"]
 ARMS = {"synthetic-cxr//ofa-595/label-only", "synthetic-cxr/visformer-s/ofa-595/kd"}
@@ -249,7 +250,47 @@ def test_an_interrupted_tuning_resumes_without_repeating_finished_trials(tuned_r
     assert calls["n"] == 2  # the kd arm's last two trials, nothing repeated
     runner.store.close()
     assert _trials(tmp_path / "work") == _trials(tuned_run / "work")  # and what an uninterrupted run chose
-    assert {r.arm.key for r in results} == ARMS
+    assert {r.arm.key for r in results.tuned} == ARMS and results.died == {}
+
+
+def test_the_worker_pool_tunes_arms_side_by_side_and_stores_what_tuning_in_process_stores(tuned_run, tmp_path):
+    """``--jobs 2``: one arm per worker at a time, every trial stored by the driver as it ends; the same threads per
+    trial give the same trials (points, values, prunings) and so the same choices as one process tuning them in turn."""
+    import torch
+
+    from medkd_bench.run.executors.pool import PoolExecutor
+    from medkd_bench.run.executors.worker import worker_recipe
+    from medkd_bench.tune.session import tune_matrix
+
+    runner, cells = _tuner_inputs(tuned_run, tmp_path)
+    recipe = worker_recipe(runner.options, [], "auto", "auto", torch.get_num_threads(), False)  # the fixture's threads
+    said: list[str] = []
+    results = tune_matrix(runner, cells, PoolExecutor(recipe, 2), 3, 0, say=said.append)
+    runner.store.close()
+    assert any("2 at a time in worker processes" in line for line in said)
+    assert sum("trial 3/3" in line for line in said) == 2  # the workers' lines, printed by the driver
+    assert results.died == {} and [r.arm.key for r in results.tuned] == sorted(ARMS, key=[
+        a.key for a in arms_of(cells)].index)
+    assert _trials(tmp_path / "work") == _trials(tuned_run / "work")
+
+
+@pytest.mark.slow
+def test_a_worker_dying_while_tuning_stops_the_run_before_any_final_cell_and_keeps_the_trials(run_cli, dirs, tmp_path):
+    """The kernel's out-of-memory killer, as a method whose loss ends its process: the other arms finish their
+    trials, and no final cell trains, since an arm left at its default would not be tuned like the rest."""
+    result = run_cli(["run", "--plugin", plugin_fixture("dying_method"), "--datasets", "synthetic-cxr", "--teachers",
+                      "visformer-s", "--students", "ofa-595", "--methods", "kd,dies", "--explainers", "grad-cam",
+                      *TINY_DATA, "--jobs", "2", "--tune", "2", *dirs])
+    assert result.exit_code == 1, result.out + result.err
+    assert ("tuning synthetic-cxr/visformer-s/ofa-595/dies: worker process died running its trials (exit code 3; "
+            in result.err) and "its finished trials are kept: run again to resume" in result.err
+    assert "Traceback" not in result.err
+    by_arm: dict[str, list[int]] = {}
+    for arm, number, *_ in _trials(tmp_path / "work"):
+        by_arm.setdefault(arm, []).append(number)
+    assert by_arm == {"synthetic-cxr//ofa-595/label-only": [0, 1], "synthetic-cxr/visformer-s/ofa-595/kd": [0, 1]}
+    with Store(tmp_path / "work" / "runs.sqlite", readonly=True) as store:
+        assert [c.method for c in store.cells()] == ["teacher"]  # tuning's teacher; no student cell
 
 
 @pytest.mark.slow

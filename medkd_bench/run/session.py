@@ -220,7 +220,11 @@ class RunSession:
         from medkd_bench.tune.session import chosen_options, tune_matrix
 
         request = self.request
-        results = tune_matrix(runner, request.cells, request.executor, request.tune, request.seed, say=say)
-        self.computer.options = replace(self.computer.options, tuned=chosen_options(results),
+        result = tune_matrix(runner, request.cells, request.executor, request.tune, request.seed, say=say)
+        if result.died:  # an arm left untuned would be compared with tuned ones: no final cell before it is
+            arm, why = next(iter(result.died.items()))
+            more = f" (and {len(result.died) - 1} more arm(s))" if len(result.died) > 1 else ""
+            raise RunStopped(f"tuning {arm}: {why}{more}; its finished trials are kept: run again to resume")
+        self.computer.options = replace(self.computer.options, tuned=chosen_options(result.tuned),
                                         tune_trials=request.tune)
 

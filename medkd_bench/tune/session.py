@@ -12,9 +12,10 @@ from typing import Any
 
 from medkd_bench.run.cells import Cell, teacher_cell_of
 from medkd_bench.run.executors.local import LocalExecutor
+from medkd_bench.run.executors.pool import PoolExecutor
 from medkd_bench.run.runner import Executor, MatrixRunner
 from medkd_bench.tune.space import Arm, arm_of
-from medkd_bench.tune.study import ArmTuning, Tuner
+from medkd_bench.tune.study import ArmTuning, Tuner, TuningResult
 
 
 def arms_of(cells: Sequence[Cell]) -> list[Arm]:
@@ -24,11 +25,13 @@ def arms_of(cells: Sequence[Cell]) -> list[Arm]:
 
 
 def tune_matrix(runner: MatrixRunner, cells: Sequence[Cell], executor: Executor | None, budget: int, seed: int,
-                say: Callable[[str], None] = lambda line: None) -> list[ArmTuning]:
+                say: Callable[[str], None] = lambda line: None) -> TuningResult:
     """Tune every arm of ``cells`` with ``budget`` trials on seed ``seed``; the teachers it needs are run first.
 
     The teachers are cells of the plan anyway (stored, explained, reused by the
-    final cells); the trials run in this process, one after another.
+    final cells). The trials run in the ``--jobs`` worker pool, an arm per
+    worker (:mod:`~medkd_bench.run.executors.pool_tuning`), or else in this
+    process, one after another (Ray's driver too: its tasks are cells).
     """
     arms = arms_of(cells)
     teachers = list(dict.fromkeys(teacher_cell_of(a.cell(seed)) for a in arms if a.teacher))
@@ -39,9 +42,16 @@ def tune_matrix(runner: MatrixRunner, cells: Sequence[Cell], executor: Executor 
         if failed:  # their distilled cells fail on their own later; tuning them would only fail every trial
             say(f"[yellow]not tuned: the arms of teacher(s) {', '.join(sorted(failed))}, which did not train[/]")
             arms = [a for a in arms if a.teacher not in failed]
+    if isinstance(executor, PoolExecutor) and len(arms) > 1:
+        from medkd_bench.run.executors.pool_tuning import tune_in_pool
+
+        workers = min(executor.jobs, len(arms))
+        say(f"tuning {len(arms)} arm(s), {budget} trial(s) each, on validation (seed {seed}), "
+            f"{workers} at a time in worker processes")
+        return tune_in_pool(executor, runner, arms, budget, seed, say)
     tuner = Tuner(runner.computer, runner.store, budget, seed, say)
     say(f"tuning {len(arms)} arm(s), {budget} trial(s) each, on validation (seed {seed})")
-    return [tuner.tune(arm) for arm in arms]
+    return TuningResult([tuner.tune(arm) for arm in arms])
 
 
 def chosen_options(results: Sequence[ArmTuning]) -> dict[str, dict[str, Any]]:

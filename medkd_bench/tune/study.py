@@ -20,12 +20,12 @@ import time
 import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from medkd_bench.errors import MedkdError, one_line
 from medkd_bench.run.computer import CellComputer
 from medkd_bench.run.config_hash import config_hash
-from medkd_bench.run.store import Store, TrialRecord
+from medkd_bench.run.records import TrialRecord
 from medkd_bench.specs import Choice, LogUniform, SearchParam
 from medkd_bench.tune.space import Arm, arm_defaults, arm_space, describe
 from medkd_bench.tune.trial import TRIAL_FRACTION, run_trial, trial_schedule
@@ -53,6 +53,24 @@ class ArmTuning:
     space: dict[str, str] = field(default_factory=dict)
 
 
+@dataclass
+class TuningResult:
+    """What tuning a run's arms gave: each arm's choice, in the arms' order, and the arms that could not finish
+    (a pool worker died running them: why), which stop the run before its final cells."""
+
+    tuned: list[ArmTuning] = field(default_factory=list)
+    died: dict[str, str] = field(default_factory=dict)
+
+
+class TrialLog(Protocol):
+    """Where a tuner reads the trials already run and keeps each new one: the run store, or in a pool worker
+    (which never opens the store) the stored trials its job carried and a pipe to the driver, which stores them."""
+
+    def trials(self, study: str | None = None) -> list[TrialRecord]: ...
+
+    def save_trial(self, trial: TrialRecord) -> None: ...
+
+
 class _Pruned(Exception):
     """Raised from the epoch callback to end a trial the pruner stopped."""
 
@@ -68,7 +86,7 @@ def _distribution(param: SearchParam) -> Any:
 class Tuner:
     """Tunes arms one after another in this process, trials from and into ``store``."""
 
-    def __init__(self, computer: CellComputer, store: Store, budget: int, seed: int,
+    def __init__(self, computer: CellComputer, store: TrialLog, budget: int, seed: int,
                  say: Callable[[str], None] = lambda line: None):
         if budget < 1:
             raise MedkdError(f"--tune {budget}: expected at least 1 trial per arm")

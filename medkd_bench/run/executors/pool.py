@@ -38,6 +38,7 @@ from dataclasses import dataclass, replace
 from multiprocessing.connection import Connection
 from multiprocessing.connection import wait as wait_for
 from multiprocessing.process import BaseProcess
+from typing import Any
 
 from medkd_bench.errors import MedkdError
 from medkd_bench.run.cells import Cell, baseline_cell_of, teacher_cell_of
@@ -45,6 +46,7 @@ from medkd_bench.run.executors.pool_worker import Explained, Progress, WorkerErr
 from medkd_bench.run.executors.worker import WorkerRecipe
 from medkd_bench.run.outcomes import CellJob, CellOutcome
 from medkd_bench.run.runner import MatrixRunner
+from medkd_bench.tune.worker import TuneJob
 
 #: Scheduling order of ready cells in a pool: teachers first, since every distilled cell waits for one.
 METHOD_PRIORITY = {"teacher": 0, "label-only": 1}  # then every distilled cell
@@ -89,31 +91,32 @@ class PoolExecutor:
     def run(self, runner: MatrixRunner, cells: Sequence[Cell]) -> None:
         # The runner's options: tuning (``run --tune``) chooses some between two runs of one pool.
         recipe = replace(self.recipe, options=runner.options)
-        _PoolSchedule(recipe, self.jobs, runner, cells).run()
+        PoolSchedule(recipe, self.jobs, runner, cells).run()
 
 
 @dataclass
-class _Worker:
+class WorkerSlot:
     """One worker process, the driver's end of its pipe, and the job it runs (``None`` when idle)."""
 
     process: BaseProcess
     conn: Connection
-    job: CellJob | None = None
+    job: CellJob | TuneJob | None = None  # a tuning job in a tuning pool (pool_tuning.py)
 
 
-#: What :meth:`_PoolSchedule.receive` returns for a worker that died before replying.
-_DIED = object()
+#: What :meth:`PoolSchedule.receive` returns for a worker that died before replying.
+DIED = object()
 
 
-def _death_message(exitcode: int | None) -> str:
+def death_message(exitcode: int | None, running: str = "this cell") -> str:
+    """Why a worker's job failed: how its process ended; ``running``: what it was doing."""
     if exitcode is not None and exitcode < 0:
         how = f"killed by {signal.Signals(-exitcode).name}"
     else:
         how = f"exit code {exitcode}"
-    return f"worker process died running this cell ({how}; out of memory or killed?)"
+    return f"worker process died running {running} ({how}; out of memory or killed?)"
 
 
-class _PoolSchedule:
+class PoolSchedule:
     """One pool run's bookkeeping on the driver: waiting cells, workers and the cells they run."""
 
     def __init__(self, recipe: WorkerRecipe, jobs: int, runner: MatrixRunner, cells: Sequence[Cell]):
@@ -123,13 +126,13 @@ class _PoolSchedule:
         self.cells = list(cells)
         self.total = len(cells)
         self.planned = set(cells)
-        self.workers: list[_Worker] = []
+        self.workers: list[WorkerSlot] = []
         self.settled: set[Cell] = set()
         self.ctrl_c = threading.Event()
 
     # -- workers ---------------------------------------------------------------------------------------------
 
-    def _spawn(self) -> _Worker:
+    def _spawn(self) -> WorkerSlot:
         # spawn, not fork: a forked copy of a process that already runs OpenMP threads can deadlock.
         context = multiprocessing.get_context("spawn")
         ours, theirs = context.Pipe()
@@ -140,17 +143,17 @@ class _PoolSchedule:
                                         on_main_thread))
         process.start()
         theirs.close()  # the worker holds its end: EOF here means it is gone
-        worker = _Worker(process, ours)
+        worker = WorkerSlot(process, ours)
         self.workers.append(worker)
         return worker
 
     def _can_take_one(self) -> bool:
         return any(w.job is None for w in self.workers) or len(self.workers) < self.jobs
 
-    def _idle_worker(self) -> _Worker:
+    def _idle_worker(self) -> WorkerSlot:
         return next((w for w in self.workers if w.job is None), None) or self._spawn()
 
-    def _busy(self) -> list[_Worker]:
+    def _busy(self) -> list[WorkerSlot]:
         return [w for w in self.workers if w.job is not None]
 
     def _stop_workers(self, ask: bool) -> None:
@@ -195,20 +198,20 @@ class _PoolSchedule:
             worker.job = job
         return still
 
-    def receive(self, worker: _Worker) -> object | None:
+    def receive(self, worker: WorkerSlot) -> object | None:
         """Pass on what is waiting on ``worker``'s pipe; the job's last reply if it came, else None.
 
         Progress goes to the reporter; a trained cell's outcome is recorded at
-        once (its explanations come after). ``_DIED`` when the pipe broke or the
+        once (its explanations come after). ``DIED`` when the pipe broke or the
         process is gone with no last reply.
         """
         while True:
             try:
                 if not worker.conn.poll():
-                    return _DIED if not worker.process.is_alive() else None
+                    return DIED if not worker.process.is_alive() else None
                 message = worker.conn.recv()
             except (EOFError, OSError):  # died (perhaps while sending)
-                return _DIED
+                return DIED
             if isinstance(message, Progress):
                 getattr(self.runner.reporter, message.call)(*message.args)
                 continue
@@ -219,7 +222,7 @@ class _PoolSchedule:
                     continue  # its explanations come next
             return message
 
-    def settle(self, worker: _Worker, reply: object) -> None:
+    def settle(self, worker: WorkerSlot, reply: object) -> None:
         """Settle the job ``worker`` finished: record its explanations, or fail its cell if the worker died.
 
         A worker's internal error (a fault of medkd-bench, not of the cell) is re-raised: it stops the run.
@@ -227,19 +230,28 @@ class _PoolSchedule:
         job = worker.job
         assert job is not None
         worker.job = None
-        if reply is _DIED:  # the worker died: this cell, and only this one, fails
+        if reply is DIED:  # the worker died: this cell, and only this one, fails
             worker.process.join(TERMINATE_GRACE_S)
             self.workers.remove(worker)
             worker.conn.close()
-            self.runner.record_failed(job.cell, _death_message(worker.process.exitcode), {})
+            self.runner.record_failed(job.cell, death_message(worker.process.exitcode), {})
         elif isinstance(reply, WorkerError):
             reply.reraise()
         elif isinstance(reply, Explained):
             self.runner.record_explanations(job, reply.results)
         self.settled.add(job.cell)  # a failed cell's outcome was recorded as it came
 
+    def waiting(self) -> list[tuple[int, Any]]:
+        """The jobs to hand out, numbered: the cells, teachers first."""
+        return list(enumerate(self.cells_in_priority(), start=1))
+
+    def interrupted(self, in_flight: list[Any]) -> None:
+        """Ctrl-C: the cells the workers were running are recorded interrupted."""
+        for job in in_flight:
+            self.runner.record_failed(job.cell, "interrupted", {})
+
     def run(self) -> None:
-        waiting = list(enumerate(self.cells_in_priority(), start=1))
+        waiting = self.waiting()
         finished = False
         try:
             with _ctrl_c_sets(self.ctrl_c):
@@ -248,13 +260,12 @@ class _PoolSchedule:
         except KeyboardInterrupt:
             in_flight = [w.job for w in self._busy() if w.job is not None]
             self._stop_workers(ask=False)  # first: a worker's last message must not follow the interruption
-            for job in in_flight:
-                self.runner.record_failed(job.cell, "interrupted", {})
+            self.interrupted(in_flight)
             raise
         finally:
             self._stop_workers(ask=finished)
 
-    def _schedule(self, waiting: list[tuple[int, Cell]]) -> None:
+    def _schedule(self, waiting: list[tuple[int, Any]]) -> None:
         waiting = self.start_ready(waiting)
         while busy := self._busy():
             ready = set(wait_for([w.conn for w in busy] + [w.process.sentinel for w in busy],
@@ -268,7 +279,7 @@ class _PoolSchedule:
                         self.settle(worker, reply)
             waiting = self.start_ready(waiting)
         if waiting:  # cannot happen while every dependency is planned and settles; never leave cells unrun silently
-            raise RuntimeError(f"pool: {len(waiting)} cell(s) never became ready: {[c.label() for _, c in waiting]}")
+            raise RuntimeError(f"pool: {len(waiting)} job(s) never became ready: {[str(c) for _, c in waiting]}")
 
     def cells_in_priority(self) -> list[Cell]:
         """Plan order, teachers first (stable): every dataset's teachers start before any distilled cell waits."""

@@ -29,6 +29,7 @@ from medkd_bench.run.explanations import CellExplanations
 from medkd_bench.run.finished import FinishedCells
 from medkd_bench.run.outcomes import CellJob, ExplanationResult, computed
 from medkd_bench.run.records import CellRecord
+from medkd_bench.tune.worker import TuneJob, tune_arm
 
 #: prctl(2) option: the signal the kernel sends this process when its parent thread dies (Linux).
 PR_SET_PDEATHSIG = 1
@@ -122,11 +123,14 @@ class PoolWorker:
         self.explanations = CellExplanations(self.computer, FinishedCells(self.computer, self.rows.get))
         self.send = send
 
-    def run(self, job: CellJob) -> object:
+    def run(self, job: CellJob | TuneJob) -> object:
         """Train the job's cell (its outcome sent at once), then explain it; the last reply.
 
         A failed cell's outcome is its last reply; a finished one's is :class:`Explained`.
+        A tuning job (``run --tune N``) tunes one arm; its last reply is :class:`~medkd_bench.tune.worker.ArmTuned`.
         """
+        if isinstance(job, TuneJob):
+            return tune_arm(self.computer, job, self.send)
         cell = job.cell
         self.rows.clear()
         self.rows.update(job.records)
@@ -143,7 +147,7 @@ class PoolWorker:
 
 
 def worker_main(conn: Connection, recipe: WorkerRecipe, driver_pid: int, kernel_signal: bool) -> None:
-    """A worker process: receive a :class:`CellJob`, send back what it computed; ``None`` ends it.
+    """A worker process: receive a :class:`CellJob` (or a tuning job), send back what it computed; ``None`` ends it.
 
     While the cell runs, :class:`Progress` messages come first (epochs,
     phases), then its :class:`~medkd_bench.run.outcomes.CellOutcome` once it
