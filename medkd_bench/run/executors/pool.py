@@ -198,6 +198,16 @@ class PoolSchedule:
             worker.job = job
         return still
 
+    @staticmethod
+    def next_message(worker: WorkerSlot) -> object | None:
+        """The next message on ``worker``'s pipe; None if there is none yet, ``DIED`` if the worker is gone."""
+        try:
+            if not worker.conn.poll():
+                return DIED if not worker.process.is_alive() else None
+            return worker.conn.recv()
+        except (EOFError, OSError):  # died (perhaps while sending)
+            return DIED
+
     def receive(self, worker: WorkerSlot) -> object | None:
         """Pass on what is waiting on ``worker``'s pipe; the job's last reply if it came, else None.
 
@@ -206,12 +216,9 @@ class PoolSchedule:
         process is gone with no last reply.
         """
         while True:
-            try:
-                if not worker.conn.poll():
-                    return DIED if not worker.process.is_alive() else None
-                message = worker.conn.recv()
-            except (EOFError, OSError):  # died (perhaps while sending)
-                return DIED
+            message = self.next_message(worker)
+            if message is None or message is DIED:
+                return message
             if isinstance(message, Progress):
                 getattr(self.runner.reporter, message.call)(*message.args)
                 continue

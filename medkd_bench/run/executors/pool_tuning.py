@@ -74,12 +74,7 @@ class _TuneSchedule(PoolSchedule):
     def receive(self, worker: WorkerSlot) -> object | None:
         """Store each finished trial and print each line as it comes; the job's last reply, or None if not yet."""
         while True:
-            try:
-                if not worker.conn.poll():
-                    return DIED if not worker.process.is_alive() else None
-                message = worker.conn.recv()
-            except (EOFError, OSError):
-                return DIED
+            message = self.next_message(worker)
             if isinstance(message, TrialDone):
                 self.runner.store.save_trial(message.trial)
             elif isinstance(message, Said):
