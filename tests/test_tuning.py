@@ -60,11 +60,27 @@ def test_a_bad_search_space_is_refused_at_registration(space, says):
 
 @pytest.fixture(scope="module")
 def tuned_run(tmp_path_factory) -> Path:
+    """The quick matrix tuned (``--tune 3``) in a pool of two workers, one thread each: one arm per worker.
+
+    The tests below that tune again in this process (:func:`one_thread`) get the same trials, points, values
+    and prunings: tuning in the pool is tuning in one process, arms side by side.
+    """
     from tests.helpers import run_main
 
     root = tmp_path_factory.mktemp("tuned")
-    assert run_main([*TUNE, *_dirs(root)]) == 0
+    assert run_main([*TUNE, "--jobs", "2", *_dirs(root)]) == 0
     return root
+
+
+@pytest.fixture
+def one_thread():
+    """This process on one torch thread, as each of :func:`tuned_run`'s workers: trials then compare bit for bit."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 def test_every_arm_and_the_baseline_get_exactly_n_trials(tuned_run):
@@ -206,7 +222,7 @@ def _tuner_inputs(tuned_run: Path, tmp_path: Path):
     return runner, cells
 
 
-def test_tuning_never_reads_the_test_split(tuned_run, tmp_path, monkeypatch):
+def test_tuning_never_reads_the_test_split(tuned_run, tmp_path, monkeypatch, one_thread):
     """Test labels replaced by garbage: the same trials, the same values, the same choices."""
     import medkd_bench.run.computer as computer
     from medkd_bench.tune.session import tune_matrix
@@ -227,7 +243,8 @@ def test_tuning_never_reads_the_test_split(tuned_run, tmp_path, monkeypatch):
     assert _trials(tmp_path / "work") == _trials(tuned_run / "work")
 
 
-def test_an_interrupted_tuning_resumes_without_repeating_finished_trials(tuned_run, tmp_path, monkeypatch):
+def test_an_interrupted_tuning_resumes_without_repeating_finished_trials(tuned_run, tmp_path, monkeypatch,
+                                                                          one_thread):
     import medkd_bench.tune.study as study
     from medkd_bench.tune.session import tune_matrix
 
@@ -249,29 +266,8 @@ def test_an_interrupted_tuning_resumes_without_repeating_finished_trials(tuned_r
     results = tune_matrix(runner, cells, None, 3, 0)
     assert calls["n"] == 2  # the kd arm's last two trials, nothing repeated
     runner.store.close()
-    assert _trials(tmp_path / "work") == _trials(tuned_run / "work")  # and what an uninterrupted run chose
-    assert {r.arm.key for r in results.tuned} == ARMS and results.died == {}
-
-
-def test_the_worker_pool_tunes_arms_side_by_side_and_stores_what_tuning_in_process_stores(tuned_run, tmp_path):
-    """``--jobs 2``: one arm per worker at a time, every trial stored by the driver as it ends; the same threads per
-    trial give the same trials (points, values, prunings) and so the same choices as one process tuning them in turn."""
-    import torch
-
-    from medkd_bench.run.executors.pool import PoolExecutor
-    from medkd_bench.run.executors.worker import worker_recipe
-    from medkd_bench.tune.session import tune_matrix
-
-    runner, cells = _tuner_inputs(tuned_run, tmp_path)
-    recipe = worker_recipe(runner.options, [], "auto", "auto", torch.get_num_threads(), False)  # the fixture's threads
-    said: list[str] = []
-    results = tune_matrix(runner, cells, PoolExecutor(recipe, 2), 3, 0, say=said.append)
-    runner.store.close()
-    assert any("2 at a time in worker processes" in line for line in said)
-    assert sum("trial 3/3" in line for line in said) == 2  # the workers' lines, printed by the driver
-    assert results.died == {} and [r.arm.key for r in results.tuned] == sorted(ARMS, key=[
-        a.key for a in arms_of(cells)].index)
-    assert _trials(tmp_path / "work") == _trials(tuned_run / "work")
+    assert _trials(tmp_path / "work") == _trials(tuned_run / "work")  # and what an uninterrupted run (a pool's) chose
+    assert [r.arm.key for r in results.tuned] == [a.key for a in arms_of(cells)] and results.died == {}
 
 
 @pytest.mark.slow
@@ -280,7 +276,7 @@ def test_a_worker_dying_while_tuning_stops_the_run_before_any_final_cell_and_kee
     trials, and no final cell trains, since an arm left at its default would not be tuned like the rest."""
     result = run_cli(["run", "--plugin", plugin_fixture("dying_method"), "--datasets", "synthetic-cxr", "--teachers",
                       "visformer-s", "--students", "ofa-595", "--methods", "kd,dies", "--explainers", "grad-cam",
-                      *TINY_DATA, "--jobs", "2", "--tune", "2", *dirs])
+                      *TINY_DATA, "--jobs", "2", "--tune", "1", *dirs])
     assert result.exit_code == 1, result.out + result.err
     assert ("tuning synthetic-cxr/visformer-s/ofa-595/dies: worker process died running its trials (exit code 3; "
             in result.err) and "its finished trials are kept: run again to resume" in result.err
@@ -288,7 +284,7 @@ def test_a_worker_dying_while_tuning_stops_the_run_before_any_final_cell_and_kee
     by_arm: dict[str, list[int]] = {}
     for arm, number, *_ in _trials(tmp_path / "work"):
         by_arm.setdefault(arm, []).append(number)
-    assert by_arm == {"synthetic-cxr//ofa-595/label-only": [0, 1], "synthetic-cxr/visformer-s/ofa-595/kd": [0, 1]}
+    assert by_arm == {"synthetic-cxr//ofa-595/label-only": [0], "synthetic-cxr/visformer-s/ofa-595/kd": [0]}
     with Store(tmp_path / "work" / "runs.sqlite", readonly=True) as store:
         assert [c.method for c in store.cells()] == ["teacher"]  # tuning's teacher; no student cell
 
