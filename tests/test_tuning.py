@@ -60,27 +60,11 @@ def test_a_bad_search_space_is_refused_at_registration(space, says):
 
 @pytest.fixture(scope="module")
 def tuned_run(tmp_path_factory) -> Path:
-    """The quick matrix tuned (``--tune 3``) in a pool of two workers, one thread each: one arm per worker.
-
-    The tests below that tune again in this process (:func:`one_thread`) get the same trials, points, values
-    and prunings: tuning in the pool is tuning in one process, arms side by side.
-    """
     from tests.helpers import run_main
 
     root = tmp_path_factory.mktemp("tuned")
-    assert run_main([*TUNE, "--jobs", "2", *_dirs(root)]) == 0
+    assert run_main([*TUNE, *_dirs(root)]) == 0
     return root
-
-
-@pytest.fixture
-def one_thread():
-    """This process on one torch thread, as each of :func:`tuned_run`'s workers: trials then compare bit for bit."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def test_every_arm_and_the_baseline_get_exactly_n_trials(tuned_run):
@@ -222,7 +206,7 @@ def _tuner_inputs(tuned_run: Path, tmp_path: Path):
     return runner, cells
 
 
-def test_tuning_never_reads_the_test_split(tuned_run, tmp_path, monkeypatch, one_thread):
+def test_tuning_never_reads_the_test_split(tuned_run, tmp_path, monkeypatch):
     """Test labels replaced by garbage: the same trials, the same values, the same choices."""
     import medkd_bench.run.computer as computer
     from medkd_bench.tune.session import tune_matrix
@@ -243,8 +227,7 @@ def test_tuning_never_reads_the_test_split(tuned_run, tmp_path, monkeypatch, one
     assert _trials(tmp_path / "work") == _trials(tuned_run / "work")
 
 
-def test_an_interrupted_tuning_resumes_without_repeating_finished_trials(tuned_run, tmp_path, monkeypatch,
-                                                                          one_thread):
+def test_an_interrupted_tuning_resumes_without_repeating_finished_trials(tuned_run, tmp_path, monkeypatch):
     import medkd_bench.tune.study as study
     from medkd_bench.tune.session import tune_matrix
 
@@ -266,17 +249,19 @@ def test_an_interrupted_tuning_resumes_without_repeating_finished_trials(tuned_r
     results = tune_matrix(runner, cells, None, 3, 0)
     assert calls["n"] == 2  # the kd arm's last two trials, nothing repeated
     runner.store.close()
-    assert _trials(tmp_path / "work") == _trials(tuned_run / "work")  # and what an uninterrupted run (a pool's) chose
+    assert _trials(tmp_path / "work") == _trials(tuned_run / "work")  # and what an uninterrupted run chose
     assert [r.arm.key for r in results.tuned] == [a.key for a in arms_of(cells)] and results.died == {}
 
 
 @pytest.mark.slow
 def test_a_worker_dying_while_tuning_stops_the_run_before_any_final_cell_and_keeps_the_trials(run_cli, dirs, tmp_path):
-    """The kernel's out-of-memory killer, as a method whose loss ends its process: the other arms finish their
-    trials, and no final cell trains, since an arm left at its default would not be tuned like the rest."""
-    result = run_cli(["run", "--plugin", plugin_fixture("dying_method"), "--datasets", "synthetic-cxr", "--teachers",
-                      "visformer-s", "--students", "ofa-595", "--methods", "kd,dies", "--explainers", "grad-cam",
-                      *TINY_DATA, "--jobs", "2", "--tune", "1", *dirs])
+    """``--jobs 2``: arms tune side by side in the pool, each trial stored by the driver as it ends. The kernel's
+    out-of-memory killer, as a method whose loss ends its process: the other arms finish their trials, and no final
+    cell trains, since an arm left at its default would not be tuned like the rest. Run again (here without the
+    method that kills), the pool's workers replay the stored trials instead of training them again."""
+    matrix = ["--datasets", "synthetic-cxr", "--teachers", "visformer-s", "--students", "ofa-595", "--explainers",
+              "grad-cam", *TINY_DATA, "--jobs", "2", "--tune", "1", *dirs]
+    result = run_cli(["run", "--plugin", plugin_fixture("dying_method"), "--methods", "kd,dies", *matrix])
     assert result.exit_code == 1, result.out + result.err
     assert ("tuning synthetic-cxr/visformer-s/ofa-595/dies: worker process died running its trials (exit code 3; "
             in result.err) and "its finished trials are kept: run again to resume" in result.err
@@ -287,6 +272,14 @@ def test_a_worker_dying_while_tuning_stops_the_run_before_any_final_cell_and_kee
     assert by_arm == {"synthetic-cxr//ofa-595/label-only": [0], "synthetic-cxr/visformer-s/ofa-595/kd": [0]}
     with Store(tmp_path / "work" / "runs.sqlite", readonly=True) as store:
         assert [c.method for c in store.cells()] == ["teacher"]  # tuning's teacher; no student cell
+    trials = _trials(tmp_path / "work")
+
+    again = run_cli(["run", "--methods", "kd", *matrix])
+    assert again.exit_code == 0, again.out + again.err
+    assert "2 at a time in worker processes" in again.out and "trial 1/1" not in again.out  # replayed, not trained
+    assert _trials(tmp_path / "work") == trials
+    with Store(tmp_path / "work" / "runs.sqlite", readonly=True) as store:
+        assert sorted(c.method for c in store.cells(status="done")) == ["kd", "label-only", "teacher"]
 
 
 @pytest.mark.slow
