@@ -193,10 +193,21 @@ class PoolSchedule:
             if job is None:
                 self.settled.add(cell)
                 continue
-            worker = self._idle_worker()
-            worker.conn.send(job)
-            worker.job = job
+            self.hand_out(job)
         return still
+
+    def hand_out(self, job: CellJob | TuneJob) -> None:
+        """Send ``job`` to an idle worker (one is started if none is idle and the pool has room)."""
+        worker = self._idle_worker()
+        worker.conn.send(job)
+        worker.job = job
+
+    def retire(self, worker: WorkerSlot, running: str = "this cell") -> str:
+        """Drop a worker that died (the pool starts a fresh one when needed); why its job failed."""
+        worker.process.join(TERMINATE_GRACE_S)
+        self.workers.remove(worker)
+        worker.conn.close()
+        return death_message(worker.process.exitcode, running)
 
     @staticmethod
     def next_message(worker: WorkerSlot) -> object | None:
@@ -238,10 +249,7 @@ class PoolSchedule:
         assert job is not None
         worker.job = None
         if reply is DIED:  # the worker died: this cell, and only this one, fails
-            worker.process.join(TERMINATE_GRACE_S)
-            self.workers.remove(worker)
-            worker.conn.close()
-            self.runner.record_failed(job.cell, death_message(worker.process.exitcode), {})
+            self.runner.record_failed(job.cell, self.retire(worker), {})
         elif isinstance(reply, WorkerError):
             reply.reraise()
         elif isinstance(reply, Explained):

@@ -19,11 +19,9 @@ from typing import Any
 
 from medkd_bench.run.executors.pool import (
     DIED,
-    TERMINATE_GRACE_S,
     PoolExecutor,
     PoolSchedule,
     WorkerSlot,
-    death_message,
 )
 from medkd_bench.run.executors.pool_worker import WorkerError
 from medkd_bench.run.runner import MatrixRunner
@@ -66,9 +64,7 @@ class _TuneSchedule(PoolSchedule):
             if not self._can_take_one():
                 still.append((index, job))
                 continue
-            worker = self._idle_worker()
-            worker.conn.send(job)
-            worker.job = job
+            self.hand_out(job)
         return still
 
     def receive(self, worker: WorkerSlot) -> object | None:
@@ -87,10 +83,7 @@ class _TuneSchedule(PoolSchedule):
         assert isinstance(job, TuneJob)
         worker.job = None
         if reply is DIED:
-            worker.process.join(TERMINATE_GRACE_S)
-            self.workers.remove(worker)
-            worker.conn.close()
-            self.died[job.arm.key] = death_message(worker.process.exitcode, "its trials")
+            self.died[job.arm.key] = self.retire(worker, "its trials")
         elif isinstance(reply, WorkerError):
             reply.reraise()
         elif isinstance(reply, ArmTuned):
