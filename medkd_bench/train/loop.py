@@ -23,6 +23,7 @@ from torch import nn
 from medkd_bench.data.batches import train_batches
 from medkd_bench.data.prepare import PreparedData
 from medkd_bench.runtime.device import Runtime
+from medkd_bench.runtime.interrupts import raise_if_interrupted
 from medkd_bench.specs import TrainSettings
 from medkd_bench.train.batchnorm import has_batch_norm, recalibrate_batch_norm
 from medkd_bench.train.finite import NonFiniteError, require_finite_weights
@@ -263,6 +264,7 @@ def fit(
         started, cpu_started = time.perf_counter(), time.process_time()
         loss_sum, seen = 0.0, 0
         for batch, (idx, flipped, images) in enumerate(epoch_batches(data, settings, generator), 1):
+            raise_if_interrupted()  # a Ctrl-C whose KeyboardInterrupt was swallowed (a __del__, an import lock)
             loss = trainer.step(idx, flipped, images)
             if not math.isfinite(loss):  # step() already read the loss back: checking it costs nothing
                 raise NonFiniteError(f"training loss is {loss} in epoch {epoch}, batch {batch}")

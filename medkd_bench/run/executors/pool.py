@@ -32,8 +32,7 @@ from __future__ import annotations
 import multiprocessing
 import signal
 import threading
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from multiprocessing.connection import Connection
 from multiprocessing.connection import wait as wait_for
@@ -46,6 +45,7 @@ from medkd_bench.run.executors.pool_worker import Explained, Progress, WorkerErr
 from medkd_bench.run.executors.worker import WorkerRecipe
 from medkd_bench.run.outcomes import CellJob, CellOutcome
 from medkd_bench.run.runner import MatrixRunner
+from medkd_bench.runtime.interrupts import ctrl_c_deferred, interrupt_requested
 from medkd_bench.tune.worker import TuneJob
 
 #: Scheduling order of ready cells in a pool: teachers first, since every distilled cell waits for one.
@@ -128,7 +128,6 @@ class PoolSchedule:
         self.planned = set(cells)
         self.workers: list[WorkerSlot] = []
         self.settled: set[Cell] = set()
-        self.ctrl_c = threading.Event()
 
     # -- workers ---------------------------------------------------------------------------------------------
 
@@ -269,7 +268,7 @@ class PoolSchedule:
         waiting = self.waiting()
         finished = False
         try:
-            with _ctrl_c_sets(self.ctrl_c):
+            with ctrl_c_deferred():
                 self._schedule(waiting)
             finished = True
         except KeyboardInterrupt:
@@ -285,7 +284,7 @@ class PoolSchedule:
         while busy := self._busy():
             ready = set(wait_for([w.conn for w in busy] + [w.process.sentinel for w in busy],
                                  timeout=INTERRUPT_POLL_S))
-            if self.ctrl_c.is_set():  # before settling: a worker killed by the same Ctrl-C did not fail its cell
+            if interrupt_requested():  # before settling: a worker killed by the same Ctrl-C did not fail its cell
                 raise KeyboardInterrupt
             for worker in busy:
                 if worker.conn in ready or worker.process.sentinel in ready:
@@ -299,17 +298,3 @@ class PoolSchedule:
     def cells_in_priority(self) -> list[Cell]:
         """Plan order, teachers first (stable): every dataset's teachers start before any distilled cell waits."""
         return sorted(self.cells, key=lambda c: METHOD_PRIORITY.get(c.method, 2))
-
-
-@contextmanager
-def _ctrl_c_sets(flag: threading.Event) -> Iterator[None]:
-    """While the pool runs, SIGINT sets ``flag`` instead of raising wherever the main thread happens to be."""
-    if threading.current_thread() is not threading.main_thread():
-        yield  # signal handlers can only be installed from the main thread
-        return
-    previous = signal.signal(signal.SIGINT, lambda signum, frame: flag.set())
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
-
