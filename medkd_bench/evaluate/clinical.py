@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from medkd_bench.evaluate.stats import BATCH, CONFIDENCE, RESAMPLES
+from medkd_bench.evaluate.stats import BATCH, CONFIDENCE, RESAMPLES, resample_counts
 
 #: Equal-width confidence bins of the expected calibration error (Guo et al. use 15).
 ECE_BINS = 15
@@ -47,17 +47,6 @@ def roc_auc_point(labels: np.ndarray, probs: np.ndarray) -> float | None:
 
 def _onehot(values: np.ndarray, width: int) -> np.ndarray:
     return (values[:, None] == np.arange(width)[None, :]).astype(np.float64)
-
-
-def resample_counts(idx: np.ndarray, n: int) -> np.ndarray:
-    """How often each of ``n`` images is drawn in each resample: index arrays ``(B, m)`` to counts ``(B, n)``.
-
-    Every clinical figure is a weighted sum over images, so a resample is its
-    counts: no image is copied and no score is re-ranked per resample.
-    """
-    b = idx.shape[0]
-    flat = (np.arange(b)[:, None] * n + idx).ravel()
-    return np.bincount(flat, minlength=b * n).reshape(b, n).astype(np.float64)
 
 
 def roc_auc_weighted(labels: np.ndarray, probs: np.ndarray, weights: np.ndarray) -> np.ndarray:
