@@ -59,7 +59,7 @@ STUDENT = "ofa-595"
 #: teachers on the students' images (the full matrix's default would train them on 6-9 times as many), and
 #: explained by Grad-CAM (Score-CAM's one forward pass per channel was most of each smoke cell's scoring;
 #: the GPU mode keeps the default explainer, and tests/test_explainers.py runs Score-CAM on every model).
-TINY_RUN = ("--latency-runs", "3", "--latency-seconds", "0", "--explain-images", "1", "--sanity-images", "0", "--jobs", "1",
+TINY_RUN = ("--latency-runs", "3", "--latency-seconds", "0", "--latency-attempts", "1", "--explain-images", "1", "--sanity-images", "0", "--jobs", "1",
             "--teachers", "visformer-s", "--explainers", "grad-cam", "--dataset-option", "synthetic-cxr.n_val=9",
             "--dataset-option", "synthetic-cxr.n_test=9", "--dataset-option", "synthetic-cxr.teacher_train_factor=1")
 TINY = ("--img-size", "32", "--epochs", "1", "--dataset-option", "synthetic-cxr.n_train=24", *TINY_RUN)

@@ -39,6 +39,8 @@ TINY_DATA = [
     # Exactly 3 timed runs (the default goes on for 1 s): at 32 px nobody reads the latency, and timing
     # for a second per architecture per run was the largest fixed cost of the suite's matrices.
     "--latency-seconds", "0",
+    # One attempt: a timing beside the other test process would wait and time again, up to twice a model.
+    "--latency-attempts", "1",
     # Two explained images, one of them also through the random-weight sanity check: Score-CAM costs one
     # forward pass per target channel per image (512 for VGG19), the suite's largest explanation cost.
     "--explain-images", "2",

@@ -114,3 +114,4 @@ def test_run_defaults_match_the_run_options_provenance_compares_with():
     assert defaults["sanity_images"] == RunOptions.sanity_images
     assert defaults["latency_runs"] == RunOptions.latency_runs
     assert defaults["latency_seconds"] == RunOptions.latency_seconds
+    assert defaults["latency_attempts"] == RunOptions.latency_attempts

@@ -82,6 +82,31 @@ def test_latency_keeps_timing_until_the_minimum_time():
     assert timed["latency_runs"] > 3 and elapsed >= 0.05  # the timed runs alone add up to 50 ms
 
 
+def test_latency_attempts_bound_how_often_a_busy_machine_is_timed_again(monkeypatch, tmp_path):
+    """``--latency-attempts 1`` (the suite's runs): a timing beside other work is kept, flagged, not redone
+    after a pause; the default takes it up to three times."""
+    from medkd_bench.evaluate import cost
+    from medkd_bench.registry import load_registry
+    from medkd_bench.run.cells import Cell
+    from medkd_bench.run.computer import CellComputer
+    from medkd_bench.run.run_options import RunOptions
+    from medkd_bench.runtime.device import resolve_runtime
+
+    monkeypatch.setattr(cost, "cpu_share", lambda *args: 0.3)  # every timing beside other work
+    pauses: list[float] = []
+    monkeypatch.setattr(cost.time, "sleep", pauses.append)
+    registry = load_registry()
+    student = registry.get("student", "ofa-595")
+    for attempts in (1, RunOptions.latency_attempts):
+        options = RunOptions(work_dir=tmp_path / str(attempts), img_size=32, latency_runs=2, latency_seconds=0,
+                             latency_attempts=attempts)
+        computer = CellComputer(registry, options, resolve_runtime("cpu", "off"))
+        out = computer.cost_of(Cell("synthetic-cxr", "label-only", student="ofa-595"), student.build(3, 32).eval())
+        assert out["latency_attempts"] == attempts and out["latency_cpu_share"] == 0.3
+    # A pause between attempts, none after the last (it slept a second after every busy model's last one).
+    assert pauses == [1.0] * (RunOptions.latency_attempts - 1)
+
+
 def test_a_latency_timed_beside_other_work_is_timed_again_and_flagged():
     from medkd_bench.evaluate.cost import QUIET_CPU_SHARE, quietest
     from medkd_bench.report.format import latency_text

@@ -46,6 +46,7 @@ def no_planning(monkeypatch):
         (["--sanity-images", "1000000"], ["'--sanity-images'"]),
         (["--latency-runs", "100000000"], ["'--latency-runs'"]),
         (["--latency-seconds", "1e9"], ["'--latency-seconds'", "<= 3600"]),
+        (["--latency-attempts", "1000"], ["'--latency-attempts'", "1<=x<=100"]),
         (["--latency-seconds", "-1"], ["'--latency-seconds'", ">= 0"]),
         (["--latency-seconds", "nan"], ["'--latency-seconds'"]),
         (["--bootstrap", "1000000000"], ["'--bootstrap'"]),

@@ -97,6 +97,9 @@ from medkd_bench.errors import MedkdError
               help="Timed batch-1 runs per model, at least; timing goes on until --latency-seconds have been timed.")
 @click.option("--latency-seconds", type=FiniteFloat(0), default=1.0, show_default=True,
               help="Seconds of batch-1 runs timed per model, at least (0: exactly --latency-runs runs).")
+@click.option("--latency-attempts", type=click.IntRange(1), default=3, show_default=True,
+              help="Attempts at each timing: one taken while another process held the CPU is taken again "
+                   "after a pause (1: never again; the page flags a busy timing).")
 @click.option("--onnx", is_flag=True,
               help="Export every trained student to ONNX, check it with ONNX Runtime on the test split and time "
                    "it there (needs medkd-bench[onnx]).")
@@ -119,7 +122,8 @@ from medkd_bench.errors import MedkdError
               help="Ray: retries of a cell whose task failed or whose worker died [default: 1].")
 def run(matrix, teachers, students, datasets, methods, method_options, teacher_cache_mb, plugin_files, work_dir, leaderboard_dir, data_root,
         dataset_options, img_size, epochs, seed, seeds, teacher_seeds, tune, tuned_options, deterministic, temperature, alpha, pretrained, weights,
-        device, amp, compile_mode, explainers, explain_images, sanity_images, latency_runs, latency_seconds, onnx, skip_bad,
+        device, amp, compile_mode, explainers, explain_images, sanity_images, latency_runs, latency_seconds, latency_attempts,
+        onnx, skip_bad,
         bootstrap, dry_run, executor, jobs, address, ray_cpus, cpus_per_cell, gpus_per_cell, max_retries) -> None:
     """Train teachers, baselines and distilled students, score them, write leaderboards.
 
@@ -163,7 +167,7 @@ def run(matrix, teachers, students, datasets, methods, method_options, teacher_c
         method_options=parsed_method_options, teacher_cache_mb=teacher_cache_mb, pretrained=pretrained,
         weights=parse_weights(weights), explainers=tuple(split_names(explainers) or ()) or RunOptions.explainers,
         explain_images=explain_images, sanity_images=sanity_images, latency_runs=latency_runs,
-        latency_seconds=latency_seconds, skip_bad=skip_bad,
+        latency_seconds=latency_seconds, latency_attempts=latency_attempts, skip_bad=skip_bad,
         onnx=onnx, compile_mode=compile_mode, teacher_seeds=min(teacher_seeds, seeds),
         tuned=parse_tuned_options(tuned_options, registry),
     )

@@ -115,13 +115,13 @@ def check_onnx(path: Path, model: nn.Module, images: torch.Tensor, batch_size: i
 
 
 def onnx_latency(path: Path, img_size: int, runs: int = 50, min_seconds: float = 1.0,
-                 warmup: int = 10) -> dict[str, float]:
+                 warmup: int = 10, attempts: int | None = None) -> dict[str, float]:
     """Batch-1 latency on ONNX Runtime's CPU provider: median and IQR in ms, runs, and the CPU share it got.
 
     Timed again while another process held the CPU, as PyTorch's latency is
     (:func:`~medkd_bench.evaluate.cost.quietest`).
     """
-    from medkd_bench.evaluate.cost import cpu_share, quietest
+    from medkd_bench.evaluate.cost import LATENCY_ATTEMPTS, cpu_share, quietest
 
     ort_session = session(path)
     x = np.random.default_rng(0).standard_normal((1, 3, img_size, img_size)).astype(np.float32)
@@ -143,4 +143,4 @@ def onnx_latency(path: Path, img_size: int, runs: int = 50, min_seconds: float =
                 "onnx_latency_runs": len(times), "onnx_threads": torch.get_num_threads(),
                 "onnx_latency_cpu_share": share}
 
-    return quietest(measure, "onnx_latency_cpu_share")
+    return quietest(measure, "onnx_latency_cpu_share", attempts=attempts or LATENCY_ATTEMPTS)

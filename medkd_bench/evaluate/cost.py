@@ -114,7 +114,8 @@ def quietest(measure: Callable[[], dict[str, float]], share_key: str = "latency_
             best = timed
         if timed.get(share_key, 1.0) >= QUIET_CPU_SHARE:
             return timed
-        time.sleep(pause_s)
+        if attempt < attempts:  # (after the last attempt a pause only delays the run)
+            time.sleep(pause_s)
     return {**best, attempts_key: attempts}
 
 
@@ -148,7 +149,8 @@ def size_metrics(model: nn.Module, img_size: int, device: torch.device | str = "
 
 
 def timed_metrics(model: nn.Module, img_size: int, runtime: Runtime, latency_runs: int = 50,
-                  latency_seconds: float = 1.0, spec: ModelSpec | None = None) -> dict[str, Any]:
+                  latency_seconds: float = 1.0, spec: ModelSpec | None = None,
+                  attempts: int = LATENCY_ATTEMPTS) -> dict[str, Any]:
     """Throughput and batch-1 latency: timed, so they need a machine with nothing else running.
 
     ``timed_on`` says where and with how many threads: in a worker pool that is
@@ -161,7 +163,7 @@ def timed_metrics(model: nn.Module, img_size: int, runtime: Runtime, latency_run
 
     metrics: dict[str, Any] = {"throughput": measure_throughput(model, img_size, runtime)}
     metrics.update(quietest(lambda: measure_latency(model, img_size, runtime, runs=latency_runs,
-                                                    min_seconds=latency_seconds)))
+                                                    min_seconds=latency_seconds), attempts=attempts))
     if spec is not None:
         metrics.update(deployed_latency(model, spec, img_size, runtime, latency_runs, latency_seconds))
     metrics["timed_on"] = machine_description(runtime)

@@ -327,6 +327,7 @@ class CellComputer:
                 cost.update(cached_size_metrics(self.options.work_dir, key[:4], model, size, runtime.device))
             if timed:
                 cost.update(timed_metrics(model, size, runtime, self.options.latency_runs, self.options.latency_seconds,
+                                          attempts=self.options.latency_attempts,
                                           spec=self.model_spec(cell)))
         return dict(cost)
 

@@ -42,6 +42,10 @@ class RunOptions:
     #: burst of background work then moves the median less. 0 times exactly ``latency_runs`` runs, for
     #: smoke runs and tests, whose latencies are figures of a 32 px model nobody reads.
     latency_seconds: float = 1.0
+    #: Timings taken while another process held the CPU are taken again after a pause, up to this many
+    #: attempts in all (``--latency-attempts``; :func:`~medkd_bench.evaluate.cost.quietest`). 1 never
+    #: waits: for smoke runs and tests beside other work, whose timings nobody reads.
+    latency_attempts: int = 3
     #: Leave out bad files of a real dataset (with a warning) instead of stopping at the first.
     skip_bad: bool = False
     #: Export every trained student to ONNX, check it with ONNX Runtime on the test split and time it

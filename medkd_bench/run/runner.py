@@ -190,7 +190,8 @@ class MatrixRunner:
                 continue
             key = computer.cost_key(cell)
             if key not in latencies:
-                latencies[key] = onnx_latency(path, size, self.options.latency_runs, self.options.latency_seconds)
+                latencies[key] = onnx_latency(path, size, self.options.latency_runs, self.options.latency_seconds,
+                                              attempts=self.options.latency_attempts)
             self.store.update_metrics(h, {**latencies[key], "onnx_max_abs_logit_diff": check.max_abs_diff,
                                           "onnx_tolerance": check.tolerance, "onnx_tied_predictions": check.ties,
                                           "onnx_file": str(path.relative_to(self.options.work_dir)),
