@@ -251,6 +251,7 @@ def paired_difference(labels: Sequence[int] | np.ndarray, preds_a: np.ndarray | 
         raise ValueError(f"paired predictions must match: {a.shape} vs {b.shape} for {len(y)} labels")
     ca, cb = (a == y).astype(float), (b == y).astype(float)
     per_seed = ca.mean(1) - cb.mean(1)
+
     def difference(idx: np.ndarray) -> np.ndarray:
         counts = resample_counts(idx, len(y))
         return (accuracy_weighted(ca, counts) - accuracy_weighted(cb, counts)).mean(0)

@@ -23,7 +23,6 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from types import FrameType
-from typing import Any
 
 _requested = threading.Event()
 
@@ -48,11 +47,18 @@ def _record(signum: int, frame: FrameType | None) -> None:
     _requested.set()
 
 
-def _installed(handler: Callable[[int, FrameType | None], None]) -> Callable[[int, FrameType | None], Any] | int | None:
-    """Install ``handler`` for SIGINT and return the previous one (None off the main thread: nothing installed)."""
+@contextmanager
+def _sigint_handled_by(handler: Callable[[int, FrameType | None], None]) -> Iterator[None]:
+    """``handler`` for SIGINT inside the block, the previous disposition after it (main thread only)."""
     if threading.current_thread() is not threading.main_thread():
-        return None  # signal handlers can only be installed from the main thread
-    return signal.signal(signal.SIGINT, handler)
+        yield  # signal handlers can only be installed from the main thread
+        return
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield
+    finally:
+        # None: a handler not installed from Python, which cannot be put back; Python's own then
+        signal.signal(signal.SIGINT, signal.default_int_handler if previous is None else previous)
 
 
 @contextmanager
@@ -61,13 +67,11 @@ def ctrl_c_raises() -> Iterator[None]:
 
     The request lasts until the command returns (``main`` also runs inside test processes).
     """
-    previous = _installed(_raise)
     _requested.clear()
     try:
-        yield
+        with _sigint_handled_by(_raise):
+            yield
     finally:
-        if previous is not None:
-            signal.signal(signal.SIGINT, previous)
         _requested.clear()
 
 
@@ -79,12 +83,9 @@ def ctrl_c_deferred() -> Iterator[None]:
     half. A KeyboardInterrupt leaving the block is the request honoured, so the record is dropped then;
     otherwise it stays for the command around the block to honour.
     """
-    previous = _installed(_record)
     try:
-        yield
+        with _sigint_handled_by(_record):
+            yield
     except KeyboardInterrupt:
         _requested.clear()
         raise
-    finally:
-        if previous is not None:
-            signal.signal(signal.SIGINT, previous)
