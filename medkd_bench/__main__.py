@@ -1,5 +1,5 @@
 """``python -m medkd_bench``: the same as the ``medkd-bench`` command."""
 
-from medkd_bench.cli.main import main
+from medkd_bench.entry import main
 
 main()

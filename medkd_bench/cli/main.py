@@ -19,10 +19,8 @@ from medkd_bench.cli import datasets, plugins, report, run  # noqa: F401
 from medkd_bench.cli.app import cli, err_console, is_debug, set_debug
 from medkd_bench.errors import MedkdError, one_line
 from medkd_bench.runtime.allocator import keep_freed_memory
-from medkd_bench.runtime.interrupts import ctrl_c_raises
+from medkd_bench.runtime.interrupts import INTERRUPTED, ctrl_c_raises
 from medkd_bench.runtime.quiet import quiet_dependency_warnings
-
-INTERRUPTED = "interrupted: finished cells are kept in the store; rerun to resume"
 
 
 def add_plugin_commands() -> None:
