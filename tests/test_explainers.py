@@ -91,6 +91,70 @@ def test_gradient_and_eigen_cams(explainer, kind, name):
     assert not any(m._forward_hooks for m in model.modules())
 
 
+BUILTIN_MODELS = [("student", "ofa-595"), ("teacher", "vgg19"), ("teacher", "visformer-s"),
+                  ("teacher", "autoformer-v2-t")]
+
+
+@functools.cache
+def _random_model(kind: str, name: str) -> torch.nn.Module:
+    """A built-in model with seeded random weights at 64 px (built once: both CAMs explain it)."""
+    torch.manual_seed(0)
+    return REGISTRY.get(kind, name).build(3, 64).eval()
+
+
+@pytest.mark.parametrize("cam_class,explainer", [("GradCAM", "grad-cam"), ("GradCAMPlusPlus", "grad-cam-plus-plus")])
+@pytest.mark.parametrize("kind,name", BUILTIN_MODELS)
+def test_gradient_cams_backpropagate_above_the_target_layer_only_and_give_grad_cams_own_maps(
+        kind, name, cam_class, explainer):
+    """grad-cam's backward also computes every weight's gradient and every activation's below the
+    target layer; ours stops at the target layer (2.2-2.4x faster on VGG19, OFA-595 and
+    AutoFormer-V2-T, 1.3x on Visformer-S: benchmarks/bench_cam_backward.py) and gives grad-cam's
+    maps to the bit."""
+    import pytorch_grad_cam
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+    spec = REGISTRY.get(kind, name)
+    model = _random_model(kind, name)
+    layers = spec.target_layers(model)
+    targets = [1, 2]
+    with getattr(pytorch_grad_cam, cam_class)(model=model, target_layers=layers,
+                                              reshape_transform=spec.reshape_transform) as cam:
+        reference = cam(input_tensor=_images(), targets=[ClassifierOutputTarget(t) for t in targets])
+    model.zero_grad(set_to_none=True)
+
+    first_conv = next(m for m in model.modules() if isinstance(m, torch.nn.Conv2d))
+    in_graph = []  # whether the first convolution's output is part of the graph the backward pass walks
+    hook = first_conv.register_forward_hook(lambda module, args, out: in_graph.append(out.requires_grad))
+    maps = REGISTRY.explainers[explainer].build(model, layers, spec.reshape_transform)(_images(), targets)
+    hook.remove()
+
+    assert np.array_equal(maps, reference)
+    assert in_graph == [False]  # the backward pass could not get down to the first convolution
+    assert all(p.grad is None for p in model.parameters())  # no weight gradient was computed
+    assert all(p.requires_grad for p in model.parameters())  # and the model is given back trainable
+
+
+def test_a_gradient_cam_with_an_in_place_layer_after_its_target_or_two_target_layers_is_still_grad_cams():
+    """The target's output becomes a graph input as a clone, so an in-place ReLU after it still runs;
+    with two target layers (one may feed the other) grad-cam's own backward is left as it is."""
+    import pytorch_grad_cam
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+    from medkd_bench.explain.cams import grad_cam_builder
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.Conv2d(8, 8, 3), torch.nn.ReLU(inplace=True),
+                                torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(8, 3)).eval()
+    x = _images(16)
+    for layers in ([model[1]], [model[0], model[1]]):
+        with pytorch_grad_cam.GradCAM(model=model, target_layers=layers) as cam:
+            reference = cam(input_tensor=x, targets=[ClassifierOutputTarget(t) for t in (0, 2)])
+        model.zero_grad(set_to_none=True)
+        maps = grad_cam_builder("GradCAM")(model, layers)(x, [0, 2])
+        np.testing.assert_array_equal(maps, reference)
+        assert np.ptp(maps) > 0
+
+
 def test_batched_road_equals_grad_cams_road_combined():
     """Our one-batch ROAD gives grad-cam's ``ROADCombined`` scores (same noise, same formula)."""
     from pytorch_grad_cam.metrics.road import ROADCombined

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import functools
 import types
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -52,7 +53,8 @@ def grad_cam_builder(class_name: str, gpu_batch_size: int | None = None, **attri
                            reshape_transform=reshape_transform) as cam:
                 for key, value in {**attributes, **batch}.items():
                     setattr(cam, key, value)
-                maps = cam(input_tensor=images, targets=[ClassifierOutputTarget(int(t)) for t in targets])
+                with backward_above_the_target_layer_only(cam, model, target_layers):
+                    maps = cam(input_tensor=images, targets=[ClassifierOutputTarget(int(t)) for t in targets])
             return np.asarray(maps, dtype=np.float32)
 
         def explain(images: torch.Tensor, targets: Sequence[int]) -> np.ndarray:
@@ -64,6 +66,44 @@ def grad_cam_builder(class_name: str, gpu_batch_size: int | None = None, **attri
 
     build.__qualname__ = f"grad_cam_builder({class_name!r})"
     return build
+
+
+@contextmanager
+def backward_above_the_target_layer_only(cam: Any, model: nn.Module,
+                                         target_layers: Sequence[nn.Module]) -> Iterator[None]:
+    """A gradient CAM's backward pass through the layers above its target layer only.
+
+    grad-cam runs ``loss.backward()`` with the model's parameters requiring gradients, so it
+    computes every weight's gradient and every activation's below the target layer, none of
+    which a CAM reads: it needs the score's gradient at the target layer's output. Inside this
+    block the parameters are frozen and that output becomes the start of the graph, so the
+    backward covers only the layers after it (the target's gradients and maps are unchanged,
+    to the bit: tests/test_explainers.py). Left as grad-cam does it: CAMs without gradients, a
+    CAM that reads the input's gradient (FullGrad) or keeps the graph (``detach=False``), and
+    several target layers (one may lie below another).
+    """
+    if (not cam.uses_gradients or cam.compute_input_gradient or not cam.detach
+            or len(target_layers) != 1):
+        yield
+        return
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    for parameter in trainable:
+        parameter.requires_grad_(False)
+    # prepend: before grad-cam's own hooks, which then see (and hook) the output that requires grad
+    handle = target_layers[0].register_forward_hook(_start_the_graph_here, prepend=True)
+    try:
+        yield
+    finally:
+        handle.remove()
+        for parameter in trainable:
+            parameter.requires_grad_(True)
+
+
+def _start_the_graph_here(module: nn.Module, args: Any, output: Any) -> Any:
+    """The target layer's output as a new graph input (a clone, so in-place layers after it still work)."""
+    if isinstance(output, torch.Tensor) and output.is_floating_point() and not output.requires_grad:
+        return output.detach().requires_grad_().clone()
+    return None
 
 
 def gpu_batch_sizes(gpu_batch_size: int | None, batch_size: int | None) -> list[int | None]:
