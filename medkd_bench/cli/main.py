@@ -19,6 +19,7 @@ from medkd_bench.cli import datasets, plugins, report, run  # noqa: F401
 from medkd_bench.cli.app import cli, err_console, is_debug, set_debug
 from medkd_bench.errors import MedkdError, one_line
 from medkd_bench.runtime.allocator import keep_freed_memory
+from medkd_bench.runtime.blas import one_blas_thread
 from medkd_bench.runtime.interrupts import INTERRUPTED, ctrl_c_raises
 from medkd_bench.runtime.quiet import quiet_dependency_warnings
 
@@ -46,6 +47,7 @@ def _error(text: str) -> None:
 def main(argv: Sequence[str] | None = None) -> None:
     quiet_dependency_warnings()
     keep_freed_memory()  # before torch allocates anything
+    one_blas_thread()
     set_debug(False)
     with ctrl_c_raises():  # kill -INT stops a run started with SIGINT ignored too (nohup ./run.sh &)
         _main(argv)

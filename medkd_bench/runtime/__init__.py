@@ -1,1 +1,1 @@
-"""The execution environment: device and precision (:mod:`.device`), the memory allocator (:mod:`.allocator`), dependency warning filters (:mod:`.quiet`)."""
+"""The execution environment: device and precision (:mod:`.device`), the memory allocator (:mod:`.allocator`), numpy's BLAS threads (:mod:`.blas`), Ctrl-C (:mod:`.interrupts`), dependency warning filters (:mod:`.quiet`)."""

@@ -21,6 +21,7 @@ from medkd_bench.run.computer import CellComputer
 from medkd_bench.run.outcomes import CellJob, CellOutcome, computed
 from medkd_bench.run.run_options import RunOptions
 from medkd_bench.runtime.allocator import keep_freed_memory
+from medkd_bench.runtime.blas import one_blas_thread
 from medkd_bench.runtime.device import Runtime, resolve_runtime
 from medkd_bench.runtime.quiet import quiet_dependency_warnings
 
@@ -51,6 +52,7 @@ def worker_setup(recipe: WorkerRecipe) -> tuple[Any, Runtime]:
 
     torch.set_num_threads(recipe.threads)
     keep_freed_memory()
+    one_blas_thread()
     quiet_dependency_warnings()
     thread_only_progress_lock()
     # The run's work dir, as the driver's registry saw it: datasets added there are registered here too.
