@@ -5,10 +5,11 @@ small matrices (bootstrap CIs as image counts times a ``(seeds, n)`` matrix, cli
 map agreement), and it runs beside training: the pool's other workers, or the other process of
 a test suite. A product's threads then wait for cores that are busy, and spin: a
 ``(3, 2400) x (2400, 250)`` product took 80 ms instead of 0.66 ms on a 2-core machine whose cores
-were training, and rendering the committed pages took 74 s instead of 54 s
-(``benchmarks/RESULTS.md``, session 31). On an idle machine one thread costs 0.2 ms per such
-product. torch's own BLAS is left alone (its threads are ``torch.set_num_threads``'s), and so is a
-count the user chose with ``OPENBLAS_NUM_THREADS``.
+were training, and rendering the committed pages took 80 s instead of 55 s, with twice the CPU
+time (``benchmarks/RESULTS.md``, session 31). On an idle machine two threads render those pages 8%
+faster (31 s against 33 s) for 60% more CPU time: one thread is the setting that holds up wherever
+the run shares its cores. torch's own BLAS is left alone (its threads are
+``torch.set_num_threads``'s), and so is a count the user chose with ``OPENBLAS_NUM_THREADS``.
 """
 
 from __future__ import annotations
