@@ -230,8 +230,7 @@ class MatrixRunner:
         h = self.computer.hash(cell)
         if self.finished.is_finished(h):
             self.record_skipped(cell)
-            missing = self.missing_explanations(cell)
-            return CellJob(cell, index, total, h, False, missing, self._rows(cell, own=True)) if missing else None
+            return self.explain_job(cell, index, total)
         self.reporter.cell_started(cell, index, total, self.computer.cell_settings(cell).epochs)
         self.store.start(h, cell.dataset, cell.teacher, cell.student, cell.method, cell.seed, self.computer.config(cell))
         try:
@@ -243,6 +242,12 @@ class MatrixRunner:
         # that was lost describe other weights unless the retraining reproduced them bit for bit.
         return CellJob(cell, index, total, h, True, tuple(self.explanations.explainer_names()),
                        self._rows(cell, own=False))
+
+    def explain_job(self, cell: Cell, index: int, total: int) -> CellJob | None:
+        """A job that only explains finished ``cell`` (its missing explanations); None when none is missing."""
+        missing = self.missing_explanations(cell)
+        return (CellJob(cell, index, total, self.computer.hash(cell), False, missing, self._rows(cell, own=True))
+                if missing else None)
 
     def _rows(self, cell: Cell, own: bool) -> dict[str, CellRecord]:
         """The finished rows explaining ``cell`` reads: its teacher's, its baseline's (and its own, if ``own``)."""

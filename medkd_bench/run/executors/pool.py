@@ -58,15 +58,20 @@ TERMINATE_GRACE_S = 5.0
 
 
 def cell_dependencies(cell: Cell, planned: set[Cell]) -> list[Cell]:
-    """Planned cells that must finish (trained and explained) before ``cell`` starts.
+    """Planned cells that must finish (trained and explained) before ``cell`` is explained.
 
-    A distilled cell needs its teacher's checkpoint and maps, and the label-only
-    baseline's maps for its panel and agreement: the same inputs the local
+    A distilled cell's explanations read its teacher's maps and the label-only
+    baseline's (its panel, its agreement): the same inputs the local
     executor's plan order gives it, so both executors write the same results.
     """
     if not cell.distilled:
         return []
     return [c for c in (teacher_cell_of(cell), baseline_cell_of(cell)) if c in planned]
+
+
+def training_dependencies(cell: Cell, planned: set[Cell]) -> list[Cell]:
+    """Planned cells that must be trained before ``cell`` trains: a distilled cell's teacher (its checkpoint)."""
+    return [teacher_cell_of(cell)] if cell.distilled and teacher_cell_of(cell) in planned else []
 
 
 @dataclass
@@ -128,6 +133,12 @@ class PoolSchedule:
         self.planned = set(cells)
         self.workers: list[WorkerSlot] = []
         self.settled: set[Cell] = set()
+        #: Trained (its outcome recorded), perhaps not yet explained: a distilled cell may start training.
+        self.trained: set[Cell] = set()
+        #: Cells handed out to train only: their teacher's or baseline's explanations were still running.
+        self.explain_later: set[Cell] = set()
+        #: Those cells once trained, with their job numbers: each gets a job that explains it once those settle.
+        self.unexplained: dict[Cell, int] = {}
 
     # -- workers ---------------------------------------------------------------------------------------------
 
@@ -176,24 +187,41 @@ class PoolSchedule:
     # -- scheduling ------------------------------------------------------------------------------------------
 
     def _may_start(self, cell: Cell) -> bool:
+        return all(dep in self.settled or dep in self.trained for dep in training_dependencies(cell, self.planned))
+
+    def _may_explain(self, cell: Cell) -> bool:
         return all(dep in self.settled for dep in cell_dependencies(cell, self.planned))
 
     def start_ready(self, waiting: list[tuple[int, Cell]]) -> list[tuple[int, Cell]]:
         """Open a job for each cell that may start now and hand it to an idle worker; the cells still waiting.
 
-        A cell the runner settles itself (skipped, or its teacher did not finish) needs no worker.
+        A distilled cell trains as soon as its teacher is trained. If its teacher's or its baseline's
+        explanations are still running then, it is explained afterwards by a job of its own (first in
+        line once they are done), instead of a worker waiting idle for them (a quick matrix's teacher:
+        50 s of Score-CAM). A cell the runner settles itself (skipped, or its teacher did not finish)
+        needs no worker.
         """
+        for cell, index in list(self.unexplained.items()):
+            if self._may_explain(cell) and self._can_take_one():
+                del self.unexplained[cell]
+                self._hand_out_or_settle(cell, self.runner.explain_job(cell, index, self.total))
         still: list[tuple[int, Cell]] = []
         for index, cell in waiting:
             if not (self._may_start(cell) and self._can_take_one()):
                 still.append((index, cell))
                 continue
             job = self.runner.open_job(cell, index, self.total)
-            if job is None:
-                self.settled.add(cell)
-                continue
-            self.hand_out(job)
+            if job is not None and job.train and not self._may_explain(cell):
+                job = replace(job, explainers=())
+                self.explain_later.add(cell)
+            self._hand_out_or_settle(cell, job)
         return still
+
+    def _hand_out_or_settle(self, cell: Cell, job: CellJob | None) -> None:
+        if job is None:
+            self.settled.add(cell)
+        else:
+            self.hand_out(job)
 
     def hand_out(self, job: CellJob | TuneJob) -> None:
         """Send ``job`` to an idle worker (one is started if none is idle and the pool has room)."""
@@ -236,6 +264,7 @@ class PoolSchedule:
                 assert worker.job is not None
                 self.runner.record(worker.job, message)
                 if message.status == "done":
+                    self.trained.add(worker.job.cell)  # its students may start
                     continue  # its explanations come next
             return message
 
@@ -247,12 +276,17 @@ class PoolSchedule:
         job = worker.job
         assert job is not None
         worker.job = None
+        later = job.cell in self.explain_later
+        self.explain_later.discard(job.cell)
         if reply is DIED:  # the worker died: this cell, and only this one, fails
             self.runner.record_failed(job.cell, self.retire(worker), {})
         elif isinstance(reply, WorkerError):
             reply.reraise()
         elif isinstance(reply, Explained):
             self.runner.record_explanations(job, reply.results)
+            if later:  # trained only: its explanations are a job of their own
+                self.unexplained[job.cell] = job.index
+                return
         self.settled.add(job.cell)  # a failed cell's outcome was recorded as it came
 
     def waiting(self) -> list[tuple[int, Any]]:
@@ -292,8 +326,9 @@ class PoolSchedule:
                     if reply is not None:
                         self.settle(worker, reply)
             waiting = self.start_ready(waiting)
-        if waiting:  # cannot happen while every dependency is planned and settles; never leave cells unrun silently
-            raise RuntimeError(f"pool: {len(waiting)} job(s) never became ready: {[str(c) for _, c in waiting]}")
+        if waiting or self.unexplained:  # cannot happen while every dependency is planned and settles; never silently
+            left = [str(c) for _, c in waiting] + [f"{c} (its explanations)" for c in self.unexplained]
+            raise RuntimeError(f"pool: {len(left)} job(s) never became ready: {left}")
 
     def cells_in_priority(self) -> list[Cell]:
         """Plan order, teachers first (stable): every dataset's teachers start before any distilled cell waits."""

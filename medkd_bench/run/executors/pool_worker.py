@@ -141,6 +141,8 @@ class PoolWorker:
             if outcome.status != "done":
                 return outcome
             self.send(outcome)  # the driver records the cell now: a later death costs only its explanations
+            if not job.explainers:  # explained later, by a job of its own (pool.py: PoolSchedule)
+                return Explained([])
             self.rows[job.hash] = outcome.record(job)  # its panel shows its own predictions
         return Explained(self.explanations.explain(cell, job.explainers, model,
                                                    phase=lambda text: self.send(Progress("phase", (text,)))))
