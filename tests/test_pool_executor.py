@@ -215,8 +215,15 @@ def test_ctrl_c_stops_the_pool_and_marks_cells_interrupted(tmp_path, whom):
 
 
 @pytest.mark.slow
-def test_a_pool_run_shows_every_workers_epochs_phases_and_time_left(run_cli, dirs, monkeypatch):
-    """Workers send their cells' starts, epochs and phases down their pipes as they happen (issue 30)."""
+def test_a_pool_run_shows_every_workers_epochs_phases_and_time_left_and_students_train_while_teachers_explain(
+        run_cli, dirs, monkeypatch, tmp_path):
+    """Workers send their cells' starts, epochs and phases down their pipes as they happen (issue 30).
+
+    And a distilled cell trains as soon as its teacher's checkpoint exists: only its explanations read its
+    teacher's and baseline's maps. It used to wait for their explanations too, and in a quick matrix one worker
+    sat idle for the 50 s of Score-CAM on the teacher. Here the teacher's explanation takes 8 s more (a fixture
+    explainer): the student starts training before it ends, and its own explanations follow it, compared with
+    the teacher's maps, and are stored."""
     import medkd_bench.cli.progress as progress
 
     calls: list[tuple] = []
@@ -235,10 +242,20 @@ def test_a_pool_run_shows_every_workers_epochs_phases_and_time_left(run_cli, dir
             super().phase(text)
 
     monkeypatch.setattr(progress, "RichReporter", Recording)
-    args = [*TWO_DATASETS, "--datasets", "synthetic-cxr", "--epochs", "2", *dirs]
+    args = [*TWO_DATASETS, "--datasets", "synthetic-cxr", "--epochs", "2", "--plugin",
+            plugin_fixture("slow_teacher_explainer"), *dirs]
     args[args.index("--jobs") + 1] = "2"
+    args[args.index("--explainers") + 1] = "slow-grad-cam"
     result = run_cli(args)
     assert result.exit_code == 0, result.err
+    assert "3 trained, 0 already done, 0 failed; explanations: 3 computed, 0 failed" in result.out, result.out
+    with Store(tmp_path / "work" / "runs.sqlite", readonly=True) as store:
+        cells = {c.method: c for c in store.cells()}
+        explained = {m: store.explanation(c.hash, "slow-grad-cam", 2, 0) for m, c in cells.items()}
+    assert all(e is not None and e.status == "done" for e in explained.values()), explained
+    assert cells["kd"].started_at < explained["teacher"].finished_at  # trained while the teacher was explained
+    assert explained["kd"].finished_at > explained["teacher"].finished_at  # explained after it
+    assert explained["kd"].metrics.get("teacher_checkpoint_sha256")  # compared with the teacher's maps
     for method in ("teacher", "label-only", "kd"):
         assert ("started", method, 2) in calls
         assert [c[2] for c in calls if c[:2] == ("epoch", method)] == [1, 2]
@@ -314,24 +331,3 @@ def test_a_stopped_worker_leaves_no_semaphore_behind(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert "leaked semaphore" not in proc.stderr, proc.stderr
 
-
-@pytest.mark.slow
-def test_a_student_trains_while_its_teachers_explanations_still_run_and_is_explained_after_them(run_cli, dirs,
-                                                                                                  tmp_path):
-    """A distilled cell needs its teacher's checkpoint to train, and its teacher's and baseline's maps only to be
-    explained. It used to wait for both to be explained: in a quick matrix one worker sat idle for the 50 s of
-    Score-CAM on the teacher. Here the teacher's explanation takes 8 s more (a fixture explainer): the student
-    starts training before it ends, and its own explanations follow it, read the teacher's maps and are stored."""
-    args = [*TWO_DATASETS, "--datasets", "synthetic-cxr", "--plugin", plugin_fixture("slow_teacher_explainer"), *dirs]
-    args[args.index("--jobs") + 1] = "2"
-    args[args.index("--explainers") + 1] = "slow-grad-cam"
-    result = run_cli(args)
-    assert result.exit_code == 0, result.err
-    assert "3 trained, 0 already done, 0 failed; explanations: 3 computed, 0 failed" in result.out, result.out
-    with Store(tmp_path / "work" / "runs.sqlite", readonly=True) as store:
-        cells = {c.method: c for c in store.cells()}
-        explained = {m: store.explanation(c.hash, "slow-grad-cam", 2, 0) for m, c in cells.items()}
-    assert all(e is not None and e.status == "done" for e in explained.values()), explained
-    assert cells["kd"].started_at < explained["teacher"].finished_at  # trained while the teacher was explained
-    assert explained["kd"].finished_at > explained["teacher"].finished_at  # explained after it
-    assert explained["kd"].metrics.get("teacher_checkpoint_sha256")  # compared with the teacher's maps
