@@ -135,9 +135,8 @@ class PoolSchedule:
         self.settled: set[Cell] = set()
         #: Trained (its outcome recorded), perhaps not yet explained: a distilled cell may start training.
         self.trained: set[Cell] = set()
-        #: Cells handed out to train only: their teacher's or baseline's explanations were still running.
-        self.explain_later: set[Cell] = set()
-        #: Those cells once trained, with their job numbers: each gets a job that explains it once those settle.
+        #: Cells trained by a job without explainers (their teacher's or baseline's explanations were still
+        #: running), with their job numbers: each gets a job that explains it once those settle.
         self.unexplained: dict[Cell, int] = {}
 
     # -- workers ---------------------------------------------------------------------------------------------
@@ -212,8 +211,7 @@ class PoolSchedule:
                 continue
             job = self.runner.open_job(cell, index, self.total)
             if job is not None and job.train and not self._may_explain(cell):
-                job = replace(job, explainers=())
-                self.explain_later.add(cell)
+                job = replace(job, explainers=())  # train only; settle() queues its explanations
             self._hand_out_or_settle(cell, job)
         return still
 
@@ -276,15 +274,13 @@ class PoolSchedule:
         job = worker.job
         assert job is not None
         worker.job = None
-        later = job.cell in self.explain_later
-        self.explain_later.discard(job.cell)
         if reply is DIED:  # the worker died: this cell, and only this one, fails
             self.runner.record_failed(job.cell, self.retire(worker), {})
         elif isinstance(reply, WorkerError):
             reply.reraise()
         elif isinstance(reply, Explained):
             self.runner.record_explanations(job, reply.results)
-            if later:  # trained only: its explanations are a job of their own
+            if job.train and not job.explainers:  # trained only: its explanations are a job of their own
                 self.unexplained[job.cell] = job.index
                 return
         self.settled.add(job.cell)  # a failed cell's outcome was recorded as it came
