@@ -266,6 +266,41 @@ def test_a_pool_run_shows_every_workers_epochs_phases_and_time_left_and_students
     assert "writing the leaderboards" in result.out
 
 
+@pytest.mark.slow
+def test_a_worker_dying_while_explaining_a_cell_trained_earlier_keeps_the_cell_and_a_rerun_explains_it(
+        run_cli, dirs, monkeypatch, tmp_path):
+    """A distilled cell trained while its teacher was still being explained is explained by a job of its own.
+
+    The worker running that job is killed (the fixture's ``os._exit``, as the out-of-memory killer would):
+    the cell stays done with its result, only its explanation is missing, the run says so and exits 1
+    (not a bad input, not a success), and a rerun trains nothing and explains it."""
+    monkeypatch.setenv("MEDKD_TEST_DIE_DIR", str(tmp_path))
+    args = [*TWO_DATASETS, "--datasets", "synthetic-cxr", "--epochs", "2", "--plugin",
+            plugin_fixture("slow_teacher_explainer"), *dirs]
+    args[args.index("--jobs") + 1] = "2"
+    args[args.index("--explainers") + 1] = "slow-grad-cam"
+    first = run_cli(args)
+    assert (tmp_path / "died").exists(), "the fixture never saw an explain-only job: the KD cell was not deferred"
+    assert first.exit_code == 1, first.out
+    assert "3 trained, 0 already done, 0 failed; explanations: 2 computed, 1 failed" in first.out, first.out
+    assert "explaining it did not finish: worker process died" in first.out
+    store_path = tmp_path / "work" / "runs.sqlite"
+    with Store(store_path, readonly=True) as store:
+        kd = next(c for c in store.cells() if c.method == "kd")
+        assert kd.status == "done" and kd.metrics["accuracy"] >= 0 and not kd.error
+        assert store.explanation(kd.hash, "slow-grad-cam", 2, 0) is None or \
+            store.explanation(kd.hash, "slow-grad-cam", 2, 0).status != "done"
+    again = run_cli(args)
+    assert again.exit_code == 0, again.out
+    assert "0 trained, 3 already done, 0 failed; explanations: 1 computed, 0 failed" in again.out, again.out
+    with Store(store_path, readonly=True) as store:
+        kept = store.get(kd.hash)  # not trained again (its timing may be retaken: the first was beside training)
+        assert kept.artifacts == kd.artifacts and kept.metrics["accuracy"] == kd.metrics["accuracy"]
+        explained = store.explanation(kd.hash, "slow-grad-cam", 2, 0)
+    assert explained is not None and explained.status == "done"
+    assert explained.metrics.get("teacher_checkpoint_sha256")
+
+
 def test_time_left_comes_from_comparable_cells_in_the_store(quick_run):
     from medkd_bench.run.estimate import MatrixEta, measured_seconds
 
