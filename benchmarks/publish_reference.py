@@ -4,8 +4,12 @@ The reference matrix takes tens of core-hours, so it runs in parts, each stopped
 and resumed from its store. Only what is committed survives a machine that is replaced between
 parts, so every part publishes what it finished: this copies the reference store (SQLite's online
 backup, consistent while the run writes to it), keeps only its done cells, their explanations and
-the runs that planned them, renders the pages from the copy alone (as any reader of the repository
-can), copies the explanation panels those pages link and removes the panels no page links.
+the runs that planned them, adds every cell already published that the run does not hold (a part
+run on a new machine starts from an empty store: session 23's and session 31's machines were
+replaced, their stores with them), renders the pages from the result alone (as any reader of the
+repository can), copies the explanation panels those pages link and removes the panels no page
+links. A cell in both is the run's (it may have been trained again); a student distilled from an
+earlier checkpoint of its teacher than the published one is flagged on the pages, as in any store.
 
     python benchmarks/publish_reference.py --from /work/regen/.medkd-ref --panels /tmp/lb-ref \\
         --to leaderboards
@@ -24,6 +28,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from medkd_bench.run.store import Store
+
 #: An explanation panel's link on a page: panels/<dataset>/<explainer>/<cell>.png.
 PANEL_LINK = re.compile(r"panels/[^/()\s\"]+/[^/()\s\"]+/[^/()\s\"]+\.png")
 
@@ -37,8 +43,25 @@ PRUNE = (
 )
 
 
+#: What a published store adds of the store published before: its cells the run does not hold, their
+#: explanations, its runs (numbered after the run's own) and their links, its tuning trials.
+MERGE = (
+    "CREATE TEMP TABLE run_hashes AS SELECT hash FROM cells",
+    "INSERT INTO cells SELECT * FROM published.cells WHERE hash NOT IN (SELECT hash FROM run_hashes)",
+    "INSERT INTO explanations SELECT * FROM published.explanations "
+    "WHERE cell_hash NOT IN (SELECT hash FROM run_hashes)",
+    "CREATE TEMP TABLE run_id_offset AS SELECT coalesce(max(id), 0) AS n FROM runs",
+    "INSERT INTO runs (id, settings, started_at) SELECT id + (SELECT n FROM run_id_offset), settings, started_at "
+    "FROM published.runs",
+    "INSERT INTO run_cells SELECT run_id + (SELECT n FROM run_id_offset), cell_hash FROM published.run_cells "
+    "WHERE cell_hash NOT IN (SELECT hash FROM run_hashes)",
+    "INSERT OR IGNORE INTO trials SELECT * FROM published.trials",
+)
+
+
 def copy_done_cells(source: Path, target: Path) -> dict[str, int]:
-    """``target`` becomes a copy of the store ``source`` with only its done cells; rows kept per table."""
+    """``target`` becomes a copy of the store ``source`` with only its done cells, plus the cells of the
+    store already at ``target`` that ``source`` does not hold; rows kept per table."""
     target.parent.mkdir(parents=True, exist_ok=True)
     partial = target.with_suffix(".partial")
     partial.unlink(missing_ok=True)
@@ -46,8 +69,19 @@ def copy_done_cells(source: Path, target: Path) -> dict[str, int]:
     try:
         src.backup(con)
         with con:
-            for statement in PRUNE:
+            for statement in PRUNE:  # the run's unfinished cells and what refers to them, before the merge
                 con.execute(statement)
+        if target.is_file():
+            Store(partial).close()  # both at this medkd-bench's schema (columns added since are added)
+            Store(target).close()
+            con.execute("ATTACH DATABASE ? AS published", (str(target),))
+            with con:
+                for statement in MERGE:
+                    con.execute(statement)
+            con.execute("DETACH DATABASE published")
+            with con:
+                for statement in PRUNE:  # the published runs whose every cell the run holds
+                    con.execute(statement)
         con.execute("PRAGMA journal_mode=DELETE")  # one file in git, no -wal beside it
         con.execute("VACUUM")
         kept = {t: con.execute(f"SELECT count(*) FROM {t}").fetchone()[0]  # noqa: S608 (fixed names)
