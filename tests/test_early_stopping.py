@@ -39,6 +39,30 @@ def test_stops_on_a_plateau_after_patience_and_a_cool_down_and_not_before():
     assert epochs_late == 12 + 3 + cooldown_epochs(15, 0.2)
 
 
+@pytest.mark.parametrize("patience,flat_from", [(3, 10), (12, 18), (8, 33), (9, 47)])
+def test_a_page_finds_the_plateau_epoch_the_stopping_rule_chose_from_the_epochs_run(patience, flat_from):
+    """The pages say where the plateau was (a best epoch near the last is the cool-down's, not a model still
+    learning): read back from the epochs run and the recipe's cool-down fraction, it is the rule's own."""
+    from medkd_bench.report.convergence import convergence_text, plateau_epoch
+    from medkd_bench.run.records import CellRecord
+
+    curve = [0.3 + 0.01 * e for e in range(flat_from)] + [0.3 + 0.01 * flat_from] * 100
+    epochs, rule = _scripted(curve, patience=patience, max_epochs=120)
+    assert rule.reason == "plateau"
+
+    def record(stopped, fraction=0.2):
+        return CellRecord("h", "d", "t", "", "teacher", 0, "done",
+                          {"model": {"train": {"cooldown_fraction": fraction}}},
+                          {"stopped": stopped, "epochs_run": epochs, "best_epoch": epochs - 1}, {}, {}, None, None, None)
+
+    assert plateau_epoch(record("plateau")) == rule.cooldown[0] - 1
+    assert convergence_text([record("plateau")]) == (
+        f"converged: stopped on a validation plateau (plateau at epoch {rule.cooldown[0] - 1}; epochs run {epochs}, "
+        f"the last {epochs - rule.cooldown[0] + 1} cooling the learning rate down; best epoch {epochs - 1})")
+    assert plateau_epoch(record("epoch-cap")) is None and plateau_epoch(record("plateau", fraction=None)) is None
+    assert "plateau at" not in convergence_text([record("plateau"), record("plateau", fraction=None)])
+
+
 def test_a_gain_below_min_delta_does_not_count_as_improving():
     curve = [0.5, 0.6, 0.7, 0.701, 0.702, 0.703] + [0.703] * 20
     with_delta, rule = _scripted(curve, min_delta=0.005)

@@ -17,7 +17,7 @@ from collections import Counter
 from collections.abc import Sequence
 
 from medkd_bench.run.store import CellRecord
-from medkd_bench.train.schedule import STOP_REASONS
+from medkd_bench.train.schedule import STOP_REASONS, cooldown_epochs
 
 #: Read for cells stored before ``stopped`` was recorded (or with a value no trainer writes).
 UNKNOWN = "unknown"
@@ -56,6 +56,21 @@ def epochs_run(rec: CellRecord) -> int | None:
     return len(history) if isinstance(history, list) and history else None
 
 
+def plateau_epoch(rec: CellRecord) -> int | None:
+    """The epoch whose validation accuracy ended the patience on a plateau; None if unknown or not on one.
+
+    After it the learning rate cools down over ``cooldown_fraction`` of the epochs run
+    (:class:`~medkd_bench.train.schedule.PlateauStop`), so a plateau at epoch ``p`` ends training at
+    ``p + cooldown_epochs(p)``: ``p`` is the one epoch that sum maps to the epochs run (it grows
+    with ``p``). A cool-down cut short by the epoch cap leaves it unknown.
+    """
+    train = rec.config.get("model", {}).get("train", {}) if isinstance(rec.config, dict) else {}
+    fraction, run = train.get("cooldown_fraction"), epochs_run(rec)
+    if stopped(rec) != "plateau" or run is None or not isinstance(fraction, (int, float)) or not 0 < fraction <= 1:
+        return None
+    return next((p for p in range(1, run) if p + cooldown_epochs(p, fraction) == run), None)
+
+
 def converged(records: Sequence[CellRecord]) -> bool:
     """Whether every cell stopped on a validation plateau (the only evidence of convergence stored)."""
     return all(stopped(r) == "plateau" for r in records)
@@ -66,7 +81,12 @@ def _per_seed(values: Sequence[object]) -> str:
 
 
 def convergence_text(records: Sequence[CellRecord]) -> str:
-    """``converged: stopped on a validation plateau (epochs run 14, best epoch 9)``, per seed with several."""
+    """``converged: stopped on a validation plateau (plateau at epoch 11; epochs run 14, the last 3 cooling the
+    learning rate down; best epoch 13)``, per seed with several.
+
+    The plateau epoch is said because the best epoch of a model that converged falls in its cool-down,
+    near its last: without it a reader sees the pattern of a model stopped while still learning.
+    """
     kinds = [stopped(r) for r in records]
     verdict = "converged" if converged(records) else "not shown to have converged"
     if len(set(kinds)) == 1:
@@ -74,8 +94,15 @@ def convergence_text(records: Sequence[CellRecord]) -> str:
     else:
         counts = Counter(kinds)
         how = ", ".join(f"{counts[k]} of {len(kinds)} seeds {STOPPED_SHORT[k]}" for k in STOPPED if counts[k])
-    epochs = (f"epochs run {_per_seed([epochs_run(r) for r in records])}, "
-              f"best epoch {_per_seed([r.metrics.get('best_epoch') for r in records])}")
+    plateaus = [plateau_epoch(r) for r in records]
+    runs = [epochs_run(r) for r in records]
+    best = _per_seed([r.metrics.get("best_epoch") for r in records])
+    if all(p is not None for p in plateaus):  # every seed's learning rate cooled down after its plateau
+        cooled = (f"the last {runs[0] - plateaus[0]} cooling the learning rate down" if len(records) == 1
+                  else "each ending in a learning-rate cool-down")
+        epochs = f"plateau at epoch {_per_seed(plateaus)}; epochs run {_per_seed(runs)}, {cooled}; best epoch {best}"
+    else:
+        epochs = f"epochs run {_per_seed(runs)}, best epoch {best}"
     if len(records) > 1:
         epochs = f"seeds {_per_seed([r.seed for r in records])}: {epochs}"
     return f"{verdict}: {how} ({epochs})"
