@@ -225,3 +225,30 @@ def test_one_fixed_teacher_serves_every_student_seed_unless_asked_otherwise():
     assert [teacher_cell_of(c).seed for c in two if c.method == "kd"] == [0, 1, 0]
     # A teacher per seed is today's design: its distilled cells are the ones planned before fixed teachers.
     assert teacher_cell_of(Cell("synthetic-cxr", "kd", "visformer-s", "ofa-595", seed=4)).seed == 4
+
+
+def test_a_cell_no_better_than_the_most_frequent_class_is_named_as_at_chance():
+    """A run stuck at chance stops "on a plateau" like any other; the pages name it (exact binomial test)."""
+    from medkd_bench.report.convergence import above_chance, at_chance_text
+    from medkd_bench.run.records import CellRecord
+
+    def cell(seed, labels, predictions, method="cat-kd"):
+        accuracy = sum(p == y for p, y in zip(predictions, labels, strict=True)) / max(1, len(labels))
+        return CellRecord(f"h{seed}", "d", "visformer-s", "ofa-595", method, seed, "done", {},
+                          {"accuracy": accuracy, "test_labels": labels, "test_predictions": predictions},
+                          {}, {}, None, None, None)
+
+    balanced = [0, 1, 2] * 100
+    stuck = cell(1, balanced, [1] * 300)  # one class for every image: 1/3
+    learned = cell(0, balanced, [y if i % 5 else (y + 1) % 3 for i, y in enumerate(balanced)])  # 80%
+    barely = cell(2, balanced, [y if i < 120 else (y + 1) % 3 for i, y in enumerate(balanced)])  # 40%: p = 0.01
+    majority = cell(0, [0] * 240 + [1] * 60, [0] * 300, method="label-only")  # 80%, all the most frequent class
+    assert [above_chance(c) for c in (stuck, learned, barely, majority)] == [False, True, True, False]
+    assert above_chance(cell(3, [], [])) is None
+
+    text = at_chance_text({("cat-kd", "visformer-s", "ofa-595"): [learned, stuck, barely],
+                           ("label-only", "", "ofa-595"): [majority]})
+    assert text.startswith("2 cells no more accurate than always answering the most frequent test class "
+                           "(one-sided exact binomial test, alpha 0.05): cat-kd from visformer-s into ofa-595 "
+                           "(seed 1: 33.3%); ofa-595 on labels alone (seed 0: 80.0%).")
+    assert at_chance_text({("cat-kd", "visformer-s", "ofa-595"): [learned, barely]}) is None

@@ -14,7 +14,9 @@ says so beside every such row.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+
+from scipy.stats import binomtest
 
 from medkd_bench.run.store import CellRecord
 from medkd_bench.train.schedule import STOP_REASONS, cooldown_epochs
@@ -112,3 +114,46 @@ def stop_counts(records: Sequence[CellRecord]) -> str:
     """``20 on a plateau, 3 at the epoch cap, 1 on a fixed schedule``: how a set of cells stopped."""
     counts = Counter(stopped(r) for r in records)
     return ", ".join(f"{counts[k]} {STOPPED_SHORT[k]}" for k in STOPPED if counts[k])
+
+
+#: The one-sided level below which a cell's test accuracy counts as above chance.
+CHANCE_ALPHA = 0.05
+
+
+def above_chance(rec: CellRecord) -> bool | None:
+    """Whether the cell's test accuracy beats always answering the most frequent test class; None if not stored.
+
+    One-sided exact binomial test (alpha :data:`CHANCE_ALPHA`) of its correct test images against that
+    class's share, which is 1/classes on a balanced test set. A run whose validation accuracy plateaued
+    at chance stops "on a plateau" like any other, so the stopping rule alone cannot tell it apart.
+    """
+    labels, predictions = rec.metrics.get("test_labels"), rec.metrics.get("test_predictions")
+    if not (isinstance(labels, list) and isinstance(predictions, list) and labels and len(labels) == len(predictions)):
+        return None
+    correct = sum(int(p == y) for p, y in zip(predictions, labels, strict=True))
+    majority = Counter(labels).most_common(1)[0][1] / len(labels)
+    return bool(binomtest(correct, len(labels), majority, alternative="greater").pvalue < CHANCE_ALPHA)
+
+
+def at_chance_text(groups: Mapping[tuple[str, str, str], Sequence[CellRecord]]) -> str | None:
+    """The trust section's line on cells no more accurate than chance; None when every cell beats it.
+
+    ``groups``: the page's rows, keyed (method, teacher, student), each with its cells.
+    """
+    found = {key: [r for r in cells if above_chance(r) is False] for key, cells in groups.items()}
+    found = {key: cells for key, cells in found.items() if cells}
+    if not found:
+        return None
+    rows = []
+    for (method, teacher, student), cells in sorted(found.items()):
+        what = {"teacher": f"teacher {teacher}", "label-only": f"{student} on labels alone"}.get(
+            method, f"{method} from {teacher} into {student}")
+        seeds = sorted(cells, key=lambda r: r.seed)
+        rows.append(f"{what} (seed{'s' if len(seeds) > 1 else ''} {', '.join(str(r.seed) for r in seeds)}: "
+                    + " / ".join(f"{100 * float(r.metrics['accuracy']):.1f}" for r in seeds) + "%)")
+    n = sum(len(c) for c in found.values())
+    return (f"{n} cell{'s' if n > 1 else ''} no more accurate than always answering the most frequent test class "
+            f"(one-sided exact binomial test, alpha {CHANCE_ALPHA}): {'; '.join(rows)}. A run whose validation "
+            "accuracy stayed at chance stops on a plateau like any other: it is a training that failed (a loss "
+            "that overwhelmed the labels, or a run that diverged), not a model that learned the task, and a "
+            "gain or margin that includes it measures that failure")

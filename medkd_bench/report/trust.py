@@ -31,7 +31,7 @@ import numpy as np
 
 from medkd_bench.evaluate import power
 from medkd_bench.evaluate.stats import SEEDS_AND_IMAGES
-from medkd_bench.report.convergence import converged, convergence_text, stop_counts
+from medkd_bench.report.convergence import at_chance_text, converged, convergence_text, stop_counts
 from medkd_bench.report.format import count
 from medkd_bench.report.recipes import mixed_recipes
 from medkd_bench.report.row_stats import RowStats, teacher_for
@@ -206,6 +206,7 @@ class Trust:
                           f"detectable): {len(flagged)} of {len(distilled)}{_undistilled(teacher_keys, distilled)}"
                           if cells else None),
             "retrained": _retrained_text({k: self.earlier_teacher_cells(k) for k in distilled}),
+            "at_chance": at_chance_text(self.groups),
             "detectable": self._detectable_text(distilled, n_test),
             "seeds": self._seeds_text(distilled, n_test),
         }
