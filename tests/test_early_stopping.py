@@ -243,12 +243,15 @@ def test_a_cell_no_better_than_the_most_frequent_class_is_named_as_at_chance():
     learned = cell(0, balanced, [y if i % 5 else (y + 1) % 3 for i, y in enumerate(balanced)])  # 80%
     barely = cell(2, balanced, [y if i < 120 else (y + 1) % 3 for i, y in enumerate(balanced)])  # 40%: p = 0.01
     majority = cell(0, [0] * 240 + [1] * 60, [0] * 300, method="label-only")  # 80%, all the most frequent class
-    assert [above_chance(c) for c in (stuck, learned, barely, majority)] == [False, True, True, False]
-    assert above_chance(cell(3, [], [])) is None
+    def stored(rec):
+        return rec.metrics["test_labels"]
+
+    assert [above_chance(c, stored(c)) for c in (stuck, learned, barely, majority)] == [False, True, True, False]
+    assert above_chance(cell(3, [], []), []) is None and above_chance(stuck, None) is None
 
     text = at_chance_text({("cat-kd", "visformer-s", "ofa-595"): [learned, stuck, barely],
-                           ("label-only", "", "ofa-595"): [majority]})
+                           ("label-only", "", "ofa-595"): [majority]}, stored)
     assert text.startswith("2 cells no more accurate than always answering the most frequent test class "
                            "(one-sided exact binomial test, alpha 0.05): cat-kd from visformer-s into ofa-595 "
                            "(seed 1: 33.3%); ofa-595 on labels alone (seed 0: 80.0%).")
-    assert at_chance_text({("cat-kd", "visformer-s", "ofa-595"): [learned, barely]}) is None
+    assert at_chance_text({("cat-kd", "visformer-s", "ofa-595"): [learned, barely]}, stored) is None

@@ -14,7 +14,7 @@ says so beside every such row.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from scipy.stats import binomtest
 
@@ -120,27 +120,33 @@ def stop_counts(records: Sequence[CellRecord]) -> str:
 CHANCE_ALPHA = 0.05
 
 
-def above_chance(rec: CellRecord) -> bool | None:
-    """Whether the cell's test accuracy beats always answering the most frequent test class; None if not stored.
+def above_chance(rec: CellRecord, labels: Sequence[int] | None) -> bool | None:
+    """Whether the cell's test accuracy beats always answering the most frequent test class; None if unknown.
 
     One-sided exact binomial test (alpha :data:`CHANCE_ALPHA`) of its correct test images against that
     class's share, which is 1/classes on a balanced test set. A run whose validation accuracy plateaued
     at chance stops "on a plateau" like any other, so the stopping rule alone cannot tell it apart.
+    ``labels``: the test labels its stored predictions are scored against
+    (:meth:`RowStats.labels <medkd_bench.report.row_stats.RowStats.labels>`, which recovers them for
+    cells stored without them).
     """
-    labels, predictions = rec.metrics.get("test_labels"), rec.metrics.get("test_predictions")
-    if not (isinstance(labels, list) and isinstance(predictions, list) and labels and len(labels) == len(predictions)):
+    predictions = rec.metrics.get("test_predictions")
+    if labels is None or not isinstance(predictions, list) or not len(labels) or len(labels) != len(predictions):
         return None
+    labels = [int(y) for y in labels]
     correct = sum(int(p == y) for p, y in zip(predictions, labels, strict=True))
     majority = Counter(labels).most_common(1)[0][1] / len(labels)
     return bool(binomtest(correct, len(labels), majority, alternative="greater").pvalue < CHANCE_ALPHA)
 
 
-def at_chance_text(groups: Mapping[tuple[str, str, str], Sequence[CellRecord]]) -> str | None:
+def at_chance_text(groups: Mapping[tuple[str, str, str], Sequence[CellRecord]],
+                   labels: Callable[[CellRecord], Sequence[int] | None]) -> str | None:
     """The trust section's line on cells no more accurate than chance; None when every cell beats it.
 
-    ``groups``: the page's rows, keyed (method, teacher, student), each with its cells.
+    ``groups``: the page's rows, keyed (method, teacher, student), each with its cells; ``labels``: each
+    cell's test labels (see :func:`above_chance`).
     """
-    found = {key: [r for r in cells if above_chance(r) is False] for key, cells in groups.items()}
+    found = {key: [r for r in cells if above_chance(r, labels(r)) is False] for key, cells in groups.items()}
     found = {key: cells for key, cells in found.items() if cells}
     if not found:
         return None

@@ -206,7 +206,7 @@ class Trust:
                           f"detectable): {len(flagged)} of {len(distilled)}{_undistilled(teacher_keys, distilled)}"
                           if cells else None),
             "retrained": _retrained_text({k: self.earlier_teacher_cells(k) for k in distilled}),
-            "at_chance": at_chance_text(self.groups),
+            "at_chance": at_chance_text(self.groups, self.row_stats.labels),
             "detectable": self._detectable_text(distilled, n_test),
             "seeds": self._seeds_text(distilled, n_test),
         }
