@@ -48,9 +48,26 @@ def _smallest_latency() -> float:
     return measure_latency(build_subnet(SMALLEST, 3), IMG, CPU, warmup=3, runs=7)["latency_ms"]
 
 
+def _latency_search(shared_lut: Path):
+    """A search under 3x the smallest subnet's latency (loose, but not "anything goes"), with its budget.
+
+    Timed on a machine the other test process shares: session 32's CI measured the smallest subnet at
+    about 5 ms, then at 15.35 ms inside the search a moment later, which the search rightly refused as
+    a budget below its smallest subnet. That refusal is retried once with the budget measured again;
+    any other failure, or a second refusal, fails the test.
+    """
+    for attempt in range(2):
+        budget = Budget("latency_ms", 3.0 * _smallest_latency())
+        try:
+            return search(budget, CPU, IMG, lut_path=shared_lut, opts=TINY_SEARCH), budget
+        except MedkdError as exc:
+            if attempt or "even the smallest subnet" not in str(exc):
+                raise
+    raise AssertionError("unreachable")
+
+
 def test_latency_search_meets_the_budget_and_reuses_the_table(shared_lut):
-    budget = Budget("latency_ms", 3.0 * _smallest_latency())  # loose, but not "anything goes"
-    result = search(budget, CPU, IMG, lut_path=shared_lut, opts=TINY_SEARCH)
+    result, budget = _latency_search(shared_lut)
     assert result.latency_ms <= budget.value and result.within_budget()
     assert result.parts_timed > 0 and shared_lut.is_file()
     # The result is what the supernet builds for those settings, and fvcore agrees with the table's sum.
