@@ -77,7 +77,7 @@ def test_panels_per_teacher_with_a_one_seed_teacher_and_a_cell_without_history(t
     assert [s.key for s in data.panels[1].series] == [("teacher", "visformer-s", ""), ("label-only", "", "ofa-595"),
                                                       ("kd", "visformer-s", "ofa-595")]
     assert [s.seeds for s in data.panels[1].series] == [1, 2, 2]
-    assert data.skipped == ("ofa-595 (at from vgg19), seed 0",) and data.methods == ("kd",)
+    assert data.skipped == ("vgg19 -> ofa-595 (at), seed 0",) and data.methods == ("kd",)
 
 
 def _store_with_curves(path):
@@ -116,8 +116,8 @@ def test_a_page_with_cells_lacking_history_still_renders_and_says_which(tmp_path
         page = render_all(load_registry(), store, tmp_path / "boards", resamples=20)[0].read_text()
     top = page.split("## Teachers")[0]
     assert "](plots/synthetic-cxr.curves.png)" in top
-    assert ("No per-epoch history stored for ofa-595 (at from visformer-s), seed 0; "
-            "ofa-595 (at from visformer-s), seed 1: left out of the curves.") in top
+    assert ("No per-epoch history stored for visformer-s -> ofa-595 (at), seed 0; "
+            "visformer-s -> ofa-595 (at), seed 1: left out of the curves.") in top
     assert "| visformer-s | at |" in page  # the rows themselves are still on the page (flags may mark the student)
 
 

@@ -252,6 +252,6 @@ def test_a_cell_no_better_than_the_most_frequent_class_is_named_as_at_chance():
     text = at_chance_text({("cat-kd", "visformer-s", "ofa-595"): [learned, stuck, barely],
                            ("label-only", "", "ofa-595"): [majority]}, stored)
     assert text.startswith("2 cells no more accurate than always answering the most frequent test class "
-                           "(one-sided exact binomial test, alpha 0.05): cat-kd from visformer-s into ofa-595 "
-                           "(seed 1: 33.3%); ofa-595 on labels alone (seed 0: 80.0%).")
+                           "(one-sided exact binomial test, alpha 0.05): visformer-s -> ofa-595 (cat-kd), "
+                           "seed 1: 33.3%; student ofa-595 (labels only), seed 0: 80.0%.")
     assert at_chance_text({("cat-kd", "visformer-s", "ofa-595"): [learned, barely]}, stored) is None

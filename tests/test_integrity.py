@@ -282,7 +282,7 @@ def test_a_teacher_whose_retraining_failed_teaches_no_student(run_cli, quick_run
     assert after["kd"].retrain_error == ("teacher 'visformer-s' on synthetic-cxr: its checkpoint is missing or "
                                          "damaged and training it again did not finish (RuntimeError: out of cheese)")
     page = (quick_run / "boards" / "synthetic-cxr.md").read_text()
-    assert "| teacher visformer-s seed 0 | retraining it did not finish (RuntimeError: out of cheese) |" in page
+    assert "| teacher visformer-s, seed 0 | retraining it did not finish (RuntimeError: out of cheese) |" in page
 
 
 def test_a_finished_cell_whose_explaining_stopped_says_its_result_is_kept(quick_run):

@@ -100,7 +100,7 @@ def test_rendered_tables(tmp_path):
     assert "| chance level | `lung`: energy pointing game | ROAD |" in explained
     assert "![score-cam: visformer-s -> ofa-595 (kd)](panels/synthetic-cxr/score-cam/visformer-s__ofa-595__kd.png)" in explained
     assert "- `kd` (revision 1): alpha = 0.5, temperature = 4.0. Hinton" in board and "chance accuracy: 0.333" in board
-    assert "| teacher autoformer-v2-t seed 0 | RuntimeError: boom / pipe |" in board
+    assert "| teacher autoformer-v2-t, seed 0 | RuntimeError: boom / pipe |" in board
     # Cost figures name where they were timed (a pool's driver), training provenance where it trained.
     assert "- Latency: batch 1, median of timed runs after warm-up, on pool driver; test machine" in board
     assert "- Machine (training): test machine" in board

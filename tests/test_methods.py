@@ -305,7 +305,7 @@ def test_quick_matrix_with_every_method_and_a_nan_one(run_cli, tmp_path):
     assert {m: c.status for m, c in cells.items() if m != "nan-loss"} == {
         m: "done" for m in ("teacher", "label-only", *BUILTIN)}
     board = (tmp_path / "boards" / "synthetic-cxr.md").read_text()
-    assert "## Failed cells" in board and "nan-loss visformer-s ofa-595 seed 0" in board
+    assert "## Failed cells" in board and "visformer-s -> ofa-595 (nan-loss), seed 0" in board
     summary = board.split("## Methods: ofa-595")[1].split("##")[0]
     for name in BUILTIN:
         assert f"| {name} |" in summary

@@ -76,7 +76,7 @@ def test_every_arm_and_the_baseline_get_exactly_n_trials(tuned_run):
     page = (tuned_run / "boards" / "synthetic-cxr.md").read_text()
     tuning = page.split("## Tuning")[1].split("## Teachers")[0]
     assert "same budget of 3 trials" in tuning
-    assert "| ofa-595 (labels only) | 3 (" in tuning and "| visformer-s -> ofa-595 (kd) | 3 (" in tuning
+    assert "| student ofa-595 (labels only) | 3 (" in tuning and "| visformer-s -> ofa-595 (kd) | 3 (" in tuning
     assert "student rows tuned, 3 trials per arm" in page
     import csv
 

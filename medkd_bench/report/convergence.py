@@ -18,6 +18,7 @@ from collections.abc import Callable, Mapping, Sequence
 
 from scipy.stats import binomtest
 
+from medkd_bench.run.cells import describe_model
 from medkd_bench.run.store import CellRecord
 from medkd_bench.train.schedule import STOP_REASONS, cooldown_epochs
 
@@ -152,11 +153,10 @@ def at_chance_text(groups: Mapping[tuple[str, str, str], Sequence[CellRecord]],
         return None
     rows = []
     for (method, teacher, student), cells in sorted(found.items()):
-        what = {"teacher": f"teacher {teacher}", "label-only": f"{student} on labels alone"}.get(
-            method, f"{method} from {teacher} into {student}")
+        what = describe_model(method, teacher, student)
         seeds = sorted(cells, key=lambda r: r.seed)
-        rows.append(f"{what} (seed{'s' if len(seeds) > 1 else ''} {', '.join(str(r.seed) for r in seeds)}: "
-                    + " / ".join(f"{100 * float(r.metrics['accuracy']):.1f}" for r in seeds) + "%)")
+        rows.append(f"{what}, seed{'s' if len(seeds) > 1 else ''} {', '.join(str(r.seed) for r in seeds)}: "
+                    + " / ".join(f"{100 * float(r.metrics['accuracy']):.1f}" for r in seeds) + "%")
     n = sum(len(c) for c in found.values())
     return (f"{n} cell{'s' if n > 1 else ''} no more accurate than always answering the most frequent test class "
             f"(one-sided exact binomial test, alpha {CHANCE_ALPHA}): {'; '.join(rows)}. A run whose validation "

@@ -24,6 +24,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from medkd_bench.report.convergence import UNKNOWN, stopped
+from medkd_bench.run.cells import describe_model
 from medkd_bench.run.store import CellRecord
 from medkd_bench.specs import BASE_METHODS
 
@@ -167,10 +168,7 @@ def curve_series(key: Key, records: Sequence[CellRecord]) -> Series | None:
 
 def cell_label(record: CellRecord) -> str:
     """How a skipped cell is named in the page's note."""
-    if record.method == "teacher":
-        return f"teacher {record.teacher}, seed {record.seed}"
-    source = "labels only" if record.method == "label-only" else f"{record.method} from {record.teacher}"
-    return f"{record.student} ({source}), seed {record.seed}"
+    return f"{describe_model(record.method, record.teacher, record.student)}, seed {record.seed}"
 
 
 def curve_data(groups: Mapping[Key, Sequence[CellRecord]]) -> CurveData:

@@ -50,6 +50,7 @@ from medkd_bench.report.trust import (
     training_images_text,
 )
 from medkd_bench.report.tuning import tuning_rows
+from medkd_bench.run.cells import describe_model
 from medkd_bench.run.store import CellRecord, ExplanationRecord, Store, TrialRecord
 from medkd_bench.specs import BASE_METHODS
 
@@ -293,7 +294,7 @@ def methods_used(registry: Registry, done: list[CellRecord]) -> list[dict[str, s
 
 
 def _cell_label(r: CellRecord) -> str:
-    return f"{r.method} {r.teacher} {r.student} seed {r.seed}".replace("  ", " ")
+    return f"{describe_model(r.method, r.teacher, r.student)}, seed {r.seed}"
 
 
 def _retrain_text(r: CellRecord) -> str:

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from medkd_bench.run.cells import describe_model
 from medkd_bench.run.store import CellRecord, TrialRecord
 from medkd_bench.tune.options import parse_arm
 
@@ -43,7 +44,7 @@ def tuning_rows(settings: dict[str, Any], records: Sequence[CellRecord],
         default = mine[0] if mine else None
         best = next((t for t in mine if t.state == "complete" and t.params == chosen), None)
         rows.append({
-            "arm": f"{teacher} -> {student} ({method})" if teacher else f"{student} (labels only)",
+            "arm": describe_model(method, teacher, student),
             "trials": (f"{len(mine)} ({sum(t.state == 'complete' for t in mine)} complete, "
                        f"{sum(t.state == 'pruned' for t in mine)} pruned, {sum(t.state == 'failed' for t in mine)} "
                        "failed)") if mine else "not in this store",

@@ -12,6 +12,19 @@ from dataclasses import dataclass
 from medkd_bench.specs import BASE_METHODS
 
 
+def describe_model(method: str, teacher: str | None, student: str | None) -> str:
+    """A cell's model in words, one form for the run's log, errors and pages.
+
+    ``teacher vgg19``, ``student ofa-595 (labels only)`` or ``vgg19 -> ofa-595 (kd)``: one way to
+    name a model, so a reader can search a page for the line the run printed about it.
+    """
+    if method == "teacher":
+        return f"teacher {teacher}"
+    if method == "label-only":
+        return f"student {student} (labels only)"
+    return f"{teacher} -> {student} ({method})"
+
+
 @dataclass(frozen=True)
 class Cell:
     dataset: str
@@ -38,14 +51,9 @@ class Cell:
         return "teacher" if self.method == "teacher" else "student"
 
     def label(self) -> str:
-        if self.method == "teacher":
-            what = f"teacher {self.teacher}"
-        elif self.method == "label-only":
-            what = f"student {self.student} (labels only)"
-        else:
-            what = f"{self.teacher} -> {self.student} ({self.method})"
-            if self.teacher_seed is not None and self.teacher_seed != self.seed:
-                what += f", teacher seed {self.teacher_seed}"
+        what = describe_model(self.method, self.teacher, self.student)
+        if self.distilled and self.teacher_seed is not None and self.teacher_seed != self.seed:
+            what += f", teacher seed {self.teacher_seed}"
         return f"{self.dataset} | {what} | seed {self.seed}"
 
 
