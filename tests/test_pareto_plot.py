@@ -153,3 +153,39 @@ def test_rows_not_timed_yet_still_show_in_the_parameters_panel():
         assert any("not timed yet" in t.get_text() for t in latency.texts)
     finally:
         plt.close(fig)
+
+
+def test_names_of_two_teachers_near_the_top_are_stacked_downwards_and_never_overlap():
+    """Found on the synthetic-histo page (teachers 95.1 and 97.7%, students 52-74%): names pushed up past the
+    frame were clamped at its top, one on the other."""
+    points = [Point("autoformer-v2-t", "teacher", 0.951, (0.94, 0.96), None, 27.51, teacher="autoformer-v2-t"),
+              Point("visformer-s", "teacher", 0.977, (0.97, 0.985), None, 39.21, teacher="visformer-s"),
+              Point("ofa-595", "label-only", 0.575, (0.56, 0.59), None, 7.6, student="ofa-595")]
+    for k, (teacher, method) in enumerate(itertools.product(["autoformer-v2-t", "visformer-s"], METHODS)):
+        acc = 0.52 + 0.022 * k
+        points.append(Point(f"ofa-595, {method} from {teacher}", method, acc, (acc - 0.02, acc + 0.02), None, 7.6,
+                            teacher=teacher, student="ofa-595"))
+    fig = plots.pareto_figure(points, "synthetic-histo", chance=1 / 5)
+    try:
+        fig.canvas.draw()
+        renderer = fig.canvas.get_renderer()
+        params = [ax for ax in fig.axes if ax.get_xscale() == "log" and ax.containers][0]
+        names = [t for t in params.texts if t.get_text() in ("autoformer-v2-t", "visformer-s")]
+        assert len(names) == 2
+        a, b = (Text.get_window_extent(t, renderer) for t in names)
+        assert not a.overlaps(b)
+        frame = params.get_window_extent(renderer)
+        assert all(frame.y0 <= box.y0 and box.y1 <= frame.y1 for box in (a, b))
+    finally:
+        plt.close(fig)
+
+
+def test_stacked_names_clear_each_other_going_up_and_going_down():
+    """The stacking rule alone: low points stack upwards; points near the top stack downwards, each one name's
+    height below the one above, and stay in the frame."""
+    low = plots.stack_names([((0.5, 0.7), 0.5, 0.30), ((0.5, 0.7), 0.51, 0.32)], [])
+    assert low[0] == pytest.approx(0.30) and low[1] == pytest.approx(0.30 + plots.LABEL_GAP)
+    high = plots.stack_names([((0.5, 0.7), 0.5, 0.92), ((0.5, 0.7), 0.6, 0.94)], [])
+    assert high[1] == pytest.approx(0.94) and high[0] == pytest.approx(0.94 - plots.LABEL_GAP)
+    apart = plots.stack_names([((0.1, 0.3), 0.2, 0.95), ((0.6, 0.8), 0.7, 0.96)], [])  # no shared span: unmoved
+    assert apart == [pytest.approx(0.95), pytest.approx(0.96)]

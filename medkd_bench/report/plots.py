@@ -82,6 +82,46 @@ def _dodged(points: Sequence[Point], cost: str, style: Style) -> list[float]:
 LABEL_GAP, NAME_CHAR = 0.065, 0.0145
 
 
+#: The highest and lowest a name's centre may sit (axes fractions): inside the frame.
+NAME_TOP, NAME_BOTTOM = 0.97, 0.03
+
+
+def stack_names(names: Sequence[tuple[tuple[float, float], float, float]],
+                marks: Sequence[tuple[float, float]]) -> list[float]:
+    """Heights (axes fractions) for names that neither overlap nor cover another column's point.
+
+    ``names``: per name, its horizontal span, its point's x and its point's y;
+    ``marks``: every point. Names are stacked upwards from their points, the
+    lowest first; when that stack would leave the frame (points near the top,
+    such as the teachers), they are stacked downwards from the highest instead.
+    Clamping an upward stack at the top once wrote two teachers' names on top
+    of each other.
+    """
+    def stacked(order: Sequence[int], sign: int) -> dict[int, float]:
+        placed: list[tuple[float, float, float]] = []  # (left, right, y) of the names written so far
+        out: dict[int, float] = {}
+        for i in order:
+            span, fx, fy = names[i]
+            others = [my for mx, my in marks if abs(mx - fx) >= 0.05 and span[0] < mx < span[1]]
+            ty = fy
+            for _ in range(len(placed) + len(others) + 1):  # push past what it covers until nothing is left
+                clash = ([py + sign * LABEL_GAP for left, end, py in placed
+                          if left < span[1] and span[0] < end and abs(ty - py) < LABEL_GAP]
+                         + [my + sign * LABEL_GAP / 2 for my in others if abs(ty - my) < LABEL_GAP / 2])
+                if not clash:
+                    break
+                ty = max(clash) if sign > 0 else min(clash)
+            placed.append((*span, ty))
+            out[i] = ty
+        return out
+
+    by_height = sorted(range(len(names)), key=lambda i: names[i][2])
+    heights = stacked(by_height, +1)
+    if heights and max(heights.values()) > NAME_TOP:
+        heights = stacked(by_height[::-1], -1)
+    return [min(max(heights[i], NAME_BOTTOM), NAME_TOP) for i in range(len(names))]
+
+
 def _name_points(ax, named: Sequence[tuple[float, float, str]], cluster: Sequence[tuple[float, float]]) -> None:
     """Write names beside their points without overlapping: stacked to the right of the points' column.
 
@@ -105,22 +145,10 @@ def _name_points(ax, named: Sequence[tuple[float, float, str]], cluster: Sequenc
         column = [c for c, _ in marks if abs(c - fx) < 0.05] or [fx]
         right = max(column) < 0.72
         items.append((fx, fy, max(column) + 0.02 if right else min(column) - 0.02, right, text))
-    # One list for both sides: a name written leftwards can reach a neighbour's written rightwards.
-    placed: list[tuple[float, float, float]] = []  # (left, right, y) of the names written so far
-    for fx, fy, tx, right, text in sorted(items, key=lambda item: item[1]):
-        width = NAME_CHAR * len(text)
-        span = (tx, tx + width) if right else (tx - width, tx)
-        others = [(mx, my) for mx, my in marks if abs(mx - fx) >= 0.05 and span[0] < mx < span[1]]
-        ty = fy
-        for _ in range(len(placed) + len(others) + 1):  # push up past what it covers until nothing is left
-            clash = ([py + LABEL_GAP for left, end, py in placed
-                      if left < span[1] and span[0] < end and abs(ty - py) < LABEL_GAP]
-                     + [my + LABEL_GAP / 2 for _, my in others if abs(ty - my) < LABEL_GAP / 2])
-            if not clash:
-                break
-            ty = max(clash)
-        placed.append((*span, ty))
-        ty = min(ty, 0.97)
+    spans = [((tx, tx + NAME_CHAR * len(text)) if right else (tx - NAME_CHAR * len(text), tx))
+             for fx, fy, tx, right, text in items]
+    heights = stack_names([(span, fx, fy) for span, (fx, fy, *_) in zip(spans, items, strict=True)], marks)
+    for (fx, fy, tx, right, text), ty in zip(items, heights, strict=True):
         moved = abs(ty - fy) > 0.01 or abs(tx - fx) > 0.03
         ax.annotate(text, (fx, fy), xycoords="axes fraction", xytext=(tx, ty), textcoords="axes fraction",
                     fontsize=7.5, ha="left" if right else "right", va="center",
