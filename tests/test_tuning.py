@@ -131,6 +131,39 @@ def test_the_pages_command_and_toml_reproduce_the_tuned_cells_without_tuning(run
     assert sorted(re.findall(r"\b[0-9a-f]{16}\b", by_file.out)) == sorted(hashes)
 
 
+def test_default_and_tuned_pages_put_each_methods_two_gains_and_ranks_side_by_side(tuned_run, tmp_path):
+    """Tuned cells get a page of their own (their settings differ), so "does tuning change which method wins?"
+    needs both rankings in one table: each page shows it, links the other, and quotes both pages' own gains."""
+    import shutil
+
+    from tests.helpers import run_main
+
+    root = tmp_path / "both"
+    shutil.copytree(tuned_run / "work", root / "work")
+    assert run_main([*QUICK, *_dirs(root)]) == 0  # the same matrix with the paper defaults
+    boards = root / "boards"
+    default = (boards / "synthetic-cxr.md").read_text()  # the most recent run's settings: the main page
+    (tuned_file,) = [p.name for p in boards.glob("synthetic-cxr.*.md")]
+    tuned = (boards / tuned_file).read_text()
+    settings = {name: page.split("- Settings: ")[1].split(" (every row")[0] for name, page in (("default", default),
+                                                                                              ("tuned", tuned))}
+    assert "student rows tuned" in settings["tuned"] and "tuned" not in settings["default"]
+
+    def students_gain(page: str) -> str:
+        rows = [[c.strip() for c in line.strip("|").split("|")] for line in page.split("## Students")[1].splitlines()
+                if line.startswith("| ofa-595")]  # student and teacher may carry trust marks (§)
+        (gain,) = [cols[6] for cols in rows if cols[2] == "kd"]
+        return gain.rstrip("≈")
+
+    for page, other in ((default, tuned_file), (tuned, "synthetic-cxr.md")):
+        section = page.split("## Paper defaults against tuning")[1].split("## Per-class F1")[0]
+        assert f"]({other})" in section
+        (row,) = [line for line in section.splitlines() if line.startswith("| visformer-s | kd |")]
+        cells = [c.strip() for c in row.strip("|").split("|")]
+        assert cells[2:] == [students_gain(default), "1", students_gain(tuned), "1"]
+        assert "From visformer-s: the most accurate method is kd both ways." in section
+
+
 def _plan_rows(out: str) -> dict[str, tuple[str, str]]:
     """``--dry-run``'s table: (hash, status) by the cell's kind (one seed, one teacher, so unique).
 

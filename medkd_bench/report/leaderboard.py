@@ -17,9 +17,8 @@ import numpy as np
 from medkd_bench.evaluate import stats
 from medkd_bench.files.atomic import atomic_write_text
 from medkd_bench.files.paths import path_inside
-from medkd_bench.messages import warn
 from medkd_bench.registry import Registry
-from medkd_bench.report.board_owner import claim_leaderboard_dir
+from medkd_bench.report.board_owner import claim_leaderboard_dir, pages_not_in_store
 from medkd_bench.report.clinical_tables import clinical_rows, confusion_tables
 from medkd_bench.report.contents import CONTENTS_MARK, with_contents
 from medkd_bench.report.curve_plot import CurvesFigure, curves_plot
@@ -49,6 +48,7 @@ from medkd_bench.report.trust import (
     teacher_design_text,
     training_images_text,
 )
+from medkd_bench.report.tuned_vs_default import counterpart, section
 from medkd_bench.report.tuning import tuning_rows
 from medkd_bench.run.cells import describe_model
 from medkd_bench.run.store import CellRecord, ExplanationRecord, Store, TrialRecord
@@ -179,7 +179,8 @@ def render_dataset(registry: Registry, dataset: str, records: list[CellRecord],
                    explanations: list[ExplanationRecord], row_stats: RowStats | None = None,
                    board: _Board | None = None, page: Page | None = None,
                    other_pages: Sequence[Page] = (), plot: ParetoFigure | None = None,
-                   curves: CurvesFigure | None = None, trials: Sequence[TrialRecord] = ()) -> str:
+                   curves: CurvesFigure | None = None, trials: Sequence[TrialRecord] = (),
+                   versus: dict[str, Any] | None = None) -> str:
     row_stats = row_stats or RowStats(registry)
     spec = registry.datasets.get(dataset)
     board = board or _board(registry, dataset, records, row_stats)
@@ -276,6 +277,7 @@ def render_dataset(registry: Registry, dataset: str, records: list[CellRecord],
         curves=curves,
         tuning=tuning_rows(page.settings, records, trials) if page is not None else [],
         tune_trials=page.settings.get("tune_trials") if page is not None else None,
+        versus=versus,
     ))
 
 
@@ -332,16 +334,19 @@ def render_all(registry: Registry, store: Store, out_dir: Path, resamples: int =
     index_rows = []
     pages = [page for d in datasets
              for page in pages_for(d, [r for r in records if r.dataset == d], runs, registry.datasets.get(d))]
+    boards = {page.file: _board(registry, page.dataset, page.records, row_stats) for page in pages}
     for page in pages:
         d, recs = page.dataset, page.records
         path = path_inside(out_dir, page.file)
         hashes = {r.hash for r in recs}
-        board = _board(registry, d, recs, row_stats)
+        board = boards[page.file]
         others = [p for p in pages if p.dataset == d and p is not page]
         plot = pareto_plot(registry, board.groups, board.scores, out_dir, page)
         curves = curves_plot(registry, board.groups, out_dir, page)
+        twin = counterpart(page, pages)
+        versus = section(page, twin, board, boards[twin.file] if twin else None)
         _write(path, render_dataset(registry, d, recs, [e for e in explanations if e.cell_hash in hashes],
-                                    row_stats, board, page, others, plot, curves, trials))
+                                    row_stats, board, page, others, plot, curves, trials, versus))
         written.append(path)
         best_t, best_kd, base = board.best("teacher"), board.best(None), board.best("label-only")
         gain = board.gains.get(best_kd) if best_kd else None
@@ -360,7 +365,7 @@ def render_all(registry: Registry, store: Store, out_dir: Path, resamples: int =
     _write(results, to_csv(export_rows(registry, records, explanations, runs, row_stats)))
     written.append(results)
     index = out_dir / "README.md"
-    stale = _pages_not_in_store(out_dir, {p.name for p in written}, store.path)
+    stale = pages_not_in_store(out_dir, {p.name for p in written}, store.path)
     _write(index, _env().get_template("index.md.j2").render(rows=index_rows, store=store.path.name, stale=stale))
     written.append(index)
     return written
@@ -368,27 +373,6 @@ def render_all(registry: Registry, store: Store, out_dir: Path, resamples: int =
 
 #: The tidy export every run and ``leaderboard`` writes next to the pages.
 RESULTS_CSV = "results.csv"
-
-
-def _pages_not_in_store(out_dir: Path, written: set[str], store_path: Path) -> list[str]:
-    """Generated pages in ``out_dir`` this store has no rows for: kept, named in the index, and warned about."""
-    stale = []
-    for page in sorted(out_dir.glob("*.md")):
-        if page.name in written or page.name == "README.md":
-            continue
-        try:
-            generated = GENERATED_MARK in page.read_text(errors="replace")
-        except OSError:
-            continue
-        if generated:
-            stale.append(page.name)
-            warn(f"{page}: no rows in run store {store_path}; the page is kept but not rebuilt (another work "
-                 "dir made it?)")
-    return stale
-
-
-#: Every generated page says so (the templates' last line); pages without it are the user's own.
-GENERATED_MARK = "_Generated by `medkd-bench leaderboard`"
 
 
 def _write(path: Path, text: str) -> None:
