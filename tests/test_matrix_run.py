@@ -45,7 +45,9 @@ def test_quick_matrix_trains_scores_and_resumes(run_cli, dirs, quick_run, tmp_pa
     with Image.open(panel) as img:
         assert img.format == "PNG" and img.width > 300
     board = (tmp_path / "boards" / "synthetic-cxr.md").read_text()
-    assert "| visformer-s |" in board and "labels only" not in board.split("## Students")[0]
+    teachers = board.split("## Teachers")[1].split("## Students")[0]  # the label-only student is not a teacher
+    rows = [line for line in teachers.splitlines() if line.startswith("| ") and not line.startswith("| teacher |")]
+    assert len(rows) == 1 and rows[0].startswith("| visformer-s")
     # Named by the cell's config hash and sample size: a run under other settings draws its own.
     assert kd_score_cam.artifacts["panel"] == f"panels/synthetic-cxr/score-cam/visformer-s__ofa-595__kd__{kd.hash}-2.png"
     assert f"[score-cam]({kd_score_cam.artifacts['panel']})" in board
