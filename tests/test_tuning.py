@@ -161,7 +161,30 @@ def test_default_and_tuned_pages_put_each_methods_two_gains_and_ranks_side_by_si
         (row,) = [line for line in section.splitlines() if line.startswith("| visformer-s | kd |")]
         cells = [c.strip() for c in row.strip("|").split("|")]
         assert cells[2:] == [students_gain(default), "1", students_gain(tuned), "1"]
-        assert "From visformer-s: the most accurate method is kd both ways." in section
+        assert "- From visformer-s" not in section  # one method: no winner to name
+
+
+def test_the_side_by_side_ranks_methods_per_teacher_and_names_each_way_s_winner_among_methods_run_both_ways():
+    """Tuning can reorder the methods; a method run one way only gets no winner's line against the other."""
+    from medkd_bench.report.tuned_vs_default import Side, comparison
+
+    def side(acc: dict) -> Side:
+        base = acc[("label-only", "", "s")]
+        return Side(list(acc), acc.__getitem__,
+                    {k: {"mean": v - base} for k, v in acc.items() if k[0] != "label-only"},
+                    {k: {"accuracy": {"mean": v, "ci": (v - 0.02, v + 0.02)}} for k, v in acc.items()})
+
+    default = side({("label-only", "", "s"): 0.60, ("kd", "a", "s"): 0.62, ("dkd", "a", "s"): 0.55,
+                    ("fitnet", "a", "s"): 0.70, ("kd", "b", "s"): 0.61, ("dkd", "b", "s"): 0.64})
+    tuned = side({("label-only", "", "s"): 0.63, ("kd", "a", "s"): 0.70, ("dkd", "a", "s"): 0.72,
+                  ("fitnet", "a", "s"): 0.69, ("kd", "b", "s"): 0.66})
+    (s,) = comparison(default, tuned)
+    assert s["baseline"] == {"default": "60.0 [58.0, 62.0]", "tuned": "63.0 [61.0, 65.0]"}
+    rows = [(r["teacher"], r["method"], r["default"]["rank"], r["tuned"]["rank"]) for r in s["rows"]]
+    assert rows == [("a", "dkd", "3", "1"), ("a", "kd", "2", "2"), ("a", "fitnet", "1", "3"),
+                    ("b", "kd", "2", "1"), ("b", "dkd", "1", "-")]
+    assert s["rows"][0]["default"]["gain"].startswith("-5.0") and s["rows"][0]["tuned"]["gain"].startswith("+9.0")
+    assert s["best"] == [{"teacher": "a", "n": 3, "default": "fitnet", "tuned": "dkd", "same": False}]
 
 
 def _plan_rows(out: str) -> dict[str, tuple[str, str]]:

@@ -83,8 +83,11 @@ def comparison(default: Side, tuned: Side) -> list[dict[str, Any]]:
                 rows.append({"teacher": teacher, "method": m,
                              **{side: _gain_cell(s, key, ranked[side].get(m))
                                 for side, s in (("default", default), ("tuned", tuned))}})
-            winners = {side: min(r, key=r.get) if r else None for side, r in ranked.items()}
-            best.append({"teacher": teacher, **winners, "same": winners["default"] == winners["tuned"]})
+            both = sorted(set(ranked["default"]) & set(ranked["tuned"]))  # a winner among methods run both ways
+            if len(both) > 1:
+                winners = {side: min(both, key=r.__getitem__) for side, r in ranked.items()}
+                best.append({"teacher": teacher, "n": len(both), **winners,
+                             "same": winners["default"] == winners["tuned"]})
         out.append({"student": student, "rows": rows, "best": best,
                     "baseline": {side: stats.format_ci(s.scores[base]["accuracy"]) if base in s.scores else "-"
                                  for side, s in (("default", default), ("tuned", tuned))}})
