@@ -162,11 +162,16 @@ def test_default_and_tuned_pages_put_each_methods_two_gains_and_ranks_side_by_si
         cells = [c.strip() for c in row.strip("|").split("|")]
         assert cells[2:] == [students_gain(default), "1", students_gain(tuned), "1"]
         assert "- From visformer-s" not in section  # one method: no winner to name
+    glance = {name: page.split("## At a glance")[1].split("Accuracies in percent")[0]
+              for name, page in (("default", default), ("tuned", tuned))}
+    assert (f"- [The same students tuned (`--tune 3`)]({tuned_file}): see [Paper defaults against tuning]"
+            "(#paper-defaults-against-tuning)." in glance["default"])
+    assert "- [The same students with each paper's default options](synthetic-cxr.md): see" in glance["tuned"]
 
 
 def test_the_side_by_side_ranks_methods_per_teacher_and_names_each_way_s_winner_among_methods_run_both_ways():
     """Tuning can reorder the methods; a method run one way only gets no winner's line against the other."""
-    from medkd_bench.report.tuned_vs_default import Side, comparison
+    from medkd_bench.report.tuned_vs_default import Side, comparison, glance_line
 
     def side(acc: dict) -> Side:
         base = acc[("label-only", "", "s")]
@@ -185,6 +190,9 @@ def test_the_side_by_side_ranks_methods_per_teacher_and_names_each_way_s_winner_
                     ("b", "kd", "2", "1"), ("b", "dkd", "1", "-")]
     assert s["rows"][0]["default"]["gain"].startswith("-5.0") and s["rows"][0]["tuned"]["gain"].startswith("+9.0")
     assert s["best"] == [{"teacher": "a", "n": 3, "default": "fitnet", "tuned": "dkd", "same": False}]
+    line = glance_line({"students": [s], "other": "x.1234.md", "here_tuned": False, "trials": 8})
+    assert line == ("[The same students tuned (`--tune 8`)](x.1234.md); tuning changed the most accurate method for 1 "
+                    "of 1 teacher: see [Paper defaults against tuning](#paper-defaults-against-tuning).")
 
 
 def _plan_rows(out: str) -> dict[str, tuple[str, str]]:

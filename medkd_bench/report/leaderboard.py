@@ -48,7 +48,7 @@ from medkd_bench.report.trust import (
     teacher_design_text,
     training_images_text,
 )
-from medkd_bench.report.tuned_vs_default import counterpart, section
+from medkd_bench.report.tuned_vs_default import counterpart, glance_line, section
 from medkd_bench.report.tuning import tuning_rows
 from medkd_bench.run.cells import describe_model
 from medkd_bench.run.store import CellRecord, ExplanationRecord, Store, TrialRecord
@@ -229,7 +229,7 @@ def render_dataset(registry: Registry, dataset: str, records: list[CellRecord],
     reproduce = reproduce_entries(registry, dataset, done, explanations, row_stats.resamples,
                                   page.settings if page is not None and page.recorded else None)
     glance = at_a_glance(dict(zip(teacher_keys, teachers, strict=True)), dict(zip(student_keys, students, strict=True)),
-                         board.accuracy, board.gains, len(failed))
+                         board.accuracy, board.gains, len(failed)) + [line for line in [glance_line(versus)] if line]
     return with_contents(_env().get_template("dataset.md.j2").render(
         contents=CONTENTS_MARK,
         glance=glance,

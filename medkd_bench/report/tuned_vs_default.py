@@ -115,3 +115,17 @@ def section(page: Page, other: Page | None, board: Any, other_board: Any) -> dic
         return None
     return {"students": students, "other": other.file, "here_tuned": tuned_page is page,
             "trials": tuned_page.settings.get("tune_trials")}
+
+
+def glance_line(versus: dict[str, Any] | None) -> str | None:
+    """The "At a glance" line pointing at the other page and saying whether tuning changed any winner."""
+    if versus is None:
+        return None
+    other = ("the same students with each paper's default options" if versus["here_tuned"]
+             else f"the same students tuned (`--tune {versus['trials']}`)")
+    best = [b for s in versus["students"] for b in s["best"]]
+    changed = sum(not b["same"] for b in best)
+    verdict = (f"; tuning changed the most accurate method for {changed} of {len(best)} teacher"
+               f"{'s' if len(best) > 1 else ''}" if best else "")
+    return (f"[{other[0].upper()}{other[1:]}]({versus['other']}){verdict}: "
+            "see [Paper defaults against tuning](#paper-defaults-against-tuning).")
