@@ -155,12 +155,20 @@ def test_default_and_tuned_pages_put_each_methods_two_gains_and_ranks_side_by_si
         (gain,) = [cols[6] for cols in rows if cols[2] == "kd"]
         return gain.rstrip("≈")
 
+    def accuracy(page: str, method: str) -> float:
+        rows = [[c.strip() for c in line.strip("|").split("|")] for line in page.split("## Students")[1].splitlines()
+                if line.startswith("| ofa-595")]
+        (acc,) = [float(cols[3].split(" ")[0]) for cols in rows if cols[2] == method]
+        return acc
+
     for page, other in ((default, tuned_file), (tuned, "synthetic-cxr.md")):
         section = page.split("## Paper defaults against tuning")[1].split("## Per-class F1")[0]
         assert f"]({other})" in section
         (row,) = [line for line in section.splitlines() if line.startswith("| visformer-s | kd |")]
         cells = [c.strip() for c in row.strip("|").split("|")]
-        assert cells[2:] == [students_gain(default), "1", students_gain(tuned), "1"]
+        assert cells[2:6] == [students_gain(default), "1", students_gain(tuned), "1"]
+        effect = float(cells[6].split(" ")[0])  # tuned minus paper-default kd, paired by seed and image
+        assert effect == pytest.approx(accuracy(tuned, "kd") - accuracy(default, "kd"), abs=0.15)  # each rounded to 0.1
         assert "- From visformer-s" not in section  # one method: no winner to name
     glance = {name: page.split("## At a glance")[1].split("Accuracies in percent")[0]
               for name, page in (("default", default), ("tuned", tuned))}
@@ -183,12 +191,15 @@ def test_the_side_by_side_ranks_methods_per_teacher_and_names_each_way_s_winner_
                     ("fitnet", "a", "s"): 0.70, ("kd", "b", "s"): 0.61, ("dkd", "b", "s"): 0.64})
     tuned = side({("label-only", "", "s"): 0.63, ("kd", "a", "s"): 0.70, ("dkd", "a", "s"): 0.72,
                   ("fitnet", "a", "s"): 0.69, ("kd", "b", "s"): 0.66})
-    (s,) = comparison(default, tuned)
+    (s,) = comparison(default, tuned, lambda key: {"mean": tuned.accuracy(key) - default.accuracy(key)}
+                      if key in tuned.keys and key in default.keys else None)
     assert s["baseline"] == {"default": "60.0 [58.0, 62.0]", "tuned": "63.0 [61.0, 65.0]"}
     rows = [(r["teacher"], r["method"], r["default"]["rank"], r["tuned"]["rank"]) for r in s["rows"]]
     assert rows == [("a", "dkd", "3", "1"), ("a", "kd", "2", "2"), ("a", "fitnet", "1", "3"),
                     ("b", "kd", "2", "1"), ("b", "dkd", "1", "-")]
     assert s["rows"][0]["default"]["gain"].startswith("-5.0") and s["rows"][0]["tuned"]["gain"].startswith("+9.0")
+    assert [r["effect"] for r in s["rows"]] == ["+17.0", "+8.0", "-1.0", "+5.0", "-"]
+    assert s["baseline_effect"] == "+3.0"
     assert s["best"] == [{"teacher": "a", "n": 3, "default": "fitnet", "tuned": "dkd", "same": False}]
     line = glance_line({"students": [s], "other": "x.1234.md", "here_tuned": False, "trials": 8})
     assert line == ("[The same students tuned (`--tune 8`)](x.1234.md); tuning changed the most accurate method for 1 "

@@ -344,7 +344,7 @@ def render_all(registry: Registry, store: Store, out_dir: Path, resamples: int =
         plot = pareto_plot(registry, board.groups, board.scores, out_dir, page)
         curves = curves_plot(registry, board.groups, out_dir, page)
         twin = counterpart(page, pages)
-        versus = section(page, twin, board, boards[twin.file] if twin else None)
+        versus = section(page, twin, board, boards[twin.file] if twin else None, row_stats.gain)
         _write(path, render_dataset(registry, d, recs, [e for e in explanations if e.cell_hash in hashes],
                                     row_stats, board, page, others, plot, curves, trials, versus))
         written.append(path)

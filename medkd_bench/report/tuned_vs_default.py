@@ -23,6 +23,7 @@ from scipy.stats import rankdata
 from medkd_bench.evaluate import stats
 from medkd_bench.report.pages_by_settings import Page
 from medkd_bench.report.row_stats import gain_text
+from medkd_bench.run.store import CellRecord
 from medkd_bench.specs import BASE_METHODS
 
 Key = tuple[str, str, str]  # (method, teacher, student)
@@ -63,11 +64,14 @@ def _ranks(side: Side, student: str, teacher: str) -> dict[str, float]:
     return {k[0]: float(r) for k, r in zip(present, rankdata([-side.accuracy(k) for k in present]), strict=True)}
 
 
-def comparison(default: Side, tuned: Side) -> list[dict[str, Any]]:
+def comparison(default: Side, tuned: Side,
+               effect: Callable[[Key], dict[str, Any] | None] = lambda key: None) -> list[dict[str, Any]]:
     """Per student: its label-only accuracy both ways, one row per (teacher, method), and each teacher's best.
 
     Rows follow the tuned ranking (teacher by teacher); a row missing on one
-    side (not run, or failed) shows ``-`` there.
+    side (not run, or failed) shows ``-`` there. ``effect(key)``: what tuning
+    did for a row, its tuned minus its paper-default accuracy, paired by seed
+    and test image like a gain (``None`` when a side lacks the row).
     """
     out = []
     distilled = [k for k in {*default.keys, *tuned.keys} if k[0] not in BASE_METHODS]
@@ -80,7 +84,7 @@ def comparison(default: Side, tuned: Side) -> list[dict[str, Any]]:
                              key=lambda m: (ranked["tuned"].get(m, float("inf")), ranked["default"].get(m, 0.0), m))
             for m in methods:
                 key = (m, teacher, student)
-                rows.append({"teacher": teacher, "method": m,
+                rows.append({"teacher": teacher, "method": m, "effect": _effect_text(effect(key)),
                              **{side: _gain_cell(s, key, ranked[side].get(m))
                                 for side, s in (("default", default), ("tuned", tuned))}})
             both = sorted(set(ranked["default"]) & set(ranked["tuned"]))  # a winner among methods run both ways
@@ -88,10 +92,14 @@ def comparison(default: Side, tuned: Side) -> list[dict[str, Any]]:
                 winners = {side: min(both, key=r.__getitem__) for side, r in ranked.items()}
                 best.append({"teacher": teacher, "n": len(both), **winners,
                              "same": winners["default"] == winners["tuned"]})
-        out.append({"student": student, "rows": rows, "best": best,
+        out.append({"student": student, "rows": rows, "best": best, "baseline_effect": _effect_text(effect(base)),
                     "baseline": {side: stats.format_ci(s.scores[base]["accuracy"]) if base in s.scores else "-"
                                  for side, s in (("default", default), ("tuned", tuned))}})
     return out
+
+
+def _effect_text(effect: dict[str, Any] | None) -> str:
+    return gain_text(effect) if effect else "-"
 
 
 def _gain_cell(side: Side, key: Key, rank: float | None) -> dict[str, str]:
@@ -99,18 +107,29 @@ def _gain_cell(side: Side, key: Key, rank: float | None) -> dict[str, str]:
     return {"gain": gain_text(gain) if gain else "-", "rank": f"{rank:g}" if rank is not None else "-"}
 
 
-def section(page: Page, other: Page | None, board: Any, other_board: Any) -> dict[str, Any] | None:
+def section(page: Page, other: Page | None, board: Any, other_board: Any,
+            paired: Callable[[list[CellRecord], list[CellRecord]], dict[str, Any] | None]) -> dict[str, Any] | None:
     """What the template needs for ``page`` (a default or a tuned page) beside ``other``, its counterpart.
 
     ``board`` and ``other_board`` are the two pages' scored rows (``groups``,
-    ``accuracy``, ``gains``, ``scores``, as :mod:`.leaderboard` builds them).
+    ``accuracy``, ``gains``, ``scores``, as :mod:`.leaderboard` builds them);
+    ``paired(a, b)``: a's accuracy minus b's, paired by seed and test image
+    (:meth:`.row_stats.RowStats.gain`).
     """
     if other is None:
         return None
     sides = {page.key: Side(list(board.groups), board.accuracy, board.gains, board.scores),
              other.key: Side(list(other_board.groups), other_board.accuracy, other_board.gains, other_board.scores)}
     tuned_page, default_page = (page, other) if page.settings.get("tuned") else (other, page)
-    students = comparison(sides[default_page.key], sides[tuned_page.key])
+    groups = {page.key: board.groups, other.key: other_board.groups}
+    tuned_cells, default_cells = groups[tuned_page.key], groups[default_page.key]
+
+    def effect(key: Key) -> dict[str, Any] | None:
+        if key not in tuned_cells or key not in default_cells:
+            return None
+        return paired(tuned_cells[key], default_cells[key])
+
+    students = comparison(sides[default_page.key], sides[tuned_page.key], effect)
     if not any(s["rows"] for s in students):
         return None
     return {"students": students, "other": other.file, "here_tuned": tuned_page is page,
