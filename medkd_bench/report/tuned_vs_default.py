@@ -118,22 +118,19 @@ def section(page: Page, other: Page | None, board: Any, other_board: Any,
     """
     if other is None:
         return None
-    sides = {page.key: Side(list(board.groups), board.accuracy, board.gains, board.scores),
-             other.key: Side(list(other_board.groups), other_board.accuracy, other_board.gains, other_board.scores)}
-    tuned_page, default_page = (page, other) if page.settings.get("tuned") else (other, page)
-    groups = {page.key: board.groups, other.key: other_board.groups}
-    tuned_cells, default_cells = groups[tuned_page.key], groups[default_page.key]
+    here_tuned = bool(page.settings.get("tuned"))
+    tuned, default = (board, other_board) if here_tuned else (other_board, board)
 
     def effect(key: Key) -> dict[str, Any] | None:
-        if key not in tuned_cells or key not in default_cells:
+        if key not in tuned.groups or key not in default.groups:
             return None
-        return paired(tuned_cells[key], default_cells[key])
+        return paired(tuned.groups[key], default.groups[key])
 
-    students = comparison(sides[default_page.key], sides[tuned_page.key], effect)
+    students = comparison(*(Side(list(b.groups), b.accuracy, b.gains, b.scores) for b in (default, tuned)), effect)
     if not any(s["rows"] for s in students):
         return None
-    return {"students": students, "other": other.file, "here_tuned": tuned_page is page,
-            "trials": tuned_page.settings.get("tune_trials")}
+    return {"students": students, "other": other.file, "here_tuned": here_tuned,
+            "trials": (page if here_tuned else other).settings.get("tune_trials")}
 
 
 def glance_line(versus: dict[str, Any] | None) -> str | None:
