@@ -108,7 +108,8 @@ def test_tune_cost_compares_every_arms_trials_with_its_final_cell_in_cpu_seconds
     lines = {line.split()[0]: line.split() for line in out.splitlines()[1:-1]}
     assert set(lines) == ARMS and all(row[1] == "3" and float(row[-1]) > 0 for row in lines.values())
     assert re.fullmatch(r"all arms with a final cell: tuning \d+ CPU s = \d+\.\d\dx their final cells' \d+ CPU s "
-                        r"at the tuning seed", out.splitlines()[-1])
+                        r"at the tuning seed; \d+\.\d\dx the 2 final student cells of every seed \(\d+ CPU s, what an "
+                        r"untuned run of the matrix trains\)", out.splitlines()[-1])
 
 
 def test_the_pages_command_and_toml_reproduce_the_tuned_cells_without_tuning(run_cli, tuned_run):
@@ -131,17 +132,42 @@ def test_the_pages_command_and_toml_reproduce_the_tuned_cells_without_tuning(run
     assert sorted(re.findall(r"\b[0-9a-f]{16}\b", by_file.out)) == sorted(hashes)
 
 
-def test_default_and_tuned_pages_put_each_methods_two_gains_and_ranks_side_by_side(tuned_run, tmp_path):
-    """Tuned cells get a page of their own (their settings differ), so "does tuning change which method wins?"
-    needs both rankings in one table: each page shows it, links the other, and quotes both pages' own gains."""
+@pytest.fixture(scope="module")
+def tuned_and_default(tuned_run, tmp_path_factory) -> Path:
+    """The tuned run's store, then the same matrix with the paper defaults in it (kd's tuned cell is another)."""
     import shutil
 
     from tests.helpers import run_main
 
-    root = tmp_path / "both"
+    root = tmp_path_factory.mktemp("both")
     shutil.copytree(tuned_run / "work", root / "work")
-    assert run_main([*QUICK, *_dirs(root)]) == 0  # the same matrix with the paper defaults
-    boards = root / "boards"
+    assert run_main([*QUICK, *_dirs(root)]) == 0
+    return root
+
+
+def test_tune_cost_takes_each_arms_chosen_final_cell_not_its_paper_default_cell(tuned_and_default):
+    """The default cell is trial 0's point too: with the untuned matrix in the store, kd's ratio was taken
+    against its paper-default cell."""
+    import subprocess
+    import sys
+
+    work = tuned_and_default / "work"
+    with Store(work / "runs.sqlite", readonly=True) as store:
+        runs = store.run_settings()
+        kd = {c.hash: c for c in store.cells(status="done") if c.method == "kd"}
+    assert len(kd) == 2
+    (tuned_kd,) = [c for h, c in kd.items() if any(s.get("tuned") for _, s in runs[h])]
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "tune_cost.py"
+    out = subprocess.run([sys.executable, str(script), "--store", str(work / "runs.sqlite")],
+                         capture_output=True, text=True, timeout=120, check=True).stdout
+    (row,) = [line.split() for line in out.splitlines() if line.startswith("synthetic-cxr/visformer-s/ofa-595/kd ")]
+    assert float(row[5]) == pytest.approx(tuned_kd.timings["total_cpu_s"], abs=0.05)
+
+
+def test_default_and_tuned_pages_put_each_methods_two_gains_and_ranks_side_by_side(tuned_and_default):
+    """Tuned cells get a page of their own (their settings differ), so "does tuning change which method wins?"
+    needs both rankings in one table: each page shows it, links the other, and quotes both pages' own gains."""
+    boards = tuned_and_default / "boards"
     default = (boards / "synthetic-cxr.md").read_text()  # the most recent run's settings: the main page
     (tuned_file,) = [p.name for p in boards.glob("synthetic-cxr.*.md")]
     tuned = (boards / tuned_file).read_text()
