@@ -58,7 +58,7 @@ def register_students(register):
             citation="Cai et al., Once-for-All: Train One Network and Specialize it for Efficient "
             "Deployment, ICLR 2020, arXiv:1908.09791 (subnet flops@595M_top1@80.0_finetune@75)",
             description="Hardware-aware MobileNetV3 subnet of the OFA supernet (width 1.2); 7.60M params "
-            "with a 3-class head (the classifier grows with the class count).",
+            "with a 3-class head, 7.61M with a 5-class one (the classifier grows with the class count).",
             cpu_channels_last=True,
             # On an H200 at 64 px its bf16 + channels-last step took 53-60 ms and 16.9 s to warm up; float32
             # (cuDNN's default TF32 convolutions), contiguous, 42 ms and 0.48 s (issue 20).
