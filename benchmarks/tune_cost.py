@@ -27,6 +27,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from medkd_bench.run.store import Store
+from medkd_bench.tune.space import arm_of
 
 
 def main() -> None:
@@ -87,11 +88,9 @@ def final_cells(cells: dict, runs: dict) -> dict[str, list]:
     out: dict[str, list] = defaultdict(list)
     for cell_hash, planned_by in runs.items():
         c = cells.get(cell_hash)
-        if c is None or c.method == "teacher":
-            continue
-        arm = f"{c.dataset}/{'' if c.method == 'label-only' else c.teacher}/{c.student}/{c.method}"
-        if any(arm in settings.get("tuned", {}) for _, settings in planned_by):
-            out[arm].append(c)
+        arm = arm_of(c) if c is not None else None  # None for a teacher: not tuned
+        if arm is not None and any(arm.key in settings.get("tuned", {}) for _, settings in planned_by):
+            out[arm.key].append(c)
     return out
 
 if __name__ == "__main__":

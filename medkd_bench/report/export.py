@@ -27,7 +27,6 @@ from medkd_bench.report.convergence import epochs_run
 from medkd_bench.report.pages_by_settings import latest_records, pages_for
 from medkd_bench.report.row_stats import RowStats
 from medkd_bench.report.trust import detectable_gain, taught_by_earlier_checkpoint
-from medkd_bench.run.cells import Cell
 from medkd_bench.run.store import CellRecord, ExplanationRecord, Store
 from medkd_bench.specs import BASE_METHODS
 from medkd_bench.tune.space import arm_of
@@ -135,7 +134,7 @@ def _tuning_fields(r: CellRecord, settings: dict[str, Any]) -> dict[str, Any]:
     """Whether the row's options were chosen by ``--tune`` (teachers never are), and with how many trials."""
     if r.method == "teacher":
         return {"tuned": False, "tune_trials": None}
-    arm = arm_of(Cell(r.dataset, r.method, teacher=r.teacher, student=r.student, seed=r.seed))
+    arm = arm_of(r)
     tuned = arm is not None and arm.key in (settings.get("tuned") or {})
     return {"tuned": tuned, "tune_trials": settings.get("tune_trials") if tuned else None}
 

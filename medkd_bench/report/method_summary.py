@@ -8,7 +8,7 @@ across teachers (1 = most accurate; ties share the mean rank).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from scipy.stats import rankdata
@@ -17,6 +17,17 @@ from medkd_bench.report.row_stats import gain_text, mcnemar_text
 from medkd_bench.specs import BASE_METHODS
 
 Key = tuple[str, str, str]  # (method, teacher, student)
+
+
+def method_ranks(keys: Sequence[Key], accuracy: Callable[[Key], float]) -> dict[Key, float]:
+    """Each distilled row's rank among the methods with its teacher and student (1 = most accurate; ties share
+    the mean rank): a method is compared with the other methods distilling the same teacher, never across teachers."""
+    distilled = [k for k in keys if k[0] not in BASE_METHODS]
+    ranks: dict[Key, float] = {}
+    for pair in dict.fromkeys((k[1], k[2]) for k in distilled):
+        present = [k for k in distilled if (k[1], k[2]) == pair]
+        ranks.update(zip(present, map(float, rankdata([-accuracy(k) for k in present])), strict=True))
+    return ranks
 
 
 def weak_teachers(keys: list[Key], accuracy: Callable[[Key], float]) -> dict[tuple[str, str], bool]:
@@ -38,11 +49,7 @@ def method_summary(keys: list[Key], accuracy: Callable[[Key], float], gains: Map
         mine = [k for k in distilled if k[2] == student]
         teachers = sorted({k[1] for k in mine})
         methods = sorted({k[0] for k in mine})
-        ranks: dict[Key, float] = {}
-        for t in teachers:
-            present = [k for k in mine if k[1] == t]
-            for k, r in zip(present, rankdata([-accuracy(k) for k in present]), strict=True):
-                ranks[k] = float(r)
+        ranks = method_ranks(mine, accuracy)
         rows = []
         for m in methods:
             cells = []

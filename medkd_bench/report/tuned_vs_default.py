@@ -18,9 +18,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from scipy.stats import rankdata
-
 from medkd_bench.evaluate import stats
+from medkd_bench.report.method_summary import method_ranks
 from medkd_bench.report.pages_by_settings import Page
 from medkd_bench.report.row_stats import gain_text
 from medkd_bench.run.store import CellRecord
@@ -60,8 +59,8 @@ class Side:
 
 def _ranks(side: Side, student: str, teacher: str) -> dict[str, float]:
     """Each method's rank among the methods with ``teacher`` (1 = most accurate; ties share the mean rank)."""
-    present = [k for k in side.keys if k[0] not in BASE_METHODS and k[1] == teacher and k[2] == student]
-    return {k[0]: float(r) for k, r in zip(present, rankdata([-side.accuracy(k) for k in present]), strict=True)}
+    mine = [k for k in side.keys if k[1] == teacher and k[2] == student]
+    return {k[0]: r for k, r in method_ranks(mine, side.accuracy).items()}
 
 
 def comparison(default: Side, tuned: Side,

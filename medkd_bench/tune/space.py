@@ -14,11 +14,19 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from medkd_bench.errors import MedkdError
 from medkd_bench.run.cells import Cell
-from medkd_bench.specs import Choice, LogUniform, MethodSpec, SearchParam, TrainSettings, Uniform
+from medkd_bench.specs import (
+    BASE_METHODS,
+    Choice,
+    LogUniform,
+    MethodSpec,
+    SearchParam,
+    TrainSettings,
+    Uniform,
+)
 
 #: Prefix of the training options an arm tunes (``train.lr``), apart from method options.
 TRAIN_PREFIX = "train."
@@ -46,11 +54,20 @@ class Arm:
         return Cell(self.dataset, self.method, teacher=self.teacher, student=self.student, seed=seed)
 
 
-def arm_of(cell: Cell) -> Arm | None:
-    """The arm a student cell belongs to; None for a teacher (teachers are trained with their own recipe)."""
+class NamedCell(Protocol):
+    """What names a cell's arm: a planned :class:`Cell` and a stored cell record both have it."""
+
+    dataset: str
+    method: str
+    teacher: str
+    student: str
+
+
+def arm_of(cell: NamedCell) -> Arm | None:
+    """The arm a student cell (planned, or a store's record) belongs to; None for a teacher (own recipe)."""
     if cell.method == "teacher":
         return None
-    return Arm(cell.dataset, cell.student, cell.method, cell.teacher if cell.distilled else "")
+    return Arm(cell.dataset, cell.student, cell.method, "" if cell.method in BASE_METHODS else cell.teacher)
 
 
 def arm_space(student_train: TrainSettings, method: MethodSpec | None) -> dict[str, SearchParam]:
